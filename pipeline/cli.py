@@ -1,0 +1,177 @@
+"""`privacy-pipeline`: generate data, make a development key, run stages, read features."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from datetime import date as Date
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+DEFAULT_CONFIG = "config/pipeline.yaml"
+DEMO_DATE = "2026-11-01"
+
+
+def _setup_logging(log_file: Path | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("great_expectations", "feast", "urllib3", "numexpr"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Presidio warns once per recognizer of another language at every start.
+    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.generate import generate
+
+    root = Path(args.out) if args.out else load_config(args.config).paths.data_root
+    out = generate(root, start=Date.fromisoformat(args.start), days=args.days, users=args.users,
+                   seed=args.seed)
+    print(f"wrote {out.events} raw event lines ({out.malformed} malformed on purpose) in "
+          f"{len(out.event_files)} daily file(s) under {root / 'raw' / 'events'}")
+    print(f"wrote consent records to {out.consent_file}")
+    return 0
+
+
+def cmd_init_key(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.keys import create_key_file
+
+    cfg = load_config(args.config)
+    path = Path(args.out) if args.out else cfg.keys.file
+    if path is None:
+        raise PipelineError("no key file path: pass --out or set keys.file in the config")
+    if path.exists():
+        print(f"key file {path} exists; keeping it")
+        return 0
+    key = create_key_file(path, key_id=args.key_id)
+    print(f"created a LOCAL DEVELOPMENT key {key.key_id!r} at {path} (mode 0600). "
+          "In production, provide the key from a secret store instead.")
+    return 0
+
+
+def _summary(ctx, date: str) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.run import output_paths
+
+    paths = output_paths(ctx, date)
+    manifest = json.loads(paths["manifest"].read_text())
+    f = manifest["funnel"]
+    print(f"\n== {date}: {'published' if manifest['published'] else 'NOT published'}")
+    print(f"rows in {f['rows_in']} = out {f['rows_out']} + dropped {sum(f['dropped'].values())} "
+          f"{f['dropped']} + quarantined {sum(f['quarantined'].values())} {f['quarantined']}"
+          f" -> balanced: {f['balanced']}")
+    print(f"PII replaced in free text: {manifest['pii']['found']}")
+    ka = manifest["k_anonymity"]
+    print(f"k-anonymity: required {ka['k_required']}, achieved {ka['k_achieved']}")
+    dp = manifest["differential_privacy"] or {}
+    print(f"DP: epsilon {dp.get('epsilon')} this release, {dp.get('window_epsilon_spent')} of "
+          f"{dp.get('window_epsilon_budget')} in the {dp.get('window_days')}-day window")
+    for name, path in paths.items():
+        print(f"{name:>13}: {path}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.run import run_all
+
+    cfg = load_config(args.config)
+    _setup_logging(cfg.paths.data_root / "logs" / f"date={args.date}" / "run.log")
+    started = time.perf_counter()
+    ctx, published = run_all(args.date, args.config)
+    _summary(ctx, args.date)
+    print(f"finished in {time.perf_counter() - started:.1f} s")
+    return 0 if published else 3
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from pipeline.run import run_stage
+
+    _setup_logging()
+    print(run_stage(args.stage, args.date, args.config))
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.publish import online_features
+
+    print(json.dumps(online_features(load_config(args.config), args.cohort), indent=2,
+                     default=str))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.out, args.start, args.days, args.seed, args.key_id = None, args.date, 1, 7, "dev-local-1"
+    cmd_generate(args)
+    cmd_init_key(args)
+    code = cmd_run(args)
+    from pipeline.config import load_config
+    from pipeline.publish import online_features
+
+    cfg = load_config(args.config)
+    cohort = f"{cfg.features.regions[1]}|25-34|mobile"
+    print(f"\nOnline features for cohort {cohort!r} (read back from Feast):")
+    print(json.dumps(online_features(cfg, [cohort]), default=str))
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="privacy-pipeline", description=__doc__)
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="pipeline YAML (%(default)s)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write seeded synthetic raw events and consent")
+    g.add_argument("--start", default=DEMO_DATE)
+    g.add_argument("--days", type=int, default=1)
+    g.add_argument("--users", type=int, default=1000)
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--out", help="data root (default: paths.data_root of the config)")
+    g.set_defaults(func=cmd_generate)
+
+    k = sub.add_parser("init-key", help="create a local development key file (mode 0600)")
+    k.add_argument("--key-id", default="dev-local-1")
+    k.add_argument("--out", help="key file (default: keys.file of the config)")
+    k.set_defaults(func=cmd_init_key)
+
+    r = sub.add_parser("run", help="run every stage for one date")
+    r.add_argument("--date", required=True)
+    r.set_defaults(func=cmd_run)
+
+    from pipeline.run import STAGES
+
+    s = sub.add_parser("stage", help="run one stage for one date (what a DAG task does)")
+    s.add_argument("stage", choices=list(STAGES))
+    s.add_argument("--date", required=True)
+    s.set_defaults(func=cmd_stage)
+
+    f = sub.add_parser("features", help="read cohort features from the online store")
+    f.add_argument("cohort", nargs="+", help="cohort id: region|age_band|device_type")
+    f.set_defaults(func=cmd_features)
+
+    d = sub.add_parser("demo", help="generate a day, make a dev key, run everything")
+    d.add_argument("--date", default=DEMO_DATE)
+    d.add_argument("--users", type=int, default=4000)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PipelineError as exc:
+        print(f"privacy-pipeline: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

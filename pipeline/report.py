@@ -1,0 +1,148 @@
+"""The run report: a JSON manifest and a readable HTML page per date.
+
+Built only from the stages' own accounting (counts, key ids, ε, check outcomes), never from
+the data, so it cannot carry a personal value. The funnel must balance:
+rows in = rows out + dropped (per reason) + quarantined (per reason).
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import PipelineError
+from pipeline.storage import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from pipeline.run import RunContext
+
+FUNNEL_STAGES = ("ingest", "consent", "detect_pii", "pii", "pseudonymize", "generalize",
+                 "minimize")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def build_manifest(ctx: RunContext, date: str) -> dict[str, Any]:
+    stats = ctx.load_stats(date)
+    if "ingest" not in stats:
+        raise PipelineError(f"{date}: no ingest accounting found; run the stages first")
+    chain = [stats[s] for s in FUNNEL_STAGES if s in stats]
+    for before, after in zip(chain, chain[1:], strict=False):
+        if before.rows_out != after.rows_in:
+            raise PipelineError(f"{date}: {before.stage} wrote {before.rows_out} rows but "
+                                f"{after.stage} read {after.rows_in}")
+    dropped: dict[str, int] = {}
+    for s in chain:
+        for reason, n in s.dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + n
+    quarantined = stats["ingest"].quarantined
+    rows_in, rows_out = stats["ingest"].rows_in, chain[-1].rows_out
+    balanced = rows_in == rows_out + sum(dropped.values()) + sum(quarantined.values())
+    run_dir = ctx.run_dir(date)
+    validation = _read_json(run_dir / "validation.json")
+    ledger = _read_json(run_dir / "ledger.json")
+    publish = _read_json(run_dir / "publish.json")
+    pii = stats.get("pii")
+    gen = stats.get("generalize")
+    pseudo = stats.get("pseudonymize")
+    return {
+        "date": date, "purpose": ctx.cfg.purpose,
+        "funnel": {"rows_in": rows_in, "rows_out": rows_out, "dropped": dropped,
+                   "quarantined": quarantined, "balanced": balanced,
+                   "last_stage": chain[-1].stage},
+        "stages": {s.stage: {"rows_in": s.rows_in, "rows_out": s.rows_out} for s in chain},
+        "pii": {"found": pii.details["pii_found"] if pii else None,
+                "found_by_column": pii.details["pii_found_by_column"] if pii else None,
+                "dropped_columns": pii.details["dropped_columns"] if pii else None},
+        "pseudonymization": pseudo.details if pseudo else None,
+        "k_anonymity": {key: gen.details[key] for key in (
+            "k_required", "k_achieved", "quasi_identifiers", "rows_suppressed",
+            "users_suppressed", "groups_suppressed", "groups_kept")} if gen else None,
+        "validation": validation,
+        "differential_privacy": ledger,
+        "published": bool(publish) and bool(validation and validation.get("success")),
+        "feature_store": publish,
+    }
+
+
+def _table(rows: list[tuple[Any, ...]], head: tuple[str, ...]) -> str:
+    th = "".join(f"<th>{escape(str(h))}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(m: dict[str, Any], data_docs: str | None) -> str:
+    f = m["funnel"]
+    status = ("Published" if m["published"] else "NOT published")
+    val = m["validation"] or {}
+    why = ""
+    if val and not val.get("success"):
+        failed = [f"{c['expectation']} ({c['column'] or 'table'})" for c in val["checks"]
+                  if not c["success"]]
+        why = "<p class=bad>Validation failed: " + escape("; ".join(failed)) + "</p>"
+    funnel_rows = [("Rows in (raw lines)", f["rows_in"])]
+    funnel_rows += [(f"Quarantined: {r}", n) for r, n in sorted(f["quarantined"].items())]
+    funnel_rows += [(f"Dropped: {r}", n) for r, n in sorted(f["dropped"].items())]
+    funnel_rows += [("Rows out (published per-event table)", f["rows_out"]),
+                    ("Balanced", "yes" if f["balanced"] else "NO")]
+    pii = m["pii"]["found"] or {}
+    ka = m["k_anonymity"] or {}
+    dp = m["differential_privacy"] or {}
+    ps = m["pseudonymization"] or {}
+    checks = [(c["expectation"], c["column"] or "(table)", "pass" if c["success"] else "FAIL",
+               c["observed"] if c["observed"] is not None else "",
+               c["unexpected_count"] if c["unexpected_count"] is not None else "")
+              for c in val.get("checks", [])]
+    docs_link = (f'<p><a href="{escape(data_docs)}">Great Expectations Data Docs</a></p>'
+                 if data_docs else "")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Privacy pipeline run {escape(m['date'])} ({escape(m['purpose'])})</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#1a1a1a}}
+table{{border-collapse:collapse;margin:.5rem 0 1.5rem}}
+td,th{{border:1px solid #ccc;padding:.3rem .7rem;text-align:left}}
+th{{background:#f2f2f2}} .ok{{color:#176b2c}} .bad{{color:#b00020;font-weight:600}}
+</style></head><body>
+<h1>Run {escape(m['date'])}: purpose <em>{escape(m['purpose'])}</em></h1>
+<p class="{'ok' if m['published'] else 'bad'}">{status}</p>{why}
+<h2>Row funnel</h2>{_table(funnel_rows, ("Step", "Rows"))}
+<h2>Personal data found in free text</h2>
+{_table(sorted(pii.items()), ("Entity type", "Occurrences replaced")) if pii else "<p>None.</p>"}
+<p>Direct identifier columns removed: {escape(", ".join(m['pii']['dropped_columns'] or []))}</p>
+<h2>Pseudonymization</h2>
+<p>{escape(ps.get('algorithm', ''))} with key id <code>{escape(str(ps.get('key_id', '')))}</code>,
+key derived per purpose ({escape(str(ps.get('purpose', '')))}).</p>
+<h2>k-anonymity</h2>
+<p>Required k = {escape(str(ka.get('k_required')))}, achieved k = {escape(str(ka.get('k_achieved')))}
+over {escape(", ".join(ka.get('quasi_identifiers', [])))};
+{escape(str(ka.get('rows_suppressed')))} rows of {escape(str(ka.get('users_suppressed')))} users
+suppressed in {escape(str(ka.get('groups_suppressed')))} small groups.</p>
+<h2>Differential privacy</h2>
+<p>{escape(str(dp.get('mechanism', 'no release')))}: ε = {escape(str(dp.get('epsilon', '-')))}
+for this release; {escape(str(dp.get('window_epsilon_spent', '-')))} of
+{escape(str(dp.get('window_epsilon_budget', '-')))} spent in the
+{escape(str(dp.get('window_days', '-')))}-day window.
+{"Rerun: the stored release was returned, no new noise drawn." if dp.get('reused_stored_release') else ""}</p>
+<h2>Validation</h2>
+{_table(checks, ("Expectation", "Column", "Result", "Observed", "Unexpected rows"))}
+{docs_link}
+</body></html>
+"""
+
+
+def write_report(ctx: RunContext, date: str) -> Path:
+    manifest = build_manifest(ctx, date)
+    out = ctx.root / "reports" / f"date={date}"
+    atomic_write_json(out / "manifest.json", manifest)
+    docs = (manifest["validation"] or {}).get("data_docs_index")
+    html = render_html(manifest, Path(docs).as_uri() if docs else None)
+    atomic_write_bytes(out / "report.html", html.encode())
+    if not manifest["funnel"]["balanced"]:
+        raise PipelineError(f"{date}: row funnel does not balance; see {out / 'manifest.json'}")
+    return out / "report.html"

@@ -1,0 +1,268 @@
+"""Run the stages for one date, one at a time (the DAG) or all in order (the CLI).
+
+Each stage reads the partition the previous stage wrote, writes its own, and records its row
+accounting in `runs/date=D/<stage>.json`. Only paths cross stage boundaries, so an Airflow task
+passes a path through XCom, never data. Rerunning a stage for a date overwrites its partition;
+the DP stage returns the ledger's stored release instead of drawing new noise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date as Date
+from functools import cached_property
+from pathlib import Path
+
+from pipeline.config import PipelineConfig, load_config
+from pipeline.errors import ConfigError, PipelineError, ValidationFailedError
+from pipeline.funnel import StageStats
+from pipeline.keys import MasterKey, load_master_key
+from pipeline.storage import Storage, Zone, atomic_write_bytes, atomic_write_json, parquet_bytes
+
+log = logging.getLogger("pipeline")
+
+INGESTED = Zone("staging/ingested", sensitive=True)
+CONSENTED = Zone("staging/consented", sensitive=True)
+SCRUBBED = Zone("staging/scrubbed", sensitive=True)
+PSEUDONYMIZED = Zone("staging/pseudonymized", sensitive=True)
+GENERALIZED = Zone("staging/generalized", sensitive=True)
+QUARANTINE = Zone("quarantine/events", sensitive=False)
+
+
+@dataclass
+class RunContext:
+    """Config, key and storage for one run; the key is loaded once and never logged."""
+
+    cfg: PipelineConfig
+
+    @cached_property
+    def key(self) -> MasterKey:
+        return load_master_key(self.cfg.keys)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return Storage(self.cfg.paths.data_root, encryption_key=self.key.staging_key())
+
+    @property
+    def root(self) -> Path:
+        return self.cfg.paths.data_root
+
+    @property
+    def user_col(self) -> str:
+        return self.cfg.purpose_spec.pseudonym_columns[0]
+
+    def published_zone(self) -> Zone:
+        return Zone(f"published/{self.cfg.purpose}", sensitive=False)
+
+    def features_zone(self) -> Zone:
+        return Zone(f"features/{self.cfg.features.feature_set}", sensitive=False)
+
+    def run_dir(self, date: str) -> Path:
+        return self.root / "runs" / f"date={date}"
+
+    def save_stats(self, date: str, stats: StageStats) -> None:
+        atomic_write_json(self.run_dir(date) / f"{stats.stage}.json", stats.to_dict())
+        log.info("%s %s: rows in %d, out %d, dropped %s, quarantined %s", date, stats.stage,
+                 stats.rows_in, stats.rows_out, stats.dropped or "{}", stats.quarantined or "{}")
+
+    def load_stats(self, date: str) -> dict[str, StageStats]:
+        out = {}
+        for path in sorted(self.run_dir(date).glob("*.json")):
+            data = json.loads(path.read_text())
+            if "stage" in data:
+                out[data["stage"]] = StageStats.from_dict(data)
+        return out
+
+
+def ingest(ctx: RunContext, date: str) -> str:
+    from pipeline.ingest import ingest_events
+
+    source = ctx.root / "raw" / "events" / f"date={date}" / "events.jsonl"
+    if not source.is_file():
+        raise PipelineError(f"{source}: no raw events for {date}")
+    result = ingest_events(source, ctx.cfg.event_schema,
+                           source_name=str(source.relative_to(ctx.root)))
+    ctx.storage.write(QUARANTINE, date, result.quarantine)
+    ctx.save_stats(date, result.stats)
+    return str(ctx.storage.write(INGESTED, date, result.table))
+
+
+def consent(ctx: RunContext, date: str) -> str:
+    from pipeline.consent import filter_by_consent
+    from pipeline.ingest import read_records
+
+    path = ctx.root / "raw" / "consent" / "consent.jsonl"
+    if not path.is_file():
+        raise PipelineError(f"{path}: no consent records (without them nobody has consented)")
+    records = read_records(path, ctx.cfg.consent_schema, source_name=str(path))
+    kept, stats = filter_by_consent(ctx.storage.read(INGESTED, date), records.table,
+                                    purpose=ctx.cfg.purpose_spec.consent_purpose)
+    stats.details["consent_records_rejected"] = records.stats.rows_in - records.stats.rows_out
+    ctx.save_stats(date, stats)
+    return str(ctx.storage.write(CONSENTED, date, kept))
+
+
+def detect_pii(ctx: RunContext, date: str) -> str:
+    from pipeline.pii import TextScrubber, scrub_pii
+
+    result = scrub_pii(ctx.storage.read(CONSENTED, date), ctx.cfg.event_schema,
+                       TextScrubber(ctx.cfg.pii))
+    ctx.save_stats(date, result.stats)
+    return str(ctx.storage.write(SCRUBBED, date, result.table))
+
+
+def pseudonymize(ctx: RunContext, date: str) -> str:
+    from pipeline.pseudonymize import pseudonymize as hmac_columns
+
+    table, stats = hmac_columns(ctx.storage.read(SCRUBBED, date), ctx.cfg.event_schema, ctx.key,
+                                purpose=ctx.cfg.purpose)
+    ctx.save_stats(date, stats)
+    return str(ctx.storage.write(PSEUDONYMIZED, date, table))
+
+
+def generalize(ctx: RunContext, date: str) -> str:
+    from pipeline.generalize import generalize as coarsen
+
+    table, stats = coarsen(ctx.storage.read(PSEUDONYMIZED, date), ctx.cfg.generalize,
+                           quasi_identifiers=ctx.cfg.purpose_spec.quasi_identifiers,
+                           user_col=ctx.user_col, k=ctx.cfg.k_anonymity.k)
+    ctx.save_stats(date, stats)
+    return str(ctx.storage.write(GENERALIZED, date, table))
+
+
+def minimize(ctx: RunContext, date: str) -> str:
+    from pipeline.minimize import minimize as allowlist
+
+    table, stats = allowlist(ctx.storage.read(GENERALIZED, date), ctx.cfg.purpose_spec)
+    ctx.save_stats(date, stats)
+    return str(ctx.storage.write(ctx.published_zone(), date, table))
+
+
+def validate(ctx: RunContext, date: str) -> str:
+    """Run the suite; raise ValidationFailedError (after saving the outcome) on failure."""
+    from pipeline.validate import validate_table
+
+    outcome = validate_table(ctx.storage.read(ctx.published_zone(), date), ctx.cfg.purpose_spec,
+                             k=ctx.cfg.k_anonymity.k, gx_root=ctx.root / "validation",
+                             run_name=f"{ctx.cfg.purpose}-{date}")
+    path = ctx.run_dir(date) / "validation.json"
+    atomic_write_json(path, outcome.to_dict())
+    if not outcome.success:
+        failed = ", ".join(f"{c.expectation}({c.column or 'table'})" for c in outcome.failures)
+        raise ValidationFailedError(f"{date}: minimization suite failed: {failed}; "
+                                    "publishing is blocked")
+    return str(path)
+
+
+def _require_validated(ctx: RunContext, date: str) -> None:
+    path = ctx.run_dir(date) / "validation.json"
+    if not path.is_file() or not json.loads(path.read_text()).get("success"):
+        raise ValidationFailedError(f"{date}: no passing validation for this partition; "
+                                    "refusing to release or publish")
+
+
+def features(ctx: RunContext, date: str) -> str:
+    """Release DP features through the ledger: charged once, returned as stored on reruns."""
+    from pipeline.budget import PrivacyLedger, Release, WindowBudget
+
+    _require_validated(ctx, date)
+    fcfg = ctx.cfg.features
+    ledger = PrivacyLedger(ctx.root / ctx.cfg.budget.ledger_path)
+    budget = WindowBudget(ctx.cfg.budget.window_days, ctx.cfg.budget.epsilon_per_window)
+    stored = ledger.get(ctx.cfg.purpose, fcfg.feature_set, date)
+    reused = stored is not None
+    if stored is None:
+        from pipeline.features import release_features
+
+        ledger.check_budget(None, ctx.cfg.purpose, date, fcfg.epsilon, budget)
+        rel, stats = release_features(ctx.storage.read(ctx.published_zone(), date), fcfg,
+                                      age_bands=ctx.cfg.generalize.age_bands,
+                                      user_col=ctx.user_col, release_date=date)
+        stored = ledger.record(Release(
+            purpose=ctx.cfg.purpose, feature_set=fcfg.feature_set, release_date=date,
+            epsilon=rel.epsilon, delta=rel.delta, mechanism=rel.mechanism, library=rel.library,
+            payload=parquet_bytes(rel.table)), budget)
+        ctx.save_stats(date, stats)
+    start = Date.fromisoformat(date)
+    spent = ledger.spent(ctx.cfg.purpose, start.fromordinal(start.toordinal() - budget.days + 1),
+                         start)
+    atomic_write_json(ctx.run_dir(date) / "ledger.json", {
+        "purpose": stored.purpose, "feature_set": stored.feature_set, "date": stored.release_date,
+        "epsilon": stored.epsilon, "delta": stored.delta, "mechanism": stored.mechanism,
+        "library": stored.library, "recorded_at": stored.created_at,
+        "payload_sha256": stored.payload_sha256, "reused_stored_release": reused,
+        "window_days": budget.days, "window_epsilon_budget": budget.epsilon,
+        "window_epsilon_spent": spent})
+    path = ctx.storage.partition(ctx.features_zone(), date)
+    atomic_write_bytes(path, stored.payload)
+    return str(path)
+
+
+def publish(ctx: RunContext, date: str) -> str:
+    from pipeline.publish import publish as to_feast
+
+    _require_validated(ctx, date)
+    info = to_feast(ctx.cfg, date)
+    path = ctx.run_dir(date) / "publish.json"
+    atomic_write_json(path, info)
+    return str(path)
+
+
+def report(ctx: RunContext, date: str) -> str:
+    from pipeline.report import write_report
+
+    return str(write_report(ctx, date))
+
+
+STAGES: dict[str, Callable[[RunContext, str], str]] = {
+    "ingest": ingest, "consent": consent, "detect_pii": detect_pii, "pseudonymize": pseudonymize,
+    "generalize": generalize, "minimize": minimize, "validate": validate, "features": features,
+    "publish": publish, "report": report,
+}
+
+
+def check_date(date: str) -> str:
+    try:
+        return Date.fromisoformat(date).isoformat()
+    except ValueError:
+        raise ConfigError(f"date {date!r} is not YYYY-MM-DD") from None
+
+
+def run_stage(stage: str, date: str, config_path: str | Path) -> str:
+    """Run one stage for one date; what a DAG task calls. Returns the path it wrote."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    ctx = RunContext(load_config(config_path))
+    return STAGES[stage](ctx, check_date(date))
+
+
+def run_all(date: str, config_path: str | Path) -> tuple[RunContext, bool]:
+    """Every stage in order. A failed validation skips features and publish; the report is
+    written either way. Returns (context, published?)."""
+    ctx = RunContext(load_config(config_path))
+    date = check_date(date)
+    _ = ctx.key  # no key: stop before touching any data
+    published = True
+    for name, stage in STAGES.items():
+        if name in ("features", "publish") and not published:
+            continue
+        try:
+            stage(ctx, date)
+        except ValidationFailedError as exc:
+            log.error("%s", exc)
+            published = False
+    return ctx, published
+
+
+def output_paths(ctx: RunContext, date: str) -> dict[str, Path]:
+    """Where a run's outputs for `date` land (for the CLI and README)."""
+    return {"report": ctx.root / "reports" / f"date={date}" / "report.html",
+            "manifest": ctx.root / "reports" / f"date={date}" / "manifest.json",
+            "features": ctx.storage.partition(ctx.features_zone(), date),
+            "published": ctx.storage.partition(ctx.published_zone(), date),
+            "feature_repo": ctx.root / "feature_repo"}
+
+
