@@ -1,0 +1,62 @@
+"""Shared fixtures: a config pointing at a temporary data root, and an obviously fake key."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import PipelineConfig, load_config
+from pipeline.keys import MasterKey
+
+ROOT = Path(__file__).resolve().parents[1]
+# 32 bytes that say what they are. Never a real key.
+TEST_SECRET = b"TEST-ONLY-not-a-secret-key-00001"
+TEST_KEY_TEXT = f"test-key-1:{base64.b64encode(TEST_SECRET).decode()}"
+
+
+@pytest.fixture
+def master_key() -> MasterKey:
+    return MasterKey(key_id="test-key-1", secret=TEST_SECRET)
+
+
+def write_config(tmp_path: Path, **overrides: object) -> Path:
+    """A copy of config/pipeline.yaml whose data root is under tmp_path."""
+    doc = yaml.safe_load((ROOT / "config" / "pipeline.yaml").read_text())
+    doc["paths"] = {"data_root": str(tmp_path / "data"),
+                    "event_schema": str(ROOT / "schemas" / "events.yaml"),
+                    "consent_schema": str(ROOT / "schemas" / "consent.yaml"),
+                    "purposes_dir": str(ROOT / "schemas" / "purposes")}
+    doc["keys"] = {"airflow_conn_id": None, "env_var": "PRIVACY_PIPELINE_TEST_KEY",
+                   "file_env_var": "PRIVACY_PIPELINE_TEST_KEY_FILE", "file": None}
+    for dotted, value in overrides.items():
+        node = doc
+        *parents, leaf = dotted.split("__")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    return write_config(tmp_path)
+
+
+@pytest.fixture
+def cfg(config_path: Path) -> PipelineConfig:
+    return load_config(config_path)
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    path = ROOT / "test-artifacts"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+    return path

@@ -1,0 +1,28 @@
+from datetime import UTC, datetime
+
+import polars as pl
+
+from pipeline.consent import filter_by_consent
+
+
+def _ts(hour: int) -> datetime:
+    return datetime(2026, 11, 1, hour, tzinfo=UTC)
+
+
+def test_when_consent_is_checked_then_decision_at_event_time_wins() -> None:
+    events = pl.DataFrame({
+        "event_id": ["a1", "a2", "b1", "c1", "d1"],
+        "account_id": ["a", "a", "b", "c", "d"],
+        "event_time": [_ts(9), _ts(15), _ts(9), _ts(9), _ts(9)],
+    })
+    consent = pl.DataFrame({
+        "account_id": ["a", "a", "b", "c"],
+        "purpose": ["personalization", "personalization", "personalization", "analytics"],
+        "status": ["granted", "revoked", "granted", "granted"],
+        "recorded_at": [_ts(8), _ts(12), _ts(10), _ts(1)],
+    })
+    kept, stats = filter_by_consent(events, consent, purpose="personalization")
+    # a: granted at 8, revoked at 12 -> event at 9 kept, at 15 dropped
+    # b: granted only after the event; c: consented to another purpose; d: no record
+    assert kept["event_id"].to_list() == ["a1"]
+    assert stats.dropped == {"no_consent": 3, "consent_revoked": 1}

@@ -1,0 +1,36 @@
+import polars as pl
+
+from pipeline.config import PipelineConfig
+from pipeline.features import bound_contributions, release_features
+
+
+def _events(cfg: PipelineConfig) -> pl.DataFrame:
+    heavy = {"user_pseudonym": ["heavy"] * 10_000, "region": ["Texas"] * 10_000,
+             "age_band": ["25-34"] * 10_000, "device_type": ["mobile"] * 5000 + ["desktop"] * 5000,
+             "content_category": ["news"] * 10_000, "session_seconds": [100_000] * 10_000}
+    light = {"user_pseudonym": [f"u{i}" for i in range(200)], "region": ["Texas"] * 200,
+             "age_band": ["25-34"] * 200, "device_type": ["mobile"] * 200,
+             "content_category": ["news"] * 200, "session_seconds": [60] * 200}
+    return pl.concat([pl.DataFrame(heavy), pl.DataFrame(light)])
+
+
+def test_when_a_user_has_10000_events_then_contribution_is_bounded(cfg: PipelineConfig) -> None:
+    bounded = bound_contributions(_events(cfg), cfg.features, user_col="user_pseudonym", seed=1)
+    heavy = bounded.filter(pl.col("user_pseudonym") == "heavy")
+    assert heavy.height == cfg.features.max_cohorts_per_user
+    assert heavy["events_news"].max() == cfg.features.max_events_per_category
+    assert heavy["session_mean"].max() == cfg.features.session_seconds_bounds[1]
+
+
+def test_when_released_then_every_public_cohort_is_present_with_error_bounds(
+        cfg: PipelineConfig) -> None:
+    release, stats = release_features(_events(cfg), cfg.features,
+                                      age_bands=cfg.generalize.age_bands,
+                                      user_col="user_pseudonym", release_date="2026-11-01")
+    t = release.table
+    f = cfg.features
+    assert t.height == len(f.regions) * len(cfg.generalize.age_bands) * len(f.device_types)
+    row = t.filter(pl.col("cohort_id") == "Texas|25-34|mobile").row(0, named=True)
+    assert abs(row["active_users"] - 200) < 5 * row["active_users_error95"]
+    assert row["active_users_error95"] > 0 and (t["active_users"] >= 0).all()
+    assert stats.details["epsilon"] == f.epsilon
