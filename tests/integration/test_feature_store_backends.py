@@ -1,0 +1,68 @@
+"""The same config switches the online store to Redis or Postgres; publish and read back.
+
+Uses the real servers on this machine (127.0.0.1:6379, 127.0.0.1:5432 database `test`) and
+skips with a message when one is not reachable.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.config import load_config
+from pipeline.features import release_features
+from pipeline.publish import features_dir, online_features, open_store, publish
+from pipeline.storage import atomic_write_bytes, parquet_bytes
+from tests.conftest import write_config
+
+DAY = "2026-11-01"
+
+
+def _reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _publish_and_read(tmp_path: Path, online_store: dict) -> tuple[dict, pl.DataFrame]:
+    config = write_config(tmp_path, feature_store__online_store=online_store,
+                          feature_store__project=f"pp_test_{uuid.uuid4().hex[:10]}")
+    cfg = load_config(config)
+    events = pl.DataFrame({"user_pseudonym": [f"u{i}" for i in range(300)],
+                           "region": ["Texas"] * 300, "age_band": ["25-34"] * 300,
+                           "device_type": ["mobile"] * 300, "content_category": ["news"] * 300,
+                           "session_seconds": [120] * 300})
+    release, _ = release_features(events, cfg.features, age_bands=cfg.generalize.age_bands,
+                                  user_col="user_pseudonym", release_date=DAY)
+    atomic_write_bytes(features_dir(cfg) / f"date={DAY}" / "part.parquet",
+                       parquet_bytes(release.table))
+    cohort = "Texas|25-34|mobile"
+    try:
+        publish(cfg, DAY)
+        got = online_features(cfg, [cohort], ["active_users", "events_news"])
+    finally:
+        open_store(cfg).teardown()  # leave the shared server as we found it
+    return got, release.table.filter(pl.col("cohort_id") == cohort)
+
+
+@pytest.mark.skipif(not _reachable(6379), reason="Redis is not running on 127.0.0.1:6379")
+def test_when_online_store_is_redis_then_features_read_back(tmp_path: Path) -> None:
+    got, expected = _publish_and_read(tmp_path, {"type": "redis",
+                                                 "connection_string": "127.0.0.1:6379"})
+    assert got["active_users"] == expected["active_users"].to_list()
+    assert got["events_news"] == expected["events_news"].to_list()
+
+
+@pytest.mark.skipif(not _reachable(5432), reason="PostgreSQL is not running on 127.0.0.1:5432")
+def test_when_online_store_is_postgres_then_features_read_back(tmp_path: Path) -> None:
+    got, expected = _publish_and_read(tmp_path, {"type": "postgres", "host": "127.0.0.1",
+                                                 "port": 5432, "database": "test",
+                                                 "user": "postgres", "sslmode": "disable"})
+    assert got["active_users"] == expected["active_users"].to_list()
+    assert got["events_news"] == expected["events_news"].to_list()
