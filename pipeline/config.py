@@ -40,7 +40,8 @@ class FieldSpec(_Model):
     def _check(self) -> FieldSpec:
         if self.handling == "pseudonymize" and not self.as_:
             raise ValueError("a pseudonymized field needs `as:` (the pseudonym column's name)")
-        if (self.min is not None or self.max is not None) and self.type not in ("integer", "number"):
+        numeric = self.type in ("integer", "number")
+        if (self.min is not None or self.max is not None) and not numeric:
             raise ValueError("min/max apply only to integer and number fields")
         if self.values is not None and self.type != "string":
             raise ValueError("values: applies only to string fields")
@@ -253,15 +254,38 @@ def _load_model(model: type[_M], path: Path) -> _M:
         raise ConfigError(_format_errors(path, exc)) from None
 
 
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = (_merge(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def _read_config(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """Read a config file; `extends: other.yaml` starts from that file (merged key by key)."""
+    if path in seen:
+        raise ConfigError(f"{path}: `extends` loops back to itself")
+    raw = _read_yaml(path)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    return _merge(_read_config((path.parent / parent).resolve(), (*seen, path)), raw)
+
+
 def _resolve(base: Path, value: Path | str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
 
 
 def load_config(path: str | Path) -> PipelineConfig:
-    """Load and check `config/pipeline.yaml`, its schemas and its purpose file."""
+    """Load and check `config/pipeline.yaml`, its schemas and its purpose file.
+
+    Relative paths resolve against the directory of the file named here; a file that `extends`
+    another must therefore sit beside it (as `config/pipeline.production.yaml` does).
+    """
     path = Path(path).resolve()
-    raw = _read_yaml(path)
+    raw = _read_config(path)
     base = path.parent
     paths = raw.get("paths")
     if isinstance(paths, dict):

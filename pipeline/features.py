@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
+from typing import cast
 
 import polars as pl
 
@@ -77,12 +78,12 @@ def release_features(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tu
         margins=[dp.polars.Margin(by=list(DIMENSIONS), max_length=MAX_ROWS_BOUND)],
     )
     aggs = [dp.len(signed=True).alias("active_users"),
-            *(pl.col(f"events_{c}").dp.sum((0, cfg.max_events_per_category))
+            *(pl.col(f"events_{c}").dp.sum((0, cfg.max_events_per_category))  # type: ignore[attr-defined]
               for c in cfg.categories),
-            pl.col("session_mean").dp.sum((lo, hi)).alias("session_sum")]
+            pl.col("session_mean").dp.sum((lo, hi)).alias("session_sum")]  # type: ignore[attr-defined]
     # Built right before release: a query takes its budget slot when it is built.
     query = context.query().group_by(list(DIMENSIONS)).agg(*aggs).with_keys(keys)
-    accuracy = query.summarize(alpha=0.05)
+    accuracy = cast(pl.DataFrame, query.summarize(alpha=0.05))
     noisy = query.release().collect()
     error95 = dict(zip(accuracy["column"].to_list(), accuracy["accuracy"].to_list(), strict=True))
     scale = dict(zip(accuracy["column"].to_list(), accuracy["scale"].to_list(), strict=True))

@@ -68,11 +68,12 @@ def _from_airflow(conn_id: str) -> MasterKey | None:
     if not os.environ.get("AIRFLOW_CTX_DAG_ID"):
         return None
     from airflow.sdk import BaseHook  # imported lazily: Airflow is optional outside DAGs
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
         conn = BaseHook.get_connection(conn_id)
-    except Exception:  # noqa: BLE001 - any lookup failure means "not configured here"
-        return None
+    except AirflowNotFoundException:
+        return None  # not configured here: fall through to the env var and key file
     if not conn.password:
         return None
     return parse_key(conn.password, source=f"Airflow connection {conn_id!r}")

@@ -97,7 +97,8 @@ class TextScrubber:
             score_threshold=self._cfg.score_threshold)
         out, found = [], []
         for text, spans in zip(texts, results, strict=True):
-            out.append(self._anonymizer.anonymize(text=text, analyzer_results=spans).text
+            out.append(self._anonymizer.anonymize(
+                text=text, analyzer_results=spans).text  # type: ignore[arg-type]
                        if spans else text)
             found.append(Counter(s.entity_type for s in spans))
         return out, found

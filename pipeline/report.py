@@ -22,6 +22,9 @@ FUNNEL_STAGES = ("ingest", "consent", "detect_pii", "pii", "pseudonymize", "gene
                  "minimize")
 
 
+REUSED_NOTE = "Rerun: the stored release was returned; no new noise was drawn."
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -119,16 +122,18 @@ th{{background:#f2f2f2}} .ok{{color:#176b2c}} .bad{{color:#b00020;font-weight:60
 <p>{escape(ps.get('algorithm', ''))} with key id <code>{escape(str(ps.get('key_id', '')))}</code>,
 key derived per purpose ({escape(str(ps.get('purpose', '')))}).</p>
 <h2>k-anonymity</h2>
-<p>Required k = {escape(str(ka.get('k_required')))}, achieved k = {escape(str(ka.get('k_achieved')))}
+<p>Required k = {escape(str(ka.get('k_required')))},
+achieved k = {escape(str(ka.get('k_achieved')))}
 over {escape(", ".join(ka.get('quasi_identifiers', [])))};
-{escape(str(ka.get('rows_suppressed')))} rows of {escape(str(ka.get('users_suppressed')))} users
+{escape(str(ka.get('rows_suppressed')))} rows of
+{escape(str(ka.get('users_suppressed')))} users
 suppressed in {escape(str(ka.get('groups_suppressed')))} small groups.</p>
 <h2>Differential privacy</h2>
 <p>{escape(str(dp.get('mechanism', 'no release')))}: ε = {escape(str(dp.get('epsilon', '-')))}
 for this release; {escape(str(dp.get('window_epsilon_spent', '-')))} of
 {escape(str(dp.get('window_epsilon_budget', '-')))} spent in the
 {escape(str(dp.get('window_days', '-')))}-day window.
-{"Rerun: the stored release was returned, no new noise drawn." if dp.get('reused_stored_release') else ""}</p>
+{REUSED_NOTE if dp.get('reused_stored_release') else ""}</p>
 <h2>Validation</h2>
 {_table(checks, ("Expectation", "Column", "Result", "Observed", "Unexpected rows"))}
 {docs_link}

@@ -96,12 +96,10 @@ def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: P
         source.add_dataframe_asset(name=name)
     batch_def = next((b for b in asset.batch_definitions if b.name == "whole_table"), None) or \
         asset.add_batch_definition_whole_dataframe("whole_table")
-    for collection, item in ((ctx.checkpoints, name), (ctx.validation_definitions, name),
-                             (ctx.suites, name)):
-        try:
-            collection.delete(item)
-        except Exception:  # noqa: BLE001 - absent on the first run; rebuilt from code each run
-            pass
+    # Rebuilt from code on every run, so a changed allowlist or k takes effect.
+    for collection in (ctx.checkpoints, ctx.validation_definitions, ctx.suites):
+        if any(item.name == name for item in collection.all()):
+            collection.delete(name)
     string_columns = [c for c, t in table.schema.items() if t == pl.String]
     suite = ctx.suites.add(gx.ExpectationSuite(
         name=name, expectations=build_expectations(spec, string_columns=string_columns, k=k)))
@@ -116,6 +114,7 @@ def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: P
     for vr in result.run_results.values():
         for r in vr.results:
             cfg = r.expectation_config
+            assert cfg is not None  # GX fills it for every result of a suite run
             res = r.result or {}
             checks.append(CheckResult(expectation=cfg.type, column=cfg.kwargs.get("column"),
                                       success=bool(r.success),
