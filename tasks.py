@@ -55,8 +55,9 @@ def dag() -> None:
     env = airflow_env()
     sh(BIN / "airflow", "db", "migrate", env=env)
     sh(BIN / "airflow", "dags", "test", "privacy_personalization_daily", DEMO_DATE, env=env)
-    print(f"\nDAG run done. Report: {ROOT / 'data' / 'reports' / f'date={DEMO_DATE}'}"
-          f" / report.html; features: {ROOT / 'data' / 'features'}")
+    reports = ROOT / "data" / "reports" / f"date={DEMO_DATE}"
+    print(f"\nDAG run done (the features task returned the ledger's stored release).\n"
+          f"Report: {reports / 'report.html'}\nFeatures: {ROOT / 'data' / 'features'}")
 
 
 def test() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shutil
 from pathlib import Path
 
 import pytest
@@ -52,11 +51,3 @@ def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def cfg(config_path: Path) -> PipelineConfig:
     return load_config(config_path)
-
-
-@pytest.fixture(scope="session")
-def artifacts_dir() -> Path:
-    path = ROOT / "test-artifacts"
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir()
-    return path

@@ -1,0 +1,49 @@
+"""A failed validation blocks the DP release and publishing; the report says why."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.config import load_config
+from pipeline.errors import ValidationFailedError
+from pipeline.generate import generate
+from pipeline.run import STAGES, RunContext
+from tests.conftest import TEST_KEY_TEXT, write_config
+
+DAY = "2026-11-01"
+LEAK = "leaked.reviewer.test@example.com"
+
+
+@pytest.mark.slow
+def test_when_validation_fails_then_nothing_is_released_or_published(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    ctx = RunContext(load_config(write_config(tmp_path)))
+    generate(ctx.root, start=date.fromisoformat(DAY), users=250, seed=5)
+    for stage in ("ingest", "consent", "detect_pii", "pseudonymize", "generalize", "minimize"):
+        STAGES[stage](ctx, DAY)
+    zone = ctx.published_zone()
+    tampered = ctx.storage.read(zone, DAY).with_columns(
+        content_category=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(LEAK))
+        .otherwise("content_category"))
+    ctx.storage.write(zone, DAY, tampered)
+
+    with pytest.raises(ValidationFailedError, match="not_match_regex_list"):
+        STAGES["validate"](ctx, DAY)
+    for stage in ("features", "publish"):
+        with pytest.raises(ValidationFailedError, match="refusing"):
+            STAGES[stage](ctx, DAY)
+    STAGES["report"](ctx, DAY)
+
+    manifest = json.loads((ctx.root / "reports" / f"date={DAY}" / "manifest.json").read_text())
+    assert manifest["published"] is False and manifest["validation"]["success"] is False
+    assert not (ctx.root / "ledger").exists() and not (ctx.root / "feature_repo").exists()
+    html = (ctx.root / "reports" / f"date={DAY}" / "report.html").read_text()
+    assert "NOT published" in html and "expect_column_values_to_not_match_regex_list" in html
+    for path in (ctx.root / "validation").rglob("*"):
+        assert not path.is_file() or LEAK.encode() not in path.read_bytes(), path
