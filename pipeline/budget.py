@@ -102,20 +102,20 @@ class PrivacyLedger:
                 "SELECT release_date, feature_set, epsilon FROM releases WHERE purpose=? "
                 "ORDER BY release_date, feature_set", (purpose,)).fetchall()
 
-    def check_budget(self, con: sqlite3.Connection | None, purpose: str, release_date: str,
-                     epsilon: float, budget: WindowBudget) -> float:
+    def check_budget(self, purpose: str, release_date: str, epsilon: float,
+                     budget: WindowBudget) -> float:
         """Raise if any window holding `release_date` would exceed its budget; return the
         largest window total after this release."""
+        with closing(self._connect()) as con:
+            return self._check_budget(con, purpose, release_date, epsilon, budget)
+
+    def _check_budget(self, con: sqlite3.Connection, purpose: str, release_date: str,
+                      epsilon: float, budget: WindowBudget) -> float:
         d = date.fromisoformat(release_date)
         lo, hi = d - timedelta(days=budget.days - 1), d + timedelta(days=budget.days - 1)
-        query = ("SELECT release_date, epsilon FROM releases WHERE purpose=? "
-                 "AND release_date BETWEEN ? AND ?")
-        args = (purpose, lo.isoformat(), hi.isoformat())
-        if con is None:
-            with closing(self._connect()) as c:
-                rows = c.execute(query, args).fetchall()
-        else:
-            rows = con.execute(query, args).fetchall()
+        rows = con.execute("SELECT release_date, epsilon FROM releases WHERE purpose=? "
+                           "AND release_date BETWEEN ? AND ?",
+                           (purpose, lo.isoformat(), hi.isoformat())).fetchall()
         worst = 0.0
         for offset in range(budget.days):  # every window [end - days + 1, end] holding d
             end = d + timedelta(days=offset)
@@ -144,8 +144,8 @@ class PrivacyLedger:
                     stored = self.get(release.purpose, release.feature_set, release.release_date)
                     assert stored is not None
                     return stored
-                self.check_budget(con, release.purpose, release.release_date, release.epsilon,
-                                  budget)
+                self._check_budget(con, release.purpose, release.release_date,
+                                   release.epsilon, budget)
                 created = datetime.now(UTC).isoformat(timespec="seconds")
                 con.execute(
                     "INSERT INTO releases VALUES (?,?,?,?,?,?,?,?,?,?)",

@@ -9,8 +9,12 @@ import sys
 import time
 from datetime import date as Date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.run import RunContext
 
 DEFAULT_CONFIG = "config/pipeline.yaml"
 DEMO_DATE = "2026-11-01"
@@ -59,7 +63,7 @@ def cmd_init_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(ctx, date: str) -> None:  # type: ignore[no-untyped-def]
+def _summary(ctx: RunContext, date: str) -> None:
     from pipeline.run import output_paths
 
     paths = output_paths(ctx, date)

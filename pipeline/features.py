@@ -1,8 +1,9 @@
 """User-level differentially private cohort features with OpenDP.
 
 The privacy unit is a pseudonymous user, however many events they have. Each user's data is
-first reduced, in Polars, to at most `max_cohorts_per_user` rows (cohorts picked by a keyed
-pseudo-random order, not by activity), with per-category event counts clipped to
+first reduced, in Polars, to at most `max_cohorts_per_user` rows (cohorts picked in a
+pseudo-random order seeded by the release date, never by activity, so the choice depends only on
+that user's own rows), with per-category event counts clipped to
 `max_events_per_category` and the user's mean session length clipped to the configured bounds.
 OpenDP then releases, per cohort, a noisy user count, noisy per-category event sums and a noisy
 sum of the users' mean sessions (mean = sum / count, as post-processing), under one ε.

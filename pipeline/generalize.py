@@ -20,7 +20,7 @@ from pipeline.kanon import k_achieved, suppress_below_k
 UNKNOWN = "unknown"
 
 
-def h3_cells(df: pl.DataFrame, resolution: int) -> pl.Expr:
+def h3_cells(resolution: int) -> pl.Expr:
     return polars_h3.latlng_to_cell("latitude", "longitude", resolution, return_dtype=pl.Utf8)
 
 
@@ -68,7 +68,7 @@ def generalize(table: pl.DataFrame, cfg: GeneralizeConfig, *, quasi_identifiers:
                user_col: str, k: int) -> tuple[pl.DataFrame, StageStats]:
     """Coarsen, drop the precise values, and suppress groups of fewer than k users."""
     cols = [
-        h3_cells(table, cfg.h3_resolution).fill_null(UNKNOWN).alias("h3_cell"),
+        h3_cells(cfg.h3_resolution).fill_null(UNKNOWN).alias("h3_cell"),
         regions(table, min_population=cfg.region_min_population).alias("region"),
         age_bands(cfg).alias("age_band"),
         pl.col("event_time").dt.date().alias("event_date"),

@@ -125,7 +125,7 @@ def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber
     total: Counter[str] = Counter()
     for per_col in found_by_column.values():
         total.update(per_col)
-    stats = StageStats("pii", rows_in=events.height, rows_out=table.height, details={
+    stats = StageStats("detect_pii", rows_in=events.height, rows_out=table.height, details={
         "dropped_columns": drop, "pii_found": dict(sorted(total.items())),
         "pii_found_by_column": found_by_column})
     return ScrubResult(table, stats.check_balanced())

@@ -18,8 +18,7 @@ from pipeline.storage import atomic_write_bytes, atomic_write_json
 if TYPE_CHECKING:
     from pipeline.run import RunContext
 
-FUNNEL_STAGES = ("ingest", "consent", "detect_pii", "pii", "pseudonymize", "generalize",
-                 "minimize")
+FUNNEL_STAGES = ("ingest", "consent", "detect_pii", "pseudonymize", "generalize", "minimize")
 
 
 REUSED_NOTE = "Rerun: the stored release was returned; no new noise was drawn."
@@ -49,7 +48,7 @@ def build_manifest(ctx: RunContext, date: str) -> dict[str, Any]:
     validation = _read_json(run_dir / "validation.json")
     ledger = _read_json(run_dir / "ledger.json")
     publish = _read_json(run_dir / "publish.json")
-    pii = stats.get("pii")
+    pii = stats.get("detect_pii")
     gen = stats.get("generalize")
     pseudo = stats.get("pseudonymize")
     return {

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date as Date
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 
@@ -177,7 +178,7 @@ def features(ctx: RunContext, date: str) -> str:
     if stored is None:
         from pipeline.features import release_features
 
-        ledger.check_budget(None, ctx.cfg.purpose, date, fcfg.epsilon, budget)
+        ledger.check_budget(ctx.cfg.purpose, date, fcfg.epsilon, budget)  # fail before work
         rel, stats = release_features(ctx.storage.read(ctx.published_zone(), date), fcfg,
                                       age_bands=ctx.cfg.generalize.age_bands,
                                       user_col=ctx.user_col, release_date=date)
@@ -186,9 +187,8 @@ def features(ctx: RunContext, date: str) -> str:
             epsilon=rel.epsilon, delta=rel.delta, mechanism=rel.mechanism, library=rel.library,
             payload=parquet_bytes(rel.table)), budget)
         ctx.save_stats(date, stats)
-    start = Date.fromisoformat(date)
-    spent = ledger.spent(ctx.cfg.purpose, start.fromordinal(start.toordinal() - budget.days + 1),
-                         start)
+    day = Date.fromisoformat(date)
+    spent = ledger.spent(ctx.cfg.purpose, day - timedelta(days=budget.days - 1), day)
     atomic_write_json(ctx.run_dir(date) / "ledger.json", {
         "purpose": stored.purpose, "feature_set": stored.feature_set, "date": stored.release_date,
         "epsilon": stored.epsilon, "delta": stored.delta, "mechanism": stored.mechanism,
