@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -62,14 +63,17 @@ def test_when_dag_file_is_imported_then_it_does_not_import_the_pipeline() -> Non
 
 
 @pytest.mark.slow
-def test_when_dag_runs_then_every_task_succeeds_and_report_is_written(
+def test_when_dag_runs_with_key_from_airflow_connection_then_every_task_succeeds(
         dagbag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     from datetime import UTC, date, datetime
 
     from pipeline.generate import generate
 
-    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
-    config = write_config(tmp_path)
+    # The key comes only from an Airflow connection here: no env var, no key file.
+    monkeypatch.delenv("PRIVACY_PIPELINE_TEST_KEY", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_PRIVACY_PIPELINE_KEY",
+                       json.dumps({"conn_type": "generic", "password": TEST_KEY_TEXT}))
+    config = write_config(tmp_path, keys__airflow_conn_id="privacy_pipeline_key")
     generate(tmp_path / "data", start=date(2026, 11, 1), users=300, seed=3)
     monkeypatch.setenv("PRIVACY_PIPELINE_CONFIG", str(config))
     from airflow.dag_processing.dagbag import DagBag
@@ -77,4 +81,5 @@ def test_when_dag_runs_then_every_task_succeeds_and_report_is_written(
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags[DAG_ID]  # re-parse with the test config
     run = dag.test(logical_date=datetime(2026, 11, 1, tzinfo=UTC))
     assert run.state == "success"
-    assert (tmp_path / "data" / "reports" / "date=2026-11-01" / "manifest.json").is_file()
+    manifest = tmp_path / "data" / "reports" / "date=2026-11-01" / "manifest.json"
+    assert json.loads(manifest.read_text())["pseudonymization"]["key_id"] == "test-key-1"
