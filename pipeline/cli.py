@@ -29,8 +29,6 @@ def _setup_logging(log_file: Path | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("great_expectations", "feast", "urllib3", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Presidio warns once per recognizer of another language at every start.
-    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ replaced by a typed token such as `<EMAIL_ADDRESS>`. Identical texts are analyse
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -79,8 +80,15 @@ class TextScrubber:
             "models": [{"lang_code": cfg.language, "model_name": cfg.spacy_model}],
             "ner_model_configuration": _NER_CONFIGURATION,
         }).create_engine()
-        analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=[cfg.language],
-                                  default_score_threshold=cfg.score_threshold)
+        # Presidio warns about every recognizer of another language on each start; not news.
+        presidio_log = logging.getLogger("presidio-analyzer")
+        level = presidio_log.level
+        presidio_log.setLevel(logging.ERROR)
+        try:
+            analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=[cfg.language],
+                                      default_score_threshold=cfg.score_threshold)
+        finally:
+            presidio_log.setLevel(level)
         analyzer.registry.add_recognizer(PatternRecognizer(
             supported_entity="US_STREET_ADDRESS", supported_language=cfg.language,
             patterns=[Pattern("us_street_address", STREET_ADDRESS_REGEX, 0.5)],
