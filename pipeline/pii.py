@@ -1,39 +1,23 @@
 """PII handling: schema-tagged columns by rule, free text scanned with Presidio.
 
 Direct identifiers (`handling: drop`) are removed. Free-text columns (`handling: scan`) go
-through a Presidio `AnalyzerEngine` built from config (an explicit spaCy model, installed with
-the project, never downloaded at run time) plus our own recognizers, and every detected span is
-replaced by a typed token such as `<EMAIL_ADDRESS>`. Identical texts are analysed once.
+through Presidio's recognizers (an explicit spaCy model, installed with the project, never
+downloaded at run time, plus our own recognizers) via `pipeline.pii_detect.FastAnalyzer`, and
+every detected span is replaced by a typed token such as `<EMAIL_ADDRESS>`. Identical texts are
+analysed once.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
 from pipeline.config import PiiConfig, RecordSchema
 from pipeline.funnel import StageStats
-
-# tldextract (used by Presidio's e-mail check) fetches the public suffix list at first use unless
-# told not to; this pipeline never reaches the network.
-os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
-
-# Presidio's own NER mapping (conf/default.yaml); a custom NLP config must repeat it or it loses
-# labels_to_ignore and floods results with ORGANIZATION/CARDINAL hits.
-_NER_CONFIGURATION = {
-    "model_to_presidio_entity_mapping": {
-        "PER": "PERSON", "PERSON": "PERSON", "NORP": "NRP", "FAC": "LOCATION",
-        "LOC": "LOCATION", "GPE": "LOCATION", "LOCATION": "LOCATION", "ORG": "ORGANIZATION",
-        "ORGANIZATION": "ORGANIZATION", "DATE": "DATE_TIME", "TIME": "DATE_TIME"},
-    "low_confidence_score_multiplier": 0.4,
-    "low_score_entity_names": [],
-    "labels_to_ignore": ["ORGANIZATION", "CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY",
-                         "ORDINAL", "PERCENT", "PRODUCT", "QUANTITY", "WORK_OF_ART"],
-}
+from pipeline.pii_detect import FastAnalyzer, build_analyzer
 
 # US street addresses ("4759 William Haven Apt. 194"), which Presidio has no recognizer for.
 # Suffixes: USPS Publication 28 primary street suffixes (common subset).
@@ -62,49 +46,33 @@ class ScrubResult:
     stats: StageStats
 
 
+def street_address_recognizer(language: str) -> Any:
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    return PatternRecognizer(
+        supported_entity="US_STREET_ADDRESS", supported_language=language,
+        patterns=[Pattern("us_street_address", STREET_ADDRESS_REGEX, 0.5)],
+        context=["ship", "address", "street", "deliver", "live"])
+
+
 class TextScrubber:
-    """Presidio analyzer + anonymizer, built once per run from config."""
+    """Finds PII with `FastAnalyzer` (Presidio's recognizers) and replaces each span by a
+    typed token; built once per run from config."""
 
     def __init__(self, cfg: PiiConfig) -> None:
-        from presidio_analyzer import (
-            AnalyzerEngine,
-            BatchAnalyzerEngine,
-            Pattern,
-            PatternRecognizer,
-        )
-        from presidio_analyzer.nlp_engine import NlpEngineProvider
         from presidio_anonymizer import AnonymizerEngine
 
-        nlp_engine = NlpEngineProvider(nlp_configuration={
-            "nlp_engine_name": cfg.nlp_engine,
-            "models": [{"lang_code": cfg.language, "model_name": cfg.spacy_model}],
-            "ner_model_configuration": _NER_CONFIGURATION,
-        }).create_engine()
-        # Presidio warns about every recognizer of another language on each start; not news.
-        presidio_log = logging.getLogger("presidio-analyzer")
-        level = presidio_log.level
-        presidio_log.setLevel(logging.ERROR)
-        try:
-            analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=[cfg.language],
-                                      default_score_threshold=cfg.score_threshold)
-        finally:
-            presidio_log.setLevel(level)
-        analyzer.registry.add_recognizer(PatternRecognizer(
-            supported_entity="US_STREET_ADDRESS", supported_language=cfg.language,
-            patterns=[Pattern("us_street_address", STREET_ADDRESS_REGEX, 0.5)],
-            context=["ship", "address", "street", "deliver", "live"]))
-        self._cfg = cfg
-        self._batch = BatchAnalyzerEngine(analyzer_engine=analyzer)
+        analyzer = build_analyzer(cfg, [street_address_recognizer(cfg.language)])
+        self.analyzer = FastAnalyzer(analyzer, cfg)
         self._anonymizer = AnonymizerEngine()
 
     def scrub(self, texts: list[str]) -> tuple[list[str], list[Counter[str]]]:
-        """Replace every detected span by `<ENTITY_TYPE>`; return new texts and what was found."""
-        results = self._batch.analyze_iterator(
-            texts, language=self._cfg.language, entities=list(self._cfg.entities),
-            batch_size=self._cfg.batch_size, n_process=self._cfg.n_process,
-            score_threshold=self._cfg.score_threshold)
+        """Replace every detected span by `<ENTITY_TYPE>`; return new texts and what was found.
+
+        Pass unique texts: each is analysed as given.
+        """
         out, found = [], []
-        for text, spans in zip(texts, results, strict=True):
+        for text, spans in zip(texts, self.analyzer.analyze(texts), strict=True):
             out.append(self._anonymizer.anonymize(
                 text=text, analyzer_results=spans).text  # type: ignore[arg-type]
                        if spans else text)

@@ -1,0 +1,103 @@
+"""Free-text PII detection throughput: our analyzer vs Presidio's BatchAnalyzerEngine.
+
+Run: .venv/bin/python -m bench.pii_speed [--texts 20000]
+
+Both use the same Presidio registry (plus our street-address recognizer), the same spaCy model,
+entities and threshold, on the same texts: short event texts (40-200 characters) from the
+synthetic generator, duplicates included as real event streams have them. Baseline: Presidio
+`BatchAnalyzerEngine.analyze_iterator(batch_size=50, n_process=2)` over every text. Ours: unique
+texts through `FastAnalyzer` (n_process=2). Target (issue 3): >= 10x the baseline's texts/s.
+Also printed: per entity, spans Presidio found, spans we found, and spans in both, so a speed-up
+bought with lost recall shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+from pipeline.config import PiiConfig, load_config
+from pipeline.generate import generate
+from pipeline.pii import street_address_recognizer
+from pipeline.pii_detect import FastAnalyzer, build_analyzer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def event_texts(n: int, seed: int = 42) -> list[str]:
+    texts: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        days = 1
+        while len(texts) < n:
+            out = generate(Path(tmp), start=date(2026, 11, 1), days=days, users=8000, seed=seed)
+            texts = []
+            for path in out.event_files:
+                for line in path.read_text().splitlines():
+                    try:
+                        text = json.loads(line).get("text")
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(text, str) and 40 <= len(text) <= 200:
+                        texts.append(text)
+            days += 2
+    return texts[:n]
+
+
+def spans(results: list) -> list[set[tuple[str, int, int]]]:
+    return [{(r.entity_type, r.start, r.end) for r in rs} for rs in results]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--texts", type=int, default=20_000)
+    parser.add_argument("--n-process", type=int, default=2)
+    args = parser.parse_args()
+    base = load_config(ROOT / "config" / "pipeline.yaml").pii
+    cfg = PiiConfig(**{**base.model_dump(), "n_process": args.n_process, "batch_size": 50})
+    texts = event_texts(args.texts)
+    unique = list(dict.fromkeys(texts))
+    print(f"{len(texts):,} texts (40-200 chars), {len(unique):,} unique; model "
+          f"{cfg.spacy_model}; n_process={cfg.n_process}")
+
+    from presidio_analyzer import BatchAnalyzerEngine
+
+    presidio = BatchAnalyzerEngine(build_analyzer(cfg, [street_address_recognizer(cfg.language)]))
+    t = time.perf_counter()
+    theirs = list(presidio.analyze_iterator(texts, language=cfg.language,
+                                            entities=list(cfg.entities), batch_size=50,
+                                            n_process=cfg.n_process,
+                                            score_threshold=cfg.score_threshold))
+    t_presidio = time.perf_counter() - t
+
+    fast = FastAnalyzer(build_analyzer(cfg, [street_address_recognizer(cfg.language)]), cfg)
+    t = time.perf_counter()
+    by_text = dict(zip(unique, fast.analyze(unique), strict=True))
+    ours = [by_text[x] for x in texts]
+    t_ours = time.perf_counter() - t
+
+    print(f"\n{'detector':<44}{'seconds':>9}{'texts/s':>10}")
+    print(f"{'Presidio BatchAnalyzerEngine (baseline)':<44}{t_presidio:>9.1f}"
+          f"{len(texts) / t_presidio:>10,.0f}")
+    print(f"{'privacy-pipeline FastAnalyzer':<44}{t_ours:>9.1f}{len(texts) / t_ours:>10,.0f}")
+    ratio = t_presidio / t_ours
+    print(f"speed-up: {ratio:.1f}x (target 10x: {'met' if ratio >= 10 else 'NOT met'})")
+
+    found_p, found_o, both = Counter(), Counter(), Counter()
+    for p, o in zip(spans(theirs), spans(ours), strict=True):
+        found_p.update(e for e, _, _ in p)
+        found_o.update(e for e, _, _ in o)
+        both.update(e for e, _, _ in p & o)
+    print(f"\n{'entity':<20}{'Presidio':>10}{'ours':>10}{'both':>10}{'ours/Presidio':>15}")
+    for entity in sorted(set(found_p) | set(found_o)):
+        share = both[entity] / found_p[entity] if found_p[entity] else float("nan")
+        print(f"{entity:<20}{found_p[entity]:>10}{found_o[entity]:>10}{both[entity]:>10}"
+              f"{share:>15.3f}")
+
+
+if __name__ == "__main__":
+    main()
