@@ -23,8 +23,8 @@ from pathlib import Path
 
 from pipeline.config import PiiConfig, load_config
 from pipeline.generate import generate
-from pipeline.pii import street_address_recognizer
-from pipeline.pii_detect import FastAnalyzer, build_analyzer
+from pipeline.pii import build_pii_analyzer
+from pipeline.pii_detect import FastAnalyzer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def main() -> None:
 
     from presidio_analyzer import BatchAnalyzerEngine
 
-    presidio = BatchAnalyzerEngine(build_analyzer(cfg, [street_address_recognizer(cfg.language)]))
+    presidio = BatchAnalyzerEngine(build_pii_analyzer(cfg))
     t = time.perf_counter()
     theirs = list(presidio.analyze_iterator(texts, language=cfg.language,
                                             entities=list(cfg.entities), batch_size=50,
@@ -74,7 +74,7 @@ def main() -> None:
                                             score_threshold=cfg.score_threshold))
     t_presidio = time.perf_counter() - t
 
-    fast = FastAnalyzer(build_analyzer(cfg, [street_address_recognizer(cfg.language)]), cfg)
+    fast = FastAnalyzer(build_pii_analyzer(cfg), cfg)
     t = time.perf_counter()
     by_text = dict(zip(unique, fast.analyze(unique), strict=True))
     ours = [by_text[x] for x in texts]

@@ -23,6 +23,7 @@ import polars as pl
 
 from pipeline.config import FeaturesConfig
 from pipeline.funnel import StageStats
+from pipeline.storage import Zone
 
 DIMENSIONS = ("region", "age_band", "device_type")
 MAX_ROWS_BOUND = 1_000_000_000  # public bound on table length, for OpenDP's overflow checks
@@ -35,6 +36,11 @@ class FeatureRelease:
     delta: float
     mechanism: str
     library: str
+
+
+def features_zone(cfg: FeaturesConfig) -> Zone:
+    """Where released feature partitions live (also Feast's offline source)."""
+    return Zone(f"features/{cfg.feature_set}", sensitive=False)
 
 
 def cohort_keys(cfg: FeaturesConfig, age_bands: tuple[str, ...]) -> pl.DataFrame:

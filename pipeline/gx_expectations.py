@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import polars as pl
 from great_expectations.core.metric_domain_types import MetricDomainTypes
 from great_expectations.execution_engine import PandasExecutionEngine
 from great_expectations.expectations.expectation import BatchExpectation
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
+
+from pipeline.kanon import k_achieved
 
 
 class TableKAnonymity(TableMetricProvider):
@@ -27,10 +30,8 @@ class TableKAnonymity(TableMetricProvider):
         df, _, _ = execution_engine.get_compute_domain(
             metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
         qis = list(metric_value_kwargs["quasi_identifiers"])
-        if df.empty:
-            return 0
-        sizes = df.groupby(qis, dropna=False)[metric_value_kwargs["user_column"]].nunique()
-        return int(sizes.min())
+        user = metric_value_kwargs["user_column"]
+        return k_achieved(pl.from_pandas(df[[*qis, user]]), qis, user)
 
 
 class ExpectTableToBeKAnonymous(BatchExpectation):

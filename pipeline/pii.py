@@ -55,6 +55,11 @@ def street_address_recognizer(language: str) -> Any:
         context=["ship", "address", "street", "deliver", "live"])
 
 
+def build_pii_analyzer(cfg: PiiConfig) -> Any:
+    """Presidio's analyzer from config with this project's extra recognizers."""
+    return build_analyzer(cfg, [street_address_recognizer(cfg.language)])
+
+
 class TextScrubber:
     """Finds PII with `FastAnalyzer` (Presidio's recognizers) and replaces each span by a
     typed token; built once per run from config."""
@@ -62,8 +67,7 @@ class TextScrubber:
     def __init__(self, cfg: PiiConfig) -> None:
         from presidio_anonymizer import AnonymizerEngine
 
-        analyzer = build_analyzer(cfg, [street_address_recognizer(cfg.language)])
-        self.analyzer = FastAnalyzer(analyzer, cfg)
+        self.analyzer = FastAnalyzer(build_pii_analyzer(cfg), cfg)
         self._anonymizer = AnonymizerEngine()
 
     def scrub(self, texts: list[str]) -> tuple[list[str], list[Counter[str]]]:

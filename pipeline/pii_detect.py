@@ -134,12 +134,12 @@ class FastAnalyzer:
     def plan(self, texts: list[str]) -> tuple[list[set[str]], list[bool]]:
         """Per text: the pattern entities to look for, and whether NER must run."""
         s = pl.Series(texts, dtype=pl.String)
-        flags = pl.DataFrame({e: s.str.contains(rx) for e, rx in self.prefiltered.items()})
+        wanted = [set(self.unfiltered) for _ in texts]
+        for entity, regex in self.prefiltered.items():
+            for i, hit in enumerate(s.str.contains(regex).to_list()):
+                if hit:
+                    wanted[i].add(entity)
         ner = needs_ner(s).to_list() if self.ner_entities else [False] * len(texts)
-        names = list(self.prefiltered)
-        wanted = [{n for n, hit in zip(names, row, strict=True) if hit} | set(self.unfiltered)
-                  for row in flags.iter_rows()] if names else [set(self.unfiltered)
-                                                              for _ in texts]
         return wanted, ner
 
     def analyze(self, texts: list[str]) -> list[list[RecognizerResult]]:
@@ -155,7 +155,7 @@ class FastAnalyzer:
             if not entities:
                 results.append([])
                 continue
-            doc = docs.get(i) or self._surface(self._nlp.make_doc(text))
+            doc = docs[i] if i in docs else self._surface(self._nlp.make_doc(text))
             artifacts = self._engine._doc_to_nlp_artifact(doc, self.cfg.language)
             results.append(self.analyzer.analyze(
                 text=text, language=self.cfg.language, entities=sorted(entities),

@@ -34,7 +34,9 @@ def feature_repo_dir(cfg: PipelineConfig) -> Path:
 
 
 def features_dir(cfg: PipelineConfig) -> Path:
-    return cfg.paths.data_root / "features" / cfg.features.feature_set
+    from pipeline.features import features_zone
+
+    return cfg.paths.data_root / features_zone(cfg.features).name
 
 
 def _online_store(cfg: FeatureStoreConfig, repo: Path) -> dict[str, Any]:
@@ -42,10 +44,12 @@ def _online_store(cfg: FeatureStoreConfig, repo: Path) -> dict[str, Any]:
     if isinstance(store, RedisStore):
         return {"type": "redis", "connection_string": store.connection_string}
     if isinstance(store, PostgresStore):
-        password = os.environ.get(store.password_env, "") if store.password_env else ""
-        if store.password_env and not password:
-            raise ConfigError(f"feature_store.online_store.password_env: environment variable "
-                              f"{store.password_env} is not set")
+        password = ""
+        if store.password_env:  # Feast reads `${VAR}` from the environment: no secret on disk
+            if not os.environ.get(store.password_env):
+                raise ConfigError(f"feature_store.online_store.password_env: environment "
+                                  f"variable {store.password_env} is not set")
+            password = "${" + store.password_env + "}"
         return {"type": "postgres", "host": store.host, "port": store.port,
                 "database": store.database, "db_schema": store.db_schema, "user": store.user,
                 "password": password, "sslmode": store.sslmode}
@@ -53,13 +57,9 @@ def _online_store(cfg: FeatureStoreConfig, repo: Path) -> dict[str, Any]:
 
 
 def write_feature_store_yaml(cfg: PipelineConfig) -> Path:
-    """Render `feature_store.yaml` from the pipeline config (secrets are not written for
-    Postgres: Feast reads `${VAR}` from the environment)."""
+    """Render `feature_store.yaml` from the pipeline config."""
     repo = feature_repo_dir(cfg)
     online = _online_store(cfg.feature_store, repo)
-    pg = cfg.feature_store.online_store
-    if isinstance(pg, PostgresStore) and pg.password_env:
-        online["password"] = "${" + pg.password_env + "}"
     doc = {"project": cfg.feature_store.project, "provider": "local",
            "registry": str(repo / "registry.db"), "online_store": online,
            "offline_store": {"type": "file"}, "entity_key_serialization_version": 3}

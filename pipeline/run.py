@@ -59,7 +59,9 @@ class RunContext:
         return Zone(f"published/{self.cfg.purpose}", sensitive=False)
 
     def features_zone(self) -> Zone:
-        return Zone(f"features/{self.cfg.features.feature_set}", sensitive=False)
+        from pipeline.features import features_zone
+
+        return features_zone(self.cfg.features)
 
     def run_dir(self, date: str) -> Path:
         return self.root / "runs" / f"date={date}"

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import PiiConfig, load_config
-from pipeline.pii import street_address_recognizer
-from pipeline.pii_detect import FastAnalyzer, build_analyzer
+from pipeline.pii import build_pii_analyzer
+from pipeline.pii_detect import FastAnalyzer
 
 TEXTS = [
     "winter coat",
@@ -28,7 +28,7 @@ def cfg() -> PiiConfig:
 
 @pytest.fixture(scope="module")
 def fast(cfg: PiiConfig) -> FastAnalyzer:
-    return FastAnalyzer(build_analyzer(cfg, [street_address_recognizer(cfg.language)]), cfg)
+    return FastAnalyzer(build_pii_analyzer(cfg), cfg)
 
 
 def test_when_text_cannot_hold_pii_then_nothing_runs_on_it(fast: FastAnalyzer) -> None:
@@ -43,7 +43,7 @@ def test_when_prefilter_flags_a_text_then_only_that_recognizer_runs(fast: FastAn
 
 def test_when_compared_with_presidio_then_every_pii_span_is_found(
         fast: FastAnalyzer, cfg: PiiConfig) -> None:
-    presidio = build_analyzer(cfg, [street_address_recognizer(cfg.language)])
+    presidio = build_pii_analyzer(cfg)
     ours = fast.analyze(TEXTS)
     for text, found in zip(TEXTS, ours, strict=True):
         theirs = presidio.analyze(text=text, language=cfg.language, entities=list(cfg.entities),
