@@ -10,22 +10,29 @@ from pipeline.errors import (
     KeyUnavailableError,
     LedgerIntegrityError,
     MissingInputError,
+    PiiPolicyError,
     PipelineError,
     ValidationFailedError,
 )
-from pipeline.run import STAGES, run_all, run_stage
+from pipeline.keys import KeyProvider, KeyRing, load_key_ring
+from pipeline.run import STAGES, rekey, run_all, run_stage
 
 __all__ = [
     "STAGES",
     "BudgetExceededError",
     "ConfigError",
+    "KeyProvider",
+    "KeyRing",
     "KeyUnavailableError",
     "LedgerIntegrityError",
     "MissingInputError",
     "PipelineConfig",
+    "PiiPolicyError",
     "PipelineError",
     "ValidationFailedError",
     "load_config",
+    "load_key_ring",
+    "rekey",
     "run_all",
     "run_stage",
 ]

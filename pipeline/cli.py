@@ -102,6 +102,14 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rekey(args: argparse.Namespace) -> int:
+    from pipeline.run import rekey
+
+    _setup_logging()
+    print(json.dumps(rekey(args.date, args.config), indent=2))
+    return 0
+
+
 def cmd_features(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.publish import online_features
@@ -154,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("stage", choices=list(STAGES))
     s.add_argument("--date", required=True)
     s.set_defaults(func=cmd_stage)
+
+    rk = sub.add_parser("rekey", help="after a key rotation: move one date onto the active key")
+    rk.add_argument("--date", required=True)
+    rk.set_defaults(func=cmd_rekey)
 
     f = sub.add_parser("features", help="read cohort features from the online store")
     f.add_argument("cohort", nargs="+", help="cohort id: region|age_band|device_type")

@@ -7,6 +7,7 @@ field, never later in a stage.
 
 from __future__ import annotations
 
+import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -88,6 +89,13 @@ class PathsConfig(_Model):
     purposes_dir: Path
 
 
+class RotationConfig(_Model):
+    """Retired key ids and how long they may still read data after retirement."""
+
+    readable_days: Annotated[int, Field(ge=0)] = 30
+    retired: dict[str, datetime.date] = {}  # key id -> date the next key took over
+
+
 class KeysConfig(_Model):
     """Where the master pseudonymization key comes from, tried in this order."""
 
@@ -95,6 +103,7 @@ class KeysConfig(_Model):
     env_var: str = "PRIVACY_PIPELINE_KEY"
     file_env_var: str = "PRIVACY_PIPELINE_KEY_FILE"
     file: Path | None = None
+    rotation: RotationConfig = RotationConfig()
 
 
 class PiiConfig(_Model):
@@ -103,8 +112,12 @@ class PiiConfig(_Model):
     language: str = "en"
     entities: tuple[str, ...]
     score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.35
-    batch_size: Annotated[int, Field(gt=0)] = 64
+    batch_size: Annotated[int, Field(gt=0)] = 128
     n_process: Annotated[int, Field(gt=0)] = 1
+    # String columns not tagged as PII: scanned by name and on a sample of distinct values.
+    undeclared_columns: Literal["fail", "drop", "pseudonymize"] = "drop"
+    column_scan_sample: Annotated[int, Field(gt=0)] = 1000
+    column_scan_min_share: Annotated[float, Field(gt=0, le=1)] = 0.05
 
 
 class GeneralizeConfig(_Model):

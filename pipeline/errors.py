@@ -19,6 +19,10 @@ class KeyUnavailableError(PipelineError):
     """No pseudonymization key could be loaded; the run must stop rather than go on unkeyed."""
 
 
+class PiiPolicyError(PipelineError):
+    """A column not tagged as PII holds PII and the policy says to stop (`undeclared_columns`)."""
+
+
 class MissingInputError(PipelineError):
     """A stage's input partition does not exist (run the earlier stage first)."""
 

@@ -3,8 +3,8 @@
 Direct identifiers (`handling: drop`) are removed. Free-text columns (`handling: scan`) go
 through Presidio's recognizers (an explicit spaCy model, installed with the project, never
 downloaded at run time, plus our own recognizers) via `pipeline.pii_detect.FastAnalyzer`, and
-every detected span is replaced by a typed token such as `<EMAIL_ADDRESS>`. Identical texts are
-analysed once.
+every detected span is replaced by a keyed typed token such as `<EMAIL_ADDRESS:qkzvmtrahpwe>`.
+Identical texts are analysed once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import polars as pl
 
 from pipeline.config import PiiConfig, RecordSchema
 from pipeline.funnel import StageStats
+from pipeline.pii_columns import apply_policy, columns_to_check, scan_columns
 from pipeline.pii_detect import FastAnalyzer, build_analyzer
+from pipeline.pii_tokens import replace_spans
 
 # US street addresses ("4759 William Haven Apt. 194"), which Presidio has no recognizer for.
 # Suffixes: USPS Publication 28 primary street suffixes (common subset).
@@ -60,34 +62,39 @@ def build_pii_analyzer(cfg: PiiConfig) -> Any:
     return build_analyzer(cfg, [street_address_recognizer(cfg.language)])
 
 
+def fast_analyzer(cfg: PiiConfig) -> FastAnalyzer:
+    """The project's detector; module-level so worker processes can build their own."""
+    return FastAnalyzer(build_pii_analyzer(cfg), cfg, worker_factory=fast_analyzer)
+
+
 class TextScrubber:
-    """Finds PII with `FastAnalyzer` (Presidio's recognizers) and replaces each span by a
-    typed token; built once per run from config."""
+    """Finds PII with `FastAnalyzer` (Presidio's recognizers) and replaces each span by a keyed
+    typed token (`pipeline.pii_tokens`); built once per run from config and the token key."""
 
-    def __init__(self, cfg: PiiConfig) -> None:
-        from presidio_anonymizer import AnonymizerEngine
-
-        self.analyzer = FastAnalyzer(build_pii_analyzer(cfg), cfg)
-        self._anonymizer = AnonymizerEngine()
+    def __init__(self, cfg: PiiConfig, token_key: bytes) -> None:
+        self.analyzer = fast_analyzer(cfg)
+        self._key = token_key
 
     def scrub(self, texts: list[str]) -> tuple[list[str], list[Counter[str]]]:
-        """Replace every detected span by `<ENTITY_TYPE>`; return new texts and what was found.
+        """Replace every detected span by its token; return new texts and what was found.
 
         Pass unique texts: each is analysed as given.
         """
         out, found = [], []
         for text, spans in zip(texts, self.analyzer.analyze(texts), strict=True):
-            out.append(self._anonymizer.anonymize(
-                text=text, analyzer_results=spans).text  # type: ignore[arg-type]
-                       if spans else text)
+            out.append(replace_spans(text, spans, self._key) if spans else text)
             found.append(Counter(s.entity_type for s in spans))
         return out, found
 
 
-def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber) -> ScrubResult:
-    """Drop direct identifiers and scrub free text. Row count is unchanged."""
+def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber, *,
+              pseudonym_key: bytes) -> ScrubResult:
+    """Drop direct identifiers, handle untagged columns that hold PII by policy, and scrub free
+    text. Row count is unchanged."""
     drop = [c for c in schema.with_handling("drop") if c in events.columns]
     table = events.drop(drop)
+    findings = scan_columns(table, schema, scrubber.analyzer, scrubber.analyzer.cfg)
+    table = apply_policy(table, findings, pseudonym_key=pseudonym_key)
     found_by_column: dict[str, dict[str, int]] = {}
     for column in schema.with_handling("scan"):
         counts = table.group_by(column).len().drop_nulls(column)
@@ -107,5 +114,7 @@ def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber
         total.update(per_col)
     stats = StageStats("detect_pii", rows_in=events.height, rows_out=table.height, details={
         "dropped_columns": drop, "pii_found": dict(sorted(total.items())),
+        "column_scan": {"checked": columns_to_check(events.drop(drop), schema),
+                        "flagged": [f.to_dict() for f in findings]},
         "pii_found_by_column": found_by_column})
     return ScrubResult(table, stats.check_balanced())

@@ -59,7 +59,9 @@ def build_manifest(ctx: RunContext, date: str) -> dict[str, Any]:
         "stages": {s.stage: {"rows_in": s.rows_in, "rows_out": s.rows_out} for s in chain},
         "pii": {"found": pii.details["pii_found"] if pii else None,
                 "found_by_column": pii.details["pii_found_by_column"] if pii else None,
-                "dropped_columns": pii.details["dropped_columns"] if pii else None},
+                "dropped_columns": pii.details["dropped_columns"] if pii else None,
+                "column_scan": pii.details.get("column_scan") if pii else None,
+                "token_key_id": pii.details.get("token_key_id") if pii else None},
         "pseudonymization": pseudo.details if pseudo else None,
         "k_anonymity": {key: gen.details[key] for key in (
             "k_required", "k_achieved", "quasi_identifiers", "rows_suppressed",
@@ -93,6 +95,11 @@ def render_html(m: dict[str, Any], data_docs: str | None) -> str:
     funnel_rows += [("Rows out (published per-event table)", f["rows_out"]),
                     ("Balanced", "yes" if f["balanced"] else "NO")]
     pii = m["pii"]["found"] or {}
+    scan = m["pii"].get("column_scan") or {"checked": [], "flagged": []}
+    flagged = [(c["column"], ", ".join(c["reasons"]),
+                ", ".join(f"{e} ({n})" for e, n in c["entities"].items()) or "-",
+                f"{c['share_with_pii']:.1%} of {c['sampled']}", c["action"])
+               for c in scan["flagged"]]
     ka = m["k_anonymity"] or {}
     dp = m["differential_privacy"] or {}
     ps = m["pseudonymization"] or {}
@@ -116,7 +123,13 @@ th{{background:#f2f2f2}} .ok{{color:#176b2c}} .bad{{color:#b00020;font-weight:60
 <h2>Row funnel</h2>{_table(funnel_rows, ("Step", "Rows"))}
 <h2>Personal data found in free text</h2>
 {_table(sorted(pii.items()), ("Entity type", "Occurrences replaced")) if pii else "<p>None.</p>"}
+<p>Each value is replaced by a keyed token (<code>&lt;TYPE:letters&gt;</code>, key id
+<code>{escape(str(m['pii'].get('token_key_id') or ''))}</code>): equal values share a token.</p>
 <p>Direct identifier columns removed: {escape(", ".join(m['pii']['dropped_columns'] or []))}</p>
+<h3>Columns not tagged as PII, checked by name and content</h3>
+<p>Checked: {escape(", ".join(scan["checked"]) or "none")}.</p>
+{_table(flagged, ("Column", "Flagged by", "Entities in sample", "Sampled values with PII",
+                  "Action")) if flagged else "<p>None held PII.</p>"}
 <h2>Pseudonymization</h2>
 <p>{escape(ps.get('algorithm', ''))} with key id <code>{escape(str(ps.get('key_id', '')))}</code>,
 key derived per purpose ({escape(str(ps.get('purpose', '')))}).</p>

@@ -18,9 +18,14 @@ from functools import cached_property
 from pathlib import Path
 
 from pipeline.config import PipelineConfig, load_config
-from pipeline.errors import ConfigError, PipelineError, ValidationFailedError
+from pipeline.errors import (
+    ConfigError,
+    KeyUnavailableError,
+    PipelineError,
+    ValidationFailedError,
+)
 from pipeline.funnel import StageStats
-from pipeline.keys import MasterKey, load_master_key
+from pipeline.keys import KeyRing, MasterKey, load_key_ring
 from pipeline.storage import Storage, Zone, atomic_write_bytes, atomic_write_json, parquet_bytes
 
 log = logging.getLogger("pipeline")
@@ -39,13 +44,27 @@ class RunContext:
 
     cfg: PipelineConfig
 
+    run_date: Date | None = None  # retired keys are readable relative to this date
+
     @cached_property
+    def keys(self) -> KeyRing:
+        return load_key_ring(self.cfg.keys)
+
+    @property
     def key(self) -> MasterKey:
-        return load_master_key(self.cfg.keys)
+        """The active key: everything written now is keyed with it."""
+        return self.keys.active
 
     @cached_property
     def storage(self) -> Storage:
-        return Storage(self.cfg.paths.data_root, encryption_key=self.key.staging_key())
+        return Storage(self.cfg.paths.data_root, encryption_key=self.key.staging_key(),
+                       key_id=self.key.key_id, read_key=self._retired_staging_key)
+
+    def _retired_staging_key(self, key_id: str) -> bytes:
+        if self.run_date is None:
+            raise KeyUnavailableError(f"reading data under retired key id {key_id!r} needs "
+                                      "the run's date")
+        return self.keys.for_reading(key_id, on=self.run_date).staging_key()
 
     @property
     def root(self) -> Path:
@@ -111,8 +130,10 @@ def consent(ctx: RunContext, date: str) -> str:
 def detect_pii(ctx: RunContext, date: str) -> str:
     from pipeline.pii import TextScrubber, scrub_pii
 
-    result = scrub_pii(ctx.storage.read(CONSENTED, date), ctx.cfg.event_schema,
-                       TextScrubber(ctx.cfg.pii))
+    scrubber = TextScrubber(ctx.cfg.pii, ctx.key.token_key(ctx.cfg.purpose))
+    result = scrub_pii(ctx.storage.read(CONSENTED, date), ctx.cfg.event_schema, scrubber,
+                       pseudonym_key=ctx.key.pseudonym_key(ctx.cfg.purpose))
+    result.stats.details["token_key_id"] = ctx.key.key_id
     ctx.save_stats(date, result.stats)
     return str(ctx.storage.write(SCRUBBED, date, result.table))
 
@@ -226,6 +247,31 @@ STAGES: dict[str, Callable[[RunContext, str], str]] = {
 }
 
 
+STAGING_ZONES = (INGESTED, CONSENTED, SCRUBBED, PSEUDONYMIZED, GENERALIZED)
+# Stages whose output depends on the key (tokens, pseudonyms) and everything after them that is
+# not a DP release: the ledger's stored release holds cohorts, not pseudonyms, and stays.
+REKEYED_STAGES = ("detect_pii", "pseudonymize", "generalize", "minimize", "validate", "report")
+
+
+def rekey(date: str, config_path: str | Path) -> dict[str, object]:
+    """After a rotation: re-encrypt a date's staging partitions under the active key and redo
+    the keyed stages, so nothing for that date depends on a retired key any more."""
+    date = check_date(date)
+    ctx = RunContext(load_config(config_path), run_date=Date.fromisoformat(date))
+    reencrypted = {}
+    for zone in STAGING_ZONES:
+        old = ctx.storage.written_key_id(zone, date)
+        if old is not None and old != ctx.key.key_id:
+            ctx.storage.write(zone, date, ctx.storage.read(zone, date))
+            reencrypted[zone.name] = old
+    for name in REKEYED_STAGES:
+        STAGES[name](ctx, date)
+    info: dict[str, object] = {"date": date, "active_key_id": ctx.key.key_id,
+                               "reencrypted": reencrypted, "stages_rerun": list(REKEYED_STAGES)}
+    atomic_write_json(ctx.run_dir(date) / "rekey.json", info)
+    return info
+
+
 def check_date(date: str) -> str:
     try:
         return Date.fromisoformat(date).isoformat()
@@ -237,15 +283,16 @@ def run_stage(stage: str, date: str, config_path: str | Path) -> str:
     """Run one stage for one date; what a DAG task calls. Returns the path it wrote."""
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    ctx = RunContext(load_config(config_path))
-    return STAGES[stage](ctx, check_date(date))
+    date = check_date(date)
+    ctx = RunContext(load_config(config_path), run_date=Date.fromisoformat(date))
+    return STAGES[stage](ctx, date)
 
 
 def run_all(date: str, config_path: str | Path) -> tuple[RunContext, bool]:
     """Every stage in order. A failed validation skips features and publish; the report is
     written either way. Returns (context, published?)."""
-    ctx = RunContext(load_config(config_path))
     date = check_date(date)
+    ctx = RunContext(load_config(config_path), run_date=Date.fromisoformat(date))
     _ = ctx.key  # no key: stop before touching any data
     published = True
     for name, stage in STAGES.items():

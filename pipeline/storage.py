@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.errors import MissingInputError, PipelineError
 
-_MAGIC = b"PPENC1"
+_MAGIC = b"PPENC2"  # then: key id length (1 byte), key id, 12-byte nonce, ciphertext
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -70,10 +71,16 @@ class Zone:
 
 @dataclass(frozen=True)
 class Storage:
-    """Reads and writes date partitions under one data root."""
+    """Reads and writes date partitions under one data root.
+
+    Encrypted partitions name the key id they were written under, so after a key rotation the
+    previous key (looked up with `read_key`) still opens them until they are re-keyed.
+    """
 
     root: Path
     encryption_key: bytes | None = None
+    key_id: str = ""
+    read_key: Callable[[str], bytes] | None = None
 
     def partition(self, zone: Zone, date: str) -> Path:
         suffix = ".parquet.enc" if zone.sensitive else ".parquet"
@@ -96,6 +103,13 @@ class Storage:
             data = self._decrypt(data, aad=self._aad(zone, date), path=path)
         return pl.read_parquet(io.BytesIO(data))
 
+    def written_key_id(self, zone: Zone, date: str) -> str | None:
+        """The key id an encrypted partition was written under (None if absent)."""
+        path = self.partition(zone, date)
+        if not path.is_file():
+            return None
+        return _header(path.read_bytes()[:_MAX_HEADER], path)[0]
+
     def _aad(self, zone: Zone, date: str) -> bytes:
         return f"{zone.name}/date={date}".encode()
 
@@ -106,14 +120,33 @@ class Storage:
 
     def _encrypt(self, data: bytes, *, aad: bytes) -> bytes:
         nonce = secrets.token_bytes(12)
-        return _MAGIC + nonce + AESGCM(self._key()).encrypt(nonce, data, aad)
+        kid = self.key_id.encode()
+        return _MAGIC + bytes([len(kid)]) + kid + nonce + AESGCM(self._key()).encrypt(
+            nonce, data, aad)
 
     def _decrypt(self, blob: bytes, *, aad: bytes, path: Path) -> bytes:
-        if not blob.startswith(_MAGIC):
-            raise PipelineError(f"{path}: not an encrypted partition")
-        nonce = blob[len(_MAGIC):len(_MAGIC) + 12]
+        key_id, offset = _header(blob, path)
+        if key_id == self.key_id:
+            key = self._key()
+        elif self.read_key is not None:
+            key = self.read_key(key_id)
+        else:
+            raise PipelineError(f"{path}: written under key id {key_id!r}, which is not loaded")
+        nonce = blob[offset:offset + 12]
         try:
-            return AESGCM(self._key()).decrypt(nonce, blob[len(_MAGIC) + 12:], aad)
+            return AESGCM(key).decrypt(nonce, blob[offset + 12:], aad)
         except InvalidTag:
             raise PipelineError(
                 f"{path}: cannot decrypt (written under another key, or moved/altered)") from None
+
+
+_MAX_HEADER = len(_MAGIC) + 1 + 255
+
+
+def _header(blob: bytes, path: Path) -> tuple[str, int]:
+    """(key id, offset of the nonce) of an encrypted partition."""
+    if not blob.startswith(_MAGIC) or len(blob) <= len(_MAGIC):
+        raise PipelineError(f"{path}: not an encrypted partition")
+    n = blob[len(_MAGIC)]
+    start = len(_MAGIC) + 1
+    return blob[start:start + n].decode(errors="replace"), start + n

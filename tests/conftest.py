@@ -51,3 +51,25 @@ def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def cfg(config_path: Path) -> PipelineConfig:
     return load_config(config_path)
+
+
+def key_material(key: MasterKey, purpose: str = "personalization") -> dict[str, bytes]:
+    """Every form a key could leak in: the secret (raw, base64, hex) and the derived keys."""
+    derived = {"pseudonym": key.pseudonym_key(purpose), "token": key.token_key(purpose),
+               "staging": key.staging_key()}
+    forms = {"secret": key.secret, "secret base64": base64.b64encode(key.secret),
+             "secret hex": key.secret.hex().encode()}
+    for name, value in derived.items():
+        forms[f"{name} key"] = value
+        forms[f"{name} key hex"] = value.hex().encode()
+    return forms
+
+
+def files_holding(roots: list[Path], forms: dict[str, bytes]) -> list[str]:
+    """`file: form` for every file under `roots` whose bytes contain one of `forms`."""
+    hits = []
+    for root in roots:
+        for path in (p for p in root.rglob("*") if p.is_file()):
+            data = path.read_bytes()
+            hits += [f"{path}: {name}" for name, value in forms.items() if value in data]
+    return hits

@@ -35,8 +35,8 @@ def test_when_production_config_is_loaded_then_it_extends_the_default_with_redis
                     reason="no docker compose client to check the file with")
 def test_when_compose_client_present_then_config_parses() -> None:
     cmd = ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
+    if subprocess.run([*cmd, "version"], capture_output=True).returncode != 0:
+        pytest.skip("the docker client here has no compose plugin")
     result = subprocess.run([*cmd, "config", "--quiet"], cwd=ROOT, capture_output=True,
                             text=True)
-    if cmd == ["docker", "compose"] and "unknown command" in result.stderr:
-        pytest.skip("the docker client here has no compose plugin")
     assert result.returncode == 0, result.stderr

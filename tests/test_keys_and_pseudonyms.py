@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import KeysConfig, PipelineConfig
 from pipeline.errors import KeyUnavailableError
-from pipeline.keys import MasterKey, create_key_file, load_master_key, parse_key
+from pipeline.keys import MasterKey, create_key_file, load_key_ring, parse_key
 from pipeline.pseudonymize import is_pseudonym, pseudonymize
 from tests.conftest import TEST_SECRET
 
@@ -42,7 +42,7 @@ def test_when_no_key_anywhere_then_the_run_stops(monkeypatch: pytest.MonkeyPatch
     cfg = KeysConfig(airflow_conn_id=None, env_var="PRIVACY_PIPELINE_NO_SUCH_KEY",
                      file_env_var="PRIVACY_PIPELINE_NO_SUCH_FILE", file=None)
     with pytest.raises(KeyUnavailableError, match="no pseudonymization key found"):
-        load_master_key(cfg)
+        load_key_ring(cfg)
 
 
 def test_when_key_is_malformed_then_error_never_echoes_it() -> None:
@@ -58,5 +58,5 @@ def test_when_key_file_created_then_mode_0600_and_loadable(tmp_path: Path) -> No
     made = create_key_file(path, key_id="dev-1")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     cfg = KeysConfig(airflow_conn_id=None, env_var="PRIVACY_PIPELINE_NO_SUCH_KEY", file=path)
-    assert load_master_key(cfg) == made
+    assert load_key_ring(cfg).active == made
     assert TEST_SECRET.hex() not in repr(made) and made.secret.hex() not in repr(made)

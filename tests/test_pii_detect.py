@@ -51,3 +51,15 @@ def test_when_compared_with_presidio_then_every_pii_span_is_found(
         mine = {(r.start, r.end) for r in found}
         covered = [r for r in theirs if any(s <= r.start and r.end <= e for s, e in mine)]
         assert len(covered) == len(theirs), (text, theirs, found)
+
+
+def test_when_split_over_worker_processes_then_spans_equal_single_process(
+        cfg: PiiConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import pii_detect
+    from pipeline.pii import fast_analyzer
+
+    texts = [f"{t} #{i}" for i in range(20) for t in TEXTS]
+    monkeypatch.setattr(pii_detect, "_MIN_TEXTS_PER_WORKER", 10)
+    pooled = fast_analyzer(cfg.model_copy(update={"n_process": 2})).analyze(texts)
+    single = fast_analyzer(cfg.model_copy(update={"n_process": 1})).analyze(texts)
+    assert pooled == single and sum(map(len, single)) >= 20 * len(TEXTS)

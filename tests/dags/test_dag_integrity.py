@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TEST_KEY_TEXT, write_config
+from pipeline.keys import parse_key
+from tests.conftest import ROOT, TEST_KEY_TEXT, files_holding, key_material, write_config
 
 DAG_ID = "privacy_personalization_daily"
 
@@ -64,7 +65,8 @@ def test_when_dag_file_is_imported_then_it_does_not_import_the_pipeline() -> Non
 
 @pytest.mark.slow
 def test_when_dag_runs_with_key_from_airflow_connection_then_every_task_succeeds(
-        dagbag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+        dagbag, airflow_home: Path, tmp_path: Path,  # noqa: ANN001
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import UTC, date, datetime
 
     from pipeline.generate import generate
@@ -83,3 +85,6 @@ def test_when_dag_runs_with_key_from_airflow_connection_then_every_task_succeeds
     assert run.state == "success"
     manifest = tmp_path / "data" / "reports" / "date=2026-11-01" / "manifest.json"
     assert json.loads(manifest.read_text())["pseudonymization"]["key_id"] == "test-key-1"
+    # The key never lands in Airflow's DB (XCom, task state), its logs, or any output.
+    forms = key_material(parse_key(TEST_KEY_TEXT, source="test"))
+    assert files_holding([airflow_home, tmp_path / "data"], forms) == []
