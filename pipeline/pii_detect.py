@@ -27,6 +27,7 @@ import multiprocessing as mp
 import os
 import re
 from collections.abc import Callable, Sequence
+from multiprocessing.pool import AsyncResult
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
@@ -43,7 +44,7 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 PREFILTERS: dict[str, str] = {
     "EMAIL_ADDRESS": r"@",
     "IP_ADDRESS": r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|:[0-9A-Fa-f]{0,4}:",
-    "CREDIT_CARD": r"\d{4}[- ]?\d{3}",
+    "CREDIT_CARD": r"\d(?:[- ]?\d){11}",
     "US_SSN": r"\d{3}\D?\d{2}\D?\d{4}",
     "IBAN_CODE": r"(?i)\b[a-z]{2}[ -]?\d{2}(?:[ -]?[a-z0-9]){9}",
     "PHONE_NUMBER": r"(?:\d[^\d\n]{0,3}){6,}\d",
@@ -152,6 +153,10 @@ def _start_worker(factory: Callable[[PiiConfig], FastAnalyzer], cfg: PiiConfig) 
     _WORKER = factory(cfg)
 
 
+def _worker_ready() -> bool:
+    return _WORKER is not None
+
+
 def _analyze_in_worker(args: tuple[list[str], list[set[str]], list[bool]]) -> list[list[PiiSpan]]:
     assert _WORKER is not None
     return _WORKER.analyze_planned(*args)
@@ -195,21 +200,34 @@ class FastAnalyzer:
     def analyze(self, texts: list[str]) -> list[list[PiiSpan]]:
         """Spans for each text, as `AnalyzerEngine.analyze` finds them for the entities.
 
-        With `n_process` > 1, a worker factory and enough texts, chunks are analysed in that
-        many worker processes. They are spawned, not forked: forking a process that runs
-        threads (an Airflow task, a test runner) can deadlock the child.
+        With `n_process` > 1, a worker factory and enough texts, `n_process - 1` worker
+        processes help this one. They are spawned, not forked (forking a process that runs
+        threads, as an Airflow task or a test runner does, can deadlock the child), so each
+        loads its own model; this process works on chunks meanwhile and hands chunks to the
+        workers only once they are ready, so their start-up never holds the run up.
         """
         wanted, ner = self.plan(texts)
         workers = min(self.cfg.n_process, len(texts) // _MIN_TEXTS_PER_WORKER)
         if workers < 2 or self.worker_factory is None:
             return self.analyze_planned(texts, wanted, ner)
-        n_chunks = workers * 4  # small enough chunks that the workers finish together
+        n_chunks = workers * 8
         bounds = [len(texts) * i // n_chunks for i in range(n_chunks + 1)]
         chunks = [(texts[a:b], wanted[a:b], ner[a:b]) for a, b in itertools.pairwise(bounds)]
-        with mp.get_context("spawn").Pool(workers, initializer=_start_worker,
+        parts: dict[int, list[list[PiiSpan]]] = {}
+        with mp.get_context("spawn").Pool(workers - 1, initializer=_start_worker,
                                           initargs=(self.worker_factory, self.cfg)) as pool:
-            parts = pool.map(_analyze_in_worker, chunks, chunksize=1)
-        return [spans for part in parts for spans in part]
+            ready = pool.apply_async(_worker_ready)
+            running: dict[int, AsyncResult[list[list[PiiSpan]]]] = {}
+            for i, chunk in enumerate(chunks):
+                for j in [j for j, r in running.items() if r.ready()]:
+                    parts[j] = running.pop(j).get()
+                if ready.ready() and len(running) < workers - 1:
+                    running[i] = pool.apply_async(_analyze_in_worker, (chunk,))
+                else:
+                    parts[i] = self.analyze_planned(*chunk)
+            for j, result in running.items():
+                parts[j] = result.get()
+        return [spans for i in range(n_chunks) for spans in parts[i]]
 
     def analyze_planned(self, texts: list[str], wanted: list[set[str]],
                         ner: list[bool]) -> list[list[PiiSpan]]:

@@ -77,3 +77,19 @@ def test_tokens_are_letters_only_so_no_later_scan_mistakes_them_for_numbers() ->
     t = token(TOKEN_KEY, "PHONE_NUMBER", "+1 (415) 555-0132")
     assert re.fullmatch(TOKEN_PATTERN, t) and not re.search(r"\d", t.split(":")[1])
     assert t == token(TOKEN_KEY, "PHONE_NUMBER", "+14155550132")
+
+
+@pytest.mark.parametrize("number", ["2223003122003222", "4841241182449353489", "587662702899",
+                                    "5555 5555 5555 4444"])
+def test_when_card_is_one_presidio_misses_then_found_by_luhn_and_issuer(
+        scrubber: TextScrubber, number: str) -> None:
+    [out], [found] = scrubber.scrub([f"charge it to {number} today"])
+    assert found["CREDIT_CARD"] == 1 and number not in out
+
+
+@pytest.mark.parametrize("number", ["2223003122003223",   # Luhn fails
+                                    "9234567890123455"])  # Luhn ok, but no network starts with 9
+def test_when_long_number_is_not_a_card_then_left_alone(
+        scrubber: TextScrubber, number: str) -> None:
+    [out], [found] = scrubber.scrub([f"order reference {number}"])
+    assert "CREDIT_CARD" not in found
