@@ -23,7 +23,7 @@ from pipeline.pii_detect import FastAnalyzer, build_analyzer
 from pipeline.pii_tokens import replace_spans
 
 # US street addresses ("4759 William Haven Apt. 194"), which Presidio has no recognizer for.
-# Suffixes: USPS Publication 28 primary street suffixes (common subset).
+# Suffixes: USPS Publication 28 primary street suffixes (common subset), also in the plural.
 _STREET_SUFFIXES = (
     "Alley|Avenue|Ave|Bend|Bluff|Boulevard|Blvd|Branch|Bridge|Brook|Burg|Bypass|Camp|Canyon|"
     "Cape|Causeway|Center|Circle|Cliff|Club|Common|Corner|Course|Court|Ct|Cove|Creek|Crescent|"
@@ -39,7 +39,7 @@ _STREET_SUFFIXES = (
     "Trace|Track|Trafficway|Trail|Trailer|Tunnel|Turnpike|Underpass|Union|Unions|Valley|"
     "Valleys|Viaduct|View|Views|Village|Villages|Ville|Vista|Walk|Walks|Wall|Way|Ways|Well|Wells")
 STREET_ADDRESS_REGEX = (
-    r"\b\d{1,6}\s+(?:[A-Z][a-z]+\s+){1,3}(?:" + _STREET_SUFFIXES + r")\b\.?"
+    r"\b\d{1,6}\s+(?:[A-Z][a-z]+\s+){1,3}(?:" + _STREET_SUFFIXES + r")s?\b\.?"
     r"(?:\s+(?:Apt\.|Suite)\s+\d{1,5})?")
 # 12-19 digits, single spaces or dashes allowed between them.
 CARD_NUMBER_REGEX = r"\b\d(?:[ -]?\d){11,18}\b"

@@ -28,6 +28,8 @@ def scrubber() -> TextScrubber:
     ("Hi, this is Jennifer Walsh. I can't log in.", "PERSON", "Jennifer Walsh"),
     ("Please ship the replacement to 4759 William Haven Apt. 194, Boston.",
      "US_STREET_ADDRESS", "4759 William Haven"),
+    ("Please ship the replacement to 1687 Susan Coves Apt. 841, Phoenix.",
+     "US_STREET_ADDRESS", "1687 Susan Coves"),
     ("Refund to IBAN GB82WEST12345698765432 please", "IBAN_CODE", "GB82WEST12345698765432"),
 ])
 def test_when_pii_in_free_text_then_replaced_by_typed_token(
