@@ -19,7 +19,7 @@ import polars as pl
 from pipeline.config import PiiConfig, RecordSchema
 from pipeline.funnel import StageStats
 from pipeline.pii_columns import apply_policy, columns_to_check, scan_columns
-from pipeline.pii_detect import FastAnalyzer, build_analyzer
+from pipeline.pii_detect import FastAnalyzer, WorkerPool, build_analyzer
 from pipeline.pii_tokens import replace_spans
 
 # US street addresses ("4759 William Haven Apt. 194"), which Presidio has no recognizer for.
@@ -104,18 +104,36 @@ def build_pii_analyzer(cfg: PiiConfig) -> Any:
                                 card_number_recognizer(cfg.language)])
 
 
-def fast_analyzer(cfg: PiiConfig) -> FastAnalyzer:
-    """The project's detector; module-level so worker processes can build their own."""
-    return FastAnalyzer(build_pii_analyzer(cfg), cfg, worker_factory=fast_analyzer)
+WORKERS_FROM_TEXTS = 4000  # fewer distinct texts: one process is done before a worker loads
+
+
+def distinct_texts(events: pl.DataFrame, schema: RecordSchema) -> int:
+    """How many distinct free texts `scrub_pii` will analyse (to decide on workers)."""
+    return sum(events.get_column(c).n_unique() for c in schema.with_handling("scan")
+               if c in events.columns)
+
+
+def fast_analyzer(cfg: PiiConfig, *, with_workers: bool = False) -> FastAnalyzer:
+    """The project's detector. `with_workers` (and `n_process` > 1) starts worker processes
+    first, so they load while this process loads its own model. Close it when done."""
+    workers = (WorkerPool(fast_analyzer, cfg, size=cfg.n_process - 1)
+               if with_workers and cfg.n_process > 1 else None)
+    return FastAnalyzer(build_pii_analyzer(cfg), cfg, workers=workers)
 
 
 class TextScrubber:
     """Finds PII with `FastAnalyzer` (Presidio's recognizers) and replaces each span by a keyed
     typed token (`pipeline.pii_tokens`); built once per run from config and the token key."""
 
-    def __init__(self, cfg: PiiConfig, token_key: bytes) -> None:
-        self.analyzer = fast_analyzer(cfg)
+    def __init__(self, cfg: PiiConfig, token_key: bytes, *, with_workers: bool = False) -> None:
+        self.analyzer = fast_analyzer(cfg, with_workers=with_workers)
         self._key = token_key
+
+    def __enter__(self) -> TextScrubber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.analyzer.close()
 
     def scrub(self, texts: list[str]) -> tuple[list[str], list[Counter[str]]]:
         """Replace every detected span by its token; return new texts and what was found.

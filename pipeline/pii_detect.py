@@ -14,7 +14,7 @@ from Presidio's own registry, recognizers and context enhancer while doing most 
    2,999 of 3,000 event texts, ~2x faster) and only on texts with a capitalized word that is
    neither a stop word nor an acronym, the only place this model finds PERSON or LOCATION.
 5. Lemmas are the lowercased tokens, so Presidio's context words still raise scores.
-6. Large inputs are split over `n_process` worker processes.
+6. Large inputs are shared with `n_process - 1` worker processes (`WorkerPool`).
 
 Entities without a prefilter (e.g. a recognizer a user added from YAML) run on every text.
 """
@@ -26,8 +26,9 @@ import logging
 import multiprocessing as mp
 import os
 import re
+import weakref
 from collections.abc import Callable, Sequence
-from multiprocessing.pool import AsyncResult
+from multiprocessing.pool import AsyncResult, Pool
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
@@ -55,7 +56,7 @@ PREFILTERS: dict[str, str] = {
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME"})
 _CAPITALIZED = r"\b[A-Z][A-Za-z'’.-]*"
 _SURFACE_LEMMA = "pp_surface_lemma"
-_MIN_TEXTS_PER_WORKER = 2000  # below this, starting a worker costs more than it saves
+_MIN_TEXTS_PER_CHUNK = 250  # smaller chunks cost more in hand-over than they save
 
 # Presidio's own NER mapping (conf/default.yaml); a custom NLP config must repeat it or it loses
 # labels_to_ignore and floods results with ORGANIZATION/CARDINAL hits.
@@ -162,15 +163,44 @@ def _analyze_in_worker(args: tuple[list[str], list[set[str]], list[bool]]) -> li
     return _WORKER.analyze_planned(*args)
 
 
+class WorkerPool:
+    """Worker processes that each build their own analyzer with `factory(cfg)`.
+
+    Spawned, not forked: forking a process that runs threads (an Airflow task, a test runner)
+    can deadlock the child. Each worker loads its own model, so start the pool before loading
+    this process's model and the two overlap. `factory` must be a module-level function.
+    """
+
+    def __init__(self, factory: Callable[[PiiConfig], FastAnalyzer], cfg: PiiConfig,
+                 size: int) -> None:
+        self.size = size
+        self._pool: Pool = mp.get_context("spawn").Pool(size, initializer=_start_worker,
+                                                        initargs=(factory, cfg))
+        self._ready = self._pool.apply_async(_worker_ready)
+        weakref.finalize(self, self._pool.terminate)
+
+    def ready(self) -> bool:
+        """Whether a worker has finished loading."""
+        return self._ready.ready()
+
+    def wait_ready(self) -> None:
+        self._ready.get()
+
+    def submit(self, chunk: tuple[list[str], list[set[str]], list[bool]]
+               ) -> AsyncResult[list[list[PiiSpan]]]:
+        return self._pool.apply_async(_analyze_in_worker, (chunk,))
+
+    def close(self) -> None:
+        self._pool.terminate()
+
+
 class FastAnalyzer:
     """Presidio's recognizers, run only where they can match (see module docstring)."""
 
     def __init__(self, analyzer: AnalyzerEngine, cfg: PiiConfig,
-                 worker_factory: Callable[[PiiConfig], FastAnalyzer] | None = None) -> None:
-        """`worker_factory` (a module-level function, so it pickles) builds the same analyzer in
-        a worker process; without one, everything runs in this process."""
+                 workers: WorkerPool | None = None) -> None:
+        """With `workers`, large inputs are shared with those processes (see `analyze`)."""
         _register_surface_lemma()
-        self.worker_factory = worker_factory
         self.analyzer = analyzer
         self.cfg = cfg
         engine: Any = analyzer.nlp_engine
@@ -185,6 +215,19 @@ class FastAnalyzer:
         self.ner_entities = sorted(entities & NER_ENTITIES)
         self.unfiltered = sorted(entities - NER_ENTITIES - set(self.prefiltered))
         self._recognizers: dict[frozenset[str], tuple[list[Any], list[Any], list[Any]]] = {}
+        self.workers = workers
+
+    def close(self) -> None:
+        """Stop the worker processes, if any."""
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
+
+    def __enter__(self) -> FastAnalyzer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def plan(self, texts: list[str]) -> tuple[list[set[str]], list[bool]]:
         """Per text: the pattern entities to look for, and whether NER must run."""
@@ -200,33 +243,27 @@ class FastAnalyzer:
     def analyze(self, texts: list[str]) -> list[list[PiiSpan]]:
         """Spans for each text, as `AnalyzerEngine.analyze` finds them for the entities.
 
-        With `n_process` > 1, a worker factory and enough texts, `n_process - 1` worker
-        processes help this one. They are spawned, not forked (forking a process that runs
-        threads, as an Airflow task or a test runner does, can deadlock the child), so each
-        loads its own model; this process works on chunks meanwhile and hands chunks to the
-        workers only once they are ready, so their start-up never holds the run up.
+        With worker processes and enough texts, this process works through chunks and hands one
+        to each worker that is ready and idle, so workers still loading never hold the run up.
         """
         wanted, ner = self.plan(texts)
-        workers = min(self.cfg.n_process, len(texts) // _MIN_TEXTS_PER_WORKER)
-        if workers < 2 or self.worker_factory is None:
+        pool = self.workers
+        if pool is None or len(texts) < _MIN_TEXTS_PER_CHUNK * 2:
             return self.analyze_planned(texts, wanted, ner)
-        n_chunks = workers * 8
+        n_chunks = min((pool.size + 1) * 8, len(texts) // _MIN_TEXTS_PER_CHUNK)
         bounds = [len(texts) * i // n_chunks for i in range(n_chunks + 1)]
         chunks = [(texts[a:b], wanted[a:b], ner[a:b]) for a, b in itertools.pairwise(bounds)]
         parts: dict[int, list[list[PiiSpan]]] = {}
-        with mp.get_context("spawn").Pool(workers - 1, initializer=_start_worker,
-                                          initargs=(self.worker_factory, self.cfg)) as pool:
-            ready = pool.apply_async(_worker_ready)
-            running: dict[int, AsyncResult[list[list[PiiSpan]]]] = {}
-            for i, chunk in enumerate(chunks):
-                for j in [j for j, r in running.items() if r.ready()]:
-                    parts[j] = running.pop(j).get()
-                if ready.ready() and len(running) < workers - 1:
-                    running[i] = pool.apply_async(_analyze_in_worker, (chunk,))
-                else:
-                    parts[i] = self.analyze_planned(*chunk)
-            for j, result in running.items():
-                parts[j] = result.get()
+        running: dict[int, AsyncResult[list[list[PiiSpan]]]] = {}
+        for i, chunk in enumerate(chunks):
+            for j in [j for j, r in running.items() if r.ready()]:
+                parts[j] = running.pop(j).get()
+            if pool.ready() and len(running) < pool.size:
+                running[i] = pool.submit(chunk)
+            else:
+                parts[i] = self.analyze_planned(*chunk)
+        for j, result in running.items():
+            parts[j] = result.get()
         return [spans for i in range(n_chunks) for spans in parts[i]]
 
     def analyze_planned(self, texts: list[str], wanted: list[set[str]],

@@ -128,11 +128,12 @@ def consent(ctx: RunContext, date: str) -> str:
 
 
 def detect_pii(ctx: RunContext, date: str) -> str:
-    from pipeline.pii import TextScrubber, scrub_pii
+    from pipeline.pii import WORKERS_FROM_TEXTS, TextScrubber, distinct_texts, scrub_pii
 
-    scrubber = TextScrubber(ctx.cfg.pii, ctx.key.token_key(ctx.cfg.purpose))
-    result = scrub_pii(ctx.storage.read(CONSENTED, date), ctx.cfg.event_schema, scrubber,
-                       pseudonym_key=ctx.key.pseudonym_key(ctx.cfg.purpose))
+    events, schema = ctx.storage.read(CONSENTED, date), ctx.cfg.event_schema
+    with TextScrubber(ctx.cfg.pii, ctx.key.token_key(ctx.cfg.purpose),
+                      with_workers=distinct_texts(events, schema) >= WORKERS_FROM_TEXTS) as s:
+        result = scrub_pii(events, schema, s, pseudonym_key=ctx.key.pseudonym_key(ctx.cfg.purpose))
     result.stats.details["token_key_id"] = ctx.key.key_id
     ctx.save_stats(date, result.stats)
     return str(ctx.storage.write(SCRUBBED, date, result.table))

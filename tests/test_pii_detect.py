@@ -68,7 +68,9 @@ def test_when_analysed_in_a_spawned_worker_then_spans_equal_this_process(
         assert pool.apply(pii_detect._worker_ready)
         there = pool.apply(pii_detect._analyze_in_worker, (chunk,))
     assert there == here.analyze_planned(*chunk) and sum(map(len, there)) >= len(texts)
-    # The dispatcher (this process plus workers) returns the same, in order.
-    monkeypatch.setattr(pii_detect, "_MIN_TEXTS_PER_WORKER", 10)
-    pooled = fast_analyzer(cfg.model_copy(update={"n_process": 2})).analyze(texts)
-    assert pooled == there
+    # This process and a ready worker sharing the chunks return the same, in order.
+    monkeypatch.setattr(pii_detect, "_MIN_TEXTS_PER_CHUNK", 10)
+    with fast_analyzer(cfg.model_copy(update={"n_process": 2}), with_workers=True) as shared:
+        assert shared.workers is not None
+        shared.workers.wait_ready()
+        assert shared.analyze(texts) == there
