@@ -73,7 +73,14 @@ def _summary(ctx: RunContext, date: str) -> None:
           f" -> balanced: {f['balanced']}")
     print(f"PII replaced in free text: {manifest['pii']['found']}")
     ka = manifest["k_anonymity"]
-    print(f"k-anonymity: required {ka['k_required']}, achieved {ka['k_achieved']}")
+    print(f"k-anonymity: required {ka['k_required']}, achieved {ka['k_achieved']}; "
+          f"l-diversity of {ka['sensitive_attribute']}: required {ka['l_required']}, achieved "
+          f"{ka['l_achieved']}; suppressed {ka['share_rows_suppressed']:.1%} of rows")
+    for qi, info in (ka.get("information_loss") or {}).items():
+        extra = (f", mean resolution {info['mean_resolution']}, mean cell "
+                 f"{info['mean_cell_area_km2']} km2" if "mean_resolution" in info else "")
+        print(f"  {qi}: generalization {info.get('mean_level_share')} (0 finest, 1 coarsest)"
+              f"{extra}")
     dp = manifest["differential_privacy"] or {}
     print(f"DP: epsilon {dp.get('epsilon')} this release, {dp.get('window_epsilon_spent')} of "
           f"{dp.get('window_epsilon_budget')} in the {dp.get('window_days')}-day window")

@@ -8,6 +8,7 @@ field, never later in a stage.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -121,32 +122,62 @@ class PiiConfig(_Model):
 
 
 class GeneralizeConfig(_Model):
-    h3_resolution: Annotated[int, Field(ge=0, le=15)] = 5
+    """Which generalizer each quasi-identifier goes through, and how coarse it starts."""
+
+    h3_resolution: Annotated[int, Field(ge=0, le=15)] = 8  # finest cell published
+    h3_floor_resolution: Annotated[int, Field(ge=0, le=15)] = 4  # coarsest before suppression
+    region_level: Literal["city", "region", "country"] = "region"
     region_min_population: Annotated[int, Field(ge=0)] = 50_000
-    ip: Literal["drop", "prefix"] = "prefix"
+    ip: Literal["drop", "prefix", "country"] = "prefix"
     ipv4_prefix: Annotated[int, Field(ge=0, le=32)] = 24
     ipv6_prefix: Annotated[int, Field(ge=0, le=128)] = 48
+    postal_code: Literal["drop", "zip3"] = "zip3"
     age_band_edges: tuple[int, ...] = (18, 25, 35, 45, 55, 65)
+    # Wider bands to fall back on, each list a subset of the one before (so bands nest).
+    age_band_coarser_edges: tuple[tuple[int, ...], ...] = ((18, 35, 55),)
     time_granularity: Literal["hour", "day"] = "hour"
     device_type_by_os: dict[str, str]
+    # Device models used by fewer users (default: k) or outside the top N become "other".
+    device_model_min_users: Annotated[int, Field(ge=1)] | None = None
+    device_model_top_n: Annotated[int, Field(ge=1)] | None = 20
 
     @model_validator(mode="after")
     def _check(self) -> GeneralizeConfig:
-        edges = self.age_band_edges
-        if len(edges) < 2 or list(edges) != sorted(set(edges)):
-            raise ValueError("age_band_edges must be at least two strictly increasing ages")
+        if self.h3_floor_resolution > self.h3_resolution:
+            raise ValueError("h3_floor_resolution must not be finer than h3_resolution")
+        finer = self.age_band_edges
+        for edges in (finer, *self.age_band_coarser_edges):
+            if len(edges) < 2 or list(edges) != sorted(set(edges)):
+                raise ValueError("age band edges must be at least two strictly increasing ages")
+            if not set(edges) <= set(finer):
+                raise ValueError(f"age_band_coarser_edges {list(edges)} must be a subset of the "
+                                 f"finer edges {list(finer)}, so that bands nest")
+            finer = edges
         return self
 
     @cached_property
     def age_bands(self) -> tuple[str, ...]:
-        """Labels for the bands, `under-18` first and `65+` last (with the default edges)."""
-        e = self.age_band_edges
-        inner = [f"{lo}-{hi - 1}" for lo, hi in zip(e, e[1:], strict=False)]
-        return (f"under-{e[0]}", *inner, f"{e[-1]}+")
+        """Labels of the finest bands, `under-18` first and `65+` last (default edges)."""
+        return age_band_labels(self.age_band_edges)
+
+
+def age_band_labels(edges: Sequence[int]) -> tuple[str, ...]:
+    inner = [f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:], strict=False)]
+    return (f"under-{edges[0]}", *inner, f"{edges[-1]}+")
+
+
+GENERALIZABLE = ("h3_cell", "age_band", "region")  # quasi-identifiers with a hierarchy
 
 
 class KAnonymityConfig(_Model):
+    """Every published quasi-identifier combination holds >= k users and, when `l` is set,
+    >= l distinct values of the purpose's sensitive attribute. Groups short of that are
+    generalized further, one step at a time along `generalize_order`, then suppressed."""
+
     k: Annotated[int, Field(ge=2)] = 5
+    l: Annotated[int, Field(ge=2)] | None = None  # noqa: E741 (the l of l-diversity)
+    generalize_order: tuple[Literal["h3_cell", "age_band", "region"], ...] = (
+        "h3_cell", "age_band")
 
 
 class FeaturesConfig(_Model):
@@ -313,6 +344,14 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(_format_errors(path, exc)) from None
     # Load the referenced schema files now, so a bad one fails at load time.
     _ = cfg.event_schema, cfg.consent_schema, cfg.purpose_spec
+    spec = cfg.purpose_spec
+    if cfg.k_anonymity.l and not spec.sensitive_attribute:
+        raise ConfigError(f"{path}: k_anonymity.l is set but purpose {spec.purpose!r} declares "
+                          "no sensitive_attribute")
+    stray = [q for q in cfg.k_anonymity.generalize_order if q not in spec.quasi_identifiers]
+    if stray:
+        raise ConfigError(f"{path}: k_anonymity.generalize_order names {stray}, which are not "
+                          f"quasi-identifiers of purpose {spec.purpose!r}")
     unknown = set(cfg.features.device_types) - set(cfg.generalize.device_type_by_os.values())
     if unknown:
         raise ConfigError(f"{path}: features.device_types {sorted(unknown)} are never produced "

@@ -9,7 +9,9 @@ OpenDP then releases, per cohort, a noisy user count, noisy per-category event s
 sum of the users' mean sessions (mean = sum / count, as post-processing), under one ε.
 
 Cohort keys (region × age band × device type) come from config and are public; cohorts absent
-from the data are still released (as noise), and data outside the keys is never revealed.
+from the data are still released (as noise), and data outside the keys is never revealed. Keys
+are never read from the data: not the H3 cells or regions the generalize stage chose, nor the
+wider bands k-anonymity fell back on (those rows are simply outside the grid).
 """
 
 from __future__ import annotations
@@ -74,8 +76,11 @@ def release_features(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tu
 
     dp.enable_features("contrib")
     seed = int(release_date.replace("-", ""))
-    bounded = bound_contributions(events, cfg, user_col=user_col, seed=seed)
     keys = cohort_keys(cfg, age_bands)
+    # Rows outside the public grid (a region not served, an age band widened for k-anonymity)
+    # go first, so they never take the place of a user's cohort inside it.
+    in_grid = events.join(keys, on=list(DIMENSIONS), how="semi")
+    bounded = bound_contributions(in_grid, cfg, user_col=user_col, seed=seed)
     lo, hi = cfg.session_seconds_bounds
     context = dp.Context.compositor(
         data=bounded.lazy(),
@@ -118,11 +123,10 @@ def release_features(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tu
     release = FeatureRelease(table=table, epsilon=cfg.epsilon, delta=0.0,
                              mechanism="OpenDP Polars: integer Laplace, pure DP, user-level",
                              library=f"opendp {dp.__version__}")
-    in_keys = bounded.join(keys, on=list(DIMENSIONS), how="semi")
     stats = StageStats("features", rows_in=events.height, rows_out=table.height, details={
         "feature_set": cfg.feature_set, "epsilon": cfg.epsilon, "delta": 0.0,
         "privacy_unit": f"user ({user_col}), up to {cfg.max_cohorts_per_user} cohort(s) each",
         "cohorts_released": table.height,
-        "users_in_public_cohorts": in_keys.select(pl.col(user_col).n_unique()).item(),
+        "users_in_public_cohorts": bounded.select(pl.col(user_col).n_unique()).item(),
         "error95_active_users": error95["active_users"]})
     return release, stats

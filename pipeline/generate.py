@@ -29,6 +29,12 @@ CITIES = [
     ("Miami", 25.7617, -80.1918, 6), ("Portland", 45.5152, -122.6784, 4),
     ("Las Vegas", 36.1699, -115.1398, 2), ("Minneapolis", 44.9778, -93.2650, 2),
 ]
+# ZIP3 areas per city; 102 (New York) and 890 (Las Vegas) are HIPAA-restricted ZIP3s.
+ZIP3 = {"New York": ["100", "101", "102", "104", "112"], "Los Angeles": ["900", "902", "913"],
+        "Chicago": ["606", "604"], "Houston": ["770", "773"], "Phoenix": ["850", "852"],
+        "Philadelphia": ["191"], "Seattle": ["981"], "Denver": ["802"], "Boston": ["021", "022"],
+        "Atlanta": ["303"], "Miami": ["331"], "Portland": ["972"],
+        "Las Vegas": ["891", "890", "889"], "Minneapolis": ["554"]}
 DEVICES = [  # (os, model, weight)
     ("iOS", "iPhone 15", 20), ("iOS", "iPhone 14", 12), ("iOS", "iPhone SE", 4),
     ("Android", "Pixel 8", 8), ("Android", "Galaxy S24", 12), ("Android", "Galaxy A54", 8),
@@ -59,6 +65,7 @@ class Profile:
     phone: str
     age: int
     city: str
+    postal_code: str
     lat: float
     lon: float
     ip: str
@@ -86,6 +93,8 @@ def _profiles(n_users: int, rng: random.Random, fake: Faker) -> list[Profile]:
             phone=fake.phone_number(),
             age=max(18, min(90, int(rng.gauss(38, 13)))),
             city=city,
+            # From the account number, not `rng`, so the other draws stay as they were.
+            postal_code=ZIP3[city][i % len(ZIP3[city])] + f"{i * 37 % 100:02d}",
             lat=lat + rng.gauss(0, 0.05), lon=lon + rng.gauss(0, 0.05),
             ip=fake.ipv4_public() if rng.random() < 0.9 else fake.ipv6(),
             device_id=fake.uuid4(),
@@ -134,6 +143,7 @@ def _event(p: Profile, day: date, rng: random.Random, fake: Faker) -> dict:
     event = {
         "event_id": fake.uuid4(), "account_id": p.account_id, "name": p.name, "email": p.email,
         "phone": p.phone, "age": p.age, "home_city": p.city,
+        "postal_code": p.postal_code,
         "latitude": round(p.lat + rng.gauss(0, 0.01), 6),
         "longitude": round(p.lon + rng.gauss(0, 0.01), 6),
         "ip_address": p.ip, "device_id": p.device_id, "device_model": p.model, "os": p.os,

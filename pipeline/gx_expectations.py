@@ -1,4 +1,4 @@
-"""Custom Great Expectations expectation: k-anonymity in distinct users.
+"""Custom Great Expectations expectations: k-anonymity in distinct users, ℓ-diversity.
 
 Import this module before a suite that uses it is loaded: GX 1.24 silently drops expectations
 whose class is not registered yet. `pipeline.validate` imports it at module level.
@@ -15,7 +15,13 @@ from great_expectations.expectations.expectation import BatchExpectation
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
 
-from pipeline.kanon import k_achieved
+from pipeline.kanon import k_achieved, l_achieved
+
+
+def _columns(engine: PandasExecutionEngine, domain_kwargs: dict, columns: list[str]
+             ) -> pl.DataFrame:
+    df, _, _ = engine.get_compute_domain(domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+    return pl.from_pandas(df[columns])
 
 
 class TableKAnonymity(TableMetricProvider):
@@ -27,11 +33,8 @@ class TableKAnonymity(TableMetricProvider):
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
                 metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict) -> int:
-        df, _, _ = execution_engine.get_compute_domain(
-            metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
-        qis = list(metric_value_kwargs["quasi_identifiers"])
-        user = metric_value_kwargs["user_column"]
-        return k_achieved(pl.from_pandas(df[[*qis, user]]), qis, user)
+        qis, user = metric_value_kwargs["quasi_identifiers"], metric_value_kwargs["user_column"]
+        return k_achieved(_columns(execution_engine, metric_domain_kwargs, [*qis, user]), qis, user)
 
 
 class ExpectTableToBeKAnonymous(BatchExpectation):
@@ -51,3 +54,38 @@ class ExpectTableToBeKAnonymous(BatchExpectation):
                   execution_engine: Any = None) -> dict:
         k = metrics["table.k_anonymity"]
         return {"success": k >= self.min_k, "result": {"observed_value": k}}
+
+
+class TableLDiversity(TableMetricProvider):
+    """Fewest distinct sensitive values in one quasi-identifier combination."""
+
+    metric_name = "table.l_diversity"
+    value_keys = ("quasi_identifiers", "sensitive_column")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
+                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict) -> int:
+        qis, sensitive = (metric_value_kwargs["quasi_identifiers"],
+                          metric_value_kwargs["sensitive_column"])
+        return l_achieved(_columns(execution_engine, metric_domain_kwargs, [*qis, sensitive]),
+                          qis, sensitive)
+
+
+class ExpectTableToBeLDiverse(BatchExpectation):
+    """Every combination of the quasi-identifiers shows at least `min_l` distinct values of the
+    sensitive column, so membership in a group does not reveal the value.
+
+    The result carries only the number achieved, never a group's values.
+    """
+
+    quasi_identifiers: list[str]
+    sensitive_column: str
+    min_l: int
+
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("table.l_diversity",)
+    success_keys: ClassVar[tuple[str, ...]] = ("quasi_identifiers", "sensitive_column", "min_l")
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
+                  execution_engine: Any = None) -> dict:
+        ell = metrics["table.l_diversity"]
+        return {"success": ell >= self.min_l, "result": {"observed_value": ell}}

@@ -63,9 +63,11 @@ def build_manifest(ctx: RunContext, date: str) -> dict[str, Any]:
                 "column_scan": pii.details.get("column_scan") if pii else None,
                 "token_key_id": pii.details.get("token_key_id") if pii else None},
         "pseudonymization": pseudo.details if pseudo else None,
-        "k_anonymity": {key: gen.details[key] for key in (
-            "k_required", "k_achieved", "quasi_identifiers", "rows_suppressed",
-            "users_suppressed", "groups_suppressed", "groups_kept")} if gen else None,
+        "k_anonymity": {key: gen.details.get(key) for key in (
+            "k_required", "k_achieved", "l_required", "l_achieved", "sensitive_attribute",
+            "quasi_identifiers", "generalize_order", "rows_suppressed", "share_rows_suppressed",
+            "users_suppressed", "groups_suppressed", "groups_kept", "information_loss")}
+        if gen else None,
         "validation": validation,
         "differential_privacy": ledger,
         "published": bool(publish) and bool(validation and validation.get("success")),
@@ -78,6 +80,24 @@ def _table(rows: list[tuple[Any, ...]], head: tuple[str, ...]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>"
                    for r in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _l_sentence(ka: dict[str, Any]) -> str:
+    if not ka.get("sensitive_attribute"):
+        return "no sensitive attribute declared."
+    return escape(f"ℓ-diversity of {ka['sensitive_attribute']}: required "
+                  f"{ka.get('l_required') or 'none'}, achieved {ka.get('l_achieved')}.")
+
+
+def _loss_rows(loss: dict[str, dict[str, Any]]) -> list[tuple[Any, ...]]:
+    rows = []
+    for qi, info in sorted(loss.items()):
+        detail = (f"mean resolution {info['mean_resolution']}, mean cell "
+                  f"{info['mean_cell_area_km2']} km²" if "mean_resolution" in info else "")
+        per_level = info.get("rows_per_level", {}).items()
+        levels = ", ".join(f"level {lv}: {n}" for lv, n in per_level)
+        rows.append((qi, info.get("mean_level_share", ""), levels, detail))
+    return rows
 
 
 def render_html(m: dict[str, Any], data_docs: str | None) -> str:
@@ -133,13 +153,19 @@ th{{background:#f2f2f2}} .ok{{color:#176b2c}} .bad{{color:#b00020;font-weight:60
 <h2>Pseudonymization</h2>
 <p>{escape(ps.get('algorithm', ''))} with key id <code>{escape(str(ps.get('key_id', '')))}</code>,
 key derived per purpose ({escape(str(ps.get('purpose', '')))}).</p>
-<h2>k-anonymity</h2>
-<p>Required k = {escape(str(ka.get('k_required')))},
-achieved k = {escape(str(ka.get('k_achieved')))}
-over {escape(", ".join(ka.get('quasi_identifiers', [])))};
-{escape(str(ka.get('rows_suppressed')))} rows of
-{escape(str(ka.get('users_suppressed')))} users
-suppressed in {escape(str(ka.get('groups_suppressed')))} small groups.</p>
+<h2>k-anonymity and ℓ-diversity</h2>
+<p>Over {escape(", ".join(ka.get('quasi_identifiers') or []))}:
+required k = {escape(str(ka.get('k_required')))},
+achieved k = {escape(str(ka.get('k_achieved')))}; {_l_sentence(ka)}
+Groups short of that were generalized further
+({escape(", ".join(ka.get('generalize_order') or []))}, in that order), then suppressed:
+{escape(str(ka.get('rows_suppressed')))} rows
+({escape(f"{(ka.get('share_rows_suppressed') or 0):.1%}")}) of
+{escape(str(ka.get('users_suppressed')))} users in {escape(str(ka.get('groups_suppressed')))}
+groups; {escape(str(ka.get('groups_kept')))} groups published.</p>
+{_table(_loss_rows(ka.get('information_loss') or {}),
+        ("Quasi-identifier", "Generalization (0 = finest, 1 = coarsest)", "Rows per level",
+         "Detail"))}
 <h2>Differential privacy</h2>
 <p>{escape(str(dp.get('mechanism', 'no release')))}: ε = {escape(str(dp.get('epsilon', '-')))}
 for this release; {escape(str(dp.get('window_epsilon_spent', '-')))} of

@@ -151,9 +151,11 @@ def pseudonymize(ctx: RunContext, date: str) -> str:
 def generalize(ctx: RunContext, date: str) -> str:
     from pipeline.generalize import generalize as coarsen
 
+    spec, kcfg = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
     table, stats = coarsen(ctx.storage.read(PSEUDONYMIZED, date), ctx.cfg.generalize,
-                           quasi_identifiers=ctx.cfg.purpose_spec.quasi_identifiers,
-                           user_col=ctx.user_col, k=ctx.cfg.k_anonymity.k)
+                           quasi_identifiers=spec.quasi_identifiers, user_col=ctx.user_col,
+                           k=kcfg.k, l=kcfg.l, sensitive=spec.sensitive_attribute,
+                           order=kcfg.generalize_order)
     ctx.save_stats(date, stats)
     return str(ctx.storage.write(GENERALIZED, date, table))
 
@@ -171,7 +173,8 @@ def validate(ctx: RunContext, date: str) -> str:
     from pipeline.validate import validate_table
 
     outcome = validate_table(ctx.storage.read(ctx.published_zone(), date), ctx.cfg.purpose_spec,
-                             k=ctx.cfg.k_anonymity.k, gx_root=ctx.root / "validation",
+                             k=ctx.cfg.k_anonymity.k, l=ctx.cfg.k_anonymity.l,
+                             gx_root=ctx.root / "validation",
                              run_name=f"{ctx.cfg.purpose}-{date}")
     path = ctx.run_dir(date) / "validation.json"
     atomic_write_json(path, outcome.to_dict())

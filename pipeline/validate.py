@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline import gx_expectations  # noqa: F401  (registers ExpectTableToBeKAnonymous)
+from pipeline import gx_expectations  # noqa: F401  (registers the k and ℓ expectations)
 from pipeline.config import PurposeSpec
 from pipeline.pseudonymize import PSEUDONYM_PATTERN
 
@@ -56,7 +56,8 @@ class ValidationOutcome:
                 "checks": [c.__dict__ for c in self.checks]}
 
 
-def build_expectations(spec: PurposeSpec, *, string_columns: list[str], k: int) -> list:
+def build_expectations(spec: PurposeSpec, *, string_columns: list[str], k: int,
+                       l: int | None = None) -> list:  # noqa: E741
     import great_expectations.expectations as gxe
 
     exps: list = [gxe.ExpectTableColumnsToMatchSet(column_set=list(spec.columns),
@@ -72,6 +73,10 @@ def build_expectations(spec: PurposeSpec, *, string_columns: list[str], k: int) 
     exps.append(gx_expectations.ExpectTableToBeKAnonymous(
         quasi_identifiers=list(spec.quasi_identifiers), user_column=spec.pseudonym_columns[0],
         min_k=k))
+    if l is not None and spec.sensitive_attribute:
+        exps.append(gx_expectations.ExpectTableToBeLDiverse(
+            quasi_identifiers=list(spec.quasi_identifiers),
+            sensitive_column=spec.sensitive_attribute, min_l=l))
     return exps
 
 
@@ -81,7 +86,7 @@ def _quiet_gx() -> None:
 
 
 def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: Path,
-                   run_name: str) -> ValidationOutcome:
+                   run_name: str, l: int | None = None) -> ValidationOutcome:  # noqa: E741
     """Run the suite on `table`; write results and Data Docs under `gx_root`."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -102,7 +107,8 @@ def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: P
             collection.delete(name)
     string_columns = [c for c, t in table.schema.items() if t == pl.String]
     suite = ctx.suites.add(gx.ExpectationSuite(
-        name=name, expectations=build_expectations(spec, string_columns=string_columns, k=k)))
+        name=name, expectations=build_expectations(
+            spec, string_columns=string_columns, k=k, l=l)))
     vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def,
                                                                 suite=suite))
     checkpoint = ctx.checkpoints.add(gx.Checkpoint(

@@ -10,8 +10,7 @@ from tests.conftest import write_config
 def test_when_repo_config_loaded_then_schemas_and_purpose_are_checked() -> None:
     cfg = load_config(Path(__file__).parents[1] / "config" / "pipeline.yaml")
     assert cfg.purpose_spec.columns[0] == "user_pseudonym"
-    assert cfg.event_schema.with_handling("drop") == ["name", "email", "phone", "home_city",
-                                                      "device_model"]
+    assert cfg.event_schema.with_handling("drop") == ["name", "email", "phone", "home_city"]
     assert cfg.generalize.age_bands[0] == "under-18"
 
 
@@ -31,4 +30,26 @@ def test_when_an_unknown_key_is_present_then_load_fails(tmp_path: Path) -> None:
 def test_when_device_types_cannot_be_produced_then_load_fails(tmp_path: Path) -> None:
     path = write_config(tmp_path, features__device_types=["mobile", "smartwatch"])
     with pytest.raises(ConfigError, match="smartwatch"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"generalize__h3_floor_resolution": 9}, "h3_floor_resolution must not be finer"),
+    ({"generalize__age_band_coarser_edges": [[18, 30]]}, "must be a subset of the finer edges"),
+    ({"k_anonymity__generalize_order": ["h3_cell", "zip3"]}, "generalize_order"),
+])
+def test_when_generalization_config_is_inconsistent_then_load_fails(
+        tmp_path: Path, override: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, **override))
+
+
+def test_when_l_is_set_without_a_sensitive_attribute_then_load_fails(tmp_path: Path) -> None:
+    purposes = tmp_path / "purposes"
+    purposes.mkdir()
+    spec = (Path(__file__).parents[1] / "schemas" / "purposes" / "personalization.yaml")
+    (purposes / "personalization.yaml").write_text(
+        spec.read_text().replace("sensitive_attribute: content_category", ""))
+    path = write_config(tmp_path, paths__purposes_dir=str(purposes))
+    with pytest.raises(ConfigError, match="declares no sensitive_attribute"):
         load_config(path)

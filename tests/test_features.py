@@ -1,7 +1,7 @@
 import polars as pl
 
 from pipeline.config import PipelineConfig
-from pipeline.features import bound_contributions, release_features
+from pipeline.features import bound_contributions, cohort_keys, release_features
 
 
 def _events(cfg: PipelineConfig) -> pl.DataFrame:
@@ -34,3 +34,28 @@ def test_when_released_then_every_public_cohort_is_present_with_error_bounds(
     assert abs(row["active_users"] - 200) < 5 * row["active_users_error95"]
     assert row["active_users_error95"] > 0 and (t["active_users"] >= 0).all()
     assert stats.details["epsilon"] == f.epsilon
+
+
+def test_when_data_holds_cells_and_values_outside_config_then_keys_still_come_from_config(
+        cfg: PipelineConfig) -> None:
+    """DP compatibility of generalization: the cohort keys are the config grid, whatever H3
+    cells, regions or widened age bands the data holds; a user's row outside the grid does not
+    take the place of their cohort inside it."""
+    n = 300
+    inside = {"user_pseudonym": [f"u{i}" for i in range(n)], "region": ["Texas"] * n,
+              "age_band": ["25-34"] * n, "device_type": ["mobile"] * n,
+              "h3_cell": [f"88{i:013x}" for i in range(n)],
+              "content_category": ["news"] * n, "session_seconds": [60] * n}
+    # The same users again with an age band widened by k-anonymity, and in an unserved place.
+    widened = {**inside, "age_band": ["18-34"] * n}
+    elsewhere = {**inside, "region": ["Nevada"] * n}
+    events = pl.concat([pl.DataFrame(d) for d in (inside, widened, elsewhere)])
+    release, stats = release_features(events, cfg.features, age_bands=cfg.generalize.age_bands,
+                                      user_col="user_pseudonym", release_date="2026-11-01")
+    expected = cohort_keys(cfg.features, cfg.generalize.age_bands)
+    assert release.table.select("region", "age_band", "device_type").sort(
+        pl.all()).equals(expected.sort(pl.all()))
+    assert "h3_cell" not in release.table.columns
+    assert stats.details["users_in_public_cohorts"] == n  # every user counted in Texas|25-34
+    row = release.table.filter(pl.col("cohort_id") == "Texas|25-34|mobile").row(0, named=True)
+    assert abs(row["active_users"] - n) < 5 * row["active_users_error95"]
