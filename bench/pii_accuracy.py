@@ -94,7 +94,10 @@ def _covered(span: Span, others: list[Span]) -> bool:
 
 def score(gold: Labeled, predicted: list[list[Span]], entities: list[str]) -> dict[str, dict]:
     """Per entity: labeled count, precision, recall, F2 (character-overlap matching)."""
-    tp_gold, n_gold, tp_pred, n_pred = Counter(), Counter(), Counter(), Counter()
+    tp_gold: Counter[str] = Counter()
+    n_gold: Counter[str] = Counter()
+    tp_pred: Counter[str] = Counter()
+    n_pred: Counter[str] = Counter()
     for (_, spans), pred in zip(gold, predicted, strict=True):
         for span in spans:
             n_gold[span[0]] += 1

@@ -100,7 +100,10 @@ def main() -> None:
           f"upper bound on the worker's share), the speed-up "
           f"is {t_presidio / (t_ours + t_start):.1f}x")
 
-    found_p, found_o, both, missed = Counter(), Counter(), Counter(), Counter()
+    found_p: Counter[str] = Counter()
+    found_o: Counter[str] = Counter()
+    both: Counter[str] = Counter()
+    missed: Counter[str] = Counter()
     for p, o in zip(spans(theirs), spans(ours), strict=True):
         found_p.update(e for e, _, _ in p)
         found_o.update(e for e, _, _ in o)

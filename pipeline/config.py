@@ -180,23 +180,69 @@ class KAnonymityConfig(_Model):
         "h3_cell", "age_band")
 
 
+class FeatureShare(_Model):
+    """A released feature and its share of the release's ε."""
+
+    budget_share: Annotated[float, Field(gt=0, le=1)]
+
+
+class EventCountsFeature(FeatureShare):
+    """Events per content category, each user's count per category clipped to `max_per_user`."""
+
+    max_per_user: Annotated[int, Field(gt=0)] = 20
+
+
+class MeanFeature(FeatureShare):
+    """A per-user mean (computed per user first, clipped to `bounds`), then averaged."""
+
+    bounds: tuple[int, int] = (0, 3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> MeanFeature:
+        lo, hi = self.bounds
+        if not 0 <= lo < hi:
+            raise ValueError("bounds must be (low, high) with 0 <= low < high")
+        return self
+
+
+class FeatureSpecs(_Model):
+    """What each cohort gets. `active_users` is required: rates and means divide by it."""
+
+    active_users: FeatureShare
+    events_per_category: EventCountsFeature | None = None
+    purchase_rate: FeatureShare | None = None  # share of active users with a purchase
+    mean_session_seconds: MeanFeature | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureSpecs:
+        total = sum(f.budget_share for f in self.enabled().values())
+        if abs(total - 1) > 1e-9:
+            raise ValueError(f"budget_share of the enabled features must add up to 1, not "
+                             f"{total:g}")
+        return self
+
+    def enabled(self) -> dict[str, FeatureShare]:
+        return {name: spec for name in type(self).model_fields
+                if (spec := getattr(self, name)) is not None}
+
+
 class FeaturesConfig(_Model):
     """DP cohort features. Cohort keys are public, listed here, never read from the data."""
 
     feature_set: str = "cohort_daily"
     epsilon: Annotated[float, Field(gt=0)] = 1.0
     max_cohorts_per_user: Annotated[int, Field(gt=0)] = 1
-    max_events_per_category: Annotated[int, Field(gt=0)] = 20
-    session_seconds_bounds: tuple[int, int] = (0, 3600)
     regions: tuple[str, ...]
     device_types: tuple[str, ...]
     categories: tuple[str, ...]
+    features: FeatureSpecs = FeatureSpecs(
+        active_users=FeatureShare(budget_share=0.3),
+        events_per_category=EventCountsFeature(budget_share=0.3),
+        purchase_rate=FeatureShare(budget_share=0.1),
+        mean_session_seconds=MeanFeature(budget_share=0.3))
 
     @model_validator(mode="after")
     def _check(self) -> FeaturesConfig:
-        lo, hi = self.session_seconds_bounds
-        if not 0 <= lo < hi:
-            raise ValueError("session_seconds_bounds must be (low, high) with 0 <= low < high")
         for name in ("regions", "device_types", "categories"):
             values = getattr(self, name)
             if not values or len(set(values)) != len(values):

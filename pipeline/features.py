@@ -3,10 +3,15 @@
 The privacy unit is a pseudonymous user, however many events they have. Each user's data is
 first reduced, in Polars, to at most `max_cohorts_per_user` rows (cohorts picked in a
 pseudo-random order seeded by the release date, never by activity, so the choice depends only on
-that user's own rows), with per-category event counts clipped to
-`max_events_per_category` and the user's mean session length clipped to the configured bounds.
-OpenDP then releases, per cohort, a noisy user count, noisy per-category event sums and a noisy
-sum of the users' mean sessions (mean = sum / count, as post-processing), under one ε.
+that user's own rows): per-category event counts clipped, a purchase flag, and the user's own
+mean session length clipped to its bounds. OpenDP then releases, per cohort, one query per
+declared feature, each with its `budget_share` of ε: a noisy user count, noisy per-category
+event sums, a noisy count of purchasers and a noisy sum of the users' mean sessions. Rates and
+means divide by the noisy user count (post-processing, no extra budget).
+
+Every released value comes with its noise scale, a 95% error bound (OpenDP's
+`summarize(alpha=0.05)`; for rates and means a first-order bound from the two noisy values they
+divide) and an `_unreliable` flag where that bound exceeds the value.
 
 Cohort keys (region × age band × device type) come from config and are public; cohorts absent
 from the data are still released (as noise), and data outside the keys is never revealed. Keys
@@ -19,11 +24,14 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
+from importlib.metadata import version
+from types import SimpleNamespace
 from typing import cast
 
 import polars as pl
 
 from pipeline.config import FeaturesConfig
+from pipeline.errors import BudgetExceededError
 from pipeline.funnel import StageStats
 from pipeline.storage import Zone
 
@@ -51,16 +59,46 @@ def cohort_keys(cfg: FeaturesConfig, age_bands: tuple[str, ...]) -> pl.DataFrame
     return pl.DataFrame(rows, schema=list(DIMENSIONS), orient="row")
 
 
+def count_features(cfg: FeaturesConfig) -> list[str]:
+    """Released integer features: noisy counts."""
+    events = cfg.features.events_per_category
+    return ["active_users", *((f"events_{c}" for c in cfg.categories) if events else ())]
+
+
+def ratio_features(cfg: FeaturesConfig) -> dict[str, tuple[int, int]]:
+    """Released float features, averages over users, with each user's value bounds."""
+    f = cfg.features
+    out: dict[str, tuple[int, int]] = {}
+    if f.purchase_rate:
+        out["purchase_rate"] = (0, 1)
+    if f.mean_session_seconds:
+        out["mean_session_seconds"] = f.mean_session_seconds.bounds
+    return out
+
+
+def centred(value: pl.Expr, lo: int, hi: int) -> pl.Expr:
+    """2 * value - (lo + hi): a user's value around the middle of its bounds, doubled to stay an
+    integer. Its sum moves by at most hi - lo per user, half what a sum of raw values in
+    [0, hi] would, so the average's noise is halved (the sum-around-the-midpoint of PipelineDP's
+    MEAN). The average is (sum / users + lo + hi) / 2."""
+    return (value * 2 - (lo + hi)).cast(pl.Int64)
+
+
 def bound_contributions(events: pl.DataFrame, cfg: FeaturesConfig, *, user_col: str,
                         seed: int) -> pl.DataFrame:
     """One row per (user, cohort), at most `max_cohorts_per_user` per user, values clipped."""
-    lo, hi = cfg.session_seconds_bounds
-    per_cohort = (events.group_by(user_col, *DIMENSIONS).agg(
-        *(pl.col("content_category").eq(cat).sum().clip(0, cfg.max_events_per_category)
-          .cast(pl.Int64).alias(f"events_{cat}") for cat in cfg.categories),
-        pl.col("session_seconds").mean().clip(lo, hi).round(0).cast(pl.Int64)
-        .fill_null(lo).alias("session_mean"),
-    ))
+    f = cfg.features
+    aggs: list[pl.Expr] = []
+    if f.events_per_category:
+        aggs += [pl.col("content_category").eq(cat).sum().clip(0, f.events_per_category
+                                                                .max_per_user)
+                 .cast(pl.Int64).alias(f"events_{cat}") for cat in cfg.categories]
+    per_user = {"purchase_rate": pl.col("event_type").eq("purchase").any().cast(pl.Int64),
+                "mean_session_seconds": pl.col("session_seconds").mean().round(0)}
+    for name, (lo, hi) in ratio_features(cfg).items():
+        value = per_user[name].clip(lo, hi).fill_null(lo)
+        aggs.append(centred(value, lo, hi).alias(f"{name}_centred"))
+    per_cohort = events.group_by(user_col, *DIMENSIONS).agg(aggs)
     order = pl.concat_str(pl.col(user_col), *DIMENSIONS, separator="|").hash(seed=seed)
     return (per_cohort.with_columns(_order=order)
             .with_columns(_rank=pl.col("_order").rank("ordinal").over(user_col))
@@ -68,65 +106,134 @@ def bound_contributions(events: pl.DataFrame, cfg: FeaturesConfig, *, user_col: 
             .drop("_order", "_rank"))
 
 
+def _aggregations(cfg: FeaturesConfig) -> list[tuple[pl.Expr, str, float]]:
+    """(OpenDP aggregation, column, noise scale) for every released statistic.
+
+    A feature's `budget_share` of ε is split evenly over its statistics (one per category for
+    events); each statistic's Laplace scale is its sensitivity over its ε. A user is in at most
+    `max_cohorts_per_user` rows, so a count moves by at most that and a sum by that times the
+    larger bound.
+    """
+    from opendp.extras.polars import dp_len  # also registers the `.dp` expression namespace
+
+    f, users = cfg.features, cfg.max_cohorts_per_user
+
+    def scale(share: float, n_stats: int, bound: float) -> float:
+        return users * bound / (cfg.epsilon * share / n_stats)
+
+    out = [(dp_len(signed=True, scale=scale(f.active_users.budget_share, 1, 1)),
+            "active_users", scale(f.active_users.budget_share, 1, 1))]
+    if f.events_per_category:
+        hi, n = f.events_per_category.max_per_user, len(cfg.categories)
+        s = scale(f.events_per_category.budget_share, n, hi)
+        out += [(pl.col(f"events_{c}").dp.sum((0, hi), scale=s), f"events_{c}", s)  # type: ignore[attr-defined]
+                for c in cfg.categories]
+    for name, (lo, hi) in ratio_features(cfg).items():
+        spec = getattr(f, name)
+        s = scale(spec.budget_share, 1, hi - lo)
+        total = pl.col(f"{name}_centred").dp.sum((lo - hi, hi - lo), scale=s)  # type: ignore[attr-defined]
+        out.append((total, f"{name}_sum", s))
+    return [(expr.alias(name), name, s) for expr, name, s in out]
+
+
+def _opendp() -> SimpleNamespace:
+    """The OpenDP functions used here, imported from their modules: `opendp.prelude` also
+    imports scikit-learn when it is installed, which costs ~5 s per task."""
+    from opendp.accuracy import discrete_laplacian_scale_to_accuracy
+    from opendp.context import domain_of, unit_of
+    from opendp.domains import with_margin
+    from opendp.extras.polars import Margin
+    from opendp.measurements import make_private_lazyframe
+    from opendp.measures import max_divergence
+    from opendp.mod import enable_features
+
+    enable_features("contrib")
+    return SimpleNamespace(
+        accuracy=discrete_laplacian_scale_to_accuracy, domain_of=domain_of, unit_of=unit_of,
+        with_margin=with_margin, Margin=Margin, make_private_lazyframe=make_private_lazyframe,
+        max_divergence=max_divergence, version=version("opendp"))
+
+
 def release_features(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tuple[str, ...],
                      user_col: str, release_date: str) -> tuple[FeatureRelease, StageStats]:
     """Draw one DP release. Callers must go through the ledger: never call this twice for the
     same release."""
-    import opendp.prelude as dp
-
-    dp.enable_features("contrib")
+    dp = _opendp()
     seed = int(release_date.replace("-", ""))
     keys = cohort_keys(cfg, age_bands)
     # Rows outside the public grid (a region not served, an age band widened for k-anonymity)
     # go first, so they never take the place of a user's cohort inside it.
     in_grid = events.join(keys, on=list(DIMENSIONS), how="semi")
-    bounded = bound_contributions(in_grid, cfg, user_col=user_col, seed=seed)
-    lo, hi = cfg.session_seconds_bounds
-    context = dp.Context.compositor(
-        data=bounded.lazy(),
-        privacy_unit=dp.unit_of(contributions=cfg.max_cohorts_per_user),
-        privacy_loss=dp.loss_of(epsilon=cfg.epsilon),
-        split_evenly_over=1,
-        margins=[dp.polars.Margin(by=list(DIMENSIONS), max_length=MAX_ROWS_BOUND)],
-    )
-    aggs = [dp.len(signed=True).alias("active_users"),
-            *(pl.col(f"events_{c}").dp.sum((0, cfg.max_events_per_category))  # type: ignore[attr-defined]
-              for c in cfg.categories),
-            pl.col("session_mean").dp.sum((lo, hi)).alias("session_sum")]  # type: ignore[attr-defined]
-    # Built right before release: a query takes its budget slot when it is built.
-    query = context.query().group_by(list(DIMENSIONS)).agg(*aggs).with_keys(keys)
-    accuracy = cast(pl.DataFrame, query.summarize(alpha=0.05))
-    noisy = query.release().collect()
-    error95 = dict(zip(accuracy["column"].to_list(), accuracy["accuracy"].to_list(), strict=True))
-    scale = dict(zip(accuracy["column"].to_list(), accuracy["scale"].to_list(), strict=True))
+    bounded = bound_contributions(in_grid, cfg, user_col=user_col, seed=seed).lazy()
+    aggs = _aggregations(cfg)
+    # One OpenDP measurement with the scales fixed here. OpenDP's Context would search for a
+    # scale, building the measurement ~1,000 times per query (seconds each release); instead
+    # OpenDP checks that these scales keep the whole release within ε before anything is drawn.
+    unit, d_in = dp.unit_of(contributions=cfg.max_cohorts_per_user)
+    domain = dp.with_margin(dp.domain_of(bounded, infer=True),
+                            dp.Margin(by=list(DIMENSIONS), max_length=MAX_ROWS_BOUND))
+    plan = (bounded.group_by(list(DIMENSIONS)).agg(expr for expr, _, _ in aggs)
+            .join(keys.lazy(), on=list(DIMENSIONS), how="right"))  # public keys, not the data's
+    measurement = dp.make_private_lazyframe(domain, unit, dp.max_divergence(), plan,
+                                              global_scale=1.0)
+    spent = measurement.map(d_in)
+    if spent > cfg.epsilon * (1 + 1e-9):
+        raise BudgetExceededError(f"OpenDP accounts ε={spent} for a release planned at "
+                             f"ε={cfg.epsilon}: the scales are wrong; nothing was released")
+    noisy = cast(pl.LazyFrame, measurement(bounded)).collect()
+    scale = {name: s for _, name, s in aggs}
+    error95 = {name: dp.accuracy(s, 0.05) for name, s in scale.items()}
     ts = datetime.combine(datetime.fromisoformat(release_date).date(), time(23, 59, 59),
                           tzinfo=UTC)
-    counts = ["active_users", *(f"events_{c}" for c in cfg.categories)]
-    table = (keys.join(noisy, on=list(DIMENSIONS), how="left", maintain_order="left")
-             .with_columns(pl.col(c).cast(pl.Int64).clip(0, None) for c in counts)
-             .with_columns(
-                 mean_session_seconds=pl.when(pl.col("active_users") > 0)
-                 .then((pl.col("session_sum") / pl.col("active_users")).clip(lo, hi))
-                 .otherwise(None),
-                 **{f"{c}_error95": pl.lit(error95[c]) for c in counts},
-                 **{f"{c}_noise_scale": pl.lit(scale[c]) for c in counts},
-                 active_users_unreliable=pl.col("active_users") < error95["active_users"])
-             .drop("session_sum")
+    table = (_with_accuracy(noisy, cfg, scale, error95)
              .with_columns(cohort_id=pl.concat_str(*DIMENSIONS, separator="|"),
                            feature_date=pl.lit(ts.date()),
                            event_timestamp=pl.lit(ts).dt.cast_time_unit("us"))
              .select("cohort_id", *DIMENSIONS, "feature_date", "event_timestamp",
-                     *counts, "mean_session_seconds",
-                     *(f"{c}_error95" for c in counts), *(f"{c}_noise_scale" for c in counts),
-                     "active_users_unreliable")
+                     *released_columns(cfg))
              .sort("cohort_id"))
     release = FeatureRelease(table=table, epsilon=cfg.epsilon, delta=0.0,
                              mechanism="OpenDP Polars: integer Laplace, pure DP, user-level",
-                             library=f"opendp {dp.__version__}")
+                             library=f"opendp {dp.version}")
     stats = StageStats("features", rows_in=events.height, rows_out=table.height, details={
-        "feature_set": cfg.feature_set, "epsilon": cfg.epsilon, "delta": 0.0,
+        "feature_set": cfg.feature_set, "epsilon": cfg.epsilon,
+        "epsilon_accounted_by_opendp": spent, "delta": 0.0,
+        "budget_shares": {name: spec.budget_share
+                          for name, spec in cfg.features.enabled().items()},
         "privacy_unit": f"user ({user_col}), up to {cfg.max_cohorts_per_user} cohort(s) each",
         "cohorts_released": table.height,
-        "users_in_public_cohorts": bounded.select(pl.col(user_col).n_unique()).item(),
+        "users_in_public_cohorts": bounded.select(pl.col(user_col).n_unique()).collect().item(),
         "error95_active_users": error95["active_users"]})
     return release, stats
+
+
+def _with_accuracy(noisy: pl.DataFrame, cfg: FeaturesConfig, scale: dict[str, float],
+                   error95: dict[str, float]) -> pl.DataFrame:
+    """Clip counts at 0, divide rates and means, and add each value's noise scale, 95% error
+    bound and `_unreliable` flag (error bound above the value, or no value)."""
+    users = pl.col("active_users")
+    cols: list[pl.Expr] = []
+    for c in count_features(cfg):
+        cols += [pl.col(c).cast(pl.Int64).clip(0, None), pl.lit(scale[c]).alias(f"{c}_noise_scale"),
+                 pl.lit(error95[c]).alias(f"{c}_error95")]
+    for r, (lo, hi) in ratio_features(cfg).items():
+        total = pl.col(f"{r}_sum")
+        value = pl.when(users > 0).then(((total / users + lo + hi) / 2).clip(lo, hi))
+        # First order: the sum's error, plus how far the value sits from the middle times the
+        # user count's error, over twice the users (see `centred`).
+        err = pl.when(users > 0).then(
+            (error95[f"{r}_sum"] + (2 * value - lo - hi).abs() * error95["active_users"])
+            / (2 * users))
+        # The sum's Laplace scale in the value's units (it is divided by 2 * users).
+        noise = pl.when(users > 0).then(scale[f"{r}_sum"] / (2 * users))
+        cols += [value.alias(r), noise.alias(f"{r}_noise_scale"), err.alias(f"{r}_error95")]
+    out = noisy.with_columns(cols)
+    flags = [(pl.col(c).is_null() | (pl.col(f"{c}_error95") > pl.col(c))).alias(f"{c}_unreliable")
+             for c in (*count_features(cfg), *ratio_features(cfg))]
+    return out.with_columns(flags)
+
+
+def released_columns(cfg: FeaturesConfig) -> list[str]:
+    """Per feature: the value, its noise scale, 95% error bound and unreliable flag."""
+    return [f"{c}{suffix}" for c in (*count_features(cfg), *ratio_features(cfg))
+            for suffix in ("", "_noise_scale", "_error95", "_unreliable")]

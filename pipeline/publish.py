@@ -20,6 +20,7 @@ import yaml
 
 from pipeline.config import FeatureStoreConfig, PipelineConfig, PostgresStore, RedisStore
 from pipeline.errors import ConfigError
+from pipeline.features import DIMENSIONS, count_features, released_columns
 from pipeline.storage import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -81,12 +82,11 @@ def feature_definitions(cfg: PipelineConfig) -> list:
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Bool, Float64, Int64, String
 
-    counts = ["active_users", *(f"events_{c}" for c in cfg.features.categories)]
-    schema = [Field(name=n, dtype=String) for n in ("region", "age_band", "device_type")]
-    schema += [Field(name=c, dtype=Int64) for c in counts]
-    schema += [Field(name="mean_session_seconds", dtype=Float64)]
-    schema += [Field(name=f"{c}_error95", dtype=Float64) for c in counts]
-    schema += [Field(name="active_users_unreliable", dtype=Bool)]
+    counts = count_features(cfg.features)
+    schema = [Field(name=n, dtype=String) for n in DIMENSIONS]
+    for name in released_columns(cfg.features):
+        dtype = (Bool if name.endswith("_unreliable") else Int64 if name in counts else Float64)
+        schema.append(Field(name=name, dtype=dtype))
     cohort = Entity(name=ENTITY, join_keys=[JOIN_KEY], value_type=ValueType.STRING,
                     description="region|age_band|device_type, from the public cohort grid")
     source = FileSource(name=f"{cfg.features.feature_set}_source", path=str(features_dir(cfg)),
@@ -95,7 +95,8 @@ def feature_definitions(cfg: PipelineConfig) -> list:
         name=cfg.features.feature_set, entities=[cohort], schema=schema, source=source,
         ttl=timedelta(days=cfg.feature_store.ttl_days), online=True,
         description="User-level differentially private cohort features (OpenDP). Each value "
-                    "has a 95% error bound in <feature>_error95.",
+                    "has its noise scale in <feature>_noise_scale, a 95% error bound in "
+                    "<feature>_error95 and <feature>_unreliable where that bound exceeds it.",
         tags={"privacy": "differential-privacy", "purpose": cfg.purpose})
     return [cohort, view]
 

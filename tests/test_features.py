@@ -1,28 +1,38 @@
+import numpy as np
 import polars as pl
+import pytest
+import scipy.stats
 
-from pipeline.config import PipelineConfig
+from pipeline.config import FeatureShare, FeatureSpecs, PipelineConfig
 from pipeline.features import bound_contributions, cohort_keys, release_features
 
 
 def _events(cfg: PipelineConfig) -> pl.DataFrame:
-    heavy = {"user_pseudonym": ["heavy"] * 10_000, "region": ["Texas"] * 10_000,
-             "age_band": ["25-34"] * 10_000, "device_type": ["mobile"] * 5000 + ["desktop"] * 5000,
-             "content_category": ["news"] * 10_000, "session_seconds": [100_000] * 10_000}
+    n = 10_000
+    heavy = {"user_pseudonym": ["heavy"] * n, "region": ["Texas"] * n,
+             "age_band": ["25-34"] * n, "device_type": ["mobile"] * 5000 + ["desktop"] * 5000,
+             "event_type": ["purchase"] * n, "content_category": ["news"] * n,
+             "session_seconds": [100_000] * n}
     light = {"user_pseudonym": [f"u{i}" for i in range(200)], "region": ["Texas"] * 200,
              "age_band": ["25-34"] * 200, "device_type": ["mobile"] * 200,
+             "event_type": ["purchase", "view"] * 100,
              "content_category": ["news"] * 200, "session_seconds": [60] * 200}
     return pl.concat([pl.DataFrame(heavy), pl.DataFrame(light)])
 
 
 def test_when_a_user_has_10000_events_then_contribution_is_bounded(cfg: PipelineConfig) -> None:
+    f = cfg.features.features
+    assert f.events_per_category and f.mean_session_seconds
     bounded = bound_contributions(_events(cfg), cfg.features, user_col="user_pseudonym", seed=1)
     heavy = bounded.filter(pl.col("user_pseudonym") == "heavy")
     assert heavy.height == cfg.features.max_cohorts_per_user
-    assert heavy["events_news"].max() == cfg.features.max_events_per_category
-    assert heavy["session_mean"].max() == cfg.features.session_seconds_bounds[1]
+    assert heavy["events_news"].max() == f.events_per_category.max_per_user
+    lo, hi = f.mean_session_seconds.bounds
+    assert heavy["mean_session_seconds_centred"].max() == 2 * hi - (lo + hi)  # clipped at hi
+    assert heavy["purchase_rate_centred"].max() == 1  # purchased: 2 * 1 - (0 + 1)
 
 
-def test_when_released_then_every_public_cohort_is_present_with_error_bounds(
+def test_when_released_then_every_public_cohort_has_each_feature_with_its_accuracy(
         cfg: PipelineConfig) -> None:
     release, stats = release_features(_events(cfg), cfg.features,
                                       age_bands=cfg.generalize.age_bands,
@@ -30,10 +40,50 @@ def test_when_released_then_every_public_cohort_is_present_with_error_bounds(
     t = release.table
     f = cfg.features
     assert t.height == len(f.regions) * len(cfg.generalize.age_bands) * len(f.device_types)
+    for feature in ("active_users", "events_news", "purchase_rate", "mean_session_seconds"):
+        assert {f"{feature}_noise_scale", f"{feature}_error95", f"{feature}_unreliable"} <= set(
+            t.columns)
     row = t.filter(pl.col("cohort_id") == "Texas|25-34|mobile").row(0, named=True)
     assert abs(row["active_users"] - 200) < 5 * row["active_users_error95"]
+    assert abs(row["purchase_rate"] - 0.5) < 5 * row["purchase_rate_error95"]
     assert row["active_users_error95"] > 0 and (t["active_users"] >= 0).all()
+    assert ((t["purchase_rate"] >= 0) & (t["purchase_rate"] <= 1)).all()
+    # A cohort with no data: its noise is the whole value, so it is flagged.
+    empty = t.filter(pl.col("cohort_id") == "Oregon|65+|tablet").row(0, named=True)
+    assert empty["active_users_unreliable"]
+    # Budget shares: the user count got 0.3 of epsilon, so its scale is 1 / (0.3 epsilon).
+    assert row["active_users_noise_scale"] == pytest.approx(1 / (0.3 * f.epsilon), rel=1e-6)
     assert stats.details["epsilon"] == f.epsilon
+
+
+def test_when_many_cohorts_are_released_then_noise_follows_the_declared_laplace(
+        cfg: PipelineConfig) -> None:
+    """Noise from the real release path matches a discrete Laplace of the declared scale.
+    OpenDP draws from a cryptographic RNG that cannot be seeded, so this is a statistical test
+    on ~4,000 draws at a level (1e-4) that fails by chance once in 10,000 runs."""
+    regions = tuple(f"r{i}" for i in range(200))
+    fcfg = cfg.features.model_copy(update={"regions": regions, "features": FeatureSpecs(
+        active_users=FeatureShare(budget_share=1.0))})
+    keys = cohort_keys(fcfg, cfg.generalize.age_bands)
+    users = 40  # per cohort, so clipping at 0 never touches the noise
+    events = keys.join(pl.DataFrame({"n": range(users)}), how="cross").with_columns(
+        user_pseudonym=pl.concat_str("region", "age_band", "device_type", "n"),
+        content_category=pl.lit("news"), event_type=pl.lit("view"),
+        session_seconds=pl.lit(60))
+    release, _ = release_features(events, fcfg, age_bands=cfg.generalize.age_bands,
+                                  user_col="user_pseudonym", release_date="2026-11-01")
+    noise = (release.table["active_users"] - users).to_numpy()
+    scale = release.table["active_users_noise_scale"][0]
+    assert scale == pytest.approx(1 / fcfg.epsilon)
+    support = np.arange(-40, 41)
+    # Discrete Laplace: P(x) proportional to exp(-|x| / scale).
+    pmf = np.exp(-np.abs(support) / scale)
+    pmf /= pmf.sum()
+    observed = np.array([(noise == x).sum() for x in support])
+    keep = pmf * len(noise) >= 5  # chi-square needs >= 5 expected per bin
+    expected = pmf[keep] / pmf[keep].sum() * observed[keep].sum()
+    assert len(noise) == keys.height and np.abs(noise).max() < 40
+    assert scipy.stats.chisquare(observed[keep], expected).pvalue > 1e-4
 
 
 def test_when_data_holds_cells_and_values_outside_config_then_keys_still_come_from_config(
@@ -45,7 +95,8 @@ def test_when_data_holds_cells_and_values_outside_config_then_keys_still_come_fr
     inside = {"user_pseudonym": [f"u{i}" for i in range(n)], "region": ["Texas"] * n,
               "age_band": ["25-34"] * n, "device_type": ["mobile"] * n,
               "h3_cell": [f"88{i:013x}" for i in range(n)],
-              "content_category": ["news"] * n, "session_seconds": [60] * n}
+              "content_category": ["news"] * n, "session_seconds": [60] * n,
+              "event_type": ["view"] * n}
     # The same users again with an age band widened by k-anonymity, and in an unserved place.
     widened = {**inside, "age_band": ["18-34"] * n}
     elsewhere = {**inside, "region": ["Nevada"] * n}

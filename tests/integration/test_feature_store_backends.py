@@ -37,6 +37,7 @@ def _publish_and_read(tmp_path: Path, online_store: dict) -> tuple[dict, pl.Data
     events = pl.DataFrame({"user_pseudonym": [f"u{i}" for i in range(300)],
                            "region": ["Texas"] * 300, "age_band": ["25-34"] * 300,
                            "device_type": ["mobile"] * 300, "content_category": ["news"] * 300,
+                           "event_type": ["purchase", "view", "view"] * 100,
                            "session_seconds": [120] * 300})
     release, _ = release_features(events, cfg.features, age_bands=cfg.generalize.age_bands,
                                   user_col="user_pseudonym", release_date=DAY)
@@ -45,7 +46,8 @@ def _publish_and_read(tmp_path: Path, online_store: dict) -> tuple[dict, pl.Data
     cohort = "Texas|25-34|mobile"
     try:
         publish(cfg, DAY)
-        got = online_features(cfg, [cohort], ["active_users", "events_news"])
+        got = online_features(cfg, [cohort], ["active_users", "events_news", "purchase_rate",
+                                              "purchase_rate_unreliable"])
     finally:
         open_store(cfg).teardown()  # leave the shared server as we found it
     return got, release.table.filter(pl.col("cohort_id") == cohort)
@@ -55,8 +57,8 @@ def _publish_and_read(tmp_path: Path, online_store: dict) -> tuple[dict, pl.Data
 def test_when_online_store_is_redis_then_features_read_back(tmp_path: Path) -> None:
     got, expected = _publish_and_read(tmp_path, {"type": "redis",
                                                  "connection_string": "127.0.0.1:6379"})
-    assert got["active_users"] == expected["active_users"].to_list()
-    assert got["events_news"] == expected["events_news"].to_list()
+    for feature in ("active_users", "events_news", "purchase_rate", "purchase_rate_unreliable"):
+        assert got[feature] == expected[feature].to_list(), feature
 
 
 @pytest.mark.skipif(not _reachable(5432), reason="PostgreSQL is not running on 127.0.0.1:5432")
@@ -64,5 +66,5 @@ def test_when_online_store_is_postgres_then_features_read_back(tmp_path: Path) -
     got, expected = _publish_and_read(tmp_path, {"type": "postgres", "host": "127.0.0.1",
                                                  "port": 5432, "database": "test",
                                                  "user": "postgres", "sslmode": "disable"})
-    assert got["active_users"] == expected["active_users"].to_list()
-    assert got["events_news"] == expected["events_news"].to_list()
+    for feature in ("active_users", "events_news", "purchase_rate", "purchase_rate_unreliable"):
+        assert got[feature] == expected[feature].to_list(), feature
