@@ -62,6 +62,7 @@ def cmd_init_key(args: argparse.Namespace) -> int:
 
 
 def _summary(ctx: RunContext, date: str) -> None:
+    from pipeline.report import dp_summary
     from pipeline.run import output_paths
 
     paths = output_paths(ctx, date)
@@ -81,9 +82,7 @@ def _summary(ctx: RunContext, date: str) -> None:
                  f"{info['mean_cell_area_km2']} km2" if "mean_resolution" in info else "")
         print(f"  {qi}: generalization {info.get('mean_level_share')} (0 finest, 1 coarsest)"
               f"{extra}")
-    dp = manifest["differential_privacy"] or {}
-    print(f"DP: epsilon {dp.get('epsilon')} this release, {dp.get('window_epsilon_spent')} of "
-          f"{dp.get('window_epsilon_budget')} in the {dp.get('window_days')}-day window")
+    print(f"DP: {dp_summary(manifest['differential_privacy'])}")
     for name, path in paths.items():
         print(f"{name:>13}: {path}")
 
@@ -123,6 +122,31 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     print(json.dumps(online_features(load_config(args.config), args.cohort), indent=2,
                      default=str))
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """Every release the ledger holds for the purpose, and a window's spend against its
+    budget."""
+    from pipeline.budget import PrivacyLedger, WindowBudget
+    from pipeline.config import load_config
+
+    cfg = load_config(args.config)
+    ledger = PrivacyLedger.from_config(cfg.budget, cfg.paths.data_root)
+    budget = WindowBudget.from_config(cfg.budget)
+    history = ledger.history(cfg.purpose)
+    print(f"ledger {ledger.where}, purpose {cfg.purpose!r}: {len(history)} release(s)")
+    print(f"{'date':<12}{'feature set':<20}{'epsilon':>9}{'rho':>9}{'delta':>10}")
+    for day, feature_set, eps, rho, delta in history:
+        print(f"{day:<12}{feature_set:<20}{'-' if eps is None else f'{eps:g}':>9}{rho:>9g}"
+              f"{delta:>10g}")
+    end = Date.fromisoformat(args.date) if args.date else \
+        Date.fromisoformat(history[-1][0]) if history else Date.today()
+    w = ledger.window_spend(cfg.purpose, end, budget)
+    print(f"{budget.accounting} accounting, window {w.start}..{w.end}: {budget.unit} "
+          f"{w.spent:g} of {budget.limit:g}, delta {w.delta:g} of {budget.delta:g}"
+          + (f"; that is ({budget.as_epsilon(w.spent):.3g}, {budget.conversion_delta:g})-DP"
+             if budget.accounting == "zcdp" else ""))
     return 0
 
 
@@ -177,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("features", help="read cohort features from the online store")
     f.add_argument("cohort", nargs="+", help="cohort id: region|age_band|device_type")
     f.set_defaults(func=cmd_features)
+
+    lg = sub.add_parser("ledger", help="privacy ledger: releases and a window's spend")
+    lg.add_argument("--date", help="last day of the window (default: the latest release)")
+    lg.set_defaults(func=cmd_ledger)
 
     d = sub.add_parser("demo", help="generate a day, make a dev key, run everything")
     d.add_argument("--date", default=DEMO_DATE)

@@ -11,7 +11,7 @@ import datetime
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -227,13 +227,24 @@ class FeatureSpecs(_Model):
 
 
 class FeaturesConfig(_Model):
-    """DP cohort features. Cohort keys are public, listed here, never read from the data."""
+    """DP cohort features: what is released, per which cohorts and period, at what privacy cost.
+
+    `privacy: pure` releases with Laplace noise at `epsilon`; `privacy: zcdp` with Gaussian noise
+    at `rho` (zero-concentrated DP). `cohorts: config` takes the cohort keys listed here (public,
+    never read from the data); `cohorts: private` lets OpenDP choose which cohorts appear by a
+    noisy threshold, which costs `delta`.
+    """
 
     feature_set: str = "cohort_daily"
-    epsilon: Annotated[float, Field(gt=0)] = 1.0
+    period: Literal["day", "week"] = "day"  # week: released on Sundays, over Monday..Sunday
+    privacy: Literal["pure", "zcdp"] = "pure"
+    epsilon: Annotated[float, Field(gt=0)] | None = None  # privacy: pure (default 1.0)
+    rho: Annotated[float, Field(gt=0)] | None = None  # privacy: zcdp
+    cohorts: Literal["config", "private"] = "config"
+    delta: Annotated[float, Field(ge=0, lt=1e-3)] = 0.0  # cohorts: private only
     max_cohorts_per_user: Annotated[int, Field(gt=0)] = 1
-    regions: tuple[str, ...]
-    device_types: tuple[str, ...]
+    regions: tuple[str, ...] = ()
+    device_types: tuple[str, ...] = ()
     categories: tuple[str, ...]
     features: FeatureSpecs = FeatureSpecs(
         active_users=FeatureShare(budget_share=0.3),
@@ -241,21 +252,61 @@ class FeaturesConfig(_Model):
         purchase_rate=FeatureShare(budget_share=0.1),
         mean_session_seconds=MeanFeature(budget_share=0.3))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_epsilon(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("privacy", "pure") == "pure" \
+                and data.get("epsilon") is None and data.get("rho") is None:
+            return {**data, "epsilon": 1.0}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> FeaturesConfig:
-        for name in ("regions", "device_types", "categories"):
+        if self.privacy == "pure" and (self.epsilon is None or self.rho is not None):
+            raise ValueError("privacy: pure is set by epsilon; rho is for privacy: zcdp")
+        if self.privacy == "zcdp" and (self.rho is None or self.epsilon is not None):
+            raise ValueError("privacy: zcdp is set by rho; epsilon is for privacy: pure")
+        if (self.cohorts == "private") != (self.delta > 0):
+            raise ValueError("cohorts: private needs a delta > 0 (the chance a cohort is "
+                             "revealed by one user); cohorts: config releases with delta 0")
+        names = ("categories",) if self.cohorts == "private" else \
+            ("regions", "device_types", "categories")
+        for name in names:
             values = getattr(self, name)
             if not values or len(set(values)) != len(values):
                 raise ValueError(f"{name} must be a non-empty list without repeats")
         return self
 
+    @property
+    def rho_cost(self) -> float:
+        """The release's cost in zCDP: ρ, or ε²/2 for a pure ε-DP release."""
+        return self.rho if self.rho is not None else cast(float, self.epsilon) ** 2 / 2
+
 
 class BudgetConfig(_Model):
-    """The privacy ledger and the rolling window it enforces."""
+    """The privacy ledger and the rolling window it enforces.
+
+    `accounting: pure` adds up ε (and δ) over a window; `accounting: zcdp` adds up ρ, counting a
+    pure ε release as ε²/2, which composes many releases far more tightly. The ledger is a SQLite
+    file by default; `ledger_dsn_env` names an environment variable holding a Postgres DSN to
+    keep it in Postgres instead (the DSN, which may hold a password, is never written out).
+    """
 
     ledger_path: Path = Path("ledger/privacy_ledger.sqlite")  # relative to paths.data_root
+    ledger_dsn_env: str | None = None
+    accounting: Literal["pure", "zcdp"] = "pure"
     window_days: Annotated[int, Field(gt=0)] = 30
-    epsilon_per_window: Annotated[float, Field(gt=0)] = 30.0
+    epsilon_per_window: Annotated[float, Field(gt=0)] | None = 30.0  # accounting: pure
+    rho_per_window: Annotated[float, Field(gt=0)] | None = None  # accounting: zcdp
+    delta_per_window: Annotated[float, Field(ge=0, lt=1e-2)] = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetConfig:
+        if self.accounting == "zcdp" and self.rho_per_window is None:
+            raise ValueError("accounting: zcdp needs rho_per_window")
+        if self.accounting == "pure" and self.epsilon_per_window is None:
+            raise ValueError("accounting: pure needs epsilon_per_window")
+        return self
 
 
 class RedisStore(_Model):
@@ -300,6 +351,17 @@ class PipelineConfig(_Model):
     budget: BudgetConfig = BudgetConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
     source_path: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineConfig:
+        f, b = self.features, self.budget
+        if f.privacy == "zcdp" and b.accounting == "pure":
+            raise ValueError("features.privacy: zcdp releases need budget.accounting: zcdp "
+                             "(pure accounting cannot add up zCDP releases)")
+        if f.delta > b.delta_per_window:
+            raise ValueError(f"features.delta {f.delta:g} is over budget.delta_per_window "
+                             f"{b.delta_per_window:g}")
+        return self
 
     @cached_property
     def event_schema(self) -> RecordSchema:

@@ -4,29 +4,33 @@ The privacy unit is a pseudonymous user, however many events they have. Each use
 first reduced, in Polars, to at most `max_cohorts_per_user` rows (cohorts picked in a
 pseudo-random order seeded by the release date, never by activity, so the choice depends only on
 that user's own rows): per-category event counts clipped, a purchase flag, and the user's own
-mean session length clipped to its bounds. OpenDP then releases, per cohort, one query per
-declared feature, each with its `budget_share` of ε: a noisy user count, noisy per-category
-event sums, a noisy count of purchasers and a noisy sum of the users' mean sessions. Rates and
-means divide by the noisy user count (post-processing, no extra budget).
+mean session length clipped to its bounds. OpenDP then releases, per cohort, one statistic per
+declared feature, each with its `budget_share` of the release: a noisy user count, noisy
+per-category event sums, a noisy count of purchasers and a noisy sum of the users' mean
+sessions. Rates and means divide by the noisy user count (post-processing, no extra budget).
+`privacy: pure` draws Laplace noise (ε-DP); `privacy: zcdp` Gaussian noise (ρ-zCDP), whose
+error grows with the square root of the number of cohorts a user may touch rather than linearly.
 
 Every released value comes with its noise scale, a 95% error bound (OpenDP's
 `summarize(alpha=0.05)`; for rates and means a first-order bound from the two noisy values they
 divide) and an `_unreliable` flag where that bound exceeds the value.
 
-Cohort keys (region × age band × device type) come from config and are public; cohorts absent
-from the data are still released (as noise), and data outside the keys is never revealed. Keys
-are never read from the data: not the H3 cells or regions the generalize stage chose, nor the
-wider bands k-anonymity fell back on (those rows are simply outside the grid).
+With `cohorts: config` the keys (region × age band × device type) come from config and are
+public; cohorts absent from the data are still released (as noise), and data outside the keys is
+never revealed, nor are the H3 cells or wider bands k-anonymity fell back on. With `cohorts:
+private` OpenDP keeps only cohorts whose noisy user count clears a threshold chosen so that one
+user reveals a cohort with probability at most `delta`.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from importlib.metadata import version
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import polars as pl
 
@@ -42,7 +46,8 @@ MAX_ROWS_BOUND = 1_000_000_000  # public bound on table length, for OpenDP's ove
 @dataclass(frozen=True)
 class FeatureRelease:
     table: pl.DataFrame
-    epsilon: float
+    epsilon: float | None  # None for a zCDP release
+    rho: float  # its cost in zCDP (ε²/2 for a pure release)
     delta: float
     mechanism: str
     library: str
@@ -109,20 +114,22 @@ def bound_contributions(events: pl.DataFrame, cfg: FeaturesConfig, *, user_col: 
 def _aggregations(cfg: FeaturesConfig) -> list[tuple[pl.Expr, str, float]]:
     """(OpenDP aggregation, column, noise scale) for every released statistic.
 
-    A feature's `budget_share` of ε is split evenly over its statistics (one per category for
-    events); each statistic's Laplace scale is its sensitivity over its ε. A user is in at most
-    `max_cohorts_per_user` rows, so a count moves by at most that and a sum by that times the
-    larger bound.
+    A feature's `budget_share` is split evenly over its statistics (one per category for
+    events). A user is in at most `max_cohorts_per_user` (k) rows, one per cohort, so a
+    statistic whose rows lie in [-B, B] moves by k·B in L1 (Laplace: scale = k·B / ε) and by
+    √k·B in L2 (Gaussian: scale = √k·B / √(2ρ)).
     """
     from opendp.extras.polars import dp_len  # also registers the `.dp` expression namespace
 
-    f, users = cfg.features, cfg.max_cohorts_per_user
+    f, k = cfg.features, cfg.max_cohorts_per_user
 
     def scale(share: float, n_stats: int, bound: float) -> float:
-        return users * bound / (cfg.epsilon * share / n_stats)
+        if cfg.privacy == "zcdp":
+            return math.sqrt(k) * bound / math.sqrt(2 * cast(float, cfg.rho) * share / n_stats)
+        return k * bound / (cast(float, cfg.epsilon) * share / n_stats)
 
-    out = [(dp_len(signed=True, scale=scale(f.active_users.budget_share, 1, 1)),
-            "active_users", scale(f.active_users.budget_share, 1, 1))]
+    s = scale(f.active_users.budget_share, 1, 1)
+    out = [(dp_len(signed=True, scale=s), "active_users", s)]
     if f.events_per_category:
         hi, n = f.events_per_category.max_per_user, len(cfg.categories)
         s = scale(f.events_per_category.budget_share, n, hi)
@@ -139,50 +146,86 @@ def _aggregations(cfg: FeaturesConfig) -> list[tuple[pl.Expr, str, float]]:
 def _opendp() -> SimpleNamespace:
     """The OpenDP functions used here, imported from their modules: `opendp.prelude` also
     imports scikit-learn when it is installed, which costs ~5 s per task."""
-    from opendp.accuracy import discrete_laplacian_scale_to_accuracy
+    from opendp.accuracy import (
+        discrete_gaussian_scale_to_accuracy,
+        discrete_laplacian_scale_to_accuracy,
+    )
     from opendp.context import domain_of, unit_of
     from opendp.domains import with_margin
-    from opendp.extras.polars import Margin
+    from opendp.extras.polars import Bound, Margin
     from opendp.measurements import make_private_lazyframe
-    from opendp.measures import max_divergence
+    from opendp.measures import approximate, max_divergence, zero_concentrated_divergence
     from opendp.mod import enable_features
 
     enable_features("contrib")
     return SimpleNamespace(
-        accuracy=discrete_laplacian_scale_to_accuracy, domain_of=domain_of, unit_of=unit_of,
-        with_margin=with_margin, Margin=Margin, make_private_lazyframe=make_private_lazyframe,
-        max_divergence=max_divergence, version=version("opendp"))
+        laplace_accuracy=discrete_laplacian_scale_to_accuracy,
+        gaussian_accuracy=discrete_gaussian_scale_to_accuracy, domain_of=domain_of,
+        unit_of=unit_of, with_margin=with_margin, Bound=Bound, Margin=Margin,
+        make_private_lazyframe=make_private_lazyframe, approximate=approximate,
+        max_divergence=max_divergence, zero_concentrated_divergence=zero_concentrated_divergence,
+        version=version("opendp"))
+
+
+def _measurement(dp: SimpleNamespace, bounded: pl.LazyFrame, cfg: FeaturesConfig,
+                 keys: pl.DataFrame, aggs: list[tuple[pl.Expr, str, float]]) -> tuple[Any, Any]:
+    """One OpenDP measurement for the whole release, and the privacy unit's distance.
+
+    The scales are fixed by `_aggregations`: OpenDP's Context would search for them, building
+    the measurement ~1,000 times per query (seconds each release). For private cohorts, the
+    threshold is the smallest that keeps δ within `cfg.delta` (each build takes milliseconds).
+    """
+    k = cfg.max_cohorts_per_user
+    unit, d_in = dp.unit_of(contributions=[
+        dp.Bound(per_group=k), dp.Bound(by=list(DIMENSIONS), per_group=1, num_groups=k)])
+    domain = dp.with_margin(dp.domain_of(bounded, infer=True),
+                            dp.Margin(by=list(DIMENSIONS), max_length=MAX_ROWS_BOUND))
+    measure = dp.zero_concentrated_divergence() if cfg.privacy == "zcdp" else \
+        dp.max_divergence()
+    plan = bounded.group_by(list(DIMENSIONS)).agg(expr for expr, _, _ in aggs)
+    if cfg.cohorts == "config":
+        plan = plan.join(keys.lazy(), on=list(DIMENSIONS), how="right")  # the keys, not the data's
+        return dp.make_private_lazyframe(domain, unit, measure, plan, global_scale=1.0), d_in
+
+    def build(threshold: int) -> Any:
+        return dp.make_private_lazyframe(domain, unit, dp.approximate(measure), plan,
+                                         global_scale=1.0, threshold=threshold)
+
+    lo, hi = 1, 2  # δ falls as the threshold rises: find the least threshold within cfg.delta
+    while build(hi).map(d_in)[1] > cfg.delta:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if build(mid).map(d_in)[1] <= cfg.delta else (mid, hi)
+    return build(hi), d_in
 
 
 def release_features(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tuple[str, ...],
                      user_col: str, release_date: str) -> tuple[FeatureRelease, StageStats]:
-    """Draw one DP release. Callers must go through the ledger: never call this twice for the
-    same release."""
+    """Draw one DP release from the events of its period. Callers must go through the ledger:
+    never call this twice for the same release."""
     dp = _opendp()
     seed = int(release_date.replace("-", ""))
-    keys = cohort_keys(cfg, age_bands)
+    keys = cohort_keys(cfg, age_bands) if cfg.cohorts == "config" else None
     # Rows outside the public grid (a region not served, an age band widened for k-anonymity)
     # go first, so they never take the place of a user's cohort inside it.
-    in_grid = events.join(keys, on=list(DIMENSIONS), how="semi")
+    in_grid = (events.join(keys, on=list(DIMENSIONS), how="semi") if keys is not None
+               else events.drop_nulls(list(DIMENSIONS)))
     bounded = bound_contributions(in_grid, cfg, user_col=user_col, seed=seed).lazy()
     aggs = _aggregations(cfg)
-    # One OpenDP measurement with the scales fixed here. OpenDP's Context would search for a
-    # scale, building the measurement ~1,000 times per query (seconds each release); instead
-    # OpenDP checks that these scales keep the whole release within ε before anything is drawn.
-    unit, d_in = dp.unit_of(contributions=cfg.max_cohorts_per_user)
-    domain = dp.with_margin(dp.domain_of(bounded, infer=True),
-                            dp.Margin(by=list(DIMENSIONS), max_length=MAX_ROWS_BOUND))
-    plan = (bounded.group_by(list(DIMENSIONS)).agg(expr for expr, _, _ in aggs)
-            .join(keys.lazy(), on=list(DIMENSIONS), how="right"))  # public keys, not the data's
-    measurement = dp.make_private_lazyframe(domain, unit, dp.max_divergence(), plan,
-                                              global_scale=1.0)
+    measurement, d_in = _measurement(dp, bounded, cfg, keys if keys is not None
+                                     else pl.DataFrame(), aggs)
     spent = measurement.map(d_in)
-    if spent > cfg.epsilon * (1 + 1e-9):
-        raise BudgetExceededError(f"OpenDP accounts ε={spent} for a release planned at "
-                             f"ε={cfg.epsilon}: the scales are wrong; nothing was released")
+    loss, delta = spent if cfg.cohorts == "private" else (spent, 0.0)
+    planned = cfg.rho if cfg.privacy == "zcdp" else cfg.epsilon
+    if loss > cast(float, planned) * (1 + 1e-9) or delta > cfg.delta * (1 + 1e-9):
+        raise BudgetExceededError(f"OpenDP accounts {loss}, δ={delta} for a release planned at "
+                                  f"{planned}, δ={cfg.delta}: the scales are wrong; nothing "
+                                  "was released")
     noisy = cast(pl.LazyFrame, measurement(bounded)).collect()
+    accuracy = dp.gaussian_accuracy if cfg.privacy == "zcdp" else dp.laplace_accuracy
     scale = {name: s for _, name, s in aggs}
-    error95 = {name: dp.accuracy(s, 0.05) for name, s in scale.items()}
+    error95 = {name: accuracy(s, 0.05) for name, s in scale.items()}
     ts = datetime.combine(datetime.fromisoformat(release_date).date(), time(23, 59, 59),
                           tzinfo=UTC)
     table = (_with_accuracy(noisy, cfg, scale, error95)
@@ -192,17 +235,21 @@ def release_features(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tu
              .select("cohort_id", *DIMENSIONS, "feature_date", "event_timestamp",
                      *released_columns(cfg))
              .sort("cohort_id"))
-    release = FeatureRelease(table=table, epsilon=cfg.epsilon, delta=0.0,
-                             mechanism="OpenDP Polars: integer Laplace, pure DP, user-level",
-                             library=f"opendp {dp.version}")
+    noise = "Gaussian, ρ-zCDP" if cfg.privacy == "zcdp" else "Laplace, pure DP"
+    cohorts = "private cohort selection" if cfg.cohorts == "private" else "public cohort keys"
+    release = FeatureRelease(
+        table=table, epsilon=cfg.epsilon, rho=cfg.rho_cost, delta=float(delta),
+        mechanism=f"OpenDP Polars: integer {noise}, user-level, {cohorts}",
+        library=f"opendp {dp.version}")
     stats = StageStats("features", rows_in=events.height, rows_out=table.height, details={
-        "feature_set": cfg.feature_set, "epsilon": cfg.epsilon,
-        "epsilon_accounted_by_opendp": spent, "delta": 0.0,
+        "feature_set": cfg.feature_set, "period": cfg.period, "privacy": cfg.privacy,
+        "epsilon": cfg.epsilon, "rho": cfg.rho_cost, "delta": float(delta),
+        "accounted_by_opendp": loss, "cohorts": cfg.cohorts,
         "budget_shares": {name: spec.budget_share
                           for name, spec in cfg.features.enabled().items()},
         "privacy_unit": f"user ({user_col}), up to {cfg.max_cohorts_per_user} cohort(s) each",
         "cohorts_released": table.height,
-        "users_in_public_cohorts": bounded.select(pl.col(user_col).n_unique()).collect().item(),
+        "users_counted": bounded.select(pl.col(user_col).n_unique()).collect().item(),
         "error95_active_users": error95["active_users"]})
     return release, stats
 

@@ -21,7 +21,28 @@ if TYPE_CHECKING:
 FUNNEL_STAGES = ("ingest", "consent", "detect_pii", "pseudonymize", "generalize", "minimize")
 
 
+PERIOD_WORDS = {"day": "daily", "week": "weekly"}
 REUSED_NOTE = "Rerun: the stored release was returned; no new noise was drawn."
+
+
+def dp_summary(dp: dict[str, Any] | None) -> str:
+    """What this run's DP release cost and what its budget window now holds, in words."""
+    if not dp:
+        return "No DP release: the features stage did not run."
+    if not dp.get("release_due", True):
+        return (f"No release due: the {PERIOD_WORDS[dp['period']]} feature set is next released "
+                f"on {dp['next_release']}.")
+    unit = "ρ" if dp["accounting"] == "zcdp" else "ε"
+    cost = f"ρ = {dp['rho']:g}" if dp["epsilon"] is None else f"ε = {dp['epsilon']:g}"
+    text = (f"{dp['mechanism']}; data {dp['period'][0]} to {dp['period'][1]}; {cost}, "
+            f"δ = {dp['delta']:g} for this release. {dp['accounting']} accounting: "
+            f"{unit} = {dp['window_spent']:g} of {dp['window_budget']:g} "
+            f"(δ = {dp['window_delta_spent']:g} of {dp['window_delta_budget']:g}) spent in the "
+            f"{dp['window_days']}-day window ending {dp['date']}")
+    if dp["accounting"] == "zcdp":
+        text += (f", which is ({dp['window_as_epsilon']:.3g}, {dp['window_as_epsilon_delta']:g})"
+                 "-DP")
+    return text + "." + (f" {REUSED_NOTE}" if dp.get("reused_stored_release") else "")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -167,11 +188,7 @@ groups; {escape(str(ka.get('groups_kept')))} groups published.</p>
         ("Quasi-identifier", "Generalization (0 = finest, 1 = coarsest)", "Rows per level",
          "Detail"))}
 <h2>Differential privacy</h2>
-<p>{escape(str(dp.get('mechanism', 'no release')))}: ε = {escape(str(dp.get('epsilon', '-')))}
-for this release; {escape(str(dp.get('window_epsilon_spent', '-')))} of
-{escape(str(dp.get('window_epsilon_budget', '-')))} spent in the
-{escape(str(dp.get('window_days', '-')))}-day window.
-{REUSED_NOTE if dp.get('reused_stored_release') else ""}</p>
+<p>{escape(dp_summary(dp))}</p>
 <h2>Validation</h2>
 {_table(checks, ("Expectation", "Column", "Result", "Observed", "Unexpected rows"))}
 {docs_link}

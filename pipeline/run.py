@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date as Date
 from datetime import timedelta
 from functools import cached_property
@@ -193,46 +193,77 @@ def _require_validated(ctx: RunContext, date: str) -> None:
 
 
 def features(ctx: RunContext, date: str) -> str:
-    """Release DP features through the ledger: charged once, returned as stored on reruns."""
+    """Release DP features through the ledger: charged once, returned as stored on reruns.
+
+    A weekly feature set is released on the week's last day (Sunday) from the week's published
+    partitions, all of which must have passed validation; on other days nothing is released."""
     from pipeline.budget import PrivacyLedger, Release, WindowBudget
 
-    _require_validated(ctx, date)
     fcfg = ctx.cfg.features
-    ledger = PrivacyLedger(ctx.root / ctx.cfg.budget.ledger_path)
-    budget = WindowBudget(ctx.cfg.budget.window_days, ctx.cfg.budget.epsilon_per_window)
+    day = Date.fromisoformat(date)
+    first = release_period_start(fcfg.period, day)
+    if first is None:
+        atomic_write_json(ctx.run_dir(date) / "ledger.json", {
+            "release_due": False, "period": "week",
+            "next_release": str(day + timedelta(days=6 - day.weekday()))})
+        return ""
+    days = [str(first + timedelta(days=i)) for i in range((day - first).days + 1)]
+    for d in days:
+        _require_validated(ctx, d)
+    ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.root)
+    budget = WindowBudget.from_config(ctx.cfg.budget)
     stored = ledger.get(ctx.cfg.purpose, fcfg.feature_set, date)
     reused = stored is not None
     if stored is None:
+        import polars as pl
+
         from pipeline.features import release_features
 
-        ledger.check_budget(ctx.cfg.purpose, date, fcfg.epsilon, budget)  # fail before work
-        rel, stats = release_features(ctx.storage.read(ctx.published_zone(), date), fcfg,
-                                      age_bands=ctx.cfg.generalize.age_bands,
+        planned = Release(purpose=ctx.cfg.purpose, feature_set=fcfg.feature_set,
+                          release_date=date, period_start=days[0], epsilon=fcfg.epsilon,
+                          rho=fcfg.rho_cost, delta=fcfg.delta, mechanism="", library="",
+                          payload=b"")
+        ledger.check_budget(planned, budget)  # fail before any work
+        events = pl.concat([ctx.storage.read(ctx.published_zone(), d) for d in days])
+        rel, stats = release_features(events, fcfg, age_bands=ctx.cfg.generalize.age_bands,
                                       user_col=ctx.user_col, release_date=date)
-        stored = ledger.record(Release(
-            purpose=ctx.cfg.purpose, feature_set=fcfg.feature_set, release_date=date,
-            epsilon=rel.epsilon, delta=rel.delta, mechanism=rel.mechanism, library=rel.library,
-            payload=parquet_bytes(rel.table)), budget)
+        stored = ledger.record(replace(planned, delta=rel.delta, mechanism=rel.mechanism,
+                                       library=rel.library, payload=parquet_bytes(rel.table)),
+                               budget)
         ctx.save_stats(date, stats)
-    day = Date.fromisoformat(date)
-    spent = ledger.spent(ctx.cfg.purpose, day - timedelta(days=budget.days - 1), day)
+    window = ledger.window_spend(ctx.cfg.purpose, day, budget)
     atomic_write_json(ctx.run_dir(date) / "ledger.json", {
-        "purpose": stored.purpose, "feature_set": stored.feature_set, "date": stored.release_date,
-        "epsilon": stored.epsilon, "delta": stored.delta, "mechanism": stored.mechanism,
-        "library": stored.library, "recorded_at": stored.created_at,
-        "payload_sha256": stored.payload_sha256, "reused_stored_release": reused,
-        "window_days": budget.days, "window_epsilon_budget": budget.epsilon,
-        "window_epsilon_spent": spent})
+        "release_due": True, "purpose": stored.purpose, "feature_set": stored.feature_set,
+        "date": stored.release_date, "period": [stored.period_start, stored.period_end],
+        "epsilon": stored.epsilon, "rho": stored.rho, "delta": stored.delta,
+        "mechanism": stored.mechanism, "library": stored.library,
+        "recorded_at": stored.created_at, "payload_sha256": stored.payload_sha256,
+        "reused_stored_release": reused, "ledger": ledger.where,
+        "accounting": budget.accounting, "window_days": budget.days,
+        "window_budget": budget.limit, "window_spent": window.spent,
+        "window_delta_budget": budget.delta, "window_delta_spent": window.delta,
+        "window_as_epsilon": budget.as_epsilon(window.spent),
+        "window_as_epsilon_delta": budget.conversion_delta})
     path = ctx.storage.partition(ctx.features_zone(), date)
     atomic_write_bytes(path, stored.payload)
     return str(path)
+
+
+def release_period_start(period: str, day: Date) -> Date | None:
+    """First day of the data a release on `day` covers; None when no release is due."""
+    if period == "day":
+        return day
+    return day - timedelta(days=6) if day.weekday() == 6 else None
 
 
 def publish(ctx: RunContext, date: str) -> str:
     from pipeline.publish import publish as to_feast
 
     _require_validated(ctx, date)
-    info = to_feast(ctx.cfg, date)
+    ledger = json.loads((ctx.run_dir(date) / "ledger.json").read_text())
+    info = to_feast(ctx.cfg, date) if ledger["release_due"] else {
+        "materialized": False,
+        "reason": f"no release due on {date}: features are released {ledger['period']}ly"}
     path = ctx.run_dir(date) / "publish.json"
     atomic_write_json(path, info)
     return str(path)

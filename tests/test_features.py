@@ -107,6 +107,69 @@ def test_when_data_holds_cells_and_values_outside_config_then_keys_still_come_fr
     assert release.table.select("region", "age_band", "device_type").sort(
         pl.all()).equals(expected.sort(pl.all()))
     assert "h3_cell" not in release.table.columns
-    assert stats.details["users_in_public_cohorts"] == n  # every user counted in Texas|25-34
+    assert stats.details["users_counted"] == n  # every user counted in Texas|25-34
     row = release.table.filter(pl.col("cohort_id") == "Texas|25-34|mobile").row(0, named=True)
     assert abs(row["active_users"] - n) < 5 * row["active_users_error95"]
+
+
+def _grid_events(cfg: PipelineConfig, users: int, regions: int = 200) -> tuple[pl.DataFrame,
+                                                                             PipelineConfig]:
+    """`users` distinct users in every cohort of a `regions`-region grid, one event each."""
+    fcfg = cfg.features.model_copy(update={
+        "regions": tuple(f"r{i}" for i in range(regions)),
+        "features": FeatureSpecs(active_users=FeatureShare(budget_share=1.0))})
+    keys = cohort_keys(fcfg, cfg.generalize.age_bands)
+    events = keys.join(pl.DataFrame({"n": range(users)}), how="cross").with_columns(
+        user_pseudonym=pl.concat_str("region", "age_band", "device_type", "n"),
+        content_category=pl.lit("news"), event_type=pl.lit("view"), session_seconds=pl.lit(60))
+    return events, cfg.model_copy(update={"features": fcfg})
+
+
+def test_when_privacy_is_zcdp_then_noise_follows_the_declared_gaussian(
+        cfg: PipelineConfig) -> None:
+    """ρ-zCDP draws discrete Gaussian noise of scale √k / √(2ρ) (k cohorts per user), checked
+    by a chi-square test on ~4,000 cohorts, as for Laplace above."""
+    events, cfg = _grid_events(cfg, users=60)
+    fcfg = cfg.features.model_copy(update={"privacy": "zcdp", "epsilon": None, "rho": 0.02,
+                                           "max_cohorts_per_user": 2})
+    release, stats = release_features(events, fcfg, age_bands=cfg.generalize.age_bands,
+                                      user_col="user_pseudonym", release_date="2026-11-01")
+    sigma = release.table["active_users_noise_scale"][0]
+    assert sigma == pytest.approx(2 ** 0.5 / (2 * 0.02) ** 0.5)  # = 7.07
+    assert (release.epsilon, release.rho, release.delta) == (None, 0.02, 0.0)
+    assert stats.details["accounted_by_opendp"] == pytest.approx(0.02)
+    assert "Gaussian" in release.mechanism
+    noise = (release.table["active_users"] - 60).to_numpy()
+    support = np.arange(-59, 60)
+    pmf = np.exp(-support.astype(float) ** 2 / (2 * sigma ** 2))
+    pmf /= pmf.sum()
+    observed = np.array([(noise == x).sum() for x in support])
+    keep = pmf * len(noise) >= 5
+    expected = pmf[keep] / pmf[keep].sum() * observed[keep].sum()
+    assert scipy.stats.chisquare(observed[keep], expected).pvalue > 1e-4
+    error95 = release.table["active_users_error95"][0]
+    # OpenDP rounds the bound up to an integer: it covers at least 95% (97.2% here).
+    assert 0.955 < (np.abs(noise) <= error95).mean() < 0.99
+
+
+def test_when_cohorts_are_private_then_only_cohorts_many_users_share_appear(
+        cfg: PipelineConfig) -> None:
+    """Private selection: cohorts come from the data but only clear a noisy threshold. A cohort
+    one user makes (even with 10,000 events), or one absent from config, can only appear with
+    probability δ; big cohorts, in config or not, do appear."""
+    n = 400
+    big = {"user_pseudonym": [f"u{i}" for i in range(n)], "region": ["Texas"] * n,
+           "age_band": ["25-34"] * n, "device_type": ["mobile"] * n,
+           "content_category": ["news"] * n, "session_seconds": [60] * n,
+           "event_type": ["view"] * n}
+    unserved = {**big, "user_pseudonym": [f"v{i}" for i in range(n)], "region": ["Nevada"] * n}
+    lonely = {**{k: v[:1] * 10_000 for k, v in big.items()}, "user_pseudonym": ["w"] * 10_000,
+              "region": ["Utah"] * 10_000}
+    events = pl.concat([pl.DataFrame(d) for d in (big, unserved, lonely)])
+    fcfg = cfg.features.model_copy(update={"cohorts": "private", "delta": 1e-7})
+    release, stats = release_features(events, fcfg, age_bands=cfg.generalize.age_bands,
+                                      user_col="user_pseudonym", release_date="2026-11-01")
+    assert set(release.table["cohort_id"]) == {"Texas|25-34|mobile", "Nevada|25-34|mobile"}
+    assert 0 < release.delta <= 1e-7
+    assert "private cohort selection" in release.mechanism
+    assert stats.details["accounted_by_opendp"] == pytest.approx(fcfg.epsilon)

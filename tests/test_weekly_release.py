@@ -1,0 +1,70 @@
+"""A weekly feature set: released on Sundays from Monday..Sunday, charged for all seven days."""
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.budget import PrivacyLedger
+from pipeline.config import load_config
+from pipeline.errors import BudgetExceededError, ValidationFailedError
+from pipeline.run import RunContext, features, release_period_start
+from pipeline.storage import atomic_write_json
+from tests.conftest import TEST_KEY_TEXT, write_config
+
+SUNDAY = date(2026, 11, 8)
+
+
+def _day(ctx: RunContext, day: date, users: range) -> None:
+    """A validated published partition for `day`: each user one event in Texas|25-34|mobile."""
+    n = len(users)
+    ctx.storage.write(ctx.published_zone(), str(day), pl.DataFrame({
+        "user_pseudonym": [f"u{i}" for i in users], "region": ["Texas"] * n,
+        "age_band": ["25-34"] * n, "device_type": ["mobile"] * n,
+        "content_category": ["news"] * n, "event_type": ["view"] * n,
+        "session_seconds": [60] * n}))
+    atomic_write_json(ctx.run_dir(str(day)) / "validation.json", {"success": True})
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunContext:
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    cfg = load_config(write_config(tmp_path, features__period="week",
+                                   features__feature_set="cohort_weekly",
+                                   budget__window_days=7, budget__epsilon_per_window=1.5))
+    return RunContext(cfg, run_date=SUNDAY)
+
+
+def test_when_period_is_week_then_sunday_releases_the_whole_week_once(ctx: RunContext) -> None:
+    for i in range(7):  # 100 new users a day: the week holds 700
+        _day(ctx, SUNDAY - timedelta(days=6 - i), range(100 * i, 100 * (i + 1)))
+    assert release_period_start("week", SUNDAY - timedelta(days=1)) is None
+    features(ctx, str(SUNDAY - timedelta(days=1)))  # Saturday: nothing due
+    saturday = (ctx.run_dir(str(SUNDAY - timedelta(days=1))) / "ledger.json").read_text()
+    assert '"release_due": false' in saturday and str(SUNDAY) in saturday
+
+    table = pl.read_parquet(features(ctx, str(SUNDAY)))
+    row = table.filter(pl.col("cohort_id") == "Texas|25-34|mobile").row(0, named=True)
+    assert abs(row["active_users"] - 700) < 5 * row["active_users_error95"]
+    assert ctx.load_stats(str(SUNDAY))["features"].rows_in == 700
+
+    ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.root)
+    stored = ledger.get(ctx.cfg.purpose, "cohort_weekly", str(SUNDAY))
+    assert stored is not None and stored.period_start == str(SUNDAY - timedelta(days=6))
+    # The next week's release shares no day with this one but its 7-day windows overlap it:
+    # the window ending Monday 11-09 holds both releases' data, 2 > 1.5.
+    for i in range(7):
+        _day(ctx, SUNDAY + timedelta(days=1 + i), range(100))
+    with pytest.raises(BudgetExceededError, match="7-day window"):
+        features(ctx, str(SUNDAY + timedelta(days=7)))
+
+
+def test_when_a_day_of_the_week_is_not_validated_then_nothing_is_released(
+        ctx: RunContext) -> None:
+    for i in range(7):
+        if i != 3:
+            _day(ctx, SUNDAY - timedelta(days=6 - i), range(100))
+    with pytest.raises(ValidationFailedError, match=str(SUNDAY - timedelta(days=3))):
+        features(ctx, str(SUNDAY))
+    assert not ctx.storage.partition(ctx.features_zone(), str(SUNDAY)).exists()
