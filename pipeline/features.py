@@ -168,7 +168,8 @@ def _opendp() -> SimpleNamespace:
 
 
 def _measurement(dp: SimpleNamespace, bounded: pl.LazyFrame, cfg: FeaturesConfig,
-                 keys: pl.DataFrame, aggs: list[tuple[pl.Expr, str, float]]) -> tuple[Any, Any]:
+                 keys: pl.DataFrame | None, aggs: list[tuple[pl.Expr, str, float]]
+                 ) -> tuple[Any, Any]:
     """One OpenDP measurement for the whole release, and the privacy unit's distance.
 
     The scales are fixed by `_aggregations`: OpenDP's Context would search for them, building
@@ -183,7 +184,7 @@ def _measurement(dp: SimpleNamespace, bounded: pl.LazyFrame, cfg: FeaturesConfig
     measure = dp.zero_concentrated_divergence() if cfg.privacy == "zcdp" else \
         dp.max_divergence()
     plan = bounded.group_by(list(DIMENSIONS)).agg(expr for expr, _, _ in aggs)
-    if cfg.cohorts == "config":
+    if keys is not None:
         plan = plan.join(keys.lazy(), on=list(DIMENSIONS), how="right")  # the keys, not the data's
         return dp.make_private_lazyframe(domain, unit, measure, plan, global_scale=1.0), d_in
 
@@ -213,8 +214,7 @@ def release_features(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tu
                else events.drop_nulls(list(DIMENSIONS)))
     bounded = bound_contributions(in_grid, cfg, user_col=user_col, seed=seed).lazy()
     aggs = _aggregations(cfg)
-    measurement, d_in = _measurement(dp, bounded, cfg, keys if keys is not None
-                                     else pl.DataFrame(), aggs)
+    measurement, d_in = _measurement(dp, bounded, cfg, keys, aggs)
     spent = measurement.map(d_in)
     loss, delta = spent if cfg.cohorts == "private" else (spent, 0.0)
     planned = cfg.rho if cfg.privacy == "zcdp" else cfg.epsilon

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # 32 bytes that say what they are. Never a real key.
 TEST_SECRET = b"TEST-ONLY-not-a-secret-key-00001"
 TEST_KEY_TEXT = f"test-key-1:{base64.b64encode(TEST_SECRET).decode()}"
+
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"  # this machine's PostgreSQL, trust auth
+
+
+def postgres_up() -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", 5432)) == 0
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """The privacy ledger, on SQLite and on the real Postgres at 127.0.0.1:5432 (database `test`)."""
 
-import socket
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -12,14 +11,7 @@ import pytest
 
 from pipeline.budget import PrivacyLedger, Release, WindowBudget
 from pipeline.errors import BudgetExceededError, ConfigError
-
-PG = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _postgres_up() -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", 5432)) == 0
+from tests.conftest import PG, postgres_up
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -27,7 +19,7 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivacyLe
     if request.param == "sqlite":
         yield PrivacyLedger(tmp_path / "ledger.sqlite")
         return
-    if not _postgres_up():
+    if not postgres_up():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     import psycopg
 

@@ -37,6 +37,12 @@ def test_when_device_types_cannot_be_produced_then_load_fails(tmp_path: Path) ->
     ({"generalize__h3_floor_resolution": 9}, "h3_floor_resolution must not be finer"),
     ({"generalize__age_band_coarser_edges": [[18, 30]]}, "must be a subset of the finer edges"),
     ({"k_anonymity__generalize_order": ["h3_cell", "zip3"]}, "generalize_order"),
+    ({"features__privacy": "zcdp"}, "privacy: zcdp is set by rho"),
+    ({"features__privacy": "zcdp", "features__epsilon": None, "features__rho": 0.5},
+     "need budget.accounting: zcdp"),
+    ({"features__cohorts": "private"}, "cohorts: private needs a delta > 0"),
+    ({"features__cohorts": "private", "features__delta": 1e-6}, "over budget.delta_per_window"),
+    ({"budget__accounting": "zcdp"}, "accounting: zcdp needs rho_per_window"),
 ])
 def test_when_generalization_config_is_inconsistent_then_load_fails(
         tmp_path: Path, override: dict, message: str) -> None:

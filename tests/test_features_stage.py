@@ -1,5 +1,7 @@
-"""A weekly feature set: released on Sundays from Monday..Sunday, charged for all seven days."""
+"""The features stage with its ledger: weekly sets released on Sundays over Monday..Sunday, and
+zCDP releases charged once in a Postgres ledger."""
 
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from pipeline.config import load_config
 from pipeline.errors import BudgetExceededError, ValidationFailedError
 from pipeline.run import RunContext, features, release_period_start
 from pipeline.storage import atomic_write_json
-from tests.conftest import TEST_KEY_TEXT, write_config
+from tests.conftest import PG, TEST_KEY_TEXT, postgres_up, write_config
 
 SUNDAY = date(2026, 11, 8)
 
@@ -68,3 +70,33 @@ def test_when_a_day_of_the_week_is_not_validated_then_nothing_is_released(
     with pytest.raises(ValidationFailedError, match=str(SUNDAY - timedelta(days=3))):
         features(ctx, str(SUNDAY))
     assert not ctx.storage.partition(ctx.features_zone(), str(SUNDAY)).exists()
+
+
+@pytest.mark.skipif(not postgres_up(), reason="PostgreSQL is not running on 127.0.0.1:5432")
+def test_when_ledger_is_postgres_then_a_rerun_returns_the_same_bytes_and_charges_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    schema = f"ledger_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG, autocommit=True) as con:
+        con.execute(f"CREATE SCHEMA {schema}")
+    try:
+        monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+        monkeypatch.setenv("TEST_LEDGER_DSN", f"{PG}?options=-csearch_path%3D{schema}")
+        cfg = load_config(write_config(
+            tmp_path, features__privacy="zcdp", features__epsilon=None, features__rho=0.1,
+            budget__accounting="zcdp", budget__rho_per_window=1.0,
+            budget__ledger_dsn_env="TEST_LEDGER_DSN"))
+        ctx = RunContext(cfg, run_date=SUNDAY)
+        _day(ctx, SUNDAY, range(300))
+        first = Path(features(ctx, str(SUNDAY))).read_bytes()
+        again = Path(features(ctx, str(SUNDAY))).read_bytes()
+        assert first == again
+        ledger = PrivacyLedger.from_config(cfg.budget, ctx.root)
+        assert ledger.history(cfg.purpose) == [(str(SUNDAY), "cohort_daily", None, 0.1, 0.0)]
+        assert "TEST_LEDGER_DSN" in ledger.where and "postgresql://" not in ledger.where
+        info = (ctx.run_dir(str(SUNDAY)) / "ledger.json").read_text()
+        assert '"reused_stored_release": true' in info and "postgresql://" not in info
+    finally:
+        with psycopg.connect(PG, autocommit=True) as con:
+            con.execute(f"DROP SCHEMA {schema} CASCADE")
