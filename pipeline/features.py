@@ -183,7 +183,9 @@ def _measurement(dp: SimpleNamespace, bounded: pl.LazyFrame, cfg: FeaturesConfig
                             dp.Margin(by=list(DIMENSIONS), max_length=MAX_ROWS_BOUND))
     measure = dp.zero_concentrated_divergence() if cfg.privacy == "zcdp" else \
         dp.max_divergence()
-    plan = bounded.group_by(list(DIMENSIONS)).agg(expr for expr, _, _ in aggs)
+    # OpenDP ignores the plan's data but copies it on every build: plan over an empty frame.
+    empty = pl.LazyFrame(schema=bounded.collect_schema())
+    plan = empty.group_by(list(DIMENSIONS)).agg(expr for expr, _, _ in aggs)
     if keys is not None:
         plan = plan.join(keys.lazy(), on=list(DIMENSIONS), how="right")  # the keys, not the data's
         return dp.make_private_lazyframe(domain, unit, measure, plan, global_scale=1.0), d_in
