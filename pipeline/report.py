@@ -34,7 +34,9 @@ def dp_summary(dp: dict[str, Any] | None) -> str:
                 f"on {dp['next_release']}.")
     unit = "ρ" if dp["accounting"] == "zcdp" else "ε"
     cost = f"ρ = {dp['rho']:g}" if dp["epsilon"] is None else f"ε = {dp['epsilon']:g}"
-    text = (f"{dp['mechanism']}; data {dp['period'][0]} to {dp['period'][1]}; {cost}, "
+    first, last = dp["period"]
+    data = f"data of {last}" if first == last else f"data of {first} to {last}"
+    text = (f"{dp['mechanism']}; {data}; {cost}, "
             f"δ = {dp['delta']:g} for this release. {dp['accounting']} accounting: "
             f"{unit} = {dp['window_spent']:g} of {dp['window_budget']:g} "
             f"(δ = {dp['window_delta_spent']:g} of {dp['window_delta_budget']:g}) spent in the "

@@ -242,8 +242,9 @@ def features(ctx: RunContext, date: str) -> str:
         "accounting": budget.accounting, "window_days": budget.days,
         "window_budget": budget.limit, "window_spent": window.spent,
         "window_delta_budget": budget.delta, "window_delta_spent": window.delta,
-        "window_as_epsilon": budget.as_epsilon(window.spent),
-        "window_as_epsilon_delta": budget.conversion_delta})
+        **({"window_as_epsilon": budget.as_epsilon(window.spent),
+            "window_as_epsilon_delta": budget.conversion_delta}
+           if budget.accounting == "zcdp" else {})})
     path = ctx.storage.partition(ctx.features_zone(), date)
     atomic_write_bytes(path, stored.payload)
     return str(path)
