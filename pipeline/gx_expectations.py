@@ -1,4 +1,5 @@
-"""Custom Great Expectations expectations: k-anonymity in distinct users, ℓ-diversity.
+"""Custom Great Expectations expectations: k-anonymity in distinct users, ℓ-diversity, and no
+PII found by the project's own detector (Presidio recognizers plus ours, `pipeline.pii`).
 
 Import this module before a suite that uses it is loaded: GX 1.24 silently drops expectations
 whose class is not registered yet. `pipeline.validate` imports it at module level.
@@ -6,7 +7,10 @@ whose class is not registered yet. `pipeline.validate` imports it at module leve
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import polars as pl
 from great_expectations.core.metric_domain_types import MetricDomainTypes
@@ -16,6 +20,23 @@ from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
 
 from pipeline.kanon import k_achieved, l_achieved
+
+if TYPE_CHECKING:
+    from pipeline.pii_detect import FastAnalyzer
+
+# The detector the residual-PII expectation runs. A GX expectation is plain config, so the loaded
+# model is handed over here for the length of a validation run (`pii_detector`).
+_detector: FastAnalyzer | None = None
+
+
+@contextmanager
+def pii_detector(analyzer: FastAnalyzer) -> Iterator[None]:
+    global _detector
+    _detector = analyzer
+    try:
+        yield
+    finally:
+        _detector = None
 
 
 def _columns(engine: PandasExecutionEngine, domain_kwargs: dict, columns: list[str]
@@ -89,3 +110,47 @@ class ExpectTableToBeLDiverse(BatchExpectation):
                   execution_engine: Any = None) -> dict:
         ell = metrics["table.l_diversity"]
         return {"success": ell >= self.min_l, "result": {"observed_value": ell}}
+
+
+class ColumnDetectedPii(TableMetricProvider):
+    """Rows of a column in which the PII detector finds something, per entity type. Each
+    distinct value is analyzed once. Only counts come out, never a value."""
+
+    metric_name = "table.column_detected_pii"
+    value_keys = ("scanned_column",)
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
+                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict
+                ) -> dict[str, Any]:
+        if _detector is None:
+            raise RuntimeError("no PII detector loaded: run the suite inside pii_detector()")
+        column = metric_value_kwargs["scanned_column"]
+        counts = (_columns(execution_engine, metric_domain_kwargs, [column])[column]
+                  .drop_nulls().cast(str).value_counts())
+        values, rows = counts[column].to_list(), counts["count"].to_list()
+        per_entity: Counter[str] = Counter()
+        hit_rows = 0
+        for spans, n in zip(_detector.analyze(values), rows, strict=True):
+            if spans:
+                hit_rows += n
+                per_entity.update({e: n for e in {s.entity_type for s in spans}})
+        return {"rows_with_pii": hit_rows, "entities": dict(sorted(per_entity.items()))}
+
+
+class ExpectColumnToHaveNoDetectedPii(BatchExpectation):
+    """No value of `scanned_column` holds PII the project's detector can find (names, e-mails,
+    phones, IPs, card numbers, IBANs, SSNs, street addresses: `pii.entities` in config).
+
+    The result carries row counts per entity type, never a value.
+    """
+
+    scanned_column: str
+
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("table.column_detected_pii",)
+    success_keys: ClassVar[tuple[str, ...]] = ("scanned_column",)
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
+                  execution_engine: Any = None) -> dict:
+        found = metrics["table.column_detected_pii"]
+        return {"success": found["rows_with_pii"] == 0, "result": {"observed_value": found}}

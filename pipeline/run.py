@@ -170,12 +170,14 @@ def minimize(ctx: RunContext, date: str) -> str:
 
 def validate(ctx: RunContext, date: str) -> str:
     """Run the suite; raise ValidationFailedError (after saving the outcome) on failure."""
+    from pipeline.pii import fast_analyzer
     from pipeline.validate import validate_table
 
-    outcome = validate_table(ctx.storage.read(ctx.published_zone(), date), ctx.cfg.purpose_spec,
-                             k=ctx.cfg.k_anonymity.k, l=ctx.cfg.k_anonymity.l,
-                             gx_root=ctx.root / "validation",
-                             run_name=f"{ctx.cfg.purpose}-{date}")
+    with fast_analyzer(ctx.cfg.pii) as detector:
+        outcome = validate_table(ctx.storage.read(ctx.published_zone(), date),
+                                 ctx.cfg.purpose_spec, k=ctx.cfg.k_anonymity.k,
+                                 l=ctx.cfg.k_anonymity.l, gx_root=ctx.root / "validation",
+                                 run_name=f"{ctx.cfg.purpose}-{date}", detector=detector)
     path = ctx.run_dir(date) / "validation.json"
     atomic_write_json(path, outcome.to_dict())
     if not outcome.success:

@@ -2,8 +2,10 @@
 
 Checks: columns are exactly the purpose's allowlist; pseudonyms are 64 lowercase hex digits and
 never null; no string column holds anything shaped like an e-mail address, phone number or IP
-address; k-anonymity over the quasi-identifiers is at least k. Results are kept in SUMMARY form
-with no sample of unexpected values, so neither the results nor Data Docs can carry a raw value.
+address, nor anything the project's PII detector finds (each distinct value analyzed once);
+k-anonymity over the quasi-identifiers is at least k, and ℓ-diversity at least ℓ. Results are
+kept in SUMMARY form with no sample of unexpected values, and the custom expectations report
+counts only, so neither the results nor Data Docs can carry a raw value.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from pipeline import gx_expectations  # noqa: F401  (registers the k and ℓ expectations)
 from pipeline.config import PurposeSpec
 from pipeline.pseudonymize import PSEUDONYM_PATTERN
+
+if TYPE_CHECKING:
+    from pipeline.pii_detect import FastAnalyzer
 
 # Shapes of direct identifiers that must not survive minimization.
 RESIDUAL_PII_PATTERNS = {
@@ -70,6 +75,7 @@ def build_expectations(spec: PurposeSpec, *, string_columns: list[str], k: int,
             continue
         exps.append(gxe.ExpectColumnValuesToNotMatchRegexList(
             column=col, regex_list=list(RESIDUAL_PII_PATTERNS.values())))
+        exps.append(gx_expectations.ExpectColumnToHaveNoDetectedPii(scanned_column=col))
     exps.append(gx_expectations.ExpectTableToBeKAnonymous(
         quasi_identifiers=list(spec.quasi_identifiers), user_column=spec.pseudonym_columns[0],
         min_k=k))
@@ -86,8 +92,10 @@ def _quiet_gx() -> None:
 
 
 def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: Path,
-                   run_name: str, l: int | None = None) -> ValidationOutcome:  # noqa: E741
-    """Run the suite on `table`; write results and Data Docs under `gx_root`."""
+                   run_name: str, detector: FastAnalyzer,
+                   l: int | None = None) -> ValidationOutcome:  # noqa: E741
+    """Run the suite on `table`; write results and Data Docs under `gx_root`. `detector`
+    scans every string column for residual PII."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -114,15 +122,17 @@ def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: P
     checkpoint = ctx.checkpoints.add(gx.Checkpoint(
         name=name, validation_definitions=[vd], result_format=SAFE_RESULT_FORMAT,
         actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")]))
-    result = checkpoint.run(batch_parameters={"dataframe": table.to_pandas()},
-                            run_id=gx.core.run_identifier.RunIdentifier(run_name=run_name))
+    with gx_expectations.pii_detector(detector):
+        result = checkpoint.run(batch_parameters={"dataframe": table.to_pandas()},
+                                run_id=gx.core.run_identifier.RunIdentifier(run_name=run_name))
     checks = []
     for vr in result.run_results.values():
         for r in vr.results:
             cfg = r.expectation_config
             assert cfg is not None  # GX fills it for every result of a suite run
             res = r.result or {}
-            checks.append(CheckResult(expectation=cfg.type, column=cfg.kwargs.get("column"),
+            column = cfg.kwargs.get("column") or cfg.kwargs.get("scanned_column")
+            checks.append(CheckResult(expectation=cfg.type, column=column,
                                       success=bool(r.success),
                                       observed=res.get("observed_value"),
                                       unexpected_count=res.get("unexpected_count")))
