@@ -21,8 +21,8 @@ CONFIG = os.environ.get("PRIVACY_PIPELINE_CONFIG",
                         str(Path(__file__).resolve().parents[1] / "config" / "pipeline.yaml"))
 COHORT_FEATURES = Asset(name="privacy_pipeline.cohort_daily",
                         uri="feast://privacy_pipeline/cohort_daily")
-PRIVACY_STAGES = ("ingest", "consent", "detect_pii", "pseudonymize", "generalize", "minimize",
-                  "validate", "features")
+PRIVACY_STAGES = ("erase", "retention", "ingest", "consent", "detect_pii", "pseudonymize",
+                  "generalize", "minimize", "validate", "features")
 
 
 def stage_task(stage: str, **task_kwargs):  # noqa: ANN201 - returns an Airflow task factory

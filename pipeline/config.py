@@ -309,6 +309,15 @@ class BudgetConfig(_Model):
         return self
 
 
+class RetentionConfig(_Model):
+    """Days each area keeps its date partitions, counted back from the run's date."""
+
+    raw_days: Annotated[int, Field(gt=0)] = 30
+    quarantine_days: Annotated[int, Field(gt=0)] = 30
+    staging_days: Annotated[int, Field(gt=0)] = 7
+    published_days: Annotated[int, Field(gt=0)] = 90
+
+
 class RedisStore(_Model):
     type: Literal["redis"]
     connection_string: str = "127.0.0.1:6379"
@@ -349,6 +358,7 @@ class PipelineConfig(_Model):
     k_anonymity: KAnonymityConfig = KAnonymityConfig()
     features: FeaturesConfig
     budget: BudgetConfig = BudgetConfig()
+    retention: RetentionConfig = RetentionConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
     source_path: Path = Path(".")
 
@@ -358,6 +368,9 @@ class PipelineConfig(_Model):
         if f.privacy == "zcdp" and b.accounting == "pure":
             raise ValueError("features.privacy: zcdp releases need budget.accounting: zcdp "
                              "(pure accounting cannot add up zCDP releases)")
+        if f.period == "week" and self.retention.published_days < 7:
+            raise ValueError("a weekly feature set reads 7 days of published partitions: "
+                             "retention.published_days must be at least 7")
         if f.delta > b.delta_per_window:
             raise ValueError(f"features.delta {f.delta:g} is over budget.delta_per_window "
                              f"{b.delta_per_window:g}")

@@ -1,5 +1,7 @@
 """Consent: keep an event only if its user's latest decision for the purpose, at or before the
-event's time, was `granted`. No record means no consent.
+event's time, was `granted`, and the user has not withdrawn since (their latest decision of all
+is not `revoked`): a withdrawal takes effect from the next run, reruns and backfills included.
+No record means no consent.
 """
 
 from __future__ import annotations
@@ -22,11 +24,20 @@ def filter_by_consent(events: pl.DataFrame, consent: pl.DataFrame, *, purpose: s
     joined = ordered.join_asof(decisions, left_on=time_col, right_on="_decided_at",
                                by=user_col, strategy="backward", check_sortedness=False)
     status = pl.col("_status")
-    kept = joined.filter(status == "granted").sort("_order")
+    gone = pl.col(user_col).is_in(withdrawn_users(decisions, user_col))
+    kept = joined.filter((status == "granted") & ~gone).sort("_order")
     n_none = joined.filter(status.is_null()).height
     n_revoked = joined.filter(status == "revoked").height
-    dropped = {k: v for k, v in {"no_consent": n_none, "consent_revoked": n_revoked}.items() if v}
+    n_withdrawn = joined.filter((status == "granted") & gone).height
+    dropped = {k: v for k, v in {"no_consent": n_none, "consent_revoked": n_revoked,
+                                 "consent_withdrawn_since": n_withdrawn}.items() if v}
     stats = StageStats("consent", rows_in=events.height, rows_out=kept.height, dropped=dropped,
                        details={"purpose": purpose,
                                 "users_kept": kept.select(pl.col(user_col).n_unique()).item()})
     return kept.drop("_order", "_decided_at", "_status"), stats.check_balanced()
+
+
+def withdrawn_users(decisions: pl.DataFrame, user_col: str) -> pl.Series:
+    """Users whose latest decision (`_decided_at`, `_status`) is a withdrawal."""
+    latest = decisions.sort("_decided_at").group_by(user_col).agg(pl.col("_status").last())
+    return latest.filter(pl.col("_status") == "revoked")[user_col]

@@ -21,6 +21,9 @@ import polars as pl
 from pipeline.config import FieldSpec, RecordSchema
 from pipeline.funnel import StageStats
 
+# What an erased user's raw line is replaced by: line numbers (and the quarantine's pointers to
+# them) stay valid, and the funnel counts the line as dropped for erasure.
+ERASED_LINE = b'{"_erased": true}'
 QUARANTINE_SCHEMA = {"source_file": pl.String, "line_number": pl.Int64, "reason": pl.String,
                      "field": pl.String}
 _PY_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool,
@@ -112,11 +115,14 @@ def read_records(path: Path, schema: RecordSchema, *, source_name: str,
     decode = _decoder(schema).decode
     good: list[pl.DataFrame] = []
     bad: list[dict] = []
-    rows_in = 0
+    rows_in = erased = 0
     for batch in _iter_batches(path, batch_lines):
         rows_in += len(batch)
         records, numbers = [], []
         for number, line in batch:
+            if line.rstrip() == ERASED_LINE:  # an erased user's line (`pipeline.erasure`)
+                erased += 1
+                continue
             try:
                 records.append(decode(line))
                 numbers.append(number)
@@ -136,6 +142,7 @@ def read_records(path: Path, schema: RecordSchema, *, source_name: str,
     quarantine = pl.DataFrame(bad, schema=QUARANTINE_SCHEMA).sort("line_number")
     counts = quarantine.group_by("reason").len().sort("reason").rows()
     stats = StageStats("ingest", rows_in=rows_in, rows_out=table.height,
+                       dropped={"erased": erased} if erased else {},
                        quarantined={reason: n for reason, n in counts})
     return IngestResult(table.drop("_line"), quarantine, stats.check_balanced())
 

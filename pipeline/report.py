@@ -92,6 +92,8 @@ def build_manifest(ctx: RunContext, date: str) -> dict[str, Any]:
             "users_suppressed", "groups_suppressed", "groups_kept", "information_loss")}
         if gen else None,
         "validation": validation,
+        "erasure": _read_json(run_dir / "erasure.json"),
+        "retention": _read_json(run_dir / "retention.json"),
         "differential_privacy": ledger,
         "published": bool(publish) and bool(validation and validation.get("success")),
         "feature_store": publish,
@@ -121,6 +123,28 @@ def _loss_rows(loss: dict[str, dict[str, Any]]) -> list[tuple[Any, ...]]:
         levels = ", ".join(f"level {lv}: {n}" for lv, n in per_level)
         rows.append((qi, info.get("mean_level_share", ""), levels, detail))
     return rows
+
+
+def _data_protection(m: dict[str, Any]) -> str:
+    """Consent drops, erasure and retention actions of the run, as counts and partitions."""
+    dropped = m["funnel"]["dropped"]
+    consent = [(reason.replace("_", " "), dropped.get(reason, 0)) for reason in
+               ("no_consent", "consent_revoked", "consent_withdrawn_since")]
+    er = m.get("erasure") or {}
+    removed = sorted((er.get("removed") or {}).items())
+    kept = sorted((er.get("not_touched") or {}).items())
+    purged = [(p["area"], p["date"], f"{p['bytes']:,} bytes", f"{p['retention_days']} days")
+              for p in (m.get("retention") or {}).get("purged", [])]
+    return (
+        _table(consent, ("Events not used for lack of consent", "Rows"))
+        + f"<p>Erasure requests on file: {escape(str(er.get('requests', 0)))}; users who have "
+          f"withdrawn consent: {escape(str(er.get('withdrawn_users', 0)))}; partitions "
+          f"rewritten without them this run: {escape(str(er.get('partitions_rewritten', 0)))}."
+          "</p>"
+        + (_table(removed, ("Area", "Rows or lines removed this run")) if removed else "")
+        + (_table(kept, ("Kept as is", "Why")) if kept else "")
+        + (_table(purged, ("Area purged (retention)", "Partition date", "Size", "Window"))
+           if purged else "<p>Retention: no partition had passed its window.</p>"))
 
 
 def render_html(m: dict[str, Any], data_docs: str | None) -> str:
@@ -189,6 +213,8 @@ groups; {escape(str(ka.get('groups_kept')))} groups published.</p>
 {_table(_loss_rows(ka.get('information_loss') or {}),
         ("Quasi-identifier", "Generalization (0 = finest, 1 = coarsest)", "Rows per level",
          "Detail"))}
+<h2>Consent, erasure and retention</h2>
+{_data_protection(m)}
 <h2>Differential privacy</h2>
 <p>{escape(dp_summary(dp))}</p>
 <h2>Validation</h2>

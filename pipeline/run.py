@@ -99,6 +99,73 @@ class RunContext:
         return out
 
 
+def erase(ctx: RunContext, date: str) -> str:
+    """Apply erasure requests and consent withdrawals to every stored partition (see
+    `pipeline.erasure`); published partitions left short of k or ℓ are suppressed again."""
+    from pipeline.erasure import (
+        ErasureResult,
+        drop_users,
+        erase_from_zone,
+        erase_raw_lines,
+        partition_dates,
+        pseudonyms_of,
+        read_requests,
+        withdrawn,
+    )
+    from pipeline.ingest import read_records
+    from pipeline.kanon import short_of
+
+    result = ErasureResult()
+    ids = read_requests(ctx.root)
+    result.requests = len(ids)
+    ring = ctx.keys
+    purpose = ctx.cfg.purpose
+    consent_path = ctx.root / "raw" / "consent" / "consent.jsonl"
+    if ids:
+        for raw in sorted((ctx.root / "raw" / "events").glob("date=*/events.jsonl")):
+            result.removed["raw/events"] += erase_raw_lines(raw, ids)
+        result.removed["raw/consent"] += erase_raw_lines(consent_path, ids)
+        pseudonyms = pseudonyms_of(ids, [ring.active, *ring.retired], purpose)
+        for zone in STAGING_ZONES:
+            erase_from_zone(ctx.storage, zone, ids, pseudonyms, result)
+    gone = []
+    if consent_path.is_file():
+        consent = read_records(consent_path, ctx.cfg.consent_schema,
+                               source_name=str(consent_path)).table
+        gone = withdrawn(consent, ctx.cfg.purpose_spec.consent_purpose)
+    result.withdrawn_users = len(gone)
+    published = ctx.published_zone()
+    drop = pseudonyms_of([*ids, *gone], [ring.active, *ring.retired], purpose)
+    spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
+    short = short_of(spec.quasi_identifiers, ctx.user_col, k.k, l=k.l,
+                     sensitive=spec.sensitive_attribute)
+    for day in partition_dates(ctx.root, published) if drop else []:
+        table = ctx.storage.read(published, day)
+        kept = drop_users(table, [], drop)
+        if kept.height == table.height:
+            continue
+        still_safe = kept.filter(~short)
+        result.removed[published.name] += table.height - kept.height
+        result.removed[f"{published.name}: groups now short of k or l"] += \
+            kept.height - still_safe.height
+        ctx.storage.write(published, day, still_safe)
+        result.partitions_rewritten += 1
+    path = ctx.run_dir(date) / "erasure.json"
+    atomic_write_json(path, result.to_dict())
+    return str(path)
+
+
+def retention(ctx: RunContext, date: str) -> str:
+    """Delete partitions past their retention window; record what went."""
+    from pipeline.retention import purge
+
+    path = ctx.run_dir(date) / "retention.json"
+    atomic_write_json(path, {"purged": purge(ctx.root, ctx.cfg.retention,
+                                             Date.fromisoformat(date)),
+                             "windows_days": ctx.cfg.retention.model_dump()})
+    return str(path)
+
+
 def ingest(ctx: RunContext, date: str) -> str:
     from pipeline.ingest import ingest_events
 
@@ -279,8 +346,9 @@ def report(ctx: RunContext, date: str) -> str:
 
 
 STAGES: dict[str, Callable[[RunContext, str], str]] = {
-    "ingest": ingest, "consent": consent, "detect_pii": detect_pii, "pseudonymize": pseudonymize,
-    "generalize": generalize, "minimize": minimize, "validate": validate, "features": features,
+    "erase": erase, "retention": retention, "ingest": ingest, "consent": consent,
+    "detect_pii": detect_pii, "pseudonymize": pseudonymize, "generalize": generalize,
+    "minimize": minimize, "validate": validate, "features": features,
     "publish": publish, "report": report,
 }
 

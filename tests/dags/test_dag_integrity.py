@@ -42,8 +42,8 @@ def test_when_dags_folder_is_parsed_then_no_import_errors(dagbag) -> None:  # no
 
 def test_when_dag_is_wired_then_one_task_per_stage_in_order(dagbag) -> None:  # noqa: ANN001
     dag = dagbag.dags[DAG_ID]
-    chain = ["ingest", "consent", "detect_pii", "pseudonymize", "generalize", "minimize",
-             "validate", "features", "publish"]
+    chain = ["erase", "retention", "ingest", "consent", "detect_pii", "pseudonymize",
+             "generalize", "minimize", "validate", "features", "publish"]
     for before, after in zip(chain, chain[1:], strict=False):
         assert after in dag.get_task(before).downstream_task_ids
     report = dag.get_task("report")

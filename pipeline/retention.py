@@ -1,0 +1,39 @@
+"""Retention: partitions older than their area's window are deleted on every run.
+
+Windows are in days and measured against the run's date (not the clock), so a rerun deletes
+the same partitions. A partition is first renamed aside, then removed, so a reader never sees a
+half-deleted one. The result lists what went, for the report.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+from pipeline.config import RetentionConfig
+
+
+def areas(cfg: RetentionConfig) -> dict[str, int]:
+    """Glob of partitioned areas under the data root -> retention in days."""
+    return {"raw/events": cfg.raw_days, "quarantine/*": cfg.quarantine_days,
+            "staging/*": cfg.staging_days, "published/*": cfg.published_days}
+
+
+def purge(root: Path, cfg: RetentionConfig, today: date) -> list[dict[str, object]]:
+    """Delete every `date=D` partition with D older than its window; return what went."""
+    purged = []
+    for pattern, days in areas(cfg).items():
+        oldest_kept = today - timedelta(days=days - 1)
+        for area in sorted(root.glob(pattern)):
+            for part in sorted(area.glob("date=*")):
+                day = date.fromisoformat(part.name.removeprefix("date="))
+                if day >= oldest_kept:
+                    continue
+                size = sum(f.stat().st_size for f in part.rglob("*") if f.is_file())
+                doomed = part.with_name(f".purging-{part.name}")
+                part.rename(doomed)
+                shutil.rmtree(doomed)
+                purged.append({"area": str(area.relative_to(root)), "date": str(day),
+                               "bytes": size, "retention_days": days})
+    return purged
