@@ -100,7 +100,7 @@ def build_manifest(ctx: RunContext, date: str) -> dict[str, Any]:
     }
 
 
-def _table(rows: list[tuple[Any, ...]], head: tuple[str, ...]) -> str:
+def html_table(rows: list[tuple[Any, ...]], head: tuple[str, ...]) -> str:
     th = "".join(f"<th>{escape(str(h))}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>"
                    for r in rows)
@@ -136,18 +136,77 @@ def _data_protection(m: dict[str, Any]) -> str:
     purged = [(p["area"], p["date"], f"{p['bytes']:,} bytes", f"{p['retention_days']} days")
               for p in (m.get("retention") or {}).get("purged", [])]
     return (
-        _table(consent, ("Events not used for lack of consent", "Rows"))
+        html_table(consent, ("Events not used for lack of consent", "Rows"))
         + f"<p>Erasure requests on file: {escape(str(er.get('requests', 0)))}; users who have "
           f"withdrawn consent: {escape(str(er.get('withdrawn_users', 0)))}; partitions "
           f"rewritten without them this run: {escape(str(er.get('partitions_rewritten', 0)))}."
           "</p>"
-        + (_table(removed, ("Area", "Rows or lines removed this run")) if removed else "")
-        + (_table(kept, ("Kept as is", "Why")) if kept else "")
-        + (_table(purged, ("Area purged (retention)", "Partition date", "Size", "Window"))
+        + (html_table(removed, ("Area", "Rows or lines removed this run")) if removed else "")
+        + (html_table(kept, ("Kept as is", "Why")) if kept else "")
+        + (html_table(purged, ("Area purged (retention)", "Partition date", "Size", "Window"))
            if purged else "<p>Retention: no partition had passed its window.</p>"))
 
 
-def render_html(m: dict[str, Any], data_docs: str | None) -> str:
+def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """The first screen: one line per question a reviewer asks first."""
+    f, ka, val = m["funnel"], m["k_anonymity"] or {}, m["validation"] or {}
+    checks = val.get("checks", [])
+    er = m.get("erasure") or {}
+    purged = (m.get("retention") or {}).get("purged", [])
+    return [
+        ("Published", "yes" if m["published"] else "NO: publishing was blocked"),
+        ("Rows", f"{f['rows_in']:,} in = {f['rows_out']:,} published + "
+                 f"{sum(f['dropped'].values()):,} dropped + "
+                 f"{sum(f['quarantined'].values()):,} quarantined "
+                 f"({'balanced' if f['balanced'] else 'NOT balanced'})"),
+        ("Personal data replaced in free text",
+         f"{sum((m['pii']['found'] or {}).values()):,} values"),
+        ("k-anonymity / ℓ-diversity",
+         f"k {ka.get('k_achieved')} (required {ka.get('k_required')}), "
+         f"ℓ {ka.get('l_achieved')} (required {ka.get('l_required')})"),
+        ("Validation", f"{sum(c['success'] for c in checks)} of {len(checks)} checks passed"
+         if checks else "not run"),
+        ("Differential privacy", dp_summary(m["differential_privacy"])),
+        ("Erasure and retention", f"{er.get('requests', 0)} erasure request(s) on file, "
+         f"{er.get('partitions_rewritten', 0)} partition(s) rewritten; {len(purged)} "
+         "partition(s) past retention deleted"),
+    ]
+
+
+def external_view(m: dict[str, Any], small: int = 10) -> dict[str, Any]:
+    """The manifest for readers outside the team: no key ids, paths, observed values or
+    per-column detail, and counts below `small` shown as "<small" (small cells can single a
+    person out), in the spirit of sdcMicro's external report."""
+
+    def coarse(n: Any) -> Any:
+        return f"<{small}" if isinstance(n, int) and 0 < n < small else n
+
+    ext = json.loads(json.dumps(m))
+    ext["summary"] = summary_rows(m)
+    f = ext["funnel"]
+    for part in ("dropped", "quarantined"):
+        f[part] = {r: coarse(n) for r, n in f[part].items()}
+    ext["pii"] = {"found": {e: coarse(n) for e, n in (m["pii"]["found"] or {}).items()},
+                  "dropped_columns": m["pii"]["dropped_columns"]}
+    ext["pseudonymization"] = {"algorithm": (m["pseudonymization"] or {}).get("algorithm")}
+    if ext["k_anonymity"]:
+        for key in ("rows_suppressed", "users_suppressed", "groups_suppressed"):
+            ext["k_anonymity"][key] = coarse(ext["k_anonymity"][key])
+    if ext["validation"]:
+        ext["validation"] = {"success": m["validation"]["success"], "data_docs_index": None,
+                             "checks": [{**c, "observed": None, "unexpected_count": None}
+                                        for c in m["validation"]["checks"]]}
+    if ext.get("erasure"):
+        ext["erasure"]["removed"] = {a: coarse(n) for a, n in m["erasure"]["removed"].items()}
+    if ext.get("retention"):
+        ext["retention"]["purged"] = [{**p, "bytes": 0} for p in m["retention"]["purged"]]
+    if ext["differential_privacy"]:
+        ext["differential_privacy"].pop("ledger", None)
+    ext["feature_store"] = None
+    return ext
+
+
+def render_html(m: dict[str, Any], data_docs: str | None, *, external: bool = False) -> str:
     f = m["funnel"]
     status = ("Published" if m["published"] else "NOT published")
     val = m["validation"] or {}
@@ -176,6 +235,26 @@ def render_html(m: dict[str, Any], data_docs: str | None) -> str:
               for c in val.get("checks", [])]
     docs_link = (f'<p><a href="{escape(data_docs)}">Great Expectations Data Docs</a></p>'
                  if data_docs else "")
+    by_column = [(col, entity, n) for col, found in sorted((m["pii"].get("found_by_column")
+                                                           or {}).items())
+                 for entity, n in sorted(found.items())]
+    token_key = m["pii"].get("token_key_id")
+    tokens = ("<p>Each value is replaced by a keyed token (<code>&lt;TYPE:letters&gt;</code>"
+              + (f", key id <code>{escape(str(token_key))}</code>" if token_key else "")
+              + "): equal values share a token.</p>")
+    scan_html = "" if "column_scan" not in m["pii"] else (
+        "<h3>Columns not tagged as PII, checked by name and content</h3>"
+        f"<p>Checked: {escape(', '.join(scan['checked']) or 'none')}.</p>"
+        + (html_table(flagged, ("Column", "Flagged by", "Entities in sample",
+                            "Sampled values with PII", "Action"))
+           if flagged else "<p>None held PII.</p>"))
+    pseudo_html = escape(ps.get("algorithm") or "") + (
+        f" with key id <code>{escape(str(ps['key_id']))}</code>, key derived per purpose "
+        f"({escape(str(ps.get('purpose', '')))})." if ps.get("key_id") else
+        ", with a secret key derived per purpose.")
+    view = ("External view: no key ids, paths or per-column detail; counts under 10 shown as "
+            "&lt;10." if external else "Internal view, with details. An external view without "
+            "them is in <code>reports/external/</code>.")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Privacy pipeline run {escape(m['date'])} ({escape(m['purpose'])})</title>
@@ -184,22 +263,22 @@ body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#1a1a1a
 table{{border-collapse:collapse;margin:.5rem 0 1.5rem}}
 td,th{{border:1px solid #ccc;padding:.3rem .7rem;text-align:left}}
 th{{background:#f2f2f2}} .ok{{color:#176b2c}} .bad{{color:#b00020;font-weight:600}}
+.view{{color:#555;font-size:.9rem}}
 </style></head><body>
 <h1>Run {escape(m['date'])}: purpose <em>{escape(m['purpose'])}</em></h1>
 <p class="{'ok' if m['published'] else 'bad'}">{status}</p>{why}
-<h2>Row funnel</h2>{_table(funnel_rows, ("Step", "Rows"))}
+<p class=view>{view} <a href="../index.html">All runs</a></p>
+<h2>Summary</h2>{html_table(m.get("summary") or summary_rows(m), ("Question", "Answer"))}
+<h2>Row funnel</h2>{html_table(funnel_rows, ("Step", "Rows"))}
 <h2>Personal data found in free text</h2>
-{_table(sorted(pii.items()), ("Entity type", "Occurrences replaced")) if pii else "<p>None.</p>"}
-<p>Each value is replaced by a keyed token (<code>&lt;TYPE:letters&gt;</code>, key id
-<code>{escape(str(m['pii'].get('token_key_id') or ''))}</code>): equal values share a token.</p>
+{html_table(sorted(pii.items()), ("Entity type", "Occurrences replaced"))
+ if pii else "<p>None.</p>"}
+{html_table(by_column, ("Column", "Entity type", "Occurrences")) if by_column else ""}
+{tokens}
 <p>Direct identifier columns removed: {escape(", ".join(m['pii']['dropped_columns'] or []))}</p>
-<h3>Columns not tagged as PII, checked by name and content</h3>
-<p>Checked: {escape(", ".join(scan["checked"]) or "none")}.</p>
-{_table(flagged, ("Column", "Flagged by", "Entities in sample", "Sampled values with PII",
-                  "Action")) if flagged else "<p>None held PII.</p>"}
+{scan_html}
 <h2>Pseudonymization</h2>
-<p>{escape(ps.get('algorithm', ''))} with key id <code>{escape(str(ps.get('key_id', '')))}</code>,
-key derived per purpose ({escape(str(ps.get('purpose', '')))}).</p>
+<p>{pseudo_html}</p>
 <h2>k-anonymity and ℓ-diversity</h2>
 <p>Over {escape(", ".join(ka.get('quasi_identifiers') or []))}:
 required k = {escape(str(ka.get('k_required')))},
@@ -210,7 +289,7 @@ Groups short of that were generalized further
 ({escape(f"{(ka.get('share_rows_suppressed') or 0):.1%}")}) of
 {escape(str(ka.get('users_suppressed')))} users in {escape(str(ka.get('groups_suppressed')))}
 groups; {escape(str(ka.get('groups_kept')))} groups published.</p>
-{_table(_loss_rows(ka.get('information_loss') or {}),
+{html_table(_loss_rows(ka.get('information_loss') or {}),
         ("Quasi-identifier", "Generalization (0 = finest, 1 = coarsest)", "Rows per level",
          "Detail"))}
 <h2>Consent, erasure and retention</h2>
@@ -218,7 +297,7 @@ groups; {escape(str(ka.get('groups_kept')))} groups published.</p>
 <h2>Differential privacy</h2>
 <p>{escape(dp_summary(dp))}</p>
 <h2>Validation</h2>
-{_table(checks, ("Expectation", "Column", "Result", "Observed", "Unexpected rows"))}
+{html_table(checks, ("Expectation", "Column", "Result", "Observed", "Unexpected rows"))}
 {docs_link}
 </body></html>
 """
@@ -231,6 +310,12 @@ def write_report(ctx: RunContext, date: str) -> Path:
     docs = (manifest["validation"] or {}).get("data_docs_index")
     html = render_html(manifest, Path(docs).as_uri() if docs else None)
     atomic_write_bytes(out / "report.html", html.encode())
+    external = ctx.root / "reports" / "external" / f"date={date}" / "report.html"
+    atomic_write_bytes(external, render_html(external_view(manifest), None,
+                                             external=True).encode())
+    from pipeline.audit import write_index
+
+    write_index(ctx.root / "reports")
     if not manifest["funnel"]["balanced"]:
         raise PipelineError(f"{date}: row funnel does not balance; see {out / 'manifest.json'}")
     return out / "report.html"

@@ -120,3 +120,34 @@ def test_when_date_is_rerun_then_outputs_are_identical_and_budget_charged_once(
     assert ledger.history("personalization") == [(DAY, "cohort_daily", 1.0, 0.5, 0.0)]
     ledger_json = json.loads((run["data"] / "runs" / f"date={DAY}" / "ledger.json").read_text())
     assert ledger_json["reused_stored_release"] is True
+
+
+def test_when_reviewer_opens_the_bundle_then_chromium_renders_it(run: dict) -> None:
+    """Headless Debian Chromium renders the internal and external reports and the index; the
+    screenshots are kept in `test-artifacts/` (or $TEST_ARTIFACTS_DIR) for a human to look at."""
+    import os
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
+    artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR",
+                                    Path(__file__).resolve().parents[2] / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    reports = run["data"] / "reports"
+    pages = {"report": reports / f"date={DAY}" / "report.html", "index": reports / "index.html",
+             "external-report": reports / "external" / f"date={DAY}" / "report.html"}
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--window-size=1280,1000"]
+    for name, page in pages.items():
+        dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], check=True,
+                             capture_output=True, text=True, timeout=120).stdout
+        assert "<h1>" in dom and "</table>" in dom, name
+        shot = artifacts / f"{name}.png"
+        subprocess.run([chromium, *flags, f"--screenshot={shot}", page.as_uri()], check=True,
+                       capture_output=True, timeout=120)
+        assert shot.stat().st_size > 10_000, name
+    assert "Privacy budget over time" in pages["index"].read_text()
+    external = pages["external-report"].read_text()
+    assert "test-key-1" not in external and str(run["data"]) not in external

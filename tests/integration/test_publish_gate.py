@@ -47,3 +47,33 @@ def test_when_validation_fails_then_nothing_is_released_or_published(
     assert "NOT published" in html and "expect_column_values_to_not_match_regex_list" in html
     for path in (ctx.root / "validation").rglob("*"):
         assert not path.is_file() or LEAK.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_when_a_later_day_fails_validation_then_the_previous_features_stay_served(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.publish import online_features
+    from pipeline.run import run_all
+
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    config = write_config(tmp_path)
+    ctx = RunContext(load_config(config))
+    generate(ctx.root, start=date.fromisoformat(DAY), days=2, users=250, seed=5)
+    _, published = run_all(DAY, config)
+    assert published
+    cohorts = [f"{r}|25-34|mobile" for r in ctx.cfg.features.regions[:3]]
+    served = online_features(ctx.cfg, cohorts)
+
+    day2 = "2026-11-02"
+    for stage in ("ingest", "consent", "detect_pii", "pseudonymize", "generalize", "minimize"):
+        STAGES[stage](ctx, day2)
+    zone = ctx.published_zone()
+    ctx.storage.write(zone, day2, ctx.storage.read(zone, day2).with_columns(
+        content_category=pl.lit(LEAK)))
+    with pytest.raises(ValidationFailedError):
+        STAGES["validate"](ctx, day2)
+    for stage in ("features", "publish"):
+        with pytest.raises(ValidationFailedError):
+            STAGES[stage](ctx, day2)
+    assert online_features(ctx.cfg, cohorts) == served
+    assert not ctx.storage.partition(ctx.features_zone(), day2).exists()
