@@ -107,17 +107,24 @@ def partition_dates(root: Path, zone: Zone) -> list[str]:
 
 
 def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
-                    pseudonyms: list[str], result: ErasureResult) -> None:
-    """Rewrite each partition of `zone` that holds one of the users, without them."""
+                    pseudonyms: list[str], result: ErasureResult, *,
+                    short: pl.Expr | None = None) -> None:
+    """Rewrite each partition of `zone` that holds one of the users, without them; with
+    `short`, rows it marks afterwards (groups now short of k or ℓ) go too."""
     for day in partition_dates(storage.root, zone):
         if not storage.partition(zone, day).is_file():
             continue
         table = storage.read(zone, day)
         kept = drop_users(table, account_ids, pseudonyms)
-        if kept.height < table.height:
-            storage.write(zone, day, kept)
-            result.removed[zone.name] += table.height - kept.height
-            result.partitions_rewritten += 1
+        if kept.height == table.height:
+            continue
+        result.removed[zone.name] += table.height - kept.height
+        if short is not None:
+            safe = kept.filter(~short)
+            result.removed[f"{zone.name}: groups now short of k or l"] += kept.height - safe.height
+            kept = safe
+        storage.write(zone, day, kept)
+        result.partitions_rewritten += 1
 
 
 def withdrawn(consent: pl.DataFrame, purpose: str) -> list[str]:

@@ -104,10 +104,8 @@ def erase(ctx: RunContext, date: str) -> str:
     `pipeline.erasure`); published partitions left short of k or ℓ are suppressed again."""
     from pipeline.erasure import (
         ErasureResult,
-        drop_users,
         erase_from_zone,
         erase_raw_lines,
-        partition_dates,
         pseudonyms_of,
         read_requests,
         withdrawn,
@@ -134,22 +132,12 @@ def erase(ctx: RunContext, date: str) -> str:
                                source_name=str(consent_path)).table
         gone = withdrawn(consent, ctx.cfg.purpose_spec.consent_purpose)
     result.withdrawn_users = len(gone)
-    published = ctx.published_zone()
-    drop = pseudonyms_of([*ids, *gone], [ring.active, *ring.retired], purpose)
     spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
-    short = short_of(spec.quasi_identifiers, ctx.user_col, k.k, l=k.l,
-                     sensitive=spec.sensitive_attribute)
-    for day in partition_dates(ctx.root, published) if drop else []:
-        table = ctx.storage.read(published, day)
-        kept = drop_users(table, [], drop)
-        if kept.height == table.height:
-            continue
-        still_safe = kept.filter(~short)
-        result.removed[published.name] += table.height - kept.height
-        result.removed[f"{published.name}: groups now short of k or l"] += \
-            kept.height - still_safe.height
-        ctx.storage.write(published, day, still_safe)
-        result.partitions_rewritten += 1
+    if ids or gone:
+        erase_from_zone(ctx.storage, ctx.published_zone(), [],
+                        pseudonyms_of([*ids, *gone], [ring.active, *ring.retired], purpose),
+                        result, short=short_of(spec.quasi_identifiers, ctx.user_col, k.k,
+                                               l=k.l, sensitive=spec.sensitive_attribute))
     path = ctx.run_dir(date) / "erasure.json"
     atomic_write_json(path, result.to_dict())
     return str(path)
