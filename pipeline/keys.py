@@ -89,8 +89,13 @@ class KeyRing:
     readable_days: int = 0
 
     @property
+    def keys(self) -> list[MasterKey]:
+        """The active key, then the retired ones."""
+        return [self.active, *self.retired]
+
+    @property
     def key_ids(self) -> list[str]:
-        return [self.active.key_id, *(k.key_id for k in self.retired)]
+        return [k.key_id for k in self.keys]
 
     def for_reading(self, key_id: str, *, on: date) -> MasterKey:
         """The key with this id, if it may still read data on the run date `on`."""

@@ -116,14 +116,14 @@ def erase(ctx: RunContext, date: str) -> str:
     result = ErasureResult()
     ids = read_requests(ctx.root)
     result.requests = len(ids)
-    ring = ctx.keys
+    keys = ctx.keys.keys  # active and retired: pseudonyms under any of them are the user
     purpose = ctx.cfg.purpose
     consent_path = ctx.root / "raw" / "consent" / "consent.jsonl"
     if ids:
         for raw in sorted((ctx.root / "raw" / "events").glob("date=*/events.jsonl")):
             result.removed["raw/events"] += erase_raw_lines(raw, ids)
         result.removed["raw/consent"] += erase_raw_lines(consent_path, ids)
-        pseudonyms = pseudonyms_of(ids, [ring.active, *ring.retired], purpose)
+        pseudonyms = pseudonyms_of(ids, keys, purpose)
         for zone in STAGING_ZONES:
             erase_from_zone(ctx.storage, zone, ids, pseudonyms, result)
     gone = []
@@ -135,7 +135,7 @@ def erase(ctx: RunContext, date: str) -> str:
     spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
     if ids or gone:
         erase_from_zone(ctx.storage, ctx.published_zone(), [],
-                        pseudonyms_of([*ids, *gone], [ring.active, *ring.retired], purpose),
+                        pseudonyms_of([*ids, *gone], keys, purpose),
                         result, short=short_of(spec.quasi_identifiers, ctx.user_col, k.k,
                                                l=k.l, sensitive=spec.sensitive_attribute))
     path = ctx.run_dir(date) / "erasure.json"
