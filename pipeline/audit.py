@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from pipeline.report import external_view, html_table
+from pipeline.report import external_view, html_table, release_cost, totals
 from pipeline.storage import atomic_write_bytes
 
 _W, _H, _PAD = 720, 260, 48
@@ -32,7 +32,7 @@ def budget_plot(manifests: list[dict[str, Any]]) -> str:
     if not points:
         return "<p>No DP release yet.</p>"
     dp0 = points[-1][1]
-    unit = "ρ" if dp0["accounting"] == "zcdp" else "ε"
+    unit = release_cost(dp0)[0]
     budget = float(dp0["window_budget"])
     top = max([budget, *(float(dp["window_spent"]) for _, dp in points)]) * 1.1
     n = len(points)
@@ -53,7 +53,7 @@ def budget_plot(manifests: list[dict[str, Any]]) -> str:
              f'{budget:g}</text>']
     line = []
     for i, (day, dp) in enumerate(points):
-        cost = float(dp["rho"] if dp["accounting"] == "zcdp" else dp["epsilon"] or 0)
+        cost = release_cost(dp)[1]
         x = _PAD + step * (i + 0.5)
         width = min(step * 0.6, 28)
         spent = float(dp["window_spent"])
@@ -78,12 +78,10 @@ def budget_plot(manifests: list[dict[str, Any]]) -> str:
 def _row(m: dict[str, Any]) -> tuple[Any, ...]:
     f, ka = m["funnel"], m.get("k_anonymity") or {}
     val, dp = m.get("validation") or {}, m.get("differential_privacy") or {}
-    checks = val.get("checks", [])
-    cost = "-" if not dp.get("release_due") else (
-        f"ρ {dp['rho']:g}" if dp["accounting"] == "zcdp" else f"ε {dp['epsilon']:g}")
+    checks, n = val.get("checks", []), totals(m)
+    cost = "{} {:g}".format(*release_cost(dp)) if dp.get("release_due") else "-"
     return (m["date"], "yes" if m["published"] else "NO", f["rows_in"], f["rows_out"],
-            sum(v for v in f["quarantined"].values() if isinstance(v, int)),
-            sum(v for v in (m["pii"]["found"] or {}).values() if isinstance(v, int)),
+            n["quarantined"], n["pii_replaced"],
             f"{ka.get('k_achieved')} / {ka.get('l_achieved')}",
             f"{sum(c['success'] for c in checks)}/{len(checks)}", cost,
             f"{dp.get('window_spent', '-')} of {dp.get('window_budget', '-')}"

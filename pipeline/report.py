@@ -25,6 +25,24 @@ PERIOD_WORDS = {"day": "daily", "week": "weekly"}
 REUSED_NOTE = "Rerun: the stored release was returned; no new noise was drawn."
 
 
+def release_cost(dp: dict[str, Any]) -> tuple[str, float]:
+    """What a release (its `ledger.json`) counts against the budget: ("ρ", ρ) under zCDP
+    accounting, else ("ε", ε)."""
+    if dp["accounting"] == "zcdp":
+        return "ρ", float(dp["rho"])
+    return "ε", float(dp["epsilon"])
+
+
+def totals(m: dict[str, Any]) -> dict[str, Any]:
+    """Rows dropped and quarantined, and PII values replaced, over a run. The external view
+    carries them precomputed (and coarsened), since its per-reason counts are coarsened."""
+    if "totals" in m:
+        return dict(m["totals"])
+    f = m["funnel"]
+    return {"dropped": sum(f["dropped"].values()), "quarantined": sum(f["quarantined"].values()),
+            "pii_replaced": sum((m["pii"]["found"] or {}).values())}
+
+
 def dp_summary(dp: dict[str, Any] | None) -> str:
     """What this run's DP release cost and what its budget window now holds, in words."""
     if not dp:
@@ -150,17 +168,16 @@ def _data_protection(m: dict[str, Any]) -> str:
 def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     """The first screen: one line per question a reviewer asks first."""
     f, ka, val = m["funnel"], m["k_anonymity"] or {}, m["validation"] or {}
+    n = totals(m)
     checks = val.get("checks", [])
     er = m.get("erasure") or {}
     purged = (m.get("retention") or {}).get("purged", [])
     return [
         ("Published", "yes" if m["published"] else "NO: publishing was blocked"),
-        ("Rows", f"{f['rows_in']:,} in = {f['rows_out']:,} published + "
-                 f"{sum(f['dropped'].values()):,} dropped + "
-                 f"{sum(f['quarantined'].values()):,} quarantined "
+        ("Rows", f"{_count(f['rows_in'])} in = {_count(f['rows_out'])} published + "
+                 f"{_count(n['dropped'])} dropped + {_count(n['quarantined'])} quarantined "
                  f"({'balanced' if f['balanced'] else 'NOT balanced'})"),
-        ("Personal data replaced in free text",
-         f"{sum((m['pii']['found'] or {}).values()):,} values"),
+        ("Personal data replaced in free text", f"{_count(n['pii_replaced'])} values"),
         ("k-anonymity / ℓ-diversity",
          f"k {ka.get('k_achieved')} (required {ka.get('k_required')}), "
          f"ℓ {ka.get('l_achieved')} (required {ka.get('l_required')})"),
@@ -173,6 +190,11 @@ def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _count(n: Any) -> str:
+    """A count with thousands separators, or as coarsened ("<10") in the external view."""
+    return f"{n:,}" if isinstance(n, int) else str(n)
+
+
 def external_view(m: dict[str, Any], small: int = 10) -> dict[str, Any]:
     """The manifest for readers outside the team: no key ids, paths, observed values or
     per-column detail, and counts below `small` shown as "<small" (small cells can single a
@@ -182,7 +204,7 @@ def external_view(m: dict[str, Any], small: int = 10) -> dict[str, Any]:
         return f"<{small}" if isinstance(n, int) and 0 < n < small else n
 
     ext = json.loads(json.dumps(m))
-    ext["summary"] = summary_rows(m)
+    ext["totals"] = {name: coarse(n) for name, n in totals(m).items()}
     f = ext["funnel"]
     for part in ("dropped", "quarantined"):
         f[part] = {r: coarse(n) for r, n in f[part].items()}
@@ -268,7 +290,7 @@ th{{background:#f2f2f2}} .ok{{color:#176b2c}} .bad{{color:#b00020;font-weight:60
 <h1>Run {escape(m['date'])}: purpose <em>{escape(m['purpose'])}</em></h1>
 <p class="{'ok' if m['published'] else 'bad'}">{status}</p>{why}
 <p class=view>{view} <a href="../index.html">All runs</a></p>
-<h2>Summary</h2>{html_table(m.get("summary") or summary_rows(m), ("Question", "Answer"))}
+<h2>Summary</h2>{html_table(summary_rows(m), ("Question", "Answer"))}
 <h2>Row funnel</h2>{html_table(funnel_rows, ("Step", "Rows"))}
 <h2>Personal data found in free text</h2>
 {html_table(sorted(pii.items()), ("Entity type", "Occurrences replaced"))

@@ -45,6 +45,9 @@ def test_when_viewed_externally_then_no_key_id_path_or_small_count_is_shown() ->
         assert secret not in html
     assert "&lt;10" in html  # 3 erased rows, 2 IBANs, 4 suppressed rows are coarsened
     assert not re.search(r"<td>[1-9]</td>", html)
+    assert "+ &lt;10 quarantined" in html  # the summary's totals are coarsened too
+    index = render_index([external_view(MANIFEST)], external=True)
+    assert "<td>&lt;10</td>" in index and "<td>2</td>" not in index  # 2 quarantined
     internal = render_html(MANIFEST, "file:///srv/gx/index.html")
     assert "key-2026-11" in internal and "IBAN_CODE" in internal and "1,000 in" in internal
 
