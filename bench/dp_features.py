@@ -7,8 +7,8 @@ Data: synthetic events (~10 per user) over the config's public cohort grid (regi
 Query, both sides: per cohort, the number of active users and the mean over users of each
 user's own mean session length (clipped to [0, 3600]); ε = 1 split evenly between the two
 statistics, pure DP (Laplace), public cohort keys, one cohort per user.
-- Ours: `pipeline.features.release_features` from the raw events (per-user bounding included),
-  only those two features enabled.
+- Ours: `pipeline.transforms.features.release_features` from the raw events (per-user
+  bounding included), only those two features enabled.
 - PipelineDP 0.3.1 (LocalBackend), PRIVACY_ID_COUNT and MEAN over one row per user with that
   user's mean session (PipelineDP's MEAN averages contributions, so it gets per-user means),
   max_partitions_contributed=1, max_contributions_per_partition=1, the same public partitions.
@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import FeatureShare, FeatureSpecs, MeanFeature, load_config
-from pipeline.features import DIMENSIONS, cohort_keys, release_features
+from pipeline.transforms.features import DIMENSIONS, cohort_keys, release_features
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUNDS = (0, 3600)

@@ -3,10 +3,11 @@
 Run: .venv/bin/python -m bench.generalize [--points 10000000] [--k 5]
 
 Points: clustered around 60 metro areas with mixed spread (dense centres, sparse outskirts, some
-lone points far out), ~5 per user. Ours (`pipeline.generalize.adaptive_h3_cells`): every point
-to its res-8 cell, cells short of k users moved to their parent down to res 4, the rest
-suppressed, then k measured. Baseline (issue 4): `h3.latlng_to_cell` called per point in Python
-at res 8, which only indexes: no coarsening, no k check. Each runs in its own process, so peak
+lone points far out), ~5 per user. Ours
+(`pipeline.transforms.generalize.coarsen.adaptive_h3_cells`): every point to its res-8 cell,
+cells short of k users moved to their parent down to res 4, the rest suppressed, then k
+measured. Baseline (issue 4): `h3.latlng_to_cell` called per point in Python at res 8, which
+only indexes: no coarsening, no k check. Each runs in its own process, so peak
 memory (max RSS, data included) is its own; the data alone is measured the same way.
 """
 
@@ -40,8 +41,8 @@ def run(kind: str, n: int, k: int) -> dict:
     import h3
 
     from pipeline.config import load_config
-    from pipeline.generalize import adaptive_h3_cells
-    from pipeline.kanon import k_achieved
+    from pipeline.transforms.generalize.coarsen import adaptive_h3_cells
+    from pipeline.transforms.generalize.kanon import k_achieved
 
     gen = load_config("config/pipeline.yaml").generalize
     gen = gen.model_copy(update={"h3_resolution": RES, "h3_floor_resolution": 4})

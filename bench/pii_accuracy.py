@@ -29,9 +29,9 @@ from datetime import date
 from pathlib import Path
 
 from pipeline.config import PiiConfig, load_config
-from pipeline.generate import SEARCH_TERMS, generate
-from pipeline.pii import fast_analyzer
-from pipeline.pii_detect import build_analyzer
+from pipeline.demo.generate import SEARCH_TERMS, generate
+from pipeline.transforms.pii.detect import build_analyzer
+from pipeline.transforms.pii.scrub import fast_analyzer
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "data" / "presidio_sentences.jsonl"

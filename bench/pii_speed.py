@@ -25,8 +25,8 @@ from datetime import date
 from pathlib import Path
 
 from pipeline.config import PiiConfig, load_config
-from pipeline.generate import generate
-from pipeline.pii import build_pii_analyzer, fast_analyzer
+from pipeline.demo.generate import generate
+from pipeline.transforms.pii.scrub import build_pii_analyzer, fast_analyzer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,8 @@ import time
 
 import polars as pl
 
-from pipeline.keys import MasterKey
-from pipeline.pseudonymize import hmac_expr
+from pipeline.core.keys import MasterKey
+from pipeline.transforms.pseudonymize import hmac_expr
 
 
 def main() -> None:

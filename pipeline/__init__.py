@@ -4,7 +4,7 @@ The public surface is what `__all__` names; everything else may change between r
 """
 
 from pipeline.config import PipelineConfig, load_config
-from pipeline.errors import (
+from pipeline.core.errors import (
     BudgetExceededError,
     ConfigError,
     KeyUnavailableError,
@@ -14,7 +14,7 @@ from pipeline.errors import (
     PipelineError,
     ValidationFailedError,
 )
-from pipeline.keys import KeyProvider, KeyRing, load_key_ring
+from pipeline.core.keys import KeyProvider, KeyRing, load_key_ring
 from pipeline.run import STAGES, rekey, run_all, run_stage
 
 __all__ = [

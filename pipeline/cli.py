@@ -11,7 +11,7 @@ from datetime import date as Date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 if TYPE_CHECKING:
     from pipeline.run import RunContext
@@ -33,7 +33,7 @@ def _setup_logging(log_file: Path | None = None) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.generate import generate
+    from pipeline.demo.generate import generate
 
     root = Path(args.out) if args.out else load_config(args.config).paths.data_root
     out = generate(root, start=Date.fromisoformat(args.start), days=args.days, users=args.users,
@@ -46,7 +46,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_init_key(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.keys import create_key_file
+    from pipeline.core.keys import create_key_file
 
     cfg = load_config(args.config)
     path = Path(args.out) if args.out else cfg.keys.file
@@ -62,7 +62,7 @@ def cmd_init_key(args: argparse.Namespace) -> int:
 
 
 def _summary(ctx: RunContext, date: str) -> None:
-    from pipeline.report import dp_summary
+    from pipeline.outputs.report import dp_summary
     from pipeline.run import output_paths
 
     paths = output_paths(ctx, date)
@@ -118,7 +118,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
 
 def cmd_features(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.publish import online_features
+    from pipeline.outputs.feast import online_features
 
     print(json.dumps(online_features(load_config(args.config), args.cohort), indent=2,
                      default=str))
@@ -128,8 +128,8 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_ledger(args: argparse.Namespace) -> int:
     """Every release the ledger holds for the purpose, and a window's spend against its
     budget."""
-    from pipeline.budget import PrivacyLedger, WindowBudget
     from pipeline.config import load_config
+    from pipeline.ledger.store import PrivacyLedger, WindowBudget
 
     cfg = load_config(args.config)
     ledger = PrivacyLedger.from_config(cfg.budget, cfg.paths.data_root)
@@ -156,7 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_init_key(args)
     code = cmd_run(args)
     from pipeline.config import load_config
-    from pipeline.publish import online_features
+    from pipeline.outputs.feast import online_features
 
     cfg = load_config(args.config)
     cohort = f"{cfg.features.regions[1]}|25-34|mobile"

@@ -18,15 +18,21 @@ from functools import cached_property
 from pathlib import Path
 
 from pipeline.config import PipelineConfig, load_config
-from pipeline.errors import (
+from pipeline.core.errors import (
     ConfigError,
     KeyUnavailableError,
     PipelineError,
     ValidationFailedError,
 )
-from pipeline.funnel import StageStats
-from pipeline.keys import KeyRing, MasterKey, load_key_ring
-from pipeline.storage import Storage, Zone, atomic_write_bytes, atomic_write_json, parquet_bytes
+from pipeline.core.keys import KeyRing, MasterKey, load_key_ring
+from pipeline.core.records import StageStats
+from pipeline.core.storage import (
+    Storage,
+    Zone,
+    atomic_write_bytes,
+    atomic_write_json,
+    parquet_bytes,
+)
 
 log = logging.getLogger("pipeline")
 
@@ -78,7 +84,7 @@ class RunContext:
         return Zone(f"published/{self.cfg.purpose}", sensitive=False)
 
     def features_zone(self) -> Zone:
-        from pipeline.features import features_zone
+        from pipeline.transforms.features import features_zone
 
         return features_zone(self.cfg.features)
 
@@ -101,8 +107,9 @@ class RunContext:
 
 def erase(ctx: RunContext, date: str) -> str:
     """Apply erasure requests and consent withdrawals to every stored partition (see
-    `pipeline.erasure`); published partitions left short of k or ℓ are suppressed again."""
-    from pipeline.erasure import (
+    `pipeline.transforms.erasure`); published partitions left short of k or ℓ are suppressed
+    again."""
+    from pipeline.transforms.erasure import (
         ErasureResult,
         erase_from_zone,
         erase_raw_lines,
@@ -110,8 +117,8 @@ def erase(ctx: RunContext, date: str) -> str:
         read_requests,
         withdrawn,
     )
-    from pipeline.ingest import read_records
-    from pipeline.kanon import short_of
+    from pipeline.transforms.generalize.kanon import short_of
+    from pipeline.transforms.ingest import read_records
 
     result = ErasureResult()
     ids = read_requests(ctx.root)
@@ -145,7 +152,7 @@ def erase(ctx: RunContext, date: str) -> str:
 
 def retention(ctx: RunContext, date: str) -> str:
     """Delete partitions past their retention window; record what went."""
-    from pipeline.retention import purge
+    from pipeline.transforms.retention import purge
 
     path = ctx.run_dir(date) / "retention.json"
     atomic_write_json(path, {"purged": purge(ctx.root, ctx.cfg.retention,
@@ -155,7 +162,7 @@ def retention(ctx: RunContext, date: str) -> str:
 
 
 def ingest(ctx: RunContext, date: str) -> str:
-    from pipeline.ingest import ingest_events
+    from pipeline.transforms.ingest import ingest_events
 
     source = ctx.root / "raw" / "events" / f"date={date}" / "events.jsonl"
     if not source.is_file():
@@ -168,8 +175,8 @@ def ingest(ctx: RunContext, date: str) -> str:
 
 
 def consent(ctx: RunContext, date: str) -> str:
-    from pipeline.consent import filter_by_consent
-    from pipeline.ingest import read_records
+    from pipeline.transforms.consent import filter_by_consent
+    from pipeline.transforms.ingest import read_records
 
     path = ctx.root / "raw" / "consent" / "consent.jsonl"
     if not path.is_file():
@@ -183,7 +190,12 @@ def consent(ctx: RunContext, date: str) -> str:
 
 
 def detect_pii(ctx: RunContext, date: str) -> str:
-    from pipeline.pii import WORKERS_FROM_TEXTS, TextScrubber, distinct_texts, scrub_pii
+    from pipeline.transforms.pii.scrub import (
+        WORKERS_FROM_TEXTS,
+        TextScrubber,
+        distinct_texts,
+        scrub_pii,
+    )
 
     events, schema = ctx.storage.read(CONSENTED, date), ctx.cfg.event_schema
     with TextScrubber(ctx.cfg.pii, ctx.key.token_key(ctx.cfg.purpose),
@@ -195,7 +207,7 @@ def detect_pii(ctx: RunContext, date: str) -> str:
 
 
 def pseudonymize(ctx: RunContext, date: str) -> str:
-    from pipeline.pseudonymize import pseudonymize as hmac_columns
+    from pipeline.transforms.pseudonymize import pseudonymize as hmac_columns
 
     table, stats = hmac_columns(ctx.storage.read(SCRUBBED, date), ctx.cfg.event_schema, ctx.key,
                                 purpose=ctx.cfg.purpose)
@@ -204,7 +216,7 @@ def pseudonymize(ctx: RunContext, date: str) -> str:
 
 
 def generalize(ctx: RunContext, date: str) -> str:
-    from pipeline.generalize import generalize as coarsen
+    from pipeline.transforms.generalize.coarsen import generalize as coarsen
 
     spec, kcfg = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
     table, stats = coarsen(ctx.storage.read(PSEUDONYMIZED, date), ctx.cfg.generalize,
@@ -216,7 +228,7 @@ def generalize(ctx: RunContext, date: str) -> str:
 
 
 def minimize(ctx: RunContext, date: str) -> str:
-    from pipeline.minimize import minimize as allowlist
+    from pipeline.transforms.minimize import minimize as allowlist
 
     table, stats = allowlist(ctx.storage.read(GENERALIZED, date), ctx.cfg.purpose_spec)
     ctx.save_stats(date, stats)
@@ -225,8 +237,8 @@ def minimize(ctx: RunContext, date: str) -> str:
 
 def validate(ctx: RunContext, date: str) -> str:
     """Run the suite; raise ValidationFailedError (after saving the outcome) on failure."""
-    from pipeline.pii import fast_analyzer
-    from pipeline.validate import validate_table
+    from pipeline.transforms.pii.scrub import fast_analyzer
+    from pipeline.transforms.validate.suite import validate_table
 
     with fast_analyzer(ctx.cfg.pii) as detector:
         outcome = validate_table(ctx.storage.read(ctx.published_zone(), date),
@@ -254,7 +266,7 @@ def features(ctx: RunContext, date: str) -> str:
 
     A weekly feature set is released on the week's last day (Sunday) from the week's published
     partitions, all of which must have passed validation; on other days nothing is released."""
-    from pipeline.budget import PrivacyLedger, Release, WindowBudget
+    from pipeline.ledger.store import PrivacyLedger, Release, WindowBudget
 
     fcfg = ctx.cfg.features
     day = Date.fromisoformat(date)
@@ -274,7 +286,7 @@ def features(ctx: RunContext, date: str) -> str:
     if stored is None:
         import polars as pl
 
-        from pipeline.features import release_features
+        from pipeline.transforms.features import release_features
 
         planned = Release(purpose=ctx.cfg.purpose, feature_set=fcfg.feature_set,
                           release_date=date, period_start=days[0], epsilon=fcfg.epsilon,
@@ -315,7 +327,7 @@ def release_period_start(period: str, day: Date) -> Date | None:
 
 
 def publish(ctx: RunContext, date: str) -> str:
-    from pipeline.publish import publish as to_feast
+    from pipeline.outputs.feast import publish as to_feast
 
     _require_validated(ctx, date)
     ledger = json.loads((ctx.run_dir(date) / "ledger.json").read_text())
@@ -328,7 +340,7 @@ def publish(ctx: RunContext, date: str) -> str:
 
 
 def report(ctx: RunContext, date: str) -> str:
-    from pipeline.report import write_report
+    from pipeline.outputs.report import write_report
 
     return str(write_report(ctx, date))
 

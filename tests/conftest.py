@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.config import PipelineConfig, load_config
-from pipeline.keys import MasterKey
+from pipeline.core.keys import MasterKey
 
 ROOT = Path(__file__).resolve().parents[1]
 # 32 bytes that say what they are. Never a real key.

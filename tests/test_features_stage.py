@@ -8,11 +8,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.budget import PrivacyLedger
 from pipeline.config import load_config
-from pipeline.errors import BudgetExceededError, ValidationFailedError
+from pipeline.core.errors import BudgetExceededError, ValidationFailedError
+from pipeline.core.storage import atomic_write_json
+from pipeline.ledger.store import PrivacyLedger
 from pipeline.run import RunContext, features, release_period_start
-from pipeline.storage import atomic_write_json
 from tests.conftest import PG, TEST_KEY_TEXT, postgres_up, write_config
 
 SUNDAY = date(2026, 11, 8)

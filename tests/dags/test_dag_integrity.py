@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.keys import parse_key
+from pipeline.core.keys import parse_key
 from tests.conftest import ROOT, TEST_KEY_TEXT, files_holding, key_material, write_config
 
 DAG_ID = "privacy_personalization_daily"
@@ -69,7 +69,7 @@ def test_when_dag_runs_with_key_from_airflow_connection_then_every_task_succeeds
         monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import UTC, date, datetime
 
-    from pipeline.generate import generate
+    from pipeline.demo.generate import generate
 
     # The key comes only from an Airflow connection here: no env var, no key file.
     monkeypatch.delenv("PRIVACY_PIPELINE_TEST_KEY", raising=False)

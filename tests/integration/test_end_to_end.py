@@ -11,10 +11,10 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from pipeline.budget import PrivacyLedger
 from pipeline.config import load_config
-from pipeline.generate import generate
-from pipeline.publish import online_features, open_store
+from pipeline.demo.generate import generate
+from pipeline.ledger.store import PrivacyLedger
+from pipeline.outputs.feast import online_features, open_store
 from pipeline.run import run_all
 
 DAY = "2026-11-01"

@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.erasure import pseudonyms_of
-from pipeline.generate import generate
+from pipeline.demo.generate import generate
 from pipeline.run import STAGING_ZONES, RunContext, run_all
+from pipeline.transforms.erasure import pseudonyms_of
 from tests.conftest import TEST_KEY_TEXT, write_config
 
 DAY = "2026-11-01"

@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 
 from pipeline.config import load_config
-from pipeline.features import release_features
-from pipeline.publish import features_dir, online_features, open_store, publish
-from pipeline.storage import atomic_write_bytes, parquet_bytes
+from pipeline.core.storage import atomic_write_bytes, parquet_bytes
+from pipeline.outputs.feast import features_dir, online_features, open_store, publish
+from pipeline.transforms.features import release_features
 from tests.conftest import write_config
 
 DAY = "2026-11-01"

@@ -9,11 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.generate import generate
-from pipeline.keys import parse_key
+from pipeline.core.keys import parse_key
+from pipeline.demo.generate import generate
 from pipeline.run import STAGING_ZONES, rekey, run_all, run_stage
 from tests.conftest import TEST_KEY_TEXT, files_holding, key_material, write_config
-from tests.test_key_rotation import NEW_KEY_TEXT
+from tests.core.test_key_rotation import NEW_KEY_TEXT
 
 DAY = "2026-11-01"
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from pipeline.config import load_config
-from pipeline.errors import ValidationFailedError
-from pipeline.generate import generate
+from pipeline.core.errors import ValidationFailedError
+from pipeline.demo.generate import generate
 from pipeline.run import STAGES, RunContext
 from tests.conftest import TEST_KEY_TEXT, write_config
 
@@ -52,7 +52,7 @@ def test_when_validation_fails_then_nothing_is_released_or_published(
 @pytest.mark.slow
 def test_when_a_later_day_fails_validation_then_the_previous_features_stay_served(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.publish import online_features
+    from pipeline.outputs.feast import online_features
     from pipeline.run import run_all
 
     monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)

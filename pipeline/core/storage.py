@@ -1,0 +1,152 @@
+"""Partitioned Parquet on disk: atomic writes, and encryption for sensitive zones.
+
+Layout under `data_root`: `<zone>/date=YYYY-MM-DD/part.parquet`. Every write goes to a temporary
+file in the same directory and is renamed into place, so a crash never leaves half a partition
+and a rerun simply replaces it.
+
+Zones that still hold personal data (everything before `minimize`) are encrypted with AES-256-GCM
+under a key derived from the master key, with the partition's path as associated data so a file
+cannot be swapped for another. They are unreadable without the key, so a raw e-mail address in
+them cannot turn up in a search of the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pipeline.core.errors import MissingInputError, PipelineError
+
+_MAGIC = b"PPENC2"  # then: key id length (1 byte), key id, 12-byte nonce, ciphertext
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file and rename; the file is whole or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def parquet_bytes(df: pl.DataFrame) -> bytes:
+    """Deterministic Parquet bytes (same table, same bytes), so reruns are byte-identical."""
+    buf = io.BytesIO()
+    df.write_parquet(buf, compression="zstd", statistics=False)
+    return buf.getvalue()
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A named area of the data root; `sensitive` zones are encrypted at rest."""
+
+    name: str
+    sensitive: bool
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Reads and writes date partitions under one data root.
+
+    Encrypted partitions name the key id they were written under, so after a key rotation the
+    previous key (looked up with `read_key`) still opens them until they are re-keyed.
+    """
+
+    root: Path
+    encryption_key: bytes | None = None
+    key_id: str = ""
+    read_key: Callable[[str], bytes] | None = None
+
+    def partition(self, zone: Zone, date: str) -> Path:
+        suffix = ".parquet.enc" if zone.sensitive else ".parquet"
+        return self.root / zone.name / f"date={date}" / f"part{suffix}"
+
+    def write(self, zone: Zone, date: str, df: pl.DataFrame) -> Path:
+        path = self.partition(zone, date)
+        data = parquet_bytes(df)
+        if zone.sensitive:
+            data = self._encrypt(data, aad=self._aad(zone, date))
+        atomic_write_bytes(path, data)
+        return path
+
+    def read(self, zone: Zone, date: str) -> pl.DataFrame:
+        path = self.partition(zone, date)
+        if not path.is_file():
+            raise MissingInputError(f"{path}: partition not found (has the earlier stage run?)")
+        data = path.read_bytes()
+        if zone.sensitive:
+            data = self._decrypt(data, aad=self._aad(zone, date), path=path)
+        return pl.read_parquet(io.BytesIO(data))
+
+    def written_key_id(self, zone: Zone, date: str) -> str | None:
+        """The key id an encrypted partition was written under (None if absent)."""
+        path = self.partition(zone, date)
+        if not path.is_file():
+            return None
+        return _header(path.read_bytes()[:_MAX_HEADER], path)[0]
+
+    def _aad(self, zone: Zone, date: str) -> bytes:
+        return f"{zone.name}/date={date}".encode()
+
+    def _key(self) -> bytes:
+        if self.encryption_key is None:
+            raise PipelineError("this zone is encrypted and no staging key was given")
+        return self.encryption_key
+
+    def _encrypt(self, data: bytes, *, aad: bytes) -> bytes:
+        nonce = secrets.token_bytes(12)
+        kid = self.key_id.encode()
+        return _MAGIC + bytes([len(kid)]) + kid + nonce + AESGCM(self._key()).encrypt(
+            nonce, data, aad)
+
+    def _decrypt(self, blob: bytes, *, aad: bytes, path: Path) -> bytes:
+        key_id, offset = _header(blob, path)
+        if key_id == self.key_id:
+            key = self._key()
+        elif self.read_key is not None:
+            key = self.read_key(key_id)
+        else:
+            raise PipelineError(f"{path}: written under key id {key_id!r}, which is not loaded")
+        nonce = blob[offset:offset + 12]
+        try:
+            return AESGCM(key).decrypt(nonce, blob[offset + 12:], aad)
+        except InvalidTag:
+            raise PipelineError(
+                f"{path}: cannot decrypt (written under another key, or moved/altered)") from None
+
+
+_MAX_HEADER = len(_MAGIC) + 1 + 255
+
+
+def _header(blob: bytes, path: Path) -> tuple[str, int]:
+    """(key id, offset of the nonce) of an encrypted partition."""
+    if not blob.startswith(_MAGIC) or len(blob) <= len(_MAGIC):
+        raise PipelineError(f"{path}: not an encrypted partition")
+    n = blob[len(_MAGIC)]
+    start = len(_MAGIC) + 1
+    return blob[start:start + n].decode(errors="replace"), start + n

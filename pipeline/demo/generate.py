@@ -1,0 +1,243 @@
+"""Seeded synthetic raw app events and consent records, written as the raw landing zone.
+
+This is the only module that writes raw personal data (made up, but shaped like the real thing):
+profiles with names, e-mails, phones, home cities with jittered GPS, IP addresses and devices;
+free text in which PII turns up at realistic rates; a consent table; and a small share of
+malformed lines so that quarantine has work to do. The same seed gives the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from faker import Faker
+
+from pipeline.core.storage import atomic_write_bytes
+
+# (city, latitude, longitude, weight). Most users live in the app's markets (config regions);
+# a few live elsewhere, so features keyed by public regions must cope with unlisted places.
+CITIES = [
+    ("New York", 40.7128, -74.0060, 14), ("Los Angeles", 34.0522, -118.2437, 12),
+    ("Chicago", 41.8781, -87.6298, 9), ("Houston", 29.7604, -95.3698, 9),
+    ("Phoenix", 33.4484, -112.0740, 6), ("Philadelphia", 39.9526, -75.1652, 6),
+    ("Seattle", 47.6062, -122.3321, 6), ("Denver", 39.7392, -104.9903, 5),
+    ("Boston", 42.3601, -71.0589, 6), ("Atlanta", 33.7490, -84.3880, 6),
+    ("Miami", 25.7617, -80.1918, 6), ("Portland", 45.5152, -122.6784, 4),
+    ("Las Vegas", 36.1699, -115.1398, 2), ("Minneapolis", 44.9778, -93.2650, 2),
+]
+# ZIP3 areas per city; 102 (New York) and 890 (Las Vegas) are HIPAA-restricted ZIP3s.
+ZIP3 = {"New York": ["100", "101", "102", "104", "112"], "Los Angeles": ["900", "902", "913"],
+        "Chicago": ["606", "604"], "Houston": ["770", "773"], "Phoenix": ["850", "852"],
+        "Philadelphia": ["191"], "Seattle": ["981"], "Denver": ["802"], "Boston": ["021", "022"],
+        "Atlanta": ["303"], "Miami": ["331"], "Portland": ["972"],
+        "Las Vegas": ["891", "890", "889"], "Minneapolis": ["554"]}
+DEVICES = [  # (os, model, weight)
+    ("iOS", "iPhone 15", 20), ("iOS", "iPhone 14", 12), ("iOS", "iPhone SE", 4),
+    ("Android", "Pixel 8", 8), ("Android", "Galaxy S24", 12), ("Android", "Galaxy A54", 8),
+    ("iPadOS", "iPad Air", 6), ("iPadOS", "iPad Pro", 3),
+    ("Windows", "Surface Laptop", 6), ("Windows", "Dell XPS 13", 6),
+    ("macOS", "MacBook Air", 10), ("Linux", "ThinkPad X1", 2),
+]
+CATEGORIES = ["news", "sports", "music", "movies", "fashion", "electronics", "travel", "food"]
+EVENT_TYPES = [("view", 50), ("click", 25), ("purchase", 5), ("search", 12),
+               ("support_message", 8)]
+SEARCH_TERMS = {
+    "news": ["election results", "local weather", "stock market today"],
+    "sports": ["nba scores", "running shoes", "yoga mat", "world cup tickets"],
+    "music": ["jazz playlist", "concert tickets", "vinyl records"],
+    "movies": ["new releases", "sci-fi classics", "movie showtimes"],
+    "fashion": ["winter coat", "leather boots", "summer dress sale"],
+    "electronics": ["noise cancelling headphones", "usb-c charger", "4k monitor"],
+    "travel": ["cheap flights", "hotels near airport", "beach resorts"],
+    "food": ["vegan recipes", "pizza delivery", "coffee beans"],
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    account_id: str
+    name: str
+    email: str
+    phone: str
+    age: int
+    city: str
+    postal_code: str
+    lat: float
+    lon: float
+    ip: str
+    device_id: str
+    os: str
+    model: str
+    favourite: str
+    activity: float
+
+
+def _weighted(rng: random.Random, items: list, weight_index: int = -1):
+    return rng.choices(items, weights=[i[weight_index] for i in items])[0]
+
+
+def _profiles(n_users: int, rng: random.Random, fake: Faker) -> list[Profile]:
+    profiles = []
+    for i in range(n_users):
+        city, lat, lon, _ = _weighted(rng, CITIES)
+        os_name, model, _ = _weighted(rng, DEVICES)
+        first, last = fake.first_name(), fake.last_name()
+        profiles.append(Profile(
+            account_id=f"acct-{i:06d}-{rng.randrange(16**6):06x}",
+            name=f"{first} {last}",
+            email=f"{first}.{last}{rng.randrange(100)}@{fake.free_email_domain()}".lower(),
+            phone=fake.phone_number(),
+            age=max(18, min(90, int(rng.gauss(38, 13)))),
+            city=city,
+            # From the account number, not `rng`, so the other draws stay as they were.
+            postal_code=ZIP3[city][i % len(ZIP3[city])] + f"{i * 37 % 100:02d}",
+            lat=lat + rng.gauss(0, 0.05), lon=lon + rng.gauss(0, 0.05),
+            ip=fake.ipv4_public() if rng.random() < 0.9 else fake.ipv6(),
+            device_id=fake.uuid4(),
+            os=os_name, model=model,
+            favourite=rng.choice(CATEGORIES),
+            # A few very heavy users: contribution bounding in the DP stage must cope.
+            activity=rng.lognormvariate(2.0, 0.6) * (8 if rng.random() < 0.01 else 1),
+        ))
+    return profiles
+
+
+def _support_text(p: Profile, rng: random.Random, fake: Faker) -> str:
+    """Support messages: most carry some PII, as real ones do."""
+    templates = [
+        lambda: f"Hi, this is {p.name}. I can't log in, please reset my password.",
+        lambda: f"Please contact me at {p.email} about my last order.",
+        lambda: f"My phone number changed, call me on {p.phone} instead.",
+        lambda: f"Please ship the replacement to {fake.street_address()}, {p.city}.",
+        lambda: f"I was charged twice on card {fake.credit_card_number()}, please refund.",
+        lambda: f"Refund to my account IBAN {fake.iban()} please, thanks {p.name.split()[0]}",
+        lambda: f"The app shows the wrong SSN {fake.ssn()} on my tax form",
+        lambda: f"Login from {p.ip} was not me, please lock the account.",
+        lambda: "The video keeps buffering on my tablet, can you help?",
+        lambda: "How do I change my notification settings?",
+        lambda: f"My friend {fake.name()} recommended this app, how do I add them?",
+    ]
+    weights = [14, 14, 10, 8, 6, 3, 2, 4, 18, 15, 6]
+    return rng.choices(templates, weights=weights)[0]()
+
+
+def _search_text(p: Profile, category: str, rng: random.Random, fake: Faker) -> str:
+    term = rng.choice(SEARCH_TERMS[category])
+    roll = rng.random()
+    if roll < 0.03:
+        return f"{term} {p.email}"  # pasted into the wrong box
+    if roll < 0.05:
+        return f"{fake.name()} {term}"
+    return term
+
+
+def _event(p: Profile, day: date, rng: random.Random, fake: Faker) -> dict:
+    etype = _weighted(rng, EVENT_TYPES)[0]
+    category = p.favourite if rng.random() < 0.5 else rng.choice(CATEGORIES)
+    ts = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
+        seconds=rng.randrange(86_400))
+    event = {
+        "event_id": fake.uuid4(), "account_id": p.account_id, "name": p.name, "email": p.email,
+        "phone": p.phone, "age": p.age, "home_city": p.city,
+        "postal_code": p.postal_code,
+        "latitude": round(p.lat + rng.gauss(0, 0.01), 6),
+        "longitude": round(p.lon + rng.gauss(0, 0.01), 6),
+        "ip_address": p.ip, "device_id": p.device_id, "device_model": p.model, "os": p.os,
+        "event_type": etype, "content_category": category,
+        "session_seconds": int(min(7200, rng.lognormvariate(5.0, 1.0))),
+        "event_time": ts.isoformat().replace("+00:00", "Z"), "text": None,
+    }
+    if etype == "search":
+        event["text"] = _search_text(p, category, rng, fake)
+    elif etype == "support_message":
+        event["text"] = _support_text(p, rng, fake)
+        event["content_category"] = None
+    return event
+
+
+def _corrupt(event: dict, rng: random.Random) -> str:
+    """One malformed line, of the kinds real feeds produce."""
+    kind = rng.choice(["broken_json", "wrong_type", "missing_field", "out_of_range",
+                       "invalid_value"])
+    bad = dict(event)
+    if kind == "broken_json":
+        line = json.dumps(bad)
+        return line[: rng.randrange(10, len(line) - 5)]
+    if kind == "wrong_type":
+        bad[rng.choice(["age", "session_seconds", "latitude"])] = "not-a-number"
+    elif kind == "missing_field":
+        del bad[rng.choice(["account_id", "event_time", "event_type"])]
+    elif kind == "out_of_range":
+        bad[rng.choice(["age", "latitude"])] = 999
+    else:
+        bad["event_type"] = "scroll"
+    return json.dumps(bad)
+
+
+def _consent(profiles: list[Profile], start: date, days: int, rng: random.Random) -> list[dict]:
+    """Most users grant personalization before the period; some never do, some revoke."""
+    records = []
+    t0 = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    for p in profiles:
+        roll = rng.random()
+        if roll < 0.08:
+            continue  # never asked or never answered: no consent
+        granted_at = t0 - timedelta(days=rng.randrange(1, 400))
+        status = "revoked" if roll < 0.12 else "granted"  # refused at sign-up
+        records.append({"account_id": p.account_id, "purpose": "personalization",
+                        "status": status, "recorded_at": granted_at.isoformat()})
+        if status == "granted" and roll < 0.17:  # withdraws during the period
+            revoked_at = t0 + timedelta(seconds=rng.randrange(days * 86_400))
+            records.append({"account_id": p.account_id, "purpose": "personalization",
+                            "status": "revoked", "recorded_at": revoked_at.isoformat()})
+        if rng.random() < 0.6:
+            records.append({"account_id": p.account_id, "purpose": "analytics",
+                            "status": "granted", "recorded_at": granted_at.isoformat()})
+    return records
+
+
+@dataclass(frozen=True)
+class GeneratedData:
+    event_files: list[Path]
+    consent_file: Path
+    events: int
+    malformed: int
+
+
+def generate(out_root: Path, *, start: date, days: int = 1, users: int = 1000,
+             seed: int = 7, malformed_share: float = 0.01,
+             duplicate_share: float = 0.005) -> GeneratedData:
+    """Write `raw/events/date=D/events.jsonl` for each day and `raw/consent/consent.jsonl`."""
+    rng = random.Random(seed)
+    fake = Faker("en_US")
+    fake.seed_instance(seed)
+    profiles = _profiles(users, rng, fake)
+    files, total, malformed = [], 0, 0
+    for d in range(days):
+        day = start + timedelta(days=d)
+        lines = []
+        for p in profiles:
+            n = int(rng.expovariate(1 / p.activity)) + (1 if rng.random() < 0.7 else 0)
+            for _ in range(n):
+                event = _event(p, day, rng, fake)
+                roll = rng.random()
+                if roll < malformed_share:
+                    lines.append(_corrupt(event, rng))
+                    malformed += 1
+                else:
+                    lines.append(json.dumps(event))
+                    if roll < malformed_share + duplicate_share:
+                        lines.append(json.dumps(event))  # at-least-once delivery
+        rng.shuffle(lines)
+        path = out_root / "raw" / "events" / f"date={day.isoformat()}" / "events.jsonl"
+        atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+        files.append(path)
+        total += len(lines)
+    consent_path = out_root / "raw" / "consent" / "consent.jsonl"
+    consent = _consent(profiles, start, days, rng)
+    atomic_write_bytes(consent_path, "".join(json.dumps(r) + "\n" for r in consent).encode())
+    return GeneratedData(files, consent_path, total, malformed)

@@ -1,0 +1,315 @@
+"""The privacy ledger: every DP release, charged once, kept for reruns.
+
+A SQLite file by default, Postgres when configured. A release is recorded (its ε or ρ, δ, the
+days of data it covers, mechanism, library version and the released table itself) in one
+transaction, under a lock, before anything is published. Asking again for a release that exists
+returns the stored table: fresh noise for the same release would let an averaging attacker undo
+the privacy. A release that would push any rolling window overlapping its data over the window's
+budget is refused, which also keeps backfills honest.
+
+Two accountings: `pure` adds up ε; `zcdp` adds up ρ (a pure ε release costs ε²/2 there), which
+composes many small releases far more tightly. δ (from private cohort selection) adds up in
+both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pipeline.config import BudgetConfig
+from pipeline.core.errors import BudgetExceededError, ConfigError, LedgerIntegrityError
+
+TABLE = "privacy_releases"
+_COLUMNS = ("purpose", "feature_set", "release_date", "period_start", "period_end", "epsilon",
+            "rho", "delta", "mechanism", "library", "created_at", "payload_sha256", "payload")
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    purpose        TEXT NOT NULL,
+    feature_set    TEXT NOT NULL,
+    release_date   TEXT NOT NULL,
+    period_start   TEXT NOT NULL,
+    period_end     TEXT NOT NULL,
+    epsilon        DOUBLE PRECISION,            -- NULL for a zCDP (Gaussian) release
+    rho            DOUBLE PRECISION NOT NULL,   -- a pure release's epsilon^2 / 2
+    delta          DOUBLE PRECISION NOT NULL,
+    mechanism      TEXT NOT NULL,
+    library        TEXT NOT NULL,
+    created_at     TEXT NOT NULL,
+    payload_sha256 TEXT NOT NULL,
+    payload        {{blob}} NOT NULL,
+    PRIMARY KEY (purpose, feature_set, release_date)
+)"""
+
+
+@dataclass(frozen=True)
+class Release:
+    """One DP release. `epsilon` is None for a zCDP release, which is charged by `rho`."""
+
+    purpose: str
+    feature_set: str
+    release_date: str
+    period_start: str  # first day of data the release covers
+    epsilon: float | None
+    rho: float
+    delta: float
+    mechanism: str
+    library: str
+    payload: bytes
+    created_at: str = ""
+
+    @property
+    def period_end(self) -> str:
+        return self.release_date
+
+    @property
+    def payload_sha256(self) -> str:
+        return hashlib.sha256(self.payload).hexdigest()
+
+    def cost(self, accounting: Literal["pure", "zcdp"]) -> float:
+        if accounting == "zcdp":
+            return self.rho
+        if self.epsilon is None:
+            raise ConfigError(
+                f"{self.feature_set} {self.release_date} is a zCDP release (ρ={self.rho:g}); "
+                "pure accounting cannot add it up: set budget.accounting: zcdp")
+        return self.epsilon
+
+
+@dataclass(frozen=True)
+class WindowBudget:
+    """At most `limit` (ε for pure accounting, ρ for zCDP) and `delta` per `days`-day window."""
+
+    days: int
+    limit: float
+    accounting: Literal["pure", "zcdp"] = "pure"
+    delta: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: BudgetConfig) -> WindowBudget:
+        limit = cfg.rho_per_window if cfg.accounting == "zcdp" else cfg.epsilon_per_window
+        assert limit is not None  # BudgetConfig checks it
+        return cls(cfg.window_days, limit, cfg.accounting, cfg.delta_per_window)
+
+    @property
+    def unit(self) -> str:
+        return "ρ" if self.accounting == "zcdp" else "ε"
+
+    @property
+    def conversion_delta(self) -> float:
+        """The δ at which a zCDP spend is stated as (ε, δ)-DP: the window's δ, or 1e-6."""
+        return self.delta or 1e-6
+
+    def as_epsilon(self, spent: float) -> float:
+        """The ε of (ε, `conversion_delta`)-DP a window's spend amounts to (for zCDP, Bun &
+        Steinke 2016, Prop. 1.3)."""
+        if self.accounting == "pure":
+            return spent
+        return spent + 2 * math.sqrt(spent * math.log(1 / self.conversion_delta))
+
+
+@dataclass(frozen=True)
+class WindowSpend:
+    start: date
+    end: date
+    spent: float  # ε or ρ, as the budget accounts
+    delta: float
+
+
+class _Backend(Protocol):
+    where: str
+
+    def connect(self) -> Any: ...
+    def begin_exclusive(self, con: Any) -> None: ...
+    def sql(self, statement: str) -> str: ...
+
+
+class _Sqlite:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = str(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        return con
+
+    def begin_exclusive(self, con: sqlite3.Connection) -> None:
+        con.execute("BEGIN IMMEDIATE")
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("{blob}", "BLOB")
+
+
+class _Postgres:
+    def __init__(self, dsn: str, where: str) -> None:
+        self.dsn = dsn
+        self.where = where  # never the DSN: it may hold a password
+
+    def connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+
+    def begin_exclusive(self, con: Any) -> None:
+        con.execute("BEGIN")
+        # Serializes charges: two runs cannot both see room for one more release.
+        con.execute(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE")
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("{blob}", "BYTEA").replace("?", "%s")
+
+
+class PrivacyLedger:
+    """Per-purpose ledger of DP releases (see the module docstring)."""
+
+    def __init__(self, path: Path | None = None, *, dsn: str | None = None,
+                 dsn_name: str = "Postgres") -> None:
+        if (path is None) == (dsn is None):
+            raise ValueError("a ledger lives in a SQLite file or a Postgres database")
+        self._db: _Backend = _Sqlite(path) if path is not None else _Postgres(dsn or "", dsn_name)
+        with closing(self._db.connect()) as con:  # both connect in autocommit mode
+            self._execute(con, _SCHEMA)
+        if isinstance(self._db, _Sqlite):
+            with self._transaction() as con:
+                _migrate_v1(con)
+
+    @classmethod
+    def from_config(cls, cfg: BudgetConfig, data_root: Path) -> PrivacyLedger:
+        if cfg.ledger_dsn_env is None:
+            return cls(data_root / cfg.ledger_path)
+        dsn = os.environ.get(cfg.ledger_dsn_env)
+        if not dsn:
+            raise ConfigError(f"budget.ledger_dsn_env: environment variable "
+                              f"{cfg.ledger_dsn_env} is not set; no release without the ledger")
+        return cls(dsn=dsn, dsn_name=f"Postgres (${cfg.ledger_dsn_env})")
+
+    @property
+    def where(self) -> str:
+        return self._db.where
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with closing(self._db.connect()) as con:
+            self._db.begin_exclusive(con)
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def _execute(self, con: Any, statement: str, params: Sequence[object] = ()) -> Any:
+        return con.execute(self._db.sql(statement), tuple(params))
+
+    def _query(self, statement: str, params: Sequence[object] = ()) -> list[tuple]:
+        with closing(self._db.connect()) as con:
+            return list(self._execute(con, statement, params).fetchall())
+
+    def get(self, purpose: str, feature_set: str, release_date: str) -> Release | None:
+        cols = ", ".join(_COLUMNS)
+        rows = self._query(f"SELECT {cols} FROM {TABLE} WHERE purpose=? AND feature_set=? "
+                           "AND release_date=?", (purpose, feature_set, release_date))
+        return self._release(rows[0]) if rows else None
+
+    def _release(self, row: tuple) -> Release:
+        v = dict(zip(_COLUMNS, row, strict=True))
+        release = Release(purpose=v["purpose"], feature_set=v["feature_set"],
+                          release_date=v["release_date"], period_start=v["period_start"],
+                          epsilon=v["epsilon"], rho=v["rho"], delta=v["delta"],
+                          mechanism=v["mechanism"], library=v["library"],
+                          payload=bytes(v["payload"]), created_at=v["created_at"])
+        if release.payload_sha256 != v["payload_sha256"]:
+            raise LedgerIntegrityError(
+                f"ledger {self.where}: stored release {release.purpose}/{release.feature_set}/"
+                f"{release.release_date} does not match its checksum; refusing to redraw noise")
+        return release
+
+    def history(self, purpose: str) -> list[tuple[str, str, float | None, float, float]]:
+        """(release date, feature set, ε, ρ, δ) of every release for `purpose`."""
+        return self._query(f"SELECT release_date, feature_set, epsilon, rho, delta FROM {TABLE} "
+                           "WHERE purpose=? ORDER BY release_date, feature_set", (purpose,))
+
+    def window_spend(self, purpose: str, end: date, budget: WindowBudget) -> WindowSpend:
+        """What releases overlapping the window ending on `end` have spent."""
+        start = end - timedelta(days=budget.days - 1)
+        rows = self._overlapping(None, purpose, start, end)
+        return WindowSpend(start, end, sum(r.cost(budget.accounting) for r in rows),
+                           sum(r.delta for r in rows))
+
+    def _overlapping(self, con: Any, purpose: str, start: date, end: date) -> list[Release]:
+        statement = (f"SELECT {', '.join(_COLUMNS)} FROM {TABLE} WHERE purpose=? "
+                     "AND period_end >= ? AND period_start <= ?")
+        params = (purpose, start.isoformat(), end.isoformat())
+        rows = (self._execute(con, statement, params).fetchall() if con is not None
+                else self._query(statement, params))
+        return [self._release(r) for r in rows]
+
+    def check_budget(self, release: Release, budget: WindowBudget) -> WindowSpend:
+        """Raise if any window overlapping the release's data would exceed its budget; return
+        the fullest such window with the release counted."""
+        with closing(self._db.connect()) as con:
+            return self._check_budget(con, release, budget)
+
+    def _check_budget(self, con: Any, release: Release, budget: WindowBudget) -> WindowSpend:
+        first, last = (date.fromisoformat(release.period_start),
+                       date.fromisoformat(release.period_end))
+        span = timedelta(days=budget.days - 1)
+        rows = self._overlapping(con, release.purpose, first - span, last + span)
+        worst: WindowSpend | None = None
+        for offset in range((last - first).days + budget.days):  # every window overlapping it
+            end = first + timedelta(days=offset)
+            start = end - span
+            inside = [r for r in rows if r.period_end >= start.isoformat()
+                      and r.period_start <= end.isoformat()]
+            window = WindowSpend(start, end,
+                                 release.cost(budget.accounting)
+                                 + sum(r.cost(budget.accounting) for r in inside),
+                                 release.delta + sum(r.delta for r in inside))
+            if window.spent > budget.limit * (1 + 1e-12) or \
+                    window.delta > budget.delta * (1 + 1e-12):
+                raise BudgetExceededError(
+                    f"purpose {release.purpose!r}: releasing {release.feature_set} for "
+                    f"{release.release_date} would spend {budget.unit}={window.spent:g}, "
+                    f"δ={window.delta:g} in the {budget.days}-day window {start}..{end}, over "
+                    f"its budget of {budget.unit}={budget.limit:g}, δ={budget.delta:g}; "
+                    "nothing was released")
+            if worst is None or window.spent > worst.spent:
+                worst = window
+        assert worst is not None
+        return worst
+
+    def record(self, release: Release, budget: WindowBudget) -> Release:
+        """Charge and store `release` in one transaction; an existing release wins."""
+        with self._transaction() as con:
+            existing = self._execute(
+                con, f"SELECT {', '.join(_COLUMNS)} FROM {TABLE} WHERE purpose=? AND "
+                "feature_set=? AND release_date=?",
+                (release.purpose, release.feature_set, release.release_date)).fetchone()
+            if existing:
+                return self._release(existing)
+            self._check_budget(con, release, budget)
+            stored = replace(release, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+            values = {c: getattr(stored, c) for c in _COLUMNS}
+            self._execute(con, f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES "
+                          f"({', '.join('?' for _ in _COLUMNS)})", list(values.values()))
+        return stored
+
+
+def _migrate_v1(con: sqlite3.Connection) -> None:
+    """Ledgers written before zCDP accounting kept pure daily releases in `releases`."""
+    if con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='releases'"
+                   ).fetchone():
+        con.execute(f"INSERT INTO {TABLE} SELECT purpose, feature_set, release_date, "
+                    "release_date, release_date, epsilon, epsilon * epsilon / 2, delta, "
+                    "mechanism, library, created_at, payload_sha256, payload FROM releases")
+        con.execute("DROP TABLE releases")

@@ -1,0 +1,134 @@
+"""Erasure (the right to be forgotten) and consent withdrawal, applied to every stored partition.
+
+Requests are JSON lines in `raw/erasure/requests.jsonl` (`{"account_id": ..., "requested_at":
+...}`). One run removes those users from the raw landing zone (events and consent records),
+every staging table and every published partition. Raw lines are replaced by a fixed marker
+rather than deleted, so line numbers (which the quarantine points at) stay valid and ingest
+counts them as dropped for erasure. Users who withdrew consent for the purpose are removed from
+the published partitions, so what is served stops holding their rows from the next run on.
+
+What is not touched, and why: the quarantine holds file, line, reason and field, never a value;
+released DP cohort features and the ledger hold noisy aggregates over many users, which are
+anonymous; Feast holds only those cohort features (entity `cohort_id`), no per-user rows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.core.keys import MasterKey
+from pipeline.core.storage import Storage, Zone, atomic_write_bytes
+from pipeline.transforms.consent import withdrawn_users
+from pipeline.transforms.ingest import ERASED_LINE
+from pipeline.transforms.pseudonymize import hmac_expr
+
+REQUESTS = Path("raw/erasure/requests.jsonl")
+
+
+@dataclass
+class ErasureResult:
+    """Counts only: an erasure report must not name the people it erased."""
+
+    requests: int = 0
+    withdrawn_users: int = 0
+    removed: Counter[str] = field(default_factory=Counter)  # area -> rows or lines removed
+    partitions_rewritten: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"requests": self.requests, "withdrawn_users": self.withdrawn_users,
+                "removed": dict(sorted(self.removed.items())),
+                "partitions_rewritten": self.partitions_rewritten,
+                "not_touched": {
+                    "quarantine": "holds file, line, reason and field only, never a value",
+                    "features and ledger": "DP cohort aggregates over many users: anonymous",
+                    "feature store": "cohort features only (entity cohort_id), no per-user rows"}}
+
+
+def read_requests(root: Path) -> list[str]:
+    """Account ids asked to be erased (none when there is no request file)."""
+    path = root / REQUESTS
+    if not path.is_file():
+        return []
+    ids = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            ids.append(str(json.loads(line)["account_id"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{number}: not an erasure request "
+                             f"({type(exc).__name__}); expected {{\"account_id\": ...}}") from None
+    return sorted(set(ids))
+
+
+def pseudonyms_of(account_ids: Iterable[str], keys: Iterable[MasterKey], purpose: str
+                  ) -> list[str]:
+    """Every pseudonym these accounts may carry: one per key in the ring (active and retired)."""
+    ids = pl.DataFrame({"account_id": list(account_ids)}, schema={"account_id": pl.String})
+    return sorted(set().union(*(ids.select(hmac_expr("account_id", k.pseudonym_key(purpose)))
+                                .to_series().to_list() for k in keys)))
+
+
+def erase_raw_lines(path: Path, account_ids: list[str]) -> int:
+    """Replace every line of a JSON-lines file that holds one of the ids (as a JSON string, in
+    any field, parsable or not) by the erased marker; atomic. Returns lines replaced."""
+    if not account_ids or not path.is_file():
+        return 0
+    pattern = re.compile(b"|".join(re.escape(json.dumps(i).encode()) for i in account_ids))
+    lines = path.read_bytes().splitlines(keepends=True)
+    hit = [i for i, line in enumerate(lines) if pattern.search(line)]
+    for i in hit:
+        lines[i] = ERASED_LINE + b"\n"
+    if hit:
+        atomic_write_bytes(path, b"".join(lines))
+    return len(hit)
+
+
+def drop_users(table: pl.DataFrame, account_ids: list[str], pseudonyms: list[str]
+               ) -> pl.DataFrame:
+    keep = pl.lit(True)
+    if "account_id" in table.columns:
+        keep &= ~pl.col("account_id").is_in(account_ids)
+    for col in [c for c in table.columns if c.endswith("_pseudonym")]:
+        keep &= ~pl.col(col).is_in(pseudonyms)
+    return table.filter(keep)
+
+
+def partition_dates(root: Path, zone: Zone) -> list[str]:
+    return sorted(p.name.removeprefix("date=") for p in (root / zone.name).glob("date=*")
+                  if p.is_dir())
+
+
+def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
+                    pseudonyms: list[str], result: ErasureResult, *,
+                    short: pl.Expr | None = None) -> None:
+    """Rewrite each partition of `zone` that holds one of the users, without them; with
+    `short`, rows it marks afterwards (groups now short of k or ℓ) go too."""
+    for day in partition_dates(storage.root, zone):
+        if not storage.partition(zone, day).is_file():
+            continue
+        table = storage.read(zone, day)
+        kept = drop_users(table, account_ids, pseudonyms)
+        if kept.height == table.height:
+            continue
+        result.removed[zone.name] += table.height - kept.height
+        if short is not None:
+            safe = kept.filter(~short)
+            result.removed[f"{zone.name}: groups now short of k or l"] += kept.height - safe.height
+            kept = safe
+        storage.write(zone, day, kept)
+        result.partitions_rewritten += 1
+
+
+def withdrawn(consent: pl.DataFrame, purpose: str) -> list[str]:
+    """Accounts whose latest decision for `purpose` is a withdrawal."""
+    decisions = consent.filter(pl.col("purpose") == purpose).select(
+        "account_id", _decided_at="recorded_at", _status="status")
+    return sorted(withdrawn_users(decisions, "account_id").to_list())

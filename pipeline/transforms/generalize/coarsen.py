@@ -1,0 +1,225 @@
+"""Coarsen quasi-identifiers, then enforce k-anonymity (and ℓ-diversity) over the purpose's
+quasi-identifiers. Each generalizer is a small function picked by `GeneralizeConfig`:
+
+- GPS -> H3 cell, adaptive: starts at `h3_resolution`; a cell whose group is short of k users
+  moves to its parent, down to `h3_floor_resolution` (`kanon.enforce`).
+- GPS -> city, region (US state, else country) or country, by offline reverse geocoding
+  against places of at least `region_min_population` people (`reverse-geocode` ships its data).
+- IP -> network prefix (/24, /48), country (`iptocc`, offline), or nothing.
+- Postal code -> ZIP3, with the 17 ZIP3 areas HIPAA Safe Harbor restricts mapped to 000.
+- Age -> bands (and wider bands as a fallback), time -> date and hour or day, OS -> device
+  type, device model -> itself if enough users have it, else "other".
+
+The precise values are dropped here. Groups still short of k are suppressed, counted and
+reported with the information lost.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+import polars as pl
+import polars_h3
+
+from pipeline.config import GeneralizeConfig, age_band_labels
+from pipeline.core.records import StageStats
+from pipeline.transforms.generalize.kanon import (
+    Hierarchy,
+    at_levels,
+    enforce,
+    generalization_levels,
+    k_achieved,
+    l_achieved,
+)
+
+UNKNOWN = "unknown"
+OTHER = "other"
+# ZIP3 areas of 20,000 people or fewer (HIPAA Safe Harbor, 45 CFR 164.514(b)(2)(i)(B), 2000
+# census list); published as 000.
+RESTRICTED_ZIP3 = frozenset({"036", "059", "063", "102", "203", "556", "692", "790", "821", "823",
+                             "830", "831", "878", "879", "884", "890", "893"})
+PRECISE = ("latitude", "longitude", "ip_address", "age", "event_time", "postal_code",
+           "device_model")
+
+
+def h3_hierarchy(cfg: GeneralizeConfig, base: str = "_h3_base") -> Hierarchy:
+    """`h3_cell` at `h3_resolution` minus the level, down to the floor (cells as UInt64)."""
+    return Hierarchy("h3_cell", cfg.h3_resolution - cfg.h3_floor_resolution,
+                     lambda level: polars_h3.cell_to_parent(base, cfg.h3_resolution - level))
+
+
+def h3_base(cfg: GeneralizeConfig) -> pl.Expr:
+    return polars_h3.latlng_to_cell("latitude", "longitude", cfg.h3_resolution).alias("_h3_base")
+
+
+def adaptive_h3_cells(points: pl.DataFrame, cfg: GeneralizeConfig, *, user_col: str, k: int
+                      ) -> tuple[pl.DataFrame, dict[str, int]]:
+    """GPS points to the finest H3 cell holding >= k users, coarsened cell by cell to the floor;
+    points whose floor cell is still short are suppressed. `h3_cell` comes back as UInt64."""
+    h3 = h3_hierarchy(cfg)
+    located = points.with_columns(h3_base(cfg))
+    return enforce(located, ["h3_cell"], user_col, k, hierarchies=[h3])
+
+
+def place_levels(cfg: GeneralizeConfig) -> tuple[str, ...]:
+    """Place names from `region_level` up to country: the region hierarchy's levels."""
+    order = ("city", "region", "country")
+    return order[order.index(cfg.region_level):]
+
+
+def places(df: pl.DataFrame, cfg: GeneralizeConfig) -> pl.DataFrame:
+    """`_place_<level>` columns (city, region, country) per row, from the nearest place of at
+    least `region_min_population` people, offline. Region is the US state, elsewhere the
+    country. Points are rounded to ~1 km and de-duplicated first: one lookup per place seen."""
+    import reverse_geocode  # ships its own place data: nothing is downloaded
+
+    rounded = df.select(pl.col("latitude").round(2).alias("_lat"),
+                        pl.col("longitude").round(2).alias("_lon"))
+    uniq = rounded.unique().drop_nulls()
+    found = reverse_geocode.search(list(uniq.iter_rows()),
+                                   min_population=cfg.region_min_population)
+    region = [p.get("state") if p.get("country_code") == "US" else p.get("country")
+              for p in found]
+    names = {"city": [f"{p.get('city')}, {r}" for p, r in zip(found, region, strict=True)],
+             "region": region, "country": [p.get("country") for p in found]}
+    lookup = uniq.with_columns(pl.Series(f"_place_{lv}", names[lv], dtype=pl.String)
+                               for lv in place_levels(cfg))
+    return (rounded.join(lookup, on=["_lat", "_lon"], how="left", maintain_order="left")
+            .drop("_lat", "_lon").fill_null(UNKNOWN))
+
+
+def region_hierarchy(cfg: GeneralizeConfig) -> Hierarchy:
+    """`region` at `region_level`, then each wider place up to country."""
+    levels = place_levels(cfg)
+
+    return Hierarchy("region", len(levels) - 1, lambda level: pl.col(f"_place_{levels[level]}"))
+
+
+def age_hierarchy(cfg: GeneralizeConfig) -> Hierarchy:
+    """`age_band` from the configured edges, then each list of wider edges in turn."""
+    edge_lists = (cfg.age_band_edges, *cfg.age_band_coarser_edges)
+
+    def band(edges: Sequence[int]) -> pl.Expr:
+        return pl.col("age").cut(list(edges), labels=list(age_band_labels(edges)),
+                                 left_closed=True).cast(pl.String)
+
+    return Hierarchy("age_band", len(edge_lists) - 1, lambda level: band(edge_lists[level]))
+
+
+def ip_prefixes(ips: pl.Series, *, v4: int, v6: int) -> pl.Series:
+    """Network prefix of each address (`203.0.113.0/24`); one parse per distinct address."""
+    uniq = ips.drop_nulls().unique()
+
+    def prefix(ip: str) -> str | None:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        bits = v4 if addr.version == 4 else v6
+        return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
+
+    lookup = pl.DataFrame({"ip": uniq, "prefix": [prefix(x) for x in uniq.to_list()]},
+                          schema={"ip": pl.String, "prefix": pl.String})
+    return ips.to_frame("ip").join(lookup, on="ip", how="left", maintain_order="left")["prefix"]
+
+
+def ip_countries(ips: pl.Series) -> pl.Series:
+    """ISO country code of each address, offline (`iptocc` ships the registries' data);
+    null for private, reserved and malformed addresses."""
+    import iptocc
+
+    uniq = ips.drop_nulls().unique()
+    lookup = pl.DataFrame({"ip": uniq, "country": iptocc.country_code(uniq.to_list())},
+                          schema={"ip": pl.String, "country": pl.String})
+    return ips.to_frame("ip").join(lookup, on="ip", how="left", maintain_order="left")["country"]
+
+
+def zip3(codes: pl.Expr) -> pl.Expr:
+    """First three digits of a US ZIP (or ZIP+4); restricted ZIP3s become 000; else null."""
+    first3 = codes.str.strip_chars().str.extract(r"^(\d{3})\d{2}(?:-\d{4})?$")
+    return pl.when(first3.is_in(sorted(RESTRICTED_ZIP3))).then(pl.lit("000")).otherwise(first3)
+
+
+def device_model_groups(df: pl.DataFrame, *, user_col: str, min_users: int,
+                        top_n: int | None) -> pl.Series:
+    """The device model where at least `min_users` users (and, if set, it is among the `top_n`
+    most used) have it; "other" for the rare ones, which single people out."""
+    users = (df.group_by("device_model").agg(pl.col(user_col).n_unique().alias("users"))
+             .drop_nulls("device_model").filter(pl.col("users") >= min_users)
+             .sort(["users", "device_model"], descending=[True, False]))
+    common = (users.head(top_n) if top_n else users)["device_model"].implode()
+    return df.select(pl.when(pl.col("device_model").is_in(common)).then(pl.col("device_model"))
+                     .otherwise(pl.lit(OTHER)))["device_model"]
+
+
+def generalize(table: pl.DataFrame, cfg: GeneralizeConfig, *, quasi_identifiers: Sequence[str],
+               user_col: str, k: int, l: int | None = None,  # noqa: E741
+               sensitive: str | None = None, order: Sequence[str] = ("h3_cell", "age_band")
+               ) -> tuple[pl.DataFrame, StageStats]:
+    """Coarsen, drop the precise values, generalize short groups further along `order`, and
+    suppress what is still short of k users (or l sensitive values)."""
+    hierarchies = {h.column: h for h in (h3_hierarchy(cfg), age_hierarchy(cfg),
+                                         region_hierarchy(cfg))}
+    cols: list[pl.Expr | pl.Series] = [
+        h3_base(cfg),
+        pl.col("event_time").dt.date().alias("event_date"),
+        (pl.col("event_time").dt.hour().cast(pl.Int8) if cfg.time_granularity == "hour"
+         else pl.lit(None, dtype=pl.Int8)).alias("event_hour"),
+        pl.col("os").replace_strict(cfg.device_type_by_os, default=OTHER,
+                                    return_dtype=pl.String).alias("device_type"),
+    ]
+    if "ip_address" in table.columns and cfg.ip == "prefix":
+        cols.append(ip_prefixes(table["ip_address"], v4=cfg.ipv4_prefix,
+                                v6=cfg.ipv6_prefix).alias("ip_prefix"))
+    elif "ip_address" in table.columns and cfg.ip == "country":
+        cols.append(ip_countries(table["ip_address"]).alias("ip_country"))
+    if "postal_code" in table.columns and cfg.postal_code == "zip3":
+        cols.append(zip3(pl.col("postal_code")).alias("zip3"))
+    if "device_model" in table.columns:
+        cols.append(device_model_groups(table, user_col=user_col,
+                                        min_users=cfg.device_model_min_users or k,
+                                        top_n=cfg.device_model_top_n).alias("device_model_group"))
+    located = at_levels(pl.concat([table.with_columns(cols), places(table, cfg)],
+                                    how="horizontal"), list(hierarchies.values()))
+    ordered = [hierarchies[c] for c in order]
+    kept, suppression = enforce(located, quasi_identifiers, user_col, k, hierarchies=ordered,
+                                l=l, sensitive=sensitive)
+    loss = generalization_levels(kept, ordered)
+    loss["h3_cell"] = {**loss.get("h3_cell", {}), **h3_loss(kept["h3_cell"])}
+    out = (kept.with_columns(polars_h3.int_to_str("h3_cell").fill_null(UNKNOWN).alias("h3_cell"))
+           .drop(*PRECISE, "_h3_base", *(c for c in kept.columns if c.startswith(("_place_",
+                                                                                   "_level_"))),
+                 strict=False))
+    dropped = {"k_anonymity_suppressed": suppression["rows_suppressed"]}
+    stats = StageStats("generalize", rows_in=table.height, rows_out=out.height,
+                       dropped={k_: v for k_, v in dropped.items() if v}, details={
+                           "k_required": k,
+                           "k_achieved": k_achieved(out, quasi_identifiers, user_col),
+                           "l_required": l, "sensitive_attribute": sensitive,
+                           "l_achieved": (l_achieved(out, quasi_identifiers, sensitive)
+                                          if sensitive and sensitive in out.columns else None),
+                           "quasi_identifiers": list(quasi_identifiers),
+                           "generalize_order": list(order),
+                           "share_rows_suppressed": round(
+                               suppression["rows_suppressed"] / table.height, 4)
+                           if table.height else 0.0,
+                           "information_loss": loss,
+                           "h3_resolution": cfg.h3_resolution,
+                           "h3_floor_resolution": cfg.h3_floor_resolution,
+                           "region_level": cfg.region_level, "ip": cfg.ip,
+                           "postal_code": cfg.postal_code,
+                           "time_granularity": cfg.time_granularity, **suppression})
+    return out, stats.check_balanced()
+
+
+def h3_loss(cells: pl.Series) -> dict[str, object]:
+    """Mean resolution and mean cell area (km², per row) of the published cells."""
+    known = cells.drop_nulls()
+    if known.is_empty():
+        return {"mean_resolution": None, "mean_cell_area_km2": None}
+    frame = known.to_frame("c").select(
+        polars_h3.get_resolution("c").mean().alias("res"),
+        polars_h3.cell_area("c", "km^2").mean().alias("area"))
+    return {"mean_resolution": round(float(frame["res"][0]), 2),
+            "mean_cell_area_km2": round(float(frame["area"][0]), 2)}

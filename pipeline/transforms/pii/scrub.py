@@ -1,0 +1,180 @@
+"""PII handling: schema-tagged columns by rule, free text scanned with Presidio.
+
+Direct identifiers (`handling: drop`) are removed. Free-text columns (`handling: scan`) go
+through Presidio's recognizers (an explicit spaCy model, installed with the project, never
+downloaded at run time, plus our own recognizers) via `detect.FastAnalyzer`, and
+every detected span is replaced by a keyed typed token such as `<EMAIL_ADDRESS:qkzvmtrahpwe>`.
+Identical texts are analysed once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from pipeline.config import PiiConfig, RecordSchema
+from pipeline.core.records import StageStats
+from pipeline.transforms.pii.columns import apply_policy, columns_to_check, scan_columns
+from pipeline.transforms.pii.detect import FastAnalyzer, WorkerPool, build_analyzer
+from pipeline.transforms.pii.tokens import replace_spans
+
+# US street addresses ("4759 William Haven Apt. 194"), which Presidio has no recognizer for.
+# Suffixes: USPS Publication 28 primary street suffixes (common subset), also in the plural.
+_STREET_SUFFIXES = (
+    "Alley|Avenue|Ave|Bend|Bluff|Boulevard|Blvd|Branch|Bridge|Brook|Burg|Bypass|Camp|Canyon|"
+    "Cape|Causeway|Center|Circle|Cliff|Club|Common|Corner|Course|Court|Ct|Cove|Creek|Crescent|"
+    "Crest|Crossing|Curve|Dale|Dam|Divide|Drive|Dr|Estate|Expressway|Extension|Falls|Ferry|"
+    "Field|Fields|Flat|Ford|Forest|Forge|Fork|Fort|Freeway|Garden|Gardens|Gateway|Glen|Green|"
+    "Grove|Harbor|Haven|Heights|Highway|Hill|Hills|Hollow|Inlet|Island|Islands|Isle|Junction|"
+    "Key|Knoll|Knolls|Lake|Lakes|Land|Landing|Lane|Ln|Light|Lights|Loaf|Lock|Locks|Lodge|Loop|"
+    "Mall|Manor|Manors|Meadow|Meadows|Mews|Mill|Mills|Mission|Motorway|Mount|Mountain|Neck|"
+    "Orchard|Oval|Overpass|Park|Parks|Parkway|Pass|Passage|Path|Pike|Pine|Pines|Place|Pl|Plain|"
+    "Plains|Plaza|Point|Points|Port|Ports|Prairie|Radial|Ramp|Ranch|Rapid|Rapids|Rest|Ridge|"
+    "Ridges|River|Road|Rd|Route|Row|Rue|Run|Shoal|Shoals|Shore|Shores|Skyway|Spring|Springs|"
+    "Spur|Square|Squares|Station|Stravenue|Stream|Street|St|Streets|Summit|Terrace|Throughway|"
+    "Trace|Track|Trafficway|Trail|Trailer|Tunnel|Turnpike|Underpass|Union|Unions|Valley|"
+    "Valleys|Viaduct|View|Views|Village|Villages|Ville|Vista|Walk|Walks|Wall|Way|Ways|Well|Wells")
+STREET_ADDRESS_REGEX = (
+    r"\b\d{1,6}\s+(?:[A-Z][a-z]+\s+){1,3}(?:" + _STREET_SUFFIXES + r")s?\b\.?"
+    r"(?:\s+(?:Apt\.|Suite)\s+\d{1,5})?")
+# 12-19 digits, single spaces or dashes allowed between them.
+CARD_NUMBER_REGEX = r"\b\d(?:[ -]?\d){11,18}\b"
+
+
+@dataclass(frozen=True)
+class ScrubResult:
+    table: pl.DataFrame
+    stats: StageStats
+
+
+def street_address_recognizer(language: str) -> Any:
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    return PatternRecognizer(
+        supported_entity="US_STREET_ADDRESS", supported_language=language,
+        patterns=[Pattern("us_street_address", STREET_ADDRESS_REGEX, 0.5)],
+        context=["ship", "address", "street", "deliver", "live"])
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum every payment card number carries."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def issuer_known(digits: str) -> bool:
+    """Whether the number starts like a card of a major network (public IIN ranges): Visa 4,
+    Mastercard 51-55 and 2221-2720, Mir 2200-2204, Amex 34/37, Diners 300-305/36/38/39,
+    JCB 3528-3589 and its 15-digit 2131/1800, Maestro 50, 56-69 and 0604 (with Discover
+    6011/64/65 and UnionPay 62)."""
+    p2, p3, p4 = int(digits[:2]), int(digits[:3]), int(digits[:4])
+    return (digits[0] == "4" or 51 <= p2 <= 55 or 2221 <= p4 <= 2720 or 2200 <= p4 <= 2204
+            or p2 in (34, 36, 37, 38, 39, 50) or 300 <= p3 <= 305 or 3528 <= p4 <= 3589
+            or 56 <= p2 <= 69 or digits[:4] in ("2131", "1800", "0604"))
+
+
+def card_number_recognizer(language: str) -> Any:
+    """Card numbers of 12-19 digits that Presidio's pattern misses (Mastercard's 2-series,
+    19-digit Visa, 12-digit Maestro), kept only with a valid Luhn checksum and issuer."""
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    class CardNumberRecognizer(PatternRecognizer):
+        def validate_result(self, pattern_text: str) -> bool:
+            digits = re.sub(r"\D", "", pattern_text)
+            return 12 <= len(digits) <= 19 and luhn_ok(digits) and issuer_known(digits)
+
+    return CardNumberRecognizer(
+        supported_entity="CREDIT_CARD", supported_language=language,
+        name="CardNumberRecognizer",
+        patterns=[Pattern("card_12_19_digits", CARD_NUMBER_REGEX, 0.3)],
+        context=["credit", "card", "visa", "mastercard", "cc", "amex", "discover", "jcb",
+                 "diners", "maestro", "debit"])
+
+
+def build_pii_analyzer(cfg: PiiConfig) -> Any:
+    """Presidio's analyzer from config with this project's extra recognizers."""
+    return build_analyzer(cfg, [street_address_recognizer(cfg.language),
+                                card_number_recognizer(cfg.language)])
+
+
+WORKERS_FROM_TEXTS = 4000  # fewer distinct texts: one process is done before a worker loads
+
+
+def distinct_texts(events: pl.DataFrame, schema: RecordSchema) -> int:
+    """How many distinct free texts `scrub_pii` will analyse (to decide on workers)."""
+    return sum(events.get_column(c).n_unique() for c in schema.with_handling("scan")
+               if c in events.columns)
+
+
+def fast_analyzer(cfg: PiiConfig, *, with_workers: bool = False) -> FastAnalyzer:
+    """The project's detector. `with_workers` (and `n_process` > 1) starts worker processes
+    first, so they load while this process loads its own model. Close it when done."""
+    workers = (WorkerPool(fast_analyzer, cfg, size=cfg.n_process - 1)
+               if with_workers and cfg.n_process > 1 else None)
+    return FastAnalyzer(build_pii_analyzer(cfg), cfg, workers=workers)
+
+
+class TextScrubber:
+    """Finds PII with `FastAnalyzer` (Presidio's recognizers) and replaces each span by a keyed
+    typed token (`tokens`); built once per run from config and the token key."""
+
+    def __init__(self, cfg: PiiConfig, token_key: bytes, *, with_workers: bool = False) -> None:
+        self.analyzer = fast_analyzer(cfg, with_workers=with_workers)
+        self._key = token_key
+
+    def __enter__(self) -> TextScrubber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.analyzer.close()
+
+    def scrub(self, texts: list[str]) -> tuple[list[str], list[Counter[str]]]:
+        """Replace every detected span by its token; return new texts and what was found.
+
+        Pass unique texts: each is analysed as given.
+        """
+        out, found = [], []
+        for text, spans in zip(texts, self.analyzer.analyze(texts), strict=True):
+            out.append(replace_spans(text, spans, self._key) if spans else text)
+            found.append(Counter(s.entity_type for s in spans))
+        return out, found
+
+
+def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber, *,
+              pseudonym_key: bytes) -> ScrubResult:
+    """Drop direct identifiers, handle untagged columns that hold PII by policy, and scrub free
+    text. Row count is unchanged."""
+    drop = [c for c in schema.with_handling("drop") if c in events.columns]
+    table = events.drop(drop)
+    findings = scan_columns(table, schema, scrubber.analyzer, scrubber.analyzer.cfg)
+    table = apply_policy(table, findings, pseudonym_key=pseudonym_key)
+    found_by_column: dict[str, dict[str, int]] = {}
+    for column in schema.with_handling("scan"):
+        counts = table.group_by(column).len().drop_nulls(column)
+        uniques = counts[column].to_list()
+        scrubbed, found = scrubber.scrub(uniques)
+        totals: Counter[str] = Counter()
+        for n, hits in zip(counts["len"].to_list(), found, strict=True):
+            for entity, k in hits.items():
+                totals[entity] += k * n
+        found_by_column[column] = dict(sorted(totals.items()))
+        mapping = pl.DataFrame({column: uniques, "_scrubbed": scrubbed},
+                               schema={column: pl.String, "_scrubbed": pl.String})
+        table = (table.join(mapping, on=column, how="left", maintain_order="left")
+                 .with_columns(pl.col("_scrubbed").alias(column)).drop("_scrubbed"))
+    total: Counter[str] = Counter()
+    for per_col in found_by_column.values():
+        total.update(per_col)
+    stats = StageStats("detect_pii", rows_in=events.height, rows_out=table.height, details={
+        "dropped_columns": drop, "pii_found": dict(sorted(total.items())),
+        "column_scan": {"checked": columns_to_check(events.drop(drop), schema),
+                        "flagged": [f.to_dict() for f in findings]},
+        "pii_found_by_column": found_by_column})
+    return ScrubResult(table, stats.check_balanced())

@@ -1,0 +1,157 @@
+"""Custom Great Expectations expectations: k-anonymity in distinct users, ℓ-diversity, and no
+PII found by the project's own detector (Presidio recognizers plus ours,
+`pipeline.transforms.pii.scrub`).
+
+Import this module before a suite that uses it is loaded: GX 1.24 silently drops expectations
+whose class is not registered yet. `pipeline.transforms.validate.suite` imports it at module level.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import polars as pl
+from great_expectations.core.metric_domain_types import MetricDomainTypes
+from great_expectations.execution_engine import PandasExecutionEngine
+from great_expectations.expectations.expectation import BatchExpectation
+from great_expectations.expectations.metrics.metric_provider import metric_value
+from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
+
+from pipeline.transforms.generalize.kanon import k_achieved, l_achieved
+
+if TYPE_CHECKING:
+    from pipeline.transforms.pii.detect import FastAnalyzer
+
+# The detector the residual-PII expectation runs. A GX expectation is plain config, so the loaded
+# model is handed over here for the length of a validation run (`pii_detector`).
+_detector: FastAnalyzer | None = None
+
+
+@contextmanager
+def pii_detector(analyzer: FastAnalyzer) -> Iterator[None]:
+    global _detector
+    _detector = analyzer
+    try:
+        yield
+    finally:
+        _detector = None
+
+
+def _columns(engine: PandasExecutionEngine, domain_kwargs: dict, columns: list[str]
+             ) -> pl.DataFrame:
+    df, _, _ = engine.get_compute_domain(domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+    return pl.from_pandas(df[columns])
+
+
+class TableKAnonymity(TableMetricProvider):
+    """Smallest number of distinct users sharing one quasi-identifier combination."""
+
+    metric_name = "table.k_anonymity"
+    value_keys = ("quasi_identifiers", "user_column")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
+                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict) -> int:
+        qis, user = metric_value_kwargs["quasi_identifiers"], metric_value_kwargs["user_column"]
+        return k_achieved(_columns(execution_engine, metric_domain_kwargs, [*qis, user]), qis, user)
+
+
+class ExpectTableToBeKAnonymous(BatchExpectation):
+    """Every combination of the quasi-identifiers holds at least `min_k` distinct users.
+
+    The result carries only the number achieved, never a group's values.
+    """
+
+    quasi_identifiers: list[str]
+    user_column: str
+    min_k: int
+
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("table.k_anonymity",)
+    success_keys: ClassVar[tuple[str, ...]] = ("quasi_identifiers", "user_column", "min_k")
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
+                  execution_engine: Any = None) -> dict:
+        k = metrics["table.k_anonymity"]
+        return {"success": k >= self.min_k, "result": {"observed_value": k}}
+
+
+class TableLDiversity(TableMetricProvider):
+    """Fewest distinct sensitive values in one quasi-identifier combination."""
+
+    metric_name = "table.l_diversity"
+    value_keys = ("quasi_identifiers", "sensitive_column")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
+                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict) -> int:
+        qis, sensitive = (metric_value_kwargs["quasi_identifiers"],
+                          metric_value_kwargs["sensitive_column"])
+        return l_achieved(_columns(execution_engine, metric_domain_kwargs, [*qis, sensitive]),
+                          qis, sensitive)
+
+
+class ExpectTableToBeLDiverse(BatchExpectation):
+    """Every combination of the quasi-identifiers shows at least `min_l` distinct values of the
+    sensitive column, so membership in a group does not reveal the value.
+
+    The result carries only the number achieved, never a group's values.
+    """
+
+    quasi_identifiers: list[str]
+    sensitive_column: str
+    min_l: int
+
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("table.l_diversity",)
+    success_keys: ClassVar[tuple[str, ...]] = ("quasi_identifiers", "sensitive_column", "min_l")
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
+                  execution_engine: Any = None) -> dict:
+        ell = metrics["table.l_diversity"]
+        return {"success": ell >= self.min_l, "result": {"observed_value": ell}}
+
+
+class ColumnDetectedPii(TableMetricProvider):
+    """Rows of a column in which the PII detector finds something, per entity type. Each
+    distinct value is analyzed once. Only counts come out, never a value."""
+
+    metric_name = "table.column_detected_pii"
+    value_keys = ("scanned_column",)
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
+                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict
+                ) -> dict[str, Any]:
+        if _detector is None:
+            raise RuntimeError("no PII detector loaded: run the suite inside pii_detector()")
+        column = metric_value_kwargs["scanned_column"]
+        counts = (_columns(execution_engine, metric_domain_kwargs, [column])[column]
+                  .drop_nulls().cast(str).value_counts())
+        values, rows = counts[column].to_list(), counts["count"].to_list()
+        per_entity: Counter[str] = Counter()
+        hit_rows = 0
+        for spans, n in zip(_detector.analyze(values), rows, strict=True):
+            if spans:
+                hit_rows += n
+                per_entity.update({e: n for e in {s.entity_type for s in spans}})
+        return {"rows_with_pii": hit_rows, "entities": dict(sorted(per_entity.items()))}
+
+
+class ExpectColumnToHaveNoDetectedPii(BatchExpectation):
+    """No value of `scanned_column` holds PII the project's detector can find (names, e-mails,
+    phones, IPs, card numbers, IBANs, SSNs, street addresses: `pii.entities` in config).
+
+    The result carries row counts per entity type, never a value.
+    """
+
+    scanned_column: str
+
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("table.column_detected_pii",)
+    success_keys: ClassVar[tuple[str, ...]] = ("scanned_column",)
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
+                  execution_engine: Any = None) -> dict:
+        found = metrics["table.column_detected_pii"]
+        return {"success": found["rows_with_pii"] == 0, "result": {"observed_value": found}}

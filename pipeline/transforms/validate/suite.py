@@ -1,0 +1,141 @@
+"""The publish gate: a Great Expectations suite over the minimized table.
+
+Checks: columns are exactly the purpose's allowlist; pseudonyms are 64 lowercase hex digits and
+never null; no string column holds anything shaped like an e-mail address, phone number or IP
+address, nor anything the project's PII detector finds (each distinct value analyzed once);
+k-anonymity over the quasi-identifiers is at least k, and ℓ-diversity at least ℓ. Results are
+kept in SUMMARY form with no sample of unexpected values, and the custom expectations report
+counts only, so neither the results nor Data Docs can carry a raw value.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from pipeline.config import PurposeSpec
+from pipeline.transforms.pseudonymize import PSEUDONYM_PATTERN
+from pipeline.transforms.validate import expectations as gx_expectations  # noqa: F401  (registers the k and ℓ expectations)
+
+if TYPE_CHECKING:
+    from pipeline.transforms.pii.detect import FastAnalyzer
+
+# Shapes of direct identifiers that must not survive minimization.
+RESIDUAL_PII_PATTERNS = {
+    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
+    "phone": r"(?:\+?\d{1,3}[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4}",
+    "ipv4": r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
+    "ipv6": r"\b(?:[0-9A-Fa-f]{1,4}:){4,7}[0-9A-Fa-f]{1,4}\b",
+}
+# No partial_unexpected_list: GX would otherwise copy up to 20 offending values into results.
+SAFE_RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0,
+                      "include_unexpected_rows": False, "return_unexpected_index_query": False}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    expectation: str
+    column: str | None
+    success: bool
+    observed: Any
+    unexpected_count: int | None
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    success: bool
+    checks: list[CheckResult]
+    data_docs_index: Path | None
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.success]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"success": self.success,
+                "data_docs_index": str(self.data_docs_index) if self.data_docs_index else None,
+                "checks": [c.__dict__ for c in self.checks]}
+
+
+def build_expectations(spec: PurposeSpec, *, string_columns: list[str], k: int,
+                       l: int | None = None) -> list:  # noqa: E741
+    import great_expectations.expectations as gxe
+
+    exps: list = [gxe.ExpectTableColumnsToMatchSet(column_set=list(spec.columns),
+                                                   exact_match=True)]
+    for col in spec.pseudonym_columns:
+        exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col))
+        exps.append(gxe.ExpectColumnValuesToMatchRegex(column=col, regex=PSEUDONYM_PATTERN))
+    for col in string_columns:
+        if col in spec.pseudonym_columns:
+            continue
+        exps.append(gxe.ExpectColumnValuesToNotMatchRegexList(
+            column=col, regex_list=list(RESIDUAL_PII_PATTERNS.values())))
+        exps.append(gx_expectations.ExpectColumnToHaveNoDetectedPii(scanned_column=col))
+    exps.append(gx_expectations.ExpectTableToBeKAnonymous(
+        quasi_identifiers=list(spec.quasi_identifiers), user_column=spec.pseudonym_columns[0],
+        min_k=k))
+    if l is not None and spec.sensitive_attribute:
+        exps.append(gx_expectations.ExpectTableToBeLDiverse(
+            quasi_identifiers=list(spec.quasi_identifiers),
+            sensitive_column=spec.sensitive_attribute, min_l=l))
+    return exps
+
+
+def _quiet_gx() -> None:
+    for name in ("great_expectations", "great_expectations.core", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: Path,
+                   run_name: str, detector: FastAnalyzer,
+                   l: int | None = None) -> ValidationOutcome:  # noqa: E741
+    """Run the suite on `table`; write results and Data Docs under `gx_root`. `detector`
+    scans every string column for residual PII."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    _quiet_gx()
+    gx_root.mkdir(parents=True, exist_ok=True)
+    ctx = gx.get_context(mode="file", project_root_dir=str(gx_root))
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    name = f"minimization_{spec.purpose}"
+    source = ctx.data_sources.add_or_update_pandas(name="pipeline")
+    asset = next((a for a in source.assets if a.name == name), None) or \
+        source.add_dataframe_asset(name=name)
+    batch_def = next((b for b in asset.batch_definitions if b.name == "whole_table"), None) or \
+        asset.add_batch_definition_whole_dataframe("whole_table")
+    # Rebuilt from code on every run, so a changed allowlist or k takes effect.
+    for collection in (ctx.checkpoints, ctx.validation_definitions, ctx.suites):
+        if any(item.name == name for item in collection.all()):
+            collection.delete(name)
+    string_columns = [c for c, t in table.schema.items() if t == pl.String]
+    suite = ctx.suites.add(gx.ExpectationSuite(
+        name=name, expectations=build_expectations(
+            spec, string_columns=string_columns, k=k, l=l)))
+    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def,
+                                                                suite=suite))
+    checkpoint = ctx.checkpoints.add(gx.Checkpoint(
+        name=name, validation_definitions=[vd], result_format=SAFE_RESULT_FORMAT,
+        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")]))
+    with gx_expectations.pii_detector(detector):
+        result = checkpoint.run(batch_parameters={"dataframe": table.to_pandas()},
+                                run_id=gx.core.run_identifier.RunIdentifier(run_name=run_name))
+    checks = []
+    for vr in result.run_results.values():
+        for r in vr.results:
+            cfg = r.expectation_config
+            assert cfg is not None  # GX fills it for every result of a suite run
+            res = r.result or {}
+            column = cfg.kwargs.get("column") or cfg.kwargs.get("scanned_column")
+            checks.append(CheckResult(expectation=cfg.type, column=column,
+                                      success=bool(r.success),
+                                      observed=res.get("observed_value"),
+                                      unexpected_count=res.get("unexpected_count")))
+    docs = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return ValidationOutcome(success=bool(result.success), checks=checks,
+                             data_docs_index=docs if docs.exists() else None)

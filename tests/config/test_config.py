@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.core.errors import ConfigError
+from tests.conftest import ROOT, write_config
+
+
+def test_when_repo_config_loaded_then_schemas_and_purpose_are_checked() -> None:
+    cfg = load_config(ROOT / "config" / "pipeline.yaml")
+    assert cfg.purpose_spec.columns[0] == "user_pseudonym"
+    assert cfg.event_schema.with_handling("drop") == ["name", "email", "phone", "home_city"]
+    assert cfg.generalize.age_bands[0] == "under-18"
+
+
+def test_when_a_field_is_wrong_then_error_names_file_and_field(tmp_path: Path) -> None:
+    path = write_config(tmp_path, k_anonymity__k=1)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "k_anonymity.k" in str(err.value)
+
+
+def test_when_an_unknown_key_is_present_then_load_fails(tmp_path: Path) -> None:
+    path = write_config(tmp_path, features__epsilonn=2.0)
+    with pytest.raises(ConfigError, match="features.epsilonn"):
+        load_config(path)
+
+
+def test_when_device_types_cannot_be_produced_then_load_fails(tmp_path: Path) -> None:
+    path = write_config(tmp_path, features__device_types=["mobile", "smartwatch"])
+    with pytest.raises(ConfigError, match="smartwatch"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"generalize__h3_floor_resolution": 9}, "h3_floor_resolution must not be finer"),
+    ({"generalize__age_band_coarser_edges": [[18, 30]]}, "must be a subset of the finer edges"),
+    ({"k_anonymity__generalize_order": ["h3_cell", "zip3"]}, "generalize_order"),
+    ({"features__privacy": "zcdp"}, "privacy: zcdp is set by rho"),
+    ({"features__privacy": "zcdp", "features__epsilon": None, "features__rho": 0.5},
+     "need budget.accounting: zcdp"),
+    ({"features__cohorts": "private"}, "cohorts: private needs a delta > 0"),
+    ({"features__cohorts": "private", "features__delta": 1e-6}, "over budget.delta_per_window"),
+    ({"budget__accounting": "zcdp"}, "accounting: zcdp needs rho_per_window"),
+])
+def test_when_generalization_config_is_inconsistent_then_load_fails(
+        tmp_path: Path, override: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, **override))
+
+
+def test_when_l_is_set_without_a_sensitive_attribute_then_load_fails(tmp_path: Path) -> None:
+    purposes = tmp_path / "purposes"
+    purposes.mkdir()
+    spec = (ROOT / "schemas" / "purposes" / "personalization.yaml")
+    (purposes / "personalization.yaml").write_text(
+        spec.read_text().replace("sensitive_attribute: content_category", ""))
+    path = write_config(tmp_path, paths__purposes_dir=str(purposes))
+    with pytest.raises(ConfigError, match="declares no sensitive_attribute"):
+        load_config(path)

@@ -1,0 +1,39 @@
+"""Erasure building blocks: raw lines, and partitions left short of k after a user leaves."""
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.core.storage import Storage, Zone
+from pipeline.transforms.erasure import ErasureResult, erase_from_zone, erase_raw_lines
+from pipeline.transforms.generalize.kanon import short_of
+from pipeline.transforms.ingest import ERASED_LINE
+
+
+def test_when_raw_lines_hold_the_id_then_they_become_markers_and_line_numbers_hold(
+        tmp_path: Path) -> None:
+    raw = tmp_path / "events.jsonl"
+    lines = [json.dumps({"account_id": "acct-1", "n": 1}),
+             json.dumps({"account_id": "acct-10", "n": 2}),  # a longer id is not a match
+             '{"account_id": "acct-1", "broken',  # unparsable, still the user's
+             json.dumps({"account_id": "acct-2", "note": "friend of acct-1"})]
+    raw.write_text("\n".join(lines) + "\n")
+    assert erase_raw_lines(raw, ["acct-1"]) == 2
+    out = raw.read_bytes().splitlines()
+    assert out == [ERASED_LINE, lines[1].encode(), ERASED_LINE, lines[3].encode()]
+
+
+def test_when_a_user_leaves_a_published_group_then_a_group_short_of_k_goes_too(
+        tmp_path: Path) -> None:
+    storage, zone = Storage(tmp_path), Zone("published/p", sensitive=False)
+    storage.write(zone, "2026-11-01", pl.DataFrame({
+        "user_pseudonym": [f"u{i}" for i in range(5)] + [f"v{i}" for i in range(6)],
+        "band": ["a"] * 5 + ["b"] * 6}))
+    result = ErasureResult()
+    erase_from_zone(storage, zone, [], ["u0", "v0"], result,
+                    short=short_of(["band"], "user_pseudonym", 5))
+    left = storage.read(zone, "2026-11-01")
+    assert left["user_pseudonym"].to_list() == [f"v{i}" for i in range(1, 6)]
+    assert result.removed == {"published/p": 2, "published/p: groups now short of k or l": 4}
+    assert result.partitions_rewritten == 1

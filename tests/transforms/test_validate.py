@@ -1,0 +1,83 @@
+import hashlib
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.config import PipelineConfig, load_config
+from pipeline.transforms.pii.detect import FastAnalyzer
+from pipeline.transforms.pii.scrub import fast_analyzer
+from pipeline.transforms.validate.suite import validate_table
+from tests.conftest import ROOT
+
+PLANTED_EMAIL = "planted.leak.7731@example.com"
+PLANTED_ID = "RAW-ACCOUNT-99887766"
+PLANTED_NAME = "Message from Deborah Cameron"  # no regex shape: only the detector sees it
+PLANTED_CARD = "4929 1234 5678 9122"  # Luhn-valid Visa test-range number
+
+
+@pytest.fixture(scope="module")
+def detector() -> FastAnalyzer:
+    with fast_analyzer(load_config(ROOT / "config" / "pipeline.yaml").pii) as analyzer:
+        yield analyzer
+
+
+def _table(n: int = 60) -> pl.DataFrame:
+    return pl.DataFrame({
+        "user_pseudonym": [hashlib.sha256(str(i % 12).encode()).hexdigest() for i in range(n)],
+        "pseudonym_key_id": ["k1"] * n, "event_date": ["2026-11-01"] * n, "event_hour": [3] * n,
+        "event_type": ["view"] * n, "content_category": ["news", "food"] * (n // 2),
+        "session_seconds": [30] * n, "region": ["Texas"] * n, "h3_cell": ["852a1073fffffff"] * n,
+        "age_band": ["25-34"] * n, "device_type": ["mobile"] * n})
+
+
+@pytest.mark.slow
+def test_when_table_is_minimized_then_suite_passes_and_k_and_l_are_observed(
+        tmp_path: Path, cfg: PipelineConfig, detector: FastAnalyzer) -> None:
+    outcome = validate_table(_table(), cfg.purpose_spec, k=5, l=2, gx_root=tmp_path,
+                             run_name="ok", detector=detector)
+    assert outcome.success
+    observed = {c.expectation: c.observed for c in outcome.checks}
+    assert observed["expect_table_to_be_k_anonymous"] == 12
+    assert observed["expect_table_to_be_l_diverse"] == 2
+    assert outcome.data_docs_index is not None and outcome.data_docs_index.is_file()
+
+
+@pytest.mark.slow
+def test_when_a_group_shows_one_sensitive_value_then_l_diversity_fails(
+        tmp_path: Path, cfg: PipelineConfig, detector: FastAnalyzer) -> None:
+    one_value = _table().with_columns(content_category=pl.lit("news"))
+    outcome = validate_table(one_value, cfg.purpose_spec, k=5, l=2, gx_root=tmp_path,
+                             run_name="l", detector=detector)
+    assert [(c.expectation, c.observed) for c in outcome.failures] == [
+        ("expect_table_to_be_l_diverse", 1)]
+
+
+@pytest.mark.slow
+def test_when_pii_is_planted_then_suite_fails_and_no_gx_file_holds_it(
+        tmp_path: Path, cfg: PipelineConfig, detector: FastAnalyzer) -> None:
+    row, index = pl.int_range(pl.len()) == 5, pl.int_range(pl.len())
+    bad = _table().with_columns(
+        content_category=pl.when(row).then(pl.lit(PLANTED_EMAIL)).otherwise("content_category"),
+        user_pseudonym=pl.when(row).then(pl.lit(PLANTED_ID)).otherwise("user_pseudonym"),
+        event_type=pl.when(index < 3).then(pl.lit(PLANTED_NAME)).otherwise("event_type"),
+        device_type=pl.when(index == 7).then(pl.lit(PLANTED_CARD)).otherwise("device_type"),
+        extra_column=pl.lit("x"))
+    outcome = validate_table(bad, cfg.purpose_spec, k=5, gx_root=tmp_path, run_name="bad",
+                             detector=detector)
+    failed = {(c.expectation, c.column) for c in outcome.failures}
+    assert not outcome.success
+    assert ("expect_column_values_to_not_match_regex_list", "content_category") in failed
+    found = {c.column: c.observed for c in outcome.failures
+             if c.expectation == "expect_column_to_have_no_detected_pii"}
+    assert found == {"content_category": {"rows_with_pii": 1, "entities": {"EMAIL_ADDRESS": 1}},
+                     "event_type": {"rows_with_pii": 3, "entities": {"PERSON": 3}},
+                     "device_type": {"rows_with_pii": 1, "entities": {"CREDIT_CARD": 1}}}
+    assert ("expect_column_values_to_match_regex", "user_pseudonym") in failed
+    assert ("expect_table_columns_to_match_set", None) in failed
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for planted in (PLANTED_EMAIL, PLANTED_ID, "Deborah Cameron", PLANTED_CARD,
+                            PLANTED_CARD.replace(" ", "")):
+                assert planted.encode() not in data, path
