@@ -11,13 +11,23 @@ from datetime import date as Date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.context import parse_day
+from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.stages import STAGES
 
 if TYPE_CHECKING:
-    from pipeline.run import RunContext
+    from pipeline.core.context import RunContext
 
 DEFAULT_CONFIG = "config/pipeline.yaml"
 DEMO_DATE = "2026-11-01"
+
+
+def _day(text: str) -> Date:
+    """argparse `type=` for dates: a bad one is a usage error, not a traceback."""
+    try:
+        return parse_day(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _setup_logging(log_file: Path | None = None) -> None:
@@ -36,7 +46,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline.demo.generate import generate
 
     root = Path(args.out) if args.out else load_config(args.config).paths.data_root
-    out = generate(root, start=Date.fromisoformat(args.start), days=args.days, users=args.users,
+    out = generate(root, start=args.start, days=args.days, users=args.users,
                    seed=args.seed)
     print(f"wrote {out.events} raw event lines ({out.malformed} malformed on purpose) in "
           f"{len(out.event_files)} daily file(s) under {root / 'raw' / 'events'}")
@@ -61,28 +71,17 @@ def cmd_init_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(ctx: RunContext, date: str) -> None:
-    from pipeline.outputs.report import dp_summary
+def _summary(ctx: RunContext, day: Date) -> None:
+    """The report's first screen, as the report shows it, then where the outputs are."""
+    from pipeline.core.records import Manifest
+    from pipeline.outputs.report import summary_rows
     from pipeline.run import output_paths
 
-    paths = output_paths(ctx, date)
-    manifest = json.loads(paths["manifest"].read_text())
-    f = manifest["funnel"]
-    print(f"\n== {date}: {'published' if manifest['published'] else 'NOT published'}")
-    print(f"rows in {f['rows_in']} = out {f['rows_out']} + dropped {sum(f['dropped'].values())} "
-          f"{f['dropped']} + quarantined {sum(f['quarantined'].values())} {f['quarantined']}"
-          f" -> balanced: {f['balanced']}")
-    print(f"PII replaced in free text: {manifest['pii']['found']}")
-    ka = manifest["k_anonymity"]
-    print(f"k-anonymity: required {ka['k_required']}, achieved {ka['k_achieved']}; "
-          f"l-diversity of {ka['sensitive_attribute']}: required {ka['l_required']}, achieved "
-          f"{ka['l_achieved']}; suppressed {ka['share_rows_suppressed']:.1%} of rows")
-    for qi, info in (ka.get("information_loss") or {}).items():
-        extra = (f", mean resolution {info['mean_resolution']}, mean cell "
-                 f"{info['mean_cell_area_km2']} km2" if "mean_resolution" in info else "")
-        print(f"  {qi}: generalization {info.get('mean_level_share')} (0 finest, 1 coarsest)"
-              f"{extra}")
-    print(f"DP: {dp_summary(manifest['differential_privacy'])}")
+    paths = output_paths(ctx, day)
+    manifest = Manifest.model_validate_json(paths["manifest"].read_text())
+    print(f"\n== {day}: {'published' if manifest.published else 'NOT published'}")
+    for question, answer in summary_rows(manifest):
+        print(f"{question}: {answer}")
     for name, path in paths.items():
         print(f"{name:>13}: {path}")
 
@@ -112,7 +111,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     from pipeline.run import rekey
 
     _setup_logging()
-    print(json.dumps(rekey(args.date, args.config), indent=2))
+    print(rekey(args.date, args.config).model_dump_json(indent=2))
     return 0
 
 
@@ -140,13 +139,13 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     for day, feature_set, eps, rho, delta in history:
         print(f"{day:<12}{feature_set:<20}{'-' if eps is None else f'{eps:g}':>9}{rho:>9g}"
               f"{delta:>10g}")
-    end = Date.fromisoformat(args.date) if args.date else \
-        Date.fromisoformat(history[-1][0]) if history else Date.today()
+    end = args.date or (Date.fromisoformat(history[-1][0]) if history else Date.today())
     w = ledger.window_spend(cfg.purpose, end, budget)
-    print(f"{budget.accounting} accounting, window {w.start}..{w.end}: {budget.unit} "
+    as_eps = budget.as_epsilon(w.spent)
+    print(f"{budget.accountant.name} accounting, window {w.start}..{w.end}: {budget.unit} "
           f"{w.spent:g} of {budget.limit:g}, delta {w.delta:g} of {budget.delta:g}"
-          + (f"; that is ({budget.as_epsilon(w.spent):.3g}, {budget.conversion_delta:g})-DP"
-             if budget.accounting == "zcdp" else ""))
+          + (f"; that is ({as_eps:.3g}, {budget.conversion_delta:g})-DP"
+             if as_eps is not None else ""))
     return 0
 
 
@@ -171,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write seeded synthetic raw events and consent")
-    g.add_argument("--start", default=DEMO_DATE)
+    g.add_argument("--start", type=_day, default=DEMO_DATE)
     g.add_argument("--days", type=int, default=1)
     g.add_argument("--users", type=int, default=1000)
     g.add_argument("--seed", type=int, default=7)
@@ -184,18 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_init_key)
 
     r = sub.add_parser("run", help="run every stage for one date")
-    r.add_argument("--date", required=True)
+    r.add_argument("--date", type=_day, required=True)
     r.set_defaults(func=cmd_run)
-
-    from pipeline.run import STAGES
 
     s = sub.add_parser("stage", help="run one stage for one date (what a DAG task does)")
     s.add_argument("stage", choices=list(STAGES))
-    s.add_argument("--date", required=True)
+    s.add_argument("--date", type=_day, required=True)
     s.set_defaults(func=cmd_stage)
 
     rk = sub.add_parser("rekey", help="after a key rotation: move one date onto the active key")
-    rk.add_argument("--date", required=True)
+    rk.add_argument("--date", type=_day, required=True)
     rk.set_defaults(func=cmd_rekey)
 
     f = sub.add_parser("features", help="read cohort features from the online store")
@@ -203,11 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_features)
 
     lg = sub.add_parser("ledger", help="privacy ledger: releases and a window's spend")
-    lg.add_argument("--date", help="last day of the window (default: the latest release)")
+    lg.add_argument("--date", type=_day,
+                    help="last day of the window (default: the latest release)")
     lg.set_defaults(func=cmd_ledger)
 
     d = sub.add_parser("demo", help="generate a day, make a dev key, run everything")
-    d.add_argument("--date", default=DEMO_DATE)
+    d.add_argument("--date", type=_day, default=DEMO_DATE)
     d.add_argument("--users", type=int, default=4000)
     d.set_defaults(func=cmd_demo)
     return p

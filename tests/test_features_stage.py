@@ -9,10 +9,11 @@ import polars as pl
 import pytest
 
 from pipeline.config import load_config
+from pipeline.core.context import RunContext
 from pipeline.core.errors import BudgetExceededError, ValidationFailedError
-from pipeline.core.storage import atomic_write_json
+from pipeline.core.records import ValidationRecord
 from pipeline.ledger.store import PrivacyLedger
-from pipeline.run import RunContext, features, release_period_start
+from pipeline.steps import features, release_period_start
 from tests.conftest import PG, TEST_KEY_TEXT, postgres_up, write_config
 
 SUNDAY = date(2026, 11, 8)
@@ -21,12 +22,12 @@ SUNDAY = date(2026, 11, 8)
 def _day(ctx: RunContext, day: date, users: range) -> None:
     """A validated published partition for `day`: each user one event in Texas|25-34|mobile."""
     n = len(users)
-    ctx.storage.write(ctx.published_zone(), str(day), pl.DataFrame({
+    ctx.storage.write(ctx.zone("published"), day, pl.DataFrame({
         "user_pseudonym": [f"u{i}" for i in users], "region": ["Texas"] * n,
         "age_band": ["25-34"] * n, "device_type": ["mobile"] * n,
         "content_category": ["news"] * n, "event_type": ["view"] * n,
         "session_seconds": [60] * n}))
-    atomic_write_json(ctx.run_dir(str(day)) / "validation.json", {"success": True})
+    ctx.records(day).save(ValidationRecord(success=True))
 
 
 @pytest.fixture
@@ -42,14 +43,14 @@ def test_when_period_is_week_then_sunday_releases_the_whole_week_once(ctx: RunCo
     for i in range(7):  # 100 new users a day: the week holds 700
         _day(ctx, SUNDAY - timedelta(days=6 - i), range(100 * i, 100 * (i + 1)))
     assert release_period_start("week", SUNDAY - timedelta(days=1)) is None
-    features(ctx, str(SUNDAY - timedelta(days=1)))  # Saturday: nothing due
-    saturday = (ctx.run_dir(str(SUNDAY - timedelta(days=1))) / "ledger.json").read_text()
+    features(ctx, SUNDAY - timedelta(days=1))  # Saturday: nothing due
+    saturday = (ctx.records(SUNDAY - timedelta(days=1)).dir / "ledger.json").read_text()
     assert '"release_due": false' in saturday and str(SUNDAY) in saturday
 
-    table = pl.read_parquet(features(ctx, str(SUNDAY)))
+    table = pl.read_parquet(features(ctx, SUNDAY))
     row = table.filter(pl.col("cohort_id") == "Texas|25-34|mobile").row(0, named=True)
     assert abs(row["active_users"] - 700) < 5 * row["active_users_error95"]
-    assert ctx.load_stats(str(SUNDAY))["features"].rows_in == 700
+    assert ctx.records(SUNDAY).stats()["features"].rows_in == 700
 
     ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.root)
     stored = ledger.get(ctx.cfg.purpose, "cohort_weekly", str(SUNDAY))
@@ -59,7 +60,7 @@ def test_when_period_is_week_then_sunday_releases_the_whole_week_once(ctx: RunCo
     for i in range(7):
         _day(ctx, SUNDAY + timedelta(days=1 + i), range(100))
     with pytest.raises(BudgetExceededError, match="7-day window"):
-        features(ctx, str(SUNDAY + timedelta(days=7)))
+        features(ctx, SUNDAY + timedelta(days=7))
 
 
 def test_when_a_day_of_the_week_is_not_validated_then_nothing_is_released(
@@ -68,8 +69,8 @@ def test_when_a_day_of_the_week_is_not_validated_then_nothing_is_released(
         if i != 3:
             _day(ctx, SUNDAY - timedelta(days=6 - i), range(100))
     with pytest.raises(ValidationFailedError, match=str(SUNDAY - timedelta(days=3))):
-        features(ctx, str(SUNDAY))
-    assert not ctx.storage.partition(ctx.features_zone(), str(SUNDAY)).exists()
+        features(ctx, SUNDAY)
+    assert not ctx.storage.partition(ctx.zone("features"), SUNDAY).exists()
 
 
 @pytest.mark.skipif(not postgres_up(), reason="PostgreSQL is not running on 127.0.0.1:5432")
@@ -89,13 +90,13 @@ def test_when_ledger_is_postgres_then_a_rerun_returns_the_same_bytes_and_charges
             budget__ledger_dsn_env="TEST_LEDGER_DSN"))
         ctx = RunContext(cfg, run_date=SUNDAY)
         _day(ctx, SUNDAY, range(300))
-        first = Path(features(ctx, str(SUNDAY))).read_bytes()
-        again = Path(features(ctx, str(SUNDAY))).read_bytes()
+        first = Path(features(ctx, SUNDAY)).read_bytes()
+        again = Path(features(ctx, SUNDAY)).read_bytes()
         assert first == again
         ledger = PrivacyLedger.from_config(cfg.budget, ctx.root)
         assert ledger.history(cfg.purpose) == [(str(SUNDAY), "cohort_daily", None, 0.1, 0.0)]
         assert "TEST_LEDGER_DSN" in ledger.where and "postgresql://" not in ledger.where
-        info = (ctx.run_dir(str(SUNDAY)) / "ledger.json").read_text()
+        info = (ctx.records(SUNDAY).dir / "ledger.json").read_text()
         assert '"reused_stored_release": true' in info and "postgresql://" not in info
     finally:
         with psycopg.connect(PG, autocommit=True) as con:

@@ -72,7 +72,7 @@ def check_compatible(cfg: PipelineConfig) -> None:
     spec = cfg.purpose_spec
     _ = cfg.event_schema, cfg.consent_schema
     problems = []
-    if f.privacy == "zcdp" and b.accounting == "pure":
+    if not b.accountant.admits(f.mechanism):
         problems.append("features.privacy: zcdp releases need budget.accounting: zcdp "
                         "(pure accounting cannot add up zCDP releases)")
     if f.period == "week" and cfg.retention.published_days < 7:

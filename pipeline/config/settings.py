@@ -16,6 +16,13 @@ from pydantic import Field, model_validator
 from pipeline.config.contracts import Model, PurposeSpec, RecordSchema
 from pipeline.config.files import load_model
 from pipeline.core.errors import ConfigError
+from pipeline.ledger.accounting import GAUSSIAN, LAPLACE, PURE, ZCDP, Accountant, Mechanism
+from pipeline.stages import ZONES, Zone
+
+Privacy = Literal["pure", "zcdp"]
+# The only place the config literals are read: everything else holds these objects.
+MECHANISMS: dict[Privacy, Mechanism] = {"pure": LAPLACE, "zcdp": GAUSSIAN}
+ACCOUNTANTS: dict[Privacy, Accountant] = {"pure": PURE, "zcdp": ZCDP}
 
 
 class PathsConfig(Model):
@@ -172,7 +179,7 @@ class FeaturesConfig(Model):
 
     feature_set: str = "cohort_daily"
     period: Literal["day", "week"] = "day"  # week: released on Sundays, over Monday..Sunday
-    privacy: Literal["pure", "zcdp"] = "pure"
+    privacy: Privacy = "pure"
     epsilon: Annotated[float, Field(gt=0)] | None = None  # privacy: pure (default 1.0)
     rho: Annotated[float, Field(gt=0)] | None = None  # privacy: zcdp
     cohorts: Literal["config", "private"] = "config"
@@ -213,6 +220,15 @@ class FeaturesConfig(Model):
         return self
 
     @property
+    def mechanism(self) -> Mechanism:
+        return MECHANISMS[self.privacy]
+
+    @property
+    def budget(self) -> float:
+        """The release's privacy parameter in its mechanism's measure: ε (pure) or ρ (zCDP)."""
+        return cast(float, self.epsilon if self.mechanism.pure else self.rho)
+
+    @property
     def rho_cost(self) -> float:
         """The release's cost in zCDP: ρ, or ε²/2 for a pure ε-DP release."""
         return self.rho if self.rho is not None else cast(float, self.epsilon) ** 2 / 2
@@ -229,7 +245,7 @@ class BudgetConfig(Model):
 
     ledger_path: Path = Path("ledger/privacy_ledger.sqlite")  # relative to paths.data_root
     ledger_dsn_env: str | None = None
-    accounting: Literal["pure", "zcdp"] = "pure"
+    accounting: Privacy = "pure"
     window_days: Annotated[int, Field(gt=0)] = 30
     epsilon_per_window: Annotated[float, Field(gt=0)] | None = 30.0  # accounting: pure
     rho_per_window: Annotated[float, Field(gt=0)] | None = None  # accounting: zcdp
@@ -242,6 +258,16 @@ class BudgetConfig(Model):
         if self.accounting == "pure" and self.epsilon_per_window is None:
             raise ValueError("accounting: pure needs epsilon_per_window")
         return self
+
+    @property
+    def accountant(self) -> Accountant:
+        return ACCOUNTANTS[self.accounting]
+
+    @property
+    def limit(self) -> float:
+        """The window's budget in the accountant's unit (ε or ρ)."""
+        return cast(float, self.rho_per_window if self.accountant.zcdp
+                    else self.epsilon_per_window)
 
 
 class RetentionConfig(Model):
@@ -296,6 +322,10 @@ class PipelineConfig(Model):
     retention: RetentionConfig = RetentionConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
     source_path: Path = Path(".")
+
+    def zone(self, name: str) -> Zone:
+        """A zone of `pipeline.stages.ZONES`, with this purpose and feature set filled in."""
+        return ZONES[name].resolve(purpose=self.purpose, feature_set=self.features.feature_set)
 
     @cached_property
     def event_schema(self) -> RecordSchema:

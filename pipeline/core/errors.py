@@ -1,7 +1,18 @@
-"""The pipeline's exceptions.
+"""The pipeline's exceptions: everything it raises on purpose is a `PipelineError`.
 
 Every message names a file, row, field or rule, never a value from the data: these messages end
 up in logs, Airflow task output and reports, which must not carry personal data.
+
+    PipelineError
+    ├── ConfigError            config, schema or CLI argument missing, malformed or inconsistent
+    ├── KeyUnavailableError    no usable key: the run stops rather than go on unkeyed
+    ├── StorageError           a partition cannot be read or decrypted
+    │   └── MissingInputError  a stage's input partition does not exist
+    ├── ErasureRequestError    a line of the erasure request file is not a request
+    ├── PiiPolicyError         an untagged column holds PII and the policy says stop
+    ├── ValidationFailedError  the minimization suite failed: publishing is blocked
+    ├── BudgetExceededError    a DP release would overspend its window: nothing released
+    └── LedgerIntegrityError   the ledger and a stored release disagree: no redraw
 """
 
 from __future__ import annotations
@@ -12,19 +23,29 @@ class PipelineError(Exception):
 
 
 class ConfigError(PipelineError):
-    """A config or schema file is missing, malformed or inconsistent."""
+    """A config or schema file, or a command-line argument, is missing, malformed or
+    inconsistent."""
 
 
 class KeyUnavailableError(PipelineError):
     """No pseudonymization key could be loaded; the run must stop rather than go on unkeyed."""
 
 
+class StorageError(PipelineError):
+    """A partition cannot be read: not encrypted where it should be, written under a key that
+    is not loaded, or altered."""
+
+
+class MissingInputError(StorageError):
+    """A stage's input partition does not exist (run the earlier stage first)."""
+
+
+class ErasureRequestError(PipelineError):
+    """A line of the erasure request file is not a request; it names the line, not the id."""
+
+
 class PiiPolicyError(PipelineError):
     """A column not tagged as PII holds PII and the policy says to stop (`undeclared_columns`)."""
-
-
-class MissingInputError(PipelineError):
-    """A stage's input partition does not exist (run the earlier stage first)."""
 
 
 class ValidationFailedError(PipelineError):

@@ -1,25 +1,44 @@
-"""Row accounting: every stage says how many rows came in, went out, and why the rest left.
+"""Typed run records: what each stage says about its run, kept in `runs/date=D/`.
 
-The run report adds these up and refuses a funnel that does not balance: nothing is lost
-silently.
+These are the interface between the stages and everything that reports on them (the run
+report, the audit index, the CLI): they read attributes, never string keys, so renaming a field
+breaks type checking and tests instead of a report, silently. Records hold counts, key ids,
+privacy parameters and check outcomes, never a value from the data.
+
+Row accounting: every stage says how many rows came in, went out, and why the rest left; the
+run report adds these up and refuses a funnel that does not balance.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.storage import atomic_write_json
+
+Count = int | str  # a count, or "<10" once coarsened for the external view
+R = TypeVar("R", bound="Record")
 
 
-@dataclass
-class StageStats:
+class Record(BaseModel):
+    """A run record; `file` names it under `runs/date=D/`."""
+
+    model_config = ConfigDict(extra="forbid")
+    file: ClassVar[str] = ""
+
+
+class StageStats(Record):
     stage: str
     rows_in: int
     rows_out: int
-    dropped: dict[str, int] = field(default_factory=dict)
-    quarantined: dict[str, int] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
+    dropped: dict[str, int] = {}
+    quarantined: dict[str, int] = {}
+    details: dict[str, Any] = {}
 
     def check_balanced(self) -> StageStats:
         removed = sum(self.dropped.values()) + sum(self.quarantined.values())
@@ -29,9 +48,279 @@ class StageStats:
                 f"dropped+quarantined={removed}")
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+class CheckResult(BaseModel):
+    expectation: str
+    column: str | None
+    success: bool
+    observed: Any = None
+    unexpected_count: int | None = None
+
+
+class ValidationRecord(Record):
+    """The publish gate's outcome (`pipeline.transforms.validate`)."""
+
+    file: ClassVar[str] = "validation.json"
+    success: bool
+    checks: list[CheckResult] = []
+    data_docs_index: str | None = None
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.success]
+
+    @property
+    def passed(self) -> int:
+        return sum(c.success for c in self.checks)
+
+
+class LedgerRecord(Record):
+    """What the features stage released (or why nothing was due), and the budget window."""
+
+    file: ClassVar[str] = "ledger.json"
+    release_due: bool
+    period: str  # "day" or "week"
+    next_release: str | None = None  # when nothing was due
+    purpose: str = ""
+    feature_set: str = ""
+    date: str = ""
+    covers: tuple[str, str] | None = None  # first and last day of data
+    epsilon: float | None = None  # None for a zCDP release
+    rho: float = 0.0
+    delta: float = 0.0
+    mechanism: str = ""
+    library: str = ""
+    recorded_at: str = ""
+    payload_sha256: str = ""
+    reused_stored_release: bool = False
+    ledger: str | None = None  # where the ledger lives (never a DSN); None in external views
+    accounting: str = ""
+    unit: str = ""  # ε or ρ, as the accountant adds up
+    cost: float = 0.0  # this release, in `unit`
+    window_days: int = 0
+    window_budget: float = 0.0
+    window_spent: float = 0.0
+    window_delta_budget: float = 0.0
+    window_delta_spent: float = 0.0
+    window_as_epsilon: float | None = None  # zCDP stated as (ε, δ)-DP
+    window_as_epsilon_delta: float | None = None
+
+
+class ErasureRecord(Record):
+    """Counts only: an erasure report must not name the people it erased."""
+
+    file: ClassVar[str] = "erasure.json"
+    requests: int = 0
+    withdrawn_users: int = 0
+    removed: dict[str, Count] = {}  # area -> rows or lines removed
+    partitions_rewritten: int = 0
+    not_touched: dict[str, str] = {
+        "quarantine": "holds file, line, reason and field only, never a value",
+        "features and ledger": "DP cohort aggregates over many users: anonymous",
+        "feature store": "cohort features only (entity cohort_id), no per-user rows"}
+
+    def add_removed(self, area: str, n: int) -> None:
+        self.removed[area] = int(self.removed.get(area, 0)) + n
+
+
+class PurgedPartition(BaseModel):
+    area: str
+    date: str
+    bytes: int
+    retention_days: int
+
+
+class RetentionRecord(Record):
+    file: ClassVar[str] = "retention.json"
+    purged: list[PurgedPartition] = []
+    windows_days: dict[str, int] = {}
+
+
+class PublishRecord(Record):
+    file: ClassVar[str] = "publish.json"
+    materialized: bool = True
+    reason: str | None = None
+    feature_repo: str | None = None
+    feature_view: str | None = None
+    online_store: str | None = None
+    offline_source: str | None = None
+
+
+class RekeyRecord(Record):
+    file: ClassVar[str] = "rekey.json"
+    date: str
+    active_key_id: str
+    reencrypted: dict[str, str]
+    stages_rerun: list[str]
+
+
+class Funnel(BaseModel):
+    rows_in: int
+    rows_out: int
+    dropped: dict[str, Count]
+    quarantined: dict[str, Count]
+    balanced: bool
+    last_stage: str
+
+
+class RowsInOut(BaseModel):
+    rows_in: int
+    rows_out: int
+
+
+class ColumnFinding(BaseModel):
+    """An untagged column flagged by the column scan (`pipeline.transforms.pii.columns`)."""
+
+    column: str
+    reasons: list[str]
+    entities: dict[str, int]
+    share_with_pii: float
+    sampled: int
+    action: str
+
+
+class ColumnScan(BaseModel):
+    checked: list[str] = []
+    flagged: list[ColumnFinding] = []
+
+
+class PiiSummary(BaseModel):
+    found: dict[str, Count] | None = None
+    found_by_column: dict[str, dict[str, int]] | None = None
+    dropped_columns: list[str] | None = None
+    column_scan: ColumnScan | None = None
+    token_key_id: str | None = None
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StageStats:
-        return cls(**d)
+    def from_stats(cls, stats: StageStats | None) -> PiiSummary:
+        if stats is None:
+            return cls()
+        d = stats.details
+        return cls(found=d["pii_found"], found_by_column=d["pii_found_by_column"],
+                   dropped_columns=d["dropped_columns"], column_scan=d.get("column_scan"),
+                   token_key_id=d.get("token_key_id"))
+
+
+class KAnonymitySummary(BaseModel):
+    k_required: int | None = None
+    k_achieved: int | None = None
+    l_required: int | None = None
+    l_achieved: int | None = None
+    sensitive_attribute: str | None = None
+    quasi_identifiers: list[str] | None = None
+    generalize_order: list[str] | None = None
+    rows_suppressed: Count | None = None
+    share_rows_suppressed: float | None = None
+    users_suppressed: Count | None = None
+    groups_suppressed: Count | None = None
+    groups_kept: int | None = None
+    information_loss: dict[str, dict[str, Any]] | None = None
+
+    @classmethod
+    def from_stats(cls, stats: StageStats) -> KAnonymitySummary:
+        return cls.model_validate({k: stats.details.get(k) for k in cls.model_fields})
+
+
+class Totals(BaseModel):
+    dropped: Count
+    quarantined: Count
+    pii_replaced: Count
+
+
+class Manifest(BaseModel):
+    """One run's report (`reports/date=D/manifest.json`), built from the records above."""
+
+    model_config = ConfigDict(extra="forbid")
+    date: str
+    purpose: str
+    funnel: Funnel
+    stages: dict[str, RowsInOut]
+    pii: PiiSummary
+    pseudonymization: dict[str, Any] | None
+    k_anonymity: KAnonymitySummary | None
+    validation: ValidationRecord | None
+    erasure: ErasureRecord | None
+    retention: RetentionRecord | None
+    differential_privacy: LedgerRecord | None
+    published: bool
+    feature_store: PublishRecord | None
+    totals: Totals | None = None  # set in the external view, whose funnel counts are coarse
+
+    def run_totals(self) -> Totals:
+        """Rows dropped and quarantined, and PII values replaced, over the run."""
+        if self.totals is not None:
+            return self.totals
+        f = self.funnel
+        return Totals(dropped=sum(int(n) for n in f.dropped.values()),
+                      quarantined=sum(int(n) for n in f.quarantined.values()),
+                      pii_replaced=sum(int(n) for n in (self.pii.found or {}).values()))
+
+
+    def external_view(self, small: int = 10) -> Manifest:
+        """The manifest for readers outside the team: no key ids, paths, observed values or
+        per-column detail, and counts below `small` shown as "<small" (small cells can single a
+        person out), in the spirit of sdcMicro's external report."""
+
+        def coarse(n: Count) -> Count:
+            return f"<{small}" if isinstance(n, int) and 0 < n < small else n
+
+        def coarse_all(counts: dict[str, Count]) -> dict[str, Count]:
+            return {k: coarse(n) for k, n in counts.items()}
+
+        n = self.run_totals()
+        ext = self.model_copy(deep=True)
+        ext.totals = Totals(dropped=coarse(n.dropped), quarantined=coarse(n.quarantined),
+                            pii_replaced=coarse(n.pii_replaced))
+        ext.funnel.dropped, ext.funnel.quarantined = (coarse_all(self.funnel.dropped),
+                                                      coarse_all(self.funnel.quarantined))
+        ext.pii = PiiSummary(found=coarse_all(self.pii.found or {}),
+                             dropped_columns=self.pii.dropped_columns)
+        ext.pseudonymization = {"algorithm": (self.pseudonymization or {}).get("algorithm")}
+        if ka := ext.k_anonymity:
+            ka.rows_suppressed, ka.users_suppressed, ka.groups_suppressed = (
+                None if c is None else coarse(c)
+                for c in (ka.rows_suppressed, ka.users_suppressed, ka.groups_suppressed))
+        if ext.validation:
+            ext.validation = ValidationRecord(
+                success=ext.validation.success,
+                checks=[c.model_copy(update={"observed": None, "unexpected_count": None})
+                        for c in ext.validation.checks])
+        if ext.erasure:
+            ext.erasure.removed = coarse_all(ext.erasure.removed)
+        if ext.retention:
+            ext.retention.purged = [p.model_copy(update={"bytes": 0})
+                                    for p in ext.retention.purged]
+        if ext.differential_privacy:
+            ext.differential_privacy.ledger = None
+        ext.feature_store = None
+        return ext
+
+
+class RunRecords:
+    """The records of one run date, in `runs/date=D/`: written atomically, read back typed."""
+
+    def __init__(self, root: Path, day: date) -> None:
+        self.day = day
+        self.dir = root / "runs" / f"date={day}"
+
+    def save(self, record: Record) -> Path:
+        path = self.dir / record.file
+        atomic_write_json(path, record.model_dump(mode="json"))
+        return path
+
+    def load(self, kind: type[R]) -> R | None:
+        path = self.dir / kind.file
+        return kind.model_validate_json(path.read_text()) if path.is_file() else None
+
+    def save_stats(self, stats: StageStats) -> Path:
+        path = self.dir / f"{stats.stage}.json"
+        atomic_write_json(path, stats.model_dump(mode="json"))
+        return path
+
+    def stats(self) -> dict[str, StageStats]:
+        out = {}
+        for path in sorted(self.dir.glob("*.json")):
+            data = json.loads(path.read_text())
+            if "stage" in data:
+                out[data["stage"]] = StageStats.model_validate(data)
+        return out

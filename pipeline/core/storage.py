@@ -20,13 +20,15 @@ import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline.core.errors import MissingInputError, PipelineError
+from pipeline.core.errors import MissingInputError, StorageError
+from pipeline.stages import Zone
 
 _MAGIC = b"PPENC2"  # then: key id length (1 byte), key id, 12-byte nonce, ciphertext
 
@@ -62,14 +64,6 @@ def sha256_file(path: Path) -> str:
 
 
 @dataclass(frozen=True)
-class Zone:
-    """A named area of the data root; `sensitive` zones are encrypted at rest."""
-
-    name: str
-    sensitive: bool
-
-
-@dataclass(frozen=True)
 class Storage:
     """Reads and writes date partitions under one data root.
 
@@ -82,40 +76,40 @@ class Storage:
     key_id: str = ""
     read_key: Callable[[str], bytes] | None = None
 
-    def partition(self, zone: Zone, date: str) -> Path:
+    def partition(self, zone: Zone, day: date) -> Path:
         suffix = ".parquet.enc" if zone.sensitive else ".parquet"
-        return self.root / zone.name / f"date={date}" / f"part{suffix}"
+        return self.root / zone.path / f"date={day}" / f"part{suffix}"
 
-    def write(self, zone: Zone, date: str, df: pl.DataFrame) -> Path:
-        path = self.partition(zone, date)
+    def write(self, zone: Zone, day: date, df: pl.DataFrame) -> Path:
+        path = self.partition(zone, day)
         data = parquet_bytes(df)
         if zone.sensitive:
-            data = self._encrypt(data, aad=self._aad(zone, date))
+            data = self._encrypt(data, aad=self._aad(zone, day))
         atomic_write_bytes(path, data)
         return path
 
-    def read(self, zone: Zone, date: str) -> pl.DataFrame:
-        path = self.partition(zone, date)
+    def read(self, zone: Zone, day: date) -> pl.DataFrame:
+        path = self.partition(zone, day)
         if not path.is_file():
             raise MissingInputError(f"{path}: partition not found (has the earlier stage run?)")
         data = path.read_bytes()
         if zone.sensitive:
-            data = self._decrypt(data, aad=self._aad(zone, date), path=path)
+            data = self._decrypt(data, aad=self._aad(zone, day), path=path)
         return pl.read_parquet(io.BytesIO(data))
 
-    def written_key_id(self, zone: Zone, date: str) -> str | None:
+    def written_key_id(self, zone: Zone, day: date) -> str | None:
         """The key id an encrypted partition was written under (None if absent)."""
-        path = self.partition(zone, date)
+        path = self.partition(zone, day)
         if not path.is_file():
             return None
         return _header(path.read_bytes()[:_MAX_HEADER], path)[0]
 
-    def _aad(self, zone: Zone, date: str) -> bytes:
-        return f"{zone.name}/date={date}".encode()
+    def _aad(self, zone: Zone, day: date) -> bytes:
+        return f"{zone.path}/date={day}".encode()
 
     def _key(self) -> bytes:
         if self.encryption_key is None:
-            raise PipelineError("this zone is encrypted and no staging key was given")
+            raise StorageError("this zone is encrypted and no staging key was given")
         return self.encryption_key
 
     def _encrypt(self, data: bytes, *, aad: bytes) -> bytes:
@@ -131,12 +125,12 @@ class Storage:
         elif self.read_key is not None:
             key = self.read_key(key_id)
         else:
-            raise PipelineError(f"{path}: written under key id {key_id!r}, which is not loaded")
+            raise StorageError(f"{path}: written under key id {key_id!r}, which is not loaded")
         nonce = blob[offset:offset + 12]
         try:
             return AESGCM(key).decrypt(nonce, blob[offset + 12:], aad)
         except InvalidTag:
-            raise PipelineError(
+            raise StorageError(
                 f"{path}: cannot decrypt (written under another key, or moved/altered)") from None
 
 
@@ -146,7 +140,7 @@ _MAX_HEADER = len(_MAGIC) + 1 + 255
 def _header(blob: bytes, path: Path) -> tuple[str, int]:
     """(key id, offset of the nonce) of an encrypted partition."""
     if not blob.startswith(_MAGIC) or len(blob) <= len(_MAGIC):
-        raise PipelineError(f"{path}: not an encrypted partition")
+        raise StorageError(f"{path}: not an encrypted partition")
     n = blob[len(_MAGIC)]
     start = len(_MAGIC) + 1
     return blob[start:start + n].decode(errors="replace"), start + n

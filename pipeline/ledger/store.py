@@ -15,18 +15,18 @@ both.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pipeline.config import BudgetConfig
 from pipeline.core.errors import BudgetExceededError, ConfigError, LedgerIntegrityError
+from pipeline.ledger.accounting import PURE, Accountant
 
 TABLE = "privacy_releases"
 _COLUMNS = ("purpose", "feature_set", "release_date", "period_start", "period_end", "epsilon",
@@ -74,46 +74,32 @@ class Release:
     def payload_sha256(self) -> str:
         return hashlib.sha256(self.payload).hexdigest()
 
-    def cost(self, accounting: Literal["pure", "zcdp"]) -> float:
-        if accounting == "zcdp":
-            return self.rho
-        if self.epsilon is None:
-            raise ConfigError(
-                f"{self.feature_set} {self.release_date} is a zCDP release (ρ={self.rho:g}); "
-                "pure accounting cannot add it up: set budget.accounting: zcdp")
-        return self.epsilon
-
 
 @dataclass(frozen=True)
 class WindowBudget:
-    """At most `limit` (ε for pure accounting, ρ for zCDP) and `delta` per `days`-day window."""
+    """At most `limit` (in the accountant's unit) and `delta` per `days`-day window."""
 
     days: int
     limit: float
-    accounting: Literal["pure", "zcdp"] = "pure"
+    accountant: Accountant = PURE
     delta: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: BudgetConfig) -> WindowBudget:
-        limit = cfg.rho_per_window if cfg.accounting == "zcdp" else cfg.epsilon_per_window
-        assert limit is not None  # BudgetConfig checks it
-        return cls(cfg.window_days, limit, cfg.accounting, cfg.delta_per_window)
+        return cls(cfg.window_days, cfg.limit, cfg.accountant, cfg.delta_per_window)
 
     @property
     def unit(self) -> str:
-        return "ρ" if self.accounting == "zcdp" else "ε"
+        return self.accountant.unit
 
     @property
     def conversion_delta(self) -> float:
         """The δ at which a zCDP spend is stated as (ε, δ)-DP: the window's δ, or 1e-6."""
         return self.delta or 1e-6
 
-    def as_epsilon(self, spent: float) -> float:
-        """The ε of (ε, `conversion_delta`)-DP a window's spend amounts to (for zCDP, Bun &
-        Steinke 2016, Prop. 1.3)."""
-        if self.accounting == "pure":
-            return spent
-        return spent + 2 * math.sqrt(spent * math.log(1 / self.conversion_delta))
+    def as_epsilon(self, spent: float) -> float | None:
+        """A zCDP spend as the ε of (ε, `conversion_delta`)-DP; None under pure accounting."""
+        return self.accountant.as_epsilon(spent, self.conversion_delta)
 
 
 @dataclass(frozen=True)
@@ -175,7 +161,7 @@ class PrivacyLedger:
     def __init__(self, path: Path | None = None, *, dsn: str | None = None,
                  dsn_name: str = "Postgres") -> None:
         if (path is None) == (dsn is None):
-            raise ValueError("a ledger lives in a SQLite file or a Postgres database")
+            raise ConfigError("a ledger lives in a SQLite file or a Postgres database")
         self._db: _Backend = _Sqlite(path) if path is not None else _Postgres(dsn or "", dsn_name)
         with closing(self._db.connect()) as con:  # both connect in autocommit mode
             self._execute(con, _SCHEMA)
@@ -243,7 +229,7 @@ class PrivacyLedger:
         """What releases overlapping the window ending on `end` have spent."""
         start = end - timedelta(days=budget.days - 1)
         rows = self._overlapping(None, purpose, start, end)
-        return WindowSpend(start, end, sum(r.cost(budget.accounting) for r in rows),
+        return WindowSpend(start, end, sum(budget.accountant.cost(r) for r in rows),
                            sum(r.delta for r in rows))
 
     def _overlapping(self, con: Any, purpose: str, start: date, end: date) -> list[Release]:
@@ -265,15 +251,15 @@ class PrivacyLedger:
                        date.fromisoformat(release.period_end))
         span = timedelta(days=budget.days - 1)
         rows = self._overlapping(con, release.purpose, first - span, last + span)
-        worst: WindowSpend | None = None
+        windows = []
         for offset in range((last - first).days + budget.days):  # every window overlapping it
             end = first + timedelta(days=offset)
             start = end - span
             inside = [r for r in rows if r.period_end >= start.isoformat()
                       and r.period_start <= end.isoformat()]
             window = WindowSpend(start, end,
-                                 release.cost(budget.accounting)
-                                 + sum(r.cost(budget.accounting) for r in inside),
+                                 budget.accountant.cost(release)
+                                 + sum(budget.accountant.cost(r) for r in inside),
                                  release.delta + sum(r.delta for r in inside))
             if window.spent > budget.limit * (1 + 1e-12) or \
                     window.delta > budget.delta * (1 + 1e-12):
@@ -283,10 +269,19 @@ class PrivacyLedger:
                     f"δ={window.delta:g} in the {budget.days}-day window {start}..{end}, over "
                     f"its budget of {budget.unit}={budget.limit:g}, δ={budget.delta:g}; "
                     "nothing was released")
-            if worst is None or window.spent > worst.spent:
-                worst = window
-        assert worst is not None
-        return worst
+            windows.append(window)
+        return max(windows, key=lambda w: w.spent)  # the first of the fullest
+
+    def release_once(self, plan: Release, budget: WindowBudget, draw: Callable[[], Release]
+                     ) -> tuple[Release, bool]:
+        """The release protocol: a stored release is returned as is (never fresh noise);
+        otherwise the budget is checked before any work, `draw()` makes the release, and it is
+        charged and stored in one transaction. Returns (release, whether it was stored)."""
+        stored = self.get(plan.purpose, plan.feature_set, plan.release_date)
+        if stored is not None:
+            return stored, True
+        self.check_budget(plan, budget)
+        return self.record(draw(), budget), False
 
     def record(self, release: Release, budget: WindowBudget) -> Release:
         """Charge and store `release` in one transaction; an existing release wins."""

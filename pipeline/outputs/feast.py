@@ -2,8 +2,9 @@
 
 Offline: the released feature partitions (`features/<feature_set>/date=D/part.parquet`) are the
 Feast file source. Online: SQLite by default, Redis or Postgres when `feature_store.online_store`
-says so; the same config files switch between them. `feature_store.yaml` is generated from the
-pipeline config on every publish, so there is one source of truth.
+says so; the same config files switch between them. Feast's `RepoConfig` is built in memory from
+the pipeline config, so there is one source of truth; `feature_store.yaml` is written beside the
+registry at publish for the `feast` CLI.
 
 ML teams read features with `pipeline.outputs.feast.open_store(cfg)` and Feast's own API:
 `get_online_features` for serving, `get_historical_features` for point-in-time training sets.
@@ -12,7 +13,7 @@ ML teams read features with `pipeline.outputs.feast.open_store(cfg)` and Feast's
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,61 +21,78 @@ import yaml
 
 from pipeline.config import FeatureStoreConfig, PipelineConfig, PostgresStore, RedisStore
 from pipeline.core.errors import ConfigError
+from pipeline.core.records import PublishRecord
 from pipeline.core.storage import atomic_write_bytes
 from pipeline.transforms.features import DIMENSIONS, count_features, released_columns
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+    from feast.repo_config import RepoConfig
 
 ENTITY = "cohort"
 JOIN_KEY = "cohort_id"
 
 
 def feature_repo_dir(cfg: PipelineConfig) -> Path:
-    return cfg.paths.data_root / "feature_repo"
+    return cfg.paths.data_root / cfg.zone("feature_store").path
 
 
 def features_dir(cfg: PipelineConfig) -> Path:
-    from pipeline.transforms.features import features_zone
-
-    return cfg.paths.data_root / features_zone(cfg.features).name
+    return cfg.paths.data_root / cfg.zone("features").path
 
 
-def _online_store(cfg: FeatureStoreConfig, repo: Path) -> dict[str, Any]:
+def _online_store(cfg: FeatureStoreConfig, repo: Path, *, secrets: bool) -> dict[str, Any]:
+    """The online store's Feast settings. A Postgres password is read from its environment
+    variable when `secrets` (the in-memory config), else written as `${VAR}`, which Feast's
+    YAML loader expands: no secret on disk."""
     store = cfg.online_store
     if isinstance(store, RedisStore):
         return {"type": "redis", "connection_string": store.connection_string}
     if isinstance(store, PostgresStore):
         password = ""
-        if store.password_env:  # Feast reads `${VAR}` from the environment: no secret on disk
-            if not os.environ.get(store.password_env):
+        if store.password_env:
+            value = os.environ.get(store.password_env)
+            if not value:
                 raise ConfigError(f"feature_store.online_store.password_env: environment "
                                   f"variable {store.password_env} is not set")
-            password = "${" + store.password_env + "}"
+            password = value if secrets else "${" + store.password_env + "}"
         return {"type": "postgres", "host": store.host, "port": store.port,
                 "database": store.database, "db_schema": store.db_schema, "user": store.user,
                 "password": password, "sslmode": store.sslmode}
     return {"type": "sqlite", "path": str(repo / "online_store.db")}
 
 
-def write_feature_store_yaml(cfg: PipelineConfig) -> Path:
-    """Render `feature_store.yaml` from the pipeline config."""
+def _repo_doc(cfg: PipelineConfig, *, secrets: bool) -> dict[str, Any]:
     repo = feature_repo_dir(cfg)
-    online = _online_store(cfg.feature_store, repo)
-    doc = {"project": cfg.feature_store.project, "provider": "local",
-           "registry": str(repo / "registry.db"), "online_store": online,
-           "offline_store": {"type": "file"}, "entity_key_serialization_version": 3}
-    path = repo / "feature_store.yaml"
-    atomic_write_bytes(path, yaml.safe_dump(doc, sort_keys=False).encode())
+    return {"project": cfg.feature_store.project, "provider": "local",
+            "registry": str(repo / "registry.db"),
+            "online_store": _online_store(cfg.feature_store, repo, secrets=secrets),
+            "offline_store": {"type": "file"}, "entity_key_serialization_version": 3}
+
+
+def repo_config(cfg: PipelineConfig) -> RepoConfig:
+    """Feast's own config object, built from the pipeline config (the one source of truth)."""
+    from feast.repo_config import RepoConfig
+
+    repo = RepoConfig(**_repo_doc(cfg, secrets=True))
+    repo.repo_path = feature_repo_dir(cfg)
+    return repo
+
+
+def write_feature_store_yaml(cfg: PipelineConfig) -> Path:
+    """`feature_store.yaml` beside the registry, for the `feast` CLI; the pipeline itself uses
+    `repo_config`."""
+    path = feature_repo_dir(cfg) / "feature_store.yaml"
+    atomic_write_bytes(path, yaml.safe_dump(_repo_doc(cfg, secrets=False),
+                                            sort_keys=False).encode())
     return path
 
 
 def open_store(cfg: PipelineConfig) -> FeatureStore:
-    """The configured Feast store (writes its feature_store.yaml first)."""
+    """The configured Feast store."""
     from feast import FeatureStore
 
-    write_feature_store_yaml(cfg)
-    return FeatureStore(repo_path=str(feature_repo_dir(cfg)))
+    return FeatureStore(repo_path=str(feature_repo_dir(cfg)), config=repo_config(cfg))
 
 
 def feature_definitions(cfg: PipelineConfig) -> list:
@@ -101,15 +119,17 @@ def feature_definitions(cfg: PipelineConfig) -> list:
     return [cohort, view]
 
 
-def publish(cfg: PipelineConfig, release_date: str) -> dict[str, Any]:
+def materialize(cfg: PipelineConfig, day: date) -> PublishRecord:
     """Apply the definitions and materialize the day's features into the online store."""
+    write_feature_store_yaml(cfg)
     store = open_store(cfg)
     store.apply(feature_definitions(cfg))
-    day = datetime.fromisoformat(release_date).replace(tzinfo=UTC)
-    store.materialize(start_date=day, end_date=day + timedelta(days=1))
-    return {"feature_repo": str(feature_repo_dir(cfg)), "feature_view": cfg.features.feature_set,
-            "online_store": cfg.feature_store.online_store.type,
-            "offline_source": str(features_dir(cfg))}
+    start = datetime.combine(day, time(), tzinfo=UTC)
+    store.materialize(start_date=start, end_date=start + timedelta(days=1))
+    return PublishRecord(feature_repo=str(feature_repo_dir(cfg)),
+                         feature_view=cfg.features.feature_set,
+                         online_store=cfg.feature_store.online_store.type,
+                         offline_source=str(features_dir(cfg)))
 
 
 def online_features(cfg: PipelineConfig, cohort_ids: list[str],

@@ -16,39 +16,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 
+from pipeline.core.errors import ErasureRequestError
 from pipeline.core.keys import MasterKey
-from pipeline.core.storage import Storage, Zone, atomic_write_bytes
+from pipeline.core.records import ErasureRecord
+from pipeline.core.storage import Storage, atomic_write_bytes
+from pipeline.stages import Zone
 from pipeline.transforms.consent import withdrawn_users
 from pipeline.transforms.ingest import ERASED_LINE
 from pipeline.transforms.pseudonymize import hmac_expr
 
 REQUESTS = Path("raw/erasure/requests.jsonl")
-
-
-@dataclass
-class ErasureResult:
-    """Counts only: an erasure report must not name the people it erased."""
-
-    requests: int = 0
-    withdrawn_users: int = 0
-    removed: Counter[str] = field(default_factory=Counter)  # area -> rows or lines removed
-    partitions_rewritten: int = 0
-
-    def to_dict(self) -> dict[str, object]:
-        return {"requests": self.requests, "withdrawn_users": self.withdrawn_users,
-                "removed": dict(sorted(self.removed.items())),
-                "partitions_rewritten": self.partitions_rewritten,
-                "not_touched": {
-                    "quarantine": "holds file, line, reason and field only, never a value",
-                    "features and ledger": "DP cohort aggregates over many users: anonymous",
-                    "feature store": "cohort features only (entity cohort_id), no per-user rows"}}
 
 
 def read_requests(root: Path) -> list[str]:
@@ -63,7 +46,7 @@ def read_requests(root: Path) -> list[str]:
         try:
             ids.append(str(json.loads(line)["account_id"]))
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}:{number}: not an erasure request "
+            raise ErasureRequestError(f"{path}:{number}: not an erasure request "
                              f"({type(exc).__name__}); expected {{\"account_id\": ...}}") from None
     return sorted(set(ids))
 
@@ -101,13 +84,13 @@ def drop_users(table: pl.DataFrame, account_ids: list[str], pseudonyms: list[str
     return table.filter(keep)
 
 
-def partition_dates(root: Path, zone: Zone) -> list[str]:
-    return sorted(p.name.removeprefix("date=") for p in (root / zone.name).glob("date=*")
-                  if p.is_dir())
+def partition_dates(root: Path, zone: Zone) -> list[date]:
+    return sorted(date.fromisoformat(p.name.removeprefix("date="))
+                  for p in (root / zone.path).glob("date=*") if p.is_dir())
 
 
 def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
-                    pseudonyms: list[str], result: ErasureResult, *,
+                    pseudonyms: list[str], result: ErasureRecord, *,
                     short: pl.Expr | None = None) -> None:
     """Rewrite each partition of `zone` that holds one of the users, without them; with
     `short`, rows it marks afterwards (groups now short of k or ℓ) go too."""
@@ -118,10 +101,11 @@ def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
         kept = drop_users(table, account_ids, pseudonyms)
         if kept.height == table.height:
             continue
-        result.removed[zone.name] += table.height - kept.height
+        result.add_removed(zone.path, table.height - kept.height)
         if short is not None:
             safe = kept.filter(~short)
-            result.removed[f"{zone.name}: groups now short of k or l"] += kept.height - safe.height
+            result.add_removed(f"{zone.path}: groups now short of k or l",
+                               kept.height - safe.height)
             kept = safe
         storage.write(zone, day, kept)
         result.partitions_rewritten += 1

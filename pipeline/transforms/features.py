@@ -25,7 +25,6 @@ user reveals a cohort with probability at most `delta`.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from importlib.metadata import version
@@ -37,7 +36,6 @@ import polars as pl
 from pipeline.config import FeaturesConfig
 from pipeline.core.errors import BudgetExceededError
 from pipeline.core.records import StageStats
-from pipeline.core.storage import Zone
 
 DIMENSIONS = ("region", "age_band", "device_type")
 MAX_ROWS_BOUND = 1_000_000_000  # public bound on table length, for OpenDP's overflow checks
@@ -51,11 +49,6 @@ class FeatureRelease:
     delta: float
     mechanism: str
     library: str
-
-
-def features_zone(cfg: FeaturesConfig) -> Zone:
-    """Where released feature partitions live (also Feast's offline source)."""
-    return Zone(f"features/{cfg.feature_set}", sensitive=False)
 
 
 def cohort_keys(cfg: FeaturesConfig, age_bands: tuple[str, ...]) -> pl.DataFrame:
@@ -121,12 +114,11 @@ def _aggregations(cfg: FeaturesConfig) -> list[tuple[pl.Expr, str, float]]:
     """
     from opendp.extras.polars import dp_len  # also registers the `.dp` expression namespace
 
-    f, k = cfg.features, cfg.max_cohorts_per_user
+    f = cfg.features
 
     def scale(share: float, n_stats: int, bound: float) -> float:
-        if cfg.privacy == "zcdp":
-            return math.sqrt(k) * bound / math.sqrt(2 * cast(float, cfg.rho) * share / n_stats)
-        return k * bound / (cast(float, cfg.epsilon) * share / n_stats)
+        return cfg.mechanism.scale(budget=cfg.budget, share=share, n_stats=n_stats,
+                                   per_user=cfg.max_cohorts_per_user, bound=bound)
 
     s = scale(f.active_users.budget_share, 1, 1)
     out = [(dp_len(signed=True, scale=s), "active_users", s)]
@@ -181,8 +173,7 @@ def _measurement(dp: SimpleNamespace, bounded: pl.LazyFrame, cfg: FeaturesConfig
         dp.Bound(per_group=k), dp.Bound(by=list(DIMENSIONS), per_group=1, num_groups=k)])
     domain = dp.with_margin(dp.domain_of(bounded, infer=True),
                             dp.Margin(by=list(DIMENSIONS), max_length=MAX_ROWS_BOUND))
-    measure = dp.zero_concentrated_divergence() if cfg.privacy == "zcdp" else \
-        dp.max_divergence()
+    measure = cfg.mechanism.measure(dp)
     # OpenDP ignores the plan's data but copies it on every build: plan over an empty frame.
     empty = pl.LazyFrame(schema=bounded.collect_schema())
     plan = empty.group_by(list(DIMENSIONS)).agg(expr for expr, _, _ in aggs)
@@ -219,13 +210,13 @@ def release_features(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tu
     measurement, d_in = _measurement(dp, bounded, cfg, keys, aggs)
     spent = measurement.map(d_in)
     loss, delta = spent if cfg.cohorts == "private" else (spent, 0.0)
-    planned = cfg.rho if cfg.privacy == "zcdp" else cfg.epsilon
-    if loss > cast(float, planned) * (1 + 1e-9) or delta > cfg.delta * (1 + 1e-9):
+    planned = cfg.budget
+    if loss > planned * (1 + 1e-9) or delta > cfg.delta * (1 + 1e-9):
         raise BudgetExceededError(f"OpenDP accounts {loss}, δ={delta} for a release planned at "
                                   f"{planned}, δ={cfg.delta}: the scales are wrong; nothing "
                                   "was released")
     noisy = cast(pl.LazyFrame, measurement(bounded)).collect()
-    accuracy = dp.gaussian_accuracy if cfg.privacy == "zcdp" else dp.laplace_accuracy
+    accuracy = cfg.mechanism.accuracy(dp)
     scale = {name: s for _, name, s in aggs}
     error95 = {name: accuracy(s, 0.05) for name, s in scale.items()}
     ts = datetime.combine(datetime.fromisoformat(release_date).date(), time(23, 59, 59),
@@ -237,13 +228,13 @@ def release_features(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tu
              .select("cohort_id", *DIMENSIONS, "feature_date", "event_timestamp",
                      *released_columns(cfg))
              .sort("cohort_id"))
-    noise = "Gaussian, ρ-zCDP" if cfg.privacy == "zcdp" else "Laplace, pure DP"
+    noise = cfg.mechanism.label
     cohorts = "private cohort selection" if cfg.cohorts == "private" else "public cohort keys"
     release = FeatureRelease(
         table=table, epsilon=cfg.epsilon, rho=cfg.rho_cost, delta=float(delta),
         mechanism=f"OpenDP Polars: integer {noise}, user-level, {cohorts}",
         library=f"opendp {dp.version}")
-    stats = StageStats("features", rows_in=events.height, rows_out=table.height, details={
+    stats = StageStats(stage="features", rows_in=events.height, rows_out=table.height, details={
         "feature_set": cfg.feature_set, "period": cfg.period, "privacy": cfg.privacy,
         "epsilon": cfg.epsilon, "rho": cfg.rho_cost, "delta": float(delta),
         "accounted_by_opendp": loss, "cohorts": cfg.cohorts,

@@ -141,7 +141,7 @@ def read_records(path: Path, schema: RecordSchema, *, source_name: str,
     table = _cast_timestamps(table, schema.fields)
     quarantine = pl.DataFrame(bad, schema=QUARANTINE_SCHEMA).sort("line_number")
     counts = quarantine.group_by("reason").len().sort("reason").rows()
-    stats = StageStats("ingest", rows_in=rows_in, rows_out=table.height,
+    stats = StageStats(stage="ingest", rows_in=rows_in, rows_out=table.height,
                        dropped={"erased": erased} if erased else {},
                        quarantined={reason: n for reason, n in counts})
     return IngestResult(table.drop("_line"), quarantine, stats.check_balanced())

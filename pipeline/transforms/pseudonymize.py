@@ -30,7 +30,7 @@ def is_pseudonym(value: str) -> bool:
     return bool(_PSEUDONYM.match(value))
 
 
-def pseudonymize(table: pl.DataFrame, schema: RecordSchema, master: MasterKey, *,
+def pseudonymize_columns(table: pl.DataFrame, schema: RecordSchema, master: MasterKey, *,
                  purpose: str) -> tuple[pl.DataFrame, StageStats]:
     """Replace each `handling: pseudonymize` column by its pseudonym column (`as:`)."""
     key = master.pseudonym_key(purpose)
@@ -40,7 +40,7 @@ def pseudonymize(table: pl.DataFrame, schema: RecordSchema, master: MasterKey, *
         *(hmac_expr(src, key).alias(dst) for src, dst in mapping.items() if dst),
         pseudonym_key_id=pl.lit(master.key_id),
     ).drop(list(mapping))
-    stats = StageStats("pseudonymize", rows_in=table.height, rows_out=out.height, details={
+    stats = StageStats(stage="pseudonymize", rows_in=table.height, rows_out=out.height, details={
         "key_id": master.key_id, "purpose": purpose, "algorithm": "HMAC-SHA256",
         "key_derivation": "HKDF-SHA256(master, info=privacy-pipeline/pseudonym:<purpose>)",
         "columns": {src: dst for src, dst in mapping.items()}})

@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from pipeline.config import RetentionConfig
+from pipeline.core.records import PurgedPartition
 
 
 def areas(cfg: RetentionConfig) -> dict[str, int]:
@@ -20,7 +21,7 @@ def areas(cfg: RetentionConfig) -> dict[str, int]:
             "staging/*": cfg.staging_days, "published/*": cfg.published_days}
 
 
-def purge(root: Path, cfg: RetentionConfig, today: date) -> list[dict[str, object]]:
+def purge(root: Path, cfg: RetentionConfig, today: date) -> list[PurgedPartition]:
     """Delete every `date=D` partition with D older than its window; return what went."""
     purged = []
     for pattern, days in areas(cfg).items():
@@ -34,6 +35,6 @@ def purge(root: Path, cfg: RetentionConfig, today: date) -> list[dict[str, objec
                 doomed = part.with_name(f".purging-{part.name}")
                 part.rename(doomed)
                 shutil.rmtree(doomed)
-                purged.append({"area": str(area.relative_to(root)), "date": str(day),
-                               "bytes": size, "retention_days": days})
+                purged.append(PurgedPartition(area=str(area.relative_to(root)), date=str(day),
+                                              bytes=size, retention_days=days))
     return purged

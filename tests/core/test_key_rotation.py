@@ -65,7 +65,7 @@ def test_when_providers_are_given_then_first_with_a_key_wins() -> None:
 
 def test_when_partition_written_under_retired_key_then_still_readable_after_rotation(
         tmp_path: Path) -> None:
-    zone = Zone("staging/x", sensitive=True)
+    zone = Zone("x", "staging/x", sensitive=True)
     ring = _ring()
     old, new = ring.for_reading("test-key-1", on=date(2026, 11, 1)), ring.active
     df = pl.DataFrame({"a": [1, 2]})

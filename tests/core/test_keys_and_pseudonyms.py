@@ -10,14 +10,15 @@ import pytest
 from pipeline.config import KeysConfig, PipelineConfig
 from pipeline.core.errors import KeyUnavailableError
 from pipeline.core.keys import MasterKey, create_key_file, load_key_ring, parse_key
-from pipeline.transforms.pseudonymize import is_pseudonym, pseudonymize
+from pipeline.transforms.pseudonymize import is_pseudonym, pseudonymize_columns
 from tests.conftest import TEST_SECRET
 
 
 def test_when_hashed_then_digest_equals_python_hmac(master_key: MasterKey,
                                                     cfg: PipelineConfig) -> None:
     table = pl.DataFrame({"account_id": ["acct-1", "acct-2"], "device_id": ["d1", None]})
-    out, stats = pseudonymize(table, cfg.event_schema, master_key, purpose="personalization")
+    out, stats = pseudonymize_columns(table, cfg.event_schema, master_key,
+                                      purpose="personalization")
     key = master_key.pseudonym_key("personalization").hex().encode()
     assert out["user_pseudonym"].to_list() == [
         hmac.new(key, b"acct-1", hashlib.sha256).hexdigest(),
@@ -31,8 +32,8 @@ def test_when_hashed_then_digest_equals_python_hmac(master_key: MasterKey,
 def test_when_purposes_differ_then_pseudonyms_do_not_join(master_key: MasterKey,
                                                           cfg: PipelineConfig) -> None:
     table = pl.DataFrame({"account_id": ["acct-1"], "device_id": ["d1"]})
-    a, _ = pseudonymize(table, cfg.event_schema, master_key, purpose="personalization")
-    b, _ = pseudonymize(table, cfg.event_schema, master_key, purpose="analytics")
+    a, _ = pseudonymize_columns(table, cfg.event_schema, master_key, purpose="personalization")
+    b, _ = pseudonymize_columns(table, cfg.event_schema, master_key, purpose="analytics")
     assert a["user_pseudonym"][0] != b["user_pseudonym"][0]
     assert a["user_pseudonym"][0] != hashlib.sha256(b"acct-1").hexdigest()
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipeline.core.context import RunContext
 from pipeline.demo.generate import generate
-from pipeline.run import STAGING_ZONES, RunContext, run_all
+from pipeline.run import run_all
+from pipeline.stages import STAGING
 from pipeline.transforms.erasure import pseudonyms_of
 from tests.conftest import TEST_KEY_TEXT, write_config
 
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 def _published_accounts(ctx: RunContext, raw: list[dict]) -> list[dict]:
     """Raw events of users whose rows were published, with the strings that identify them."""
-    published = set(ctx.storage.read(ctx.published_zone(), DAY)["user_pseudonym"])
+    published = set(ctx.storage.read(ctx.zone("published"), DAY)["user_pseudonym"])
     ids = sorted({e["account_id"] for e in raw})
     pseudo = {i: pseudonyms_of([i], [ctx.key], ctx.cfg.purpose)[0] for i in ids}
     return [e for e in raw if pseudo[e["account_id"]] in published]
@@ -72,7 +74,7 @@ def test_when_a_user_is_erased_then_no_file_or_store_holds_them(
         if path.is_file() and path != requests:
             blob = path.read_bytes()
             hits += [f"{path}: {f[:4]!r}..." for f in forms if f in blob]
-    for zone in STAGING_ZONES:
+    for zone in STAGING:
         table = ctx.storage.read(zone, DAY)
         for col in ("account_id", "user_pseudonym"):
             if col in table.columns:
@@ -83,7 +85,7 @@ def test_when_a_user_is_erased_then_no_file_or_store_holds_them(
                 hits += [f"{zone.name}.{col}" for v in table[col].drop_nulls().to_list()
                          if any(f.decode() in v for f in forms)]
     assert hits == []
-    table = ctx.storage.read(ctx.published_zone(), DAY)
+    table = ctx.storage.read(ctx.zone("published"), DAY)
     assert withdrawn_pseudo not in set(table["user_pseudonym"])
     funnel = json.loads((data / "runs" / f"date={DAY}" / "ingest.json").read_text())
     assert funnel["dropped"]["erased"] >= 1

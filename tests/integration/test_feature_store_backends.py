@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -15,7 +16,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.core.storage import atomic_write_bytes, parquet_bytes
-from pipeline.outputs.feast import features_dir, online_features, open_store, publish
+from pipeline.outputs.feast import features_dir, materialize, online_features, open_store
 from pipeline.transforms.features import release_features
 from tests.conftest import write_config
 
@@ -45,7 +46,7 @@ def _publish_and_read(tmp_path: Path, online_store: dict) -> tuple[dict, pl.Data
                        parquet_bytes(release.table))
     cohort = "Texas|25-34|mobile"
     try:
-        publish(cfg, DAY)
+        materialize(cfg, date.fromisoformat(DAY))
         got = online_features(cfg, [cohort], ["active_users", "events_news", "purchase_rate",
                                               "purchase_rate_unreliable"])
     finally:

@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.core.keys import parse_key
 from pipeline.demo.generate import generate
-from pipeline.run import STAGING_ZONES, rekey, run_all, run_stage
+from pipeline.run import rekey, run_all, run_stage
+from pipeline.stages import STAGING
 from tests.conftest import TEST_KEY_TEXT, files_holding, key_material, write_config
 from tests.core.test_key_rotation import NEW_KEY_TEXT
 
@@ -37,7 +38,7 @@ def test_when_key_rotated_then_rekey_moves_the_date_onto_the_new_key_and_old_can
     config = write_config(tmp_path, keys__rotation={"readable_days": 30,
                                                      "retired": {"test-key-1": "2026-11-02"}})
     info = rekey(DAY, config)
-    assert info["reencrypted"] == {z.name: "test-key-1" for z in STAGING_ZONES}
+    assert info.reencrypted == {z.path: "test-key-1" for z in STAGING}
     after = _published(data)
     assert set(after["pseudonym_key_id"]) == {"test-key-2"} and after.height == before.height
     assert not set(after["user_pseudonym"]) & set(before["user_pseudonym"])

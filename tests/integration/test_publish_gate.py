@@ -10,12 +10,13 @@ import polars as pl
 import pytest
 
 from pipeline.config import load_config
+from pipeline.core.context import RunContext
 from pipeline.core.errors import ValidationFailedError
 from pipeline.demo.generate import generate
-from pipeline.run import STAGES, RunContext
+from pipeline.run import execute
 from tests.conftest import TEST_KEY_TEXT, write_config
 
-DAY = "2026-11-01"
+DAY = date(2026, 11, 1)
 LEAK = "leaked.reviewer.test@example.com"
 
 
@@ -24,21 +25,21 @@ def test_when_validation_fails_then_nothing_is_released_or_published(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
     ctx = RunContext(load_config(write_config(tmp_path)))
-    generate(ctx.root, start=date.fromisoformat(DAY), users=250, seed=5)
+    generate(ctx.root, start=DAY, users=250, seed=5)
     for stage in ("ingest", "consent", "detect_pii", "pseudonymize", "generalize", "minimize"):
-        STAGES[stage](ctx, DAY)
-    zone = ctx.published_zone()
+        execute(ctx, stage, DAY)
+    zone = ctx.zone("published")
     tampered = ctx.storage.read(zone, DAY).with_columns(
         content_category=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(LEAK))
         .otherwise("content_category"))
     ctx.storage.write(zone, DAY, tampered)
 
     with pytest.raises(ValidationFailedError, match="not_match_regex_list"):
-        STAGES["validate"](ctx, DAY)
+        execute(ctx, "validate", DAY)
     for stage in ("features", "publish"):
         with pytest.raises(ValidationFailedError, match="refusing"):
-            STAGES[stage](ctx, DAY)
-    STAGES["report"](ctx, DAY)
+            execute(ctx, stage, DAY)
+    execute(ctx, "report", DAY)
 
     manifest = json.loads((ctx.root / "reports" / f"date={DAY}" / "manifest.json").read_text())
     assert manifest["published"] is False and manifest["validation"]["success"] is False
@@ -58,22 +59,22 @@ def test_when_a_later_day_fails_validation_then_the_previous_features_stay_serve
     monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
     config = write_config(tmp_path)
     ctx = RunContext(load_config(config))
-    generate(ctx.root, start=date.fromisoformat(DAY), days=2, users=250, seed=5)
+    generate(ctx.root, start=DAY, days=2, users=250, seed=5)
     _, published = run_all(DAY, config)
     assert published
     cohorts = [f"{r}|25-34|mobile" for r in ctx.cfg.features.regions[:3]]
     served = online_features(ctx.cfg, cohorts)
 
-    day2 = "2026-11-02"
+    day2 = date(2026, 11, 2)
     for stage in ("ingest", "consent", "detect_pii", "pseudonymize", "generalize", "minimize"):
-        STAGES[stage](ctx, day2)
-    zone = ctx.published_zone()
+        execute(ctx, stage, day2)
+    zone = ctx.zone("published")
     ctx.storage.write(zone, day2, ctx.storage.read(zone, day2).with_columns(
         content_category=pl.lit(LEAK)))
     with pytest.raises(ValidationFailedError):
-        STAGES["validate"](ctx, day2)
+        execute(ctx, "validate", day2)
     for stage in ("features", "publish"):
         with pytest.raises(ValidationFailedError):
-            STAGES[stage](ctx, day2)
+            execute(ctx, stage, day2)
     assert online_features(ctx.cfg, cohorts) == served
-    assert not ctx.storage.partition(ctx.features_zone(), day2).exists()
+    assert not ctx.storage.partition(ctx.zone("features"), day2).exists()

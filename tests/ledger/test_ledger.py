@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import BudgetExceededError, ConfigError
+from pipeline.ledger.accounting import ZCDP
 from pipeline.ledger.store import PrivacyLedger, Release, WindowBudget
 from tests.conftest import PG, postgres_up
 
@@ -51,6 +52,24 @@ def test_when_release_recorded_twice_then_stored_one_wins_and_is_charged_once(
     assert ledger.window_spend("personalization", date(2026, 11, 1), budget).spent == 1.0
 
 
+def test_when_release_once_is_asked_again_then_nothing_is_drawn_or_charged(
+        ledger: PrivacyLedger) -> None:
+    budget, draws = WindowBudget(days=30, limit=1.5), []
+
+    def draw() -> Release:
+        draws.append(1)
+        return _release("2026-11-01", payload=f"draw {len(draws)}".encode())
+
+    plan = _release("2026-11-01", payload=b"")
+    first, reused = ledger.release_once(plan, budget, draw)
+    assert (first.payload, reused) == (b"draw 1", False)
+    again, reused = ledger.release_once(plan, budget, draw)
+    assert (again.payload, reused, len(draws)) == (b"draw 1", True, 1)
+    with pytest.raises(BudgetExceededError):  # refused before drawing
+        ledger.release_once(_release("2026-11-02"), budget, draw)
+    assert len(draws) == 1 and len(ledger.history("personalization")) == 1
+
+
 def test_when_window_budget_would_be_exceeded_then_release_is_refused(
         ledger: PrivacyLedger) -> None:
     budget = WindowBudget(days=3, limit=2.5)
@@ -83,7 +102,7 @@ def test_when_accounting_is_zcdp_then_pure_releases_cost_half_epsilon_squared(
         ledger: PrivacyLedger) -> None:
     """Ten ε=1 releases: ε adds to 10, ρ only to 5 (each ε-DP release is ε²/2-zCDP)."""
     pure, zcdp = WindowBudget(days=30, limit=9.5), WindowBudget(days=30, limit=5,
-                                                               accounting="zcdp")
+                                                               accountant=ZCDP)
     for day in range(1, 11):
         ledger.record(_release(f"2026-11-{day:02d}"), zcdp)
     assert ledger.window_spend("personalization", date(2026, 11, 10), zcdp).spent == 5

@@ -3,8 +3,9 @@
 import copy
 import re
 
+from pipeline.core.records import Manifest
 from pipeline.outputs.audit import budget_plot, render_index
-from pipeline.outputs.report import external_view, render_html
+from pipeline.outputs.report import render_html
 
 MANIFEST = {
     "date": "2026-11-01", "purpose": "personalization", "published": True,
@@ -31,7 +32,8 @@ MANIFEST = {
                               "retention_days": 30}], "windows_days": {}},
     "differential_privacy": {
         "release_due": True, "accounting": "pure", "epsilon": 1.0, "rho": 0.5, "delta": 0.0,
-        "period": ["2026-11-01", "2026-11-01"], "mechanism": "OpenDP", "date": "2026-11-01",
+        "period": "day", "covers": ["2026-11-01", "2026-11-01"], "unit": "ε", "cost": 1.0,
+        "mechanism": "OpenDP", "date": "2026-11-01",
         "window_spent": 1.0, "window_budget": 31.0, "window_days": 30,
         "window_delta_spent": 0.0, "window_delta_budget": 0.0,
         "ledger": "/srv/ledger.sqlite"},
@@ -40,15 +42,16 @@ MANIFEST = {
 
 
 def test_when_viewed_externally_then_no_key_id_path_or_small_count_is_shown() -> None:
-    html = render_html(external_view(MANIFEST), None, external=True)
+    manifest = Manifest.model_validate(MANIFEST)
+    html = render_html(manifest.external_view(), None, external=True)
     for secret in ("key-2026-11", "/srv/", "notes"):
         assert secret not in html
     assert "&lt;10" in html  # 3 erased rows, 2 IBANs, 4 suppressed rows are coarsened
     assert not re.search(r"<td>[1-9]</td>", html)
     assert "+ &lt;10 quarantined" in html  # the summary's totals are coarsened too
-    index = render_index([external_view(MANIFEST)], external=True)
+    index = render_index([manifest.external_view()], external=True)
     assert "<td>&lt;10</td>" in index and "<td>2</td>" not in index  # 2 quarantined
-    internal = render_html(MANIFEST, "file:///srv/gx/index.html")
+    internal = render_html(manifest, "file:///srv/gx/index.html")
     assert "key-2026-11" in internal and "IBAN_CODE" in internal and "1,000 in" in internal
 
 
@@ -59,7 +62,7 @@ def test_when_runs_accumulate_then_index_plots_the_window_spend_against_the_budg
         m["date"] = f"2026-11-0{day}"
         m["differential_privacy"]["window_spent"] = float(day)
         m["published"] = day != 3
-        runs.append(m)
+        runs.append(Manifest.model_validate(m))
     svg = budget_plot(runs)
     assert svg.count("<rect") == 5 and svg.count("<circle") == 5
     assert "budget ε = 31 per 30 days" in svg and "ε 5 spent in the window" in svg
@@ -67,4 +70,4 @@ def test_when_runs_accumulate_then_index_plots_the_window_spend_against_the_budg
     assert "publishing blocked on 2026-11-03" in page
     table = page[page.index("<h2>Runs</h2>"):]
     assert table.index("2026-11-05") < table.index("2026-11-01")  # newest first
-    assert "/srv/" not in render_index([external_view(m) for m in runs], external=True)
+    assert "/srv/" not in render_index([m.external_view() for m in runs], external=True)

@@ -4,9 +4,11 @@ import json
 from pathlib import Path
 
 import polars as pl
+import pytest
 
+from pipeline.core.records import ErasureRecord
 from pipeline.core.storage import Storage, Zone
-from pipeline.transforms.erasure import ErasureResult, erase_from_zone, erase_raw_lines
+from pipeline.transforms.erasure import erase_from_zone, erase_raw_lines
 from pipeline.transforms.generalize.kanon import short_of
 from pipeline.transforms.ingest import ERASED_LINE
 
@@ -26,14 +28,28 @@ def test_when_raw_lines_hold_the_id_then_they_become_markers_and_line_numbers_ho
 
 def test_when_a_user_leaves_a_published_group_then_a_group_short_of_k_goes_too(
         tmp_path: Path) -> None:
-    storage, zone = Storage(tmp_path), Zone("published/p", sensitive=False)
+    storage, zone = Storage(tmp_path), Zone("published", "published/p")
     storage.write(zone, "2026-11-01", pl.DataFrame({
         "user_pseudonym": [f"u{i}" for i in range(5)] + [f"v{i}" for i in range(6)],
         "band": ["a"] * 5 + ["b"] * 6}))
-    result = ErasureResult()
+    result = ErasureRecord()
     erase_from_zone(storage, zone, [], ["u0", "v0"], result,
                     short=short_of(["band"], "user_pseudonym", 5))
     left = storage.read(zone, "2026-11-01")
     assert left["user_pseudonym"].to_list() == [f"v{i}" for i in range(1, 6)]
     assert result.removed == {"published/p": 2, "published/p: groups now short of k or l": 4}
     assert result.partitions_rewritten == 1
+
+
+def test_when_a_request_line_is_not_a_request_then_the_error_names_the_line_not_the_id(
+        tmp_path: Path) -> None:
+    from pipeline.core.errors import ErasureRequestError
+    from pipeline.transforms.erasure import REQUESTS, read_requests
+
+    path = tmp_path / REQUESTS
+    path.parent.mkdir(parents=True)
+    path.write_text('{"account_id": "acct-1"}\n{"acount_id": "acct-secret-7"}\n')
+    with pytest.raises(ErasureRequestError, match=r"requests.jsonl:2: not an erasure request") \
+            as err:
+        read_requests(tmp_path)
+    assert "acct-secret-7" not in str(err.value)

@@ -8,7 +8,7 @@ from pipeline.config import GeneralizeConfig, PipelineConfig
 from pipeline.transforms.generalize.coarsen import (
     adaptive_h3_cells,
     device_model_groups,
-    generalize,
+    generalize_table,
     ip_countries,
     ip_prefixes,
     zip3,
@@ -83,7 +83,7 @@ def test_when_cells_are_sparse_then_they_coarsen_until_k_users_and_the_rest_is_s
 def test_when_generalized_then_precise_values_gone_and_every_group_has_k_users(
         cfg: PipelineConfig) -> None:
     table = pl.concat([events(4), events(2, age=70, prefix="old")])
-    out, stats = generalize(table, cfg.generalize, quasi_identifiers=QIS,
+    out, stats = generalize_table(table, cfg.generalize, quasi_identifiers=QIS,
                             user_col="user_pseudonym", k=3)
     assert not {"latitude", "longitude", "ip_address", "age", "event_time", "postal_code",
                 "device_model"} & set(out.columns)
@@ -106,7 +106,7 @@ def test_when_a_group_is_short_then_age_widens_before_rows_are_suppressed(
     # 3 users aged 30 and 2 aged 20: apart, the 20-year-olds are short of k=5 at every cell
     # resolution; in the wider band 18-34 all five share a group.
     table = pl.concat([events(3), events(2, age=20, prefix="young")])
-    out, stats = generalize(table, cfg.generalize, quasi_identifiers=QIS,
+    out, stats = generalize_table(table, cfg.generalize, quasi_identifiers=QIS,
                             user_col="user_pseudonym", k=5)
     assert out.height == 5 and stats.dropped == {}
     assert out["age_band"].unique().to_list() == ["18-34"]
@@ -121,10 +121,10 @@ def test_when_groups_have_one_sensitive_value_then_l_diversity_merges_them(
     # only "news" or only "food" (l = 1); in a shared parent cell they are 2-diverse.
     table = pl.concat([events(5, category="news"),
                        events(5, lat=40.7218, prefix="f", category="food")])
-    _, plain = generalize(table, cfg.generalize, quasi_identifiers=QIS, k=5,
+    _, plain = generalize_table(table, cfg.generalize, quasi_identifiers=QIS, k=5,
                           sensitive="content_category", user_col="user_pseudonym")
     assert plain.details["l_achieved"] == 1
-    out, stats = generalize(table, cfg.generalize, quasi_identifiers=QIS, k=5, l=2,
+    out, stats = generalize_table(table, cfg.generalize, quasi_identifiers=QIS, k=5, l=2,
                             sensitive="content_category", user_col="user_pseudonym")
     assert stats.dropped == {} and stats.details["l_achieved"] == 2
     assert l_achieved(out, QIS, "content_category") == 2 and out["h3_cell"].n_unique() == 1
@@ -137,9 +137,9 @@ def test_when_region_level_is_city_then_short_groups_climb_to_state() -> None:
     # Brooklyn and Manhattan points: each city short of k=4, New York state holds both.
     table = pl.concat([events(2, lat=40.6782, lon=-73.9442, prefix="b"),
                        events(2, lat=40.7831, lon=-73.9712, prefix="m")])
-    out, _ = generalize(table, gen, quasi_identifiers=("region",), user_col="user_pseudonym",
+    out, _ = generalize_table(table, gen, quasi_identifiers=("region",), user_col="user_pseudonym",
                         k=2, order=("region",))
     assert len(set(out["region"])) == 2 and all(", New York" in r for r in out["region"])
-    out, _ = generalize(table, gen, quasi_identifiers=("region",), user_col="user_pseudonym",
+    out, _ = generalize_table(table, gen, quasi_identifiers=("region",), user_col="user_pseudonym",
                         k=4, order=("region",))
     assert out["region"].unique().to_list() == ["New York"]

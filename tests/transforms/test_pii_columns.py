@@ -57,7 +57,7 @@ def test_when_undeclared_column_holds_emails_then_dropped_and_reported_without_v
     assert finding["column"] == "notes" and finding["reasons"] == ["content"]
     assert finding["entities"] == {"EMAIL_ADDRESS": 30} and finding["action"] == "drop"
     assert finding["share_with_pii"] == 1.0
-    assert "example.org" not in json.dumps(result.stats.to_dict())
+    assert "example.org" not in json.dumps(result.stats.model_dump())
 
 
 def test_when_policy_is_pseudonymize_then_column_holds_keyed_hmac(

@@ -2,6 +2,7 @@ from datetime import date
 from pathlib import Path
 
 from pipeline.config import RetentionConfig
+from pipeline.core.records import PurgedPartition
 from pipeline.transforms.retention import purge
 
 
@@ -25,8 +26,8 @@ def test_when_partitions_pass_their_window_then_they_are_deleted_and_listed(
                     "quarantine/events/date=2026-11-08", "quarantine/events/date=2026-11-10",
                     "raw/events/date=2026-11-08", "raw/events/date=2026-11-10",
                     "staging/ingested/date=2026-11-10"]
-    assert len(purged) == 5 and {p["bytes"] for p in purged} == {10}
-    assert {"area": "staging/ingested", "date": "2026-11-08", "bytes": 10,
-            "retention_days": 1} in purged
+    assert len(purged) == 5 and {p.bytes for p in purged} == {10}
+    assert PurgedPartition(area="staging/ingested", date="2026-11-08", bytes=10,
+                           retention_days=1) in purged
     assert purge(tmp_path, cfg, date(2026, 11, 10)) == []  # a rerun deletes nothing more
     assert not list(tmp_path.rglob(".purging-*"))

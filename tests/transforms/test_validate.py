@@ -40,7 +40,7 @@ def test_when_table_is_minimized_then_suite_passes_and_k_and_l_are_observed(
     observed = {c.expectation: c.observed for c in outcome.checks}
     assert observed["expect_table_to_be_k_anonymous"] == 12
     assert observed["expect_table_to_be_l_diverse"] == 2
-    assert outcome.data_docs_index is not None and outcome.data_docs_index.is_file()
+    assert outcome.data_docs_index is not None and Path(outcome.data_docs_index).is_file()
 
 
 @pytest.mark.slow

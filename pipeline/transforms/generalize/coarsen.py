@@ -153,9 +153,11 @@ def device_model_groups(df: pl.DataFrame, *, user_col: str, min_users: int,
                      .otherwise(pl.lit(OTHER)))["device_model"]
 
 
-def generalize(table: pl.DataFrame, cfg: GeneralizeConfig, *, quasi_identifiers: Sequence[str],
-               user_col: str, k: int, l: int | None = None,  # noqa: E741
-               sensitive: str | None = None, order: Sequence[str] = ("h3_cell", "age_band")
+def generalize_table(table: pl.DataFrame, cfg: GeneralizeConfig, *,
+                     quasi_identifiers: Sequence[str], user_col: str, k: int,
+                     l: int | None = None,  # noqa: E741
+                     sensitive: str | None = None,
+                     order: Sequence[str] = ("h3_cell", "age_band")
                ) -> tuple[pl.DataFrame, StageStats]:
     """Coarsen, drop the precise values, generalize short groups further along `order`, and
     suppress what is still short of k users (or l sensitive values)."""
@@ -192,7 +194,7 @@ def generalize(table: pl.DataFrame, cfg: GeneralizeConfig, *, quasi_identifiers:
                                                                                    "_level_"))),
                  strict=False))
     dropped = {"k_anonymity_suppressed": suppression["rows_suppressed"]}
-    stats = StageStats("generalize", rows_in=table.height, rows_out=out.height,
+    stats = StageStats(stage="generalize", rows_in=table.height, rows_out=out.height,
                        dropped={k_: v for k_, v in dropped.items() if v}, details={
                            "k_required": k,
                            "k_achieved": k_achieved(out, quasi_identifiers, user_col),

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass
 
 import polars as pl
 
 from pipeline.config import PiiConfig, RecordSchema
 from pipeline.core.errors import PiiPolicyError
+from pipeline.core.records import ColumnFinding
 from pipeline.transforms.pii.detect import FastAnalyzer
 from pipeline.transforms.pseudonymize import hmac_expr
 
@@ -28,21 +28,6 @@ PII_NAME_PATTERN = re.compile(
     r"(first|last|full|given|family|sur|user)_?name|name|address|street|zip|zipcode|postcode|"
     r"postal_?code|ip|ip_?addr(ess)?|dob|birth_?date|date_of_birth|iban|card_?number|cc|"
     r"passport|licen[cs]e|national_?id|tax_?id)($|[_.-])")
-
-
-@dataclass(frozen=True)
-class ColumnFinding:
-    """Why a column was flagged and what was done; never holds a value."""
-
-    column: str
-    reasons: tuple[str, ...]  # "name" and/or "content"
-    entities: dict[str, int]  # entity type -> sampled values where it was found
-    sampled: int
-    share_with_pii: float
-    action: str
-
-    def to_dict(self) -> dict[str, object]:
-        return {**asdict(self), "reasons": list(self.reasons)}
 
 
 def columns_to_check(table: pl.DataFrame, schema: RecordSchema) -> list[str]:
@@ -73,12 +58,14 @@ def scan_columns(table: pl.DataFrame, schema: RecordSchema, analyzer: FastAnalyz
         for spans in per_value:
             entities.update({s.entity_type for s in spans})
         share = sum(1 for spans in per_value if spans) / len(sample) if sample else 0.0
-        reasons = tuple(r for r, hit in (
+        reasons = [r for r, hit in (
             ("name", bool(PII_NAME_PATTERN.search(column.lower()))),
-            ("content", share >= cfg.column_scan_min_share)) if hit)
+            ("content", share >= cfg.column_scan_min_share)) if hit]
         if reasons:
-            findings.append(ColumnFinding(column, reasons, dict(sorted(entities.items())),
-                                          len(sample), round(share, 4), cfg.undeclared_columns))
+            findings.append(ColumnFinding(
+                column=column, reasons=reasons, entities=dict(sorted(entities.items())),
+                sampled=len(sample), share_with_pii=round(share, 4),
+                action=cfg.undeclared_columns))
     return findings
 
 

@@ -159,7 +159,8 @@ def _worker_ready() -> bool:
 
 
 def _analyze_in_worker(args: tuple[list[str], list[set[str]], list[bool]]) -> list[list[PiiSpan]]:
-    assert _WORKER is not None
+    if _WORKER is None:  # the pool only submits once the worker reported ready
+        raise RuntimeError("PII worker used before its analyzer was built")
     return _WORKER.analyze_planned(*args)
 
 

@@ -172,9 +172,9 @@ def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber
     total: Counter[str] = Counter()
     for per_col in found_by_column.values():
         total.update(per_col)
-    stats = StageStats("detect_pii", rows_in=events.height, rows_out=table.height, details={
+    stats = StageStats(stage="detect_pii", rows_in=events.height, rows_out=table.height, details={
         "dropped_columns": drop, "pii_found": dict(sorted(total.items())),
         "column_scan": {"checked": columns_to_check(events.drop(drop), schema),
-                        "flagged": [f.to_dict() for f in findings]},
+                        "flagged": [f.model_dump() for f in findings]},
         "pii_found_by_column": found_by_column})
     return ScrubResult(table, stats.check_balanced())

@@ -11,13 +11,13 @@ counts only, so neither the results nor Data Docs can carry a raw value.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from pipeline.config import PurposeSpec
+from pipeline.core.records import CheckResult, ValidationRecord
 from pipeline.transforms.pseudonymize import PSEUDONYM_PATTERN
 from pipeline.transforms.validate import expectations as gx_expectations  # noqa: F401  (registers the k and ℓ expectations)
 
@@ -34,31 +34,6 @@ RESIDUAL_PII_PATTERNS = {
 # No partial_unexpected_list: GX would otherwise copy up to 20 offending values into results.
 SAFE_RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0,
                       "include_unexpected_rows": False, "return_unexpected_index_query": False}
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    expectation: str
-    column: str | None
-    success: bool
-    observed: Any
-    unexpected_count: int | None
-
-
-@dataclass(frozen=True)
-class ValidationOutcome:
-    success: bool
-    checks: list[CheckResult]
-    data_docs_index: Path | None
-
-    @property
-    def failures(self) -> list[CheckResult]:
-        return [c for c in self.checks if not c.success]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"success": self.success,
-                "data_docs_index": str(self.data_docs_index) if self.data_docs_index else None,
-                "checks": [c.__dict__ for c in self.checks]}
 
 
 def build_expectations(spec: PurposeSpec, *, string_columns: list[str], k: int,
@@ -93,7 +68,7 @@ def _quiet_gx() -> None:
 
 def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: Path,
                    run_name: str, detector: FastAnalyzer,
-                   l: int | None = None) -> ValidationOutcome:  # noqa: E741
+                   l: int | None = None) -> ValidationRecord:  # noqa: E741
     """Run the suite on `table`; write results and Data Docs under `gx_root`. `detector`
     scans every string column for residual PII."""
     import great_expectations as gx
@@ -128,14 +103,14 @@ def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: P
     checks = []
     for vr in result.run_results.values():
         for r in vr.results:
-            cfg = r.expectation_config
-            assert cfg is not None  # GX fills it for every result of a suite run
+            cfg = r.expectation_config  # GX fills it for every result of a suite run
+            kwargs = cfg.kwargs if cfg is not None else {}
             res = r.result or {}
-            column = cfg.kwargs.get("column") or cfg.kwargs.get("scanned_column")
-            checks.append(CheckResult(expectation=cfg.type, column=column,
+            column = kwargs.get("column") or kwargs.get("scanned_column")
+            checks.append(CheckResult(expectation=cfg.type if cfg else "unknown", column=column,
                                       success=bool(r.success),
                                       observed=res.get("observed_value"),
                                       unexpected_count=res.get("unexpected_count")))
     docs = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    return ValidationOutcome(success=bool(result.success), checks=checks,
-                             data_docs_index=docs if docs.exists() else None)
+    return ValidationRecord(success=bool(result.success), checks=checks,
+                            data_docs_index=str(docs) if docs.exists() else None)

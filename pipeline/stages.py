@@ -1,0 +1,121 @@
+"""The pipeline, declared: every stage, what it reads and writes, in the order it runs.
+
+This file is the one place the stage graph lives. The CLI (`run`, `stage`), the Airflow DAG,
+`rekey`, the report's row funnel and the tests all derive their lists from `STAGES`; adding a
+stage is one row here and one function in `pipeline.steps`. Standard library only, so the DAG
+file can import it without paying for polars, pydantic or Great Expectations.
+
+Zones are folders under `paths.data_root`, one `date=D` partition per run date (`{purpose}` and
+`{feature_set}` are filled from config). Sensitive zones still hold personal data and are
+encrypted at rest; everything a consumer reads (`published`, `features`) is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+@dataclass(frozen=True)
+class Zone:
+    """An area of the data root; `partitioned` areas hold one `date=D` folder per run date."""
+
+    name: str
+    path: str  # under the data root; may hold {purpose} or {feature_set}
+    sensitive: bool = False  # encrypted at rest (AES-GCM under the staging key)
+    partitioned: bool = True
+
+    def resolve(self, *, purpose: str, feature_set: str) -> Zone:
+        return Zone(self.name, self.path.format(purpose=purpose, feature_set=feature_set),
+                    self.sensitive, self.partitioned)
+
+
+ZONES = {z.name: z for z in (
+    Zone("raw_events", "raw/events"),  # input, written by the landing side (or `generate`)
+    Zone("raw_consent", "raw/consent", partitioned=False),
+    Zone("erasure_requests", "raw/erasure", partitioned=False),
+    Zone("quarantine", "quarantine/events"),  # file, line, reason, field: never a value
+    Zone("ingested", "staging/ingested", sensitive=True),
+    Zone("consented", "staging/consented", sensitive=True),
+    Zone("scrubbed", "staging/scrubbed", sensitive=True),
+    Zone("pseudonymized", "staging/pseudonymized", sensitive=True),
+    Zone("generalized", "staging/generalized", sensitive=True),
+    Zone("published", "published/{purpose}"),  # the purpose's minimized per-event table
+    Zone("validation", "validation", partitioned=False),  # Great Expectations project and Data Docs
+    Zone("ledger", "ledger", partitioned=False),  # the privacy ledger (or Postgres)
+    Zone("features", "features/{feature_set}"),  # DP releases: Feast's offline source
+    Zone("feature_store", "feature_repo", partitioned=False),  # Feast registry, SQLite store
+    Zone("reports", "reports"),
+    Zone("runs", "runs"),  # each stage's typed record (`pipeline.core.records.RunRecords`)
+)}
+STAGING = tuple(z for z in ZONES.values() if z.sensitive)
+
+
+class Kind(Enum):
+    """How the engine runs a stage (see `pipeline.run`)."""
+
+    TABLE = "table"  # reads one zone's partition, transforms it, writes one zone's partition
+    TASK = "task"  # does its own reading and writing (several zones, the ledger, Feast)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the daily run.
+
+    `target` names the function in `pipeline.steps` the engine calls. `funnel` stages account
+    for every row (rows in = out + dropped + quarantined) and make up the report's funnel;
+    `keyed` stages write what depends on the key (tokens, pseudonyms) and are redone by
+    `rekey`; `gated` stages run only after validation passed; `always` stages run even when an
+    earlier one failed (the report says why).
+    """
+
+    name: str
+    target: str
+    kind: Kind
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    does: str
+    funnel: bool = False
+    keyed: bool = False
+    gated: bool = False
+    always: bool = False
+
+
+_STAGES = (
+    Stage("erase", "erase", Kind.TASK,
+          reads=("erasure_requests", "raw_consent"),
+          writes=("raw_events", "raw_consent", *(z.name for z in STAGING), "published"),
+          does="remove erased users everywhere, and withdrawn users from what is published"),
+    Stage("retention", "retention", Kind.TASK, reads=(),
+          writes=("raw_events", "quarantine", *(z.name for z in STAGING), "published"),
+          does="delete partitions past their retention window"),
+    Stage("ingest", "ingest", Kind.TASK, reads=("raw_events",),
+          writes=("ingested", "quarantine"), funnel=True,
+          does="parse raw lines against the event schema; misfits to quarantine"),
+    Stage("consent", "consent", Kind.TABLE, reads=("ingested", "raw_consent"),
+          writes=("consented",), funnel=True,
+          does="keep events of users who consented to the purpose"),
+    Stage("detect_pii", "detect_pii", Kind.TABLE, reads=("consented",), writes=("scrubbed",),
+          funnel=True, keyed=True,
+          does="drop direct identifiers, check untagged columns, tokenize PII in free text"),
+    Stage("pseudonymize", "pseudonymize", Kind.TABLE, reads=("scrubbed",),
+          writes=("pseudonymized",), funnel=True, keyed=True,
+          does="HMAC-SHA256 identifiers under the purpose's key"),
+    Stage("generalize", "generalize", Kind.TABLE, reads=("pseudonymized",),
+          writes=("generalized",), funnel=True, keyed=True,
+          does="coarsen quasi-identifiers; enforce k-anonymity and l-diversity"),
+    Stage("minimize", "minimize", Kind.TABLE, reads=("generalized",), writes=("published",),
+          funnel=True, keyed=True, does="keep only the purpose's allowlisted columns"),
+    Stage("validate", "validate", Kind.TASK, reads=("published",), writes=("validation",),
+          keyed=True, does="Great Expectations suite: the publish gate"),
+    Stage("features", "features", Kind.TASK, reads=("published", "ledger"),
+          writes=("ledger", "features"), gated=True,
+          does="user-level DP cohort features, charged to the privacy ledger once"),
+    Stage("publish", "publish", Kind.TASK, reads=("features",), writes=("feature_store",),
+          gated=True, does="apply and materialize the features in Feast"),
+    Stage("report", "report", Kind.TASK, reads=(), writes=("reports",), keyed=True,
+          always=True, does="manifest, run report and the audit index"),
+)
+STAGES = {s.name: s for s in _STAGES}
+FUNNEL = tuple(s.name for s in _STAGES if s.funnel)
+KEYED = tuple(s.name for s in _STAGES if s.keyed)

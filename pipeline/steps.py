@@ -1,0 +1,242 @@
+"""What each row of `pipeline.stages.STAGES` calls, by its `target` name.
+
+Table stages take the partition the engine read and return (table, stats); the engine writes
+the table to the stage's zone and its stats to the run's records. Task stages do their own
+reading and writing and return the path they wrote. Every stage takes the run's day as a
+`date`, parsed once at the boundary (`pipeline.core.context.parse_day`).
+
+All imports are at the top except Great Expectations (7–14 s), which only `validate` needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.core.context import RunContext
+from pipeline.core.errors import MissingInputError, ValidationFailedError
+from pipeline.core.records import (
+    ErasureRecord,
+    LedgerRecord,
+    PublishRecord,
+    RetentionRecord,
+    StageStats,
+    ValidationRecord,
+)
+from pipeline.core.storage import atomic_write_bytes, parquet_bytes
+from pipeline.ledger.store import PrivacyLedger, Release, WindowBudget
+from pipeline.outputs.feast import materialize
+from pipeline.outputs.report import write_report
+from pipeline.stages import STAGING
+from pipeline.transforms.consent import filter_by_consent
+from pipeline.transforms.erasure import (
+    erase_from_zone,
+    erase_raw_lines,
+    pseudonyms_of,
+    read_requests,
+    withdrawn,
+)
+from pipeline.transforms.features import release_features
+from pipeline.transforms.generalize.coarsen import generalize_table
+from pipeline.transforms.generalize.kanon import short_of
+from pipeline.transforms.ingest import ingest_events, read_records
+from pipeline.transforms.minimize import apply_allowlist
+from pipeline.transforms.pii.scrub import (
+    WORKERS_FROM_TEXTS,
+    TextScrubber,
+    distinct_texts,
+    fast_analyzer,
+    scrub_pii,
+)
+from pipeline.transforms.pseudonymize import pseudonymize_columns
+from pipeline.transforms.retention import purge
+
+Table = tuple[pl.DataFrame, StageStats]
+
+
+def erase(ctx: RunContext, day: date) -> str:
+    """Apply erasure requests and consent withdrawals to every stored partition (see
+    `pipeline.transforms.erasure`); published partitions left short of k or ℓ are suppressed
+    again."""
+    result = ErasureRecord()
+    ids = read_requests(ctx.root)
+    result.requests = len(ids)
+    keys = ctx.keys.keys  # active and retired: pseudonyms under any of them are the user
+    purpose = ctx.cfg.purpose
+    consent_path = _consent_path(ctx)
+    if ids:
+        events = ctx.root / ctx.zone("raw_events").path
+        for raw in sorted(events.glob("date=*/events.jsonl")):
+            result.add_removed("raw/events", erase_raw_lines(raw, ids))
+        result.add_removed("raw/consent", erase_raw_lines(consent_path, ids))
+        pseudonyms = pseudonyms_of(ids, keys, purpose)
+        for zone in STAGING:
+            erase_from_zone(ctx.storage, zone, ids, pseudonyms, result)
+    gone = []
+    if consent_path.is_file():
+        consent = read_records(consent_path, ctx.cfg.consent_schema,
+                               source_name=str(consent_path)).table
+        gone = withdrawn(consent, ctx.cfg.purpose_spec.consent_purpose)
+    result.withdrawn_users = len(gone)
+    spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
+    if ids or gone:
+        erase_from_zone(ctx.storage, ctx.zone("published"), [],
+                        pseudonyms_of([*ids, *gone], keys, purpose),
+                        result, short=short_of(spec.quasi_identifiers, ctx.user_col, k.k,
+                                               l=k.l, sensitive=spec.sensitive_attribute))
+    return str(ctx.records(day).save(result))
+
+
+def retention(ctx: RunContext, day: date) -> str:
+    """Delete partitions past their retention window; record what went."""
+    return str(ctx.records(day).save(RetentionRecord(
+        purged=purge(ctx.root, ctx.cfg.retention, day),
+        windows_days=ctx.cfg.retention.model_dump())))
+
+
+def ingest(ctx: RunContext, day: date) -> str:
+    source = ctx.root / ctx.zone("raw_events").path / f"date={day}" / "events.jsonl"
+    if not source.is_file():
+        raise MissingInputError(f"{source}: no raw events for {day}")
+    result = ingest_events(source, ctx.cfg.event_schema,
+                           source_name=str(source.relative_to(ctx.root)))
+    ctx.storage.write(ctx.zone("quarantine"), day, result.quarantine)
+    ctx.records(day).save_stats(result.stats)
+    return str(ctx.storage.write(ctx.zone("ingested"), day, result.table))
+
+
+def _consent_path(ctx: RunContext) -> Path:
+    return ctx.root / ctx.zone("raw_consent").path / "consent.jsonl"
+
+
+def consent(ctx: RunContext, day: date, events: pl.DataFrame) -> Table:
+    path = _consent_path(ctx)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: no consent records (without them nobody has "
+                                "consented)")
+    records = read_records(path, ctx.cfg.consent_schema, source_name=str(path))
+    kept, stats = filter_by_consent(events, records.table,
+                                    purpose=ctx.cfg.purpose_spec.consent_purpose)
+    stats.details["consent_records_rejected"] = records.stats.rows_in - records.stats.rows_out
+    return kept, stats
+
+
+def detect_pii(ctx: RunContext, day: date, events: pl.DataFrame) -> Table:
+    schema, key = ctx.cfg.event_schema, ctx.key
+    with TextScrubber(ctx.cfg.pii, key.token_key(ctx.cfg.purpose),
+                      with_workers=distinct_texts(events, schema) >= WORKERS_FROM_TEXTS) as s:
+        result = scrub_pii(events, schema, s, pseudonym_key=key.pseudonym_key(ctx.cfg.purpose))
+    result.stats.details["token_key_id"] = key.key_id
+    return result.table, result.stats
+
+
+def pseudonymize(ctx: RunContext, day: date, table: pl.DataFrame) -> Table:
+    return pseudonymize_columns(table, ctx.cfg.event_schema, ctx.key, purpose=ctx.cfg.purpose)
+
+
+def generalize(ctx: RunContext, day: date, table: pl.DataFrame) -> Table:
+    spec, kcfg = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
+    return generalize_table(table, ctx.cfg.generalize, quasi_identifiers=spec.quasi_identifiers,
+                            user_col=ctx.user_col, k=kcfg.k, l=kcfg.l,
+                            sensitive=spec.sensitive_attribute, order=kcfg.generalize_order)
+
+
+def minimize(ctx: RunContext, day: date, table: pl.DataFrame) -> Table:
+    return apply_allowlist(table, ctx.cfg.purpose_spec)
+
+
+def validate(ctx: RunContext, day: date) -> str:
+    """Run the suite; raise ValidationFailedError (after saving the outcome) on failure."""
+    from pipeline.transforms.validate.suite import validate_table  # imports GX
+
+    with fast_analyzer(ctx.cfg.pii) as detector:
+        outcome = validate_table(ctx.storage.read(ctx.zone("published"), day),
+                                 ctx.cfg.purpose_spec, k=ctx.cfg.k_anonymity.k,
+                                 l=ctx.cfg.k_anonymity.l, gx_root=ctx.root / "validation",
+                                 run_name=f"{ctx.cfg.purpose}-{day}", detector=detector)
+    path = ctx.records(day).save(outcome)
+    if not outcome.success:
+        failed = ", ".join(f"{c.expectation}({c.column or 'table'})" for c in outcome.failures)
+        raise ValidationFailedError(f"{day}: minimization suite failed: {failed}; "
+                                    "publishing is blocked")
+    return str(path)
+
+
+def _require_validated(ctx: RunContext, day: date) -> None:
+    outcome = ctx.records(day).load(ValidationRecord)
+    if outcome is None or not outcome.success:
+        raise ValidationFailedError(f"{day}: no passing validation for this partition; "
+                                    "refusing to release or publish")
+
+
+def release_period_start(period: str, day: date) -> date | None:
+    """First day of the data a release on `day` covers; None when no release is due."""
+    if period == "day":
+        return day
+    return day - timedelta(days=6) if day.weekday() == 6 else None
+
+
+def features(ctx: RunContext, day: date) -> str:
+    """Release DP features through the ledger: charged once, returned as stored on reruns.
+
+    A weekly feature set is released on the week's last day (Sunday) from the week's published
+    partitions, all of which must have passed validation; on other days nothing is released."""
+    fcfg, records = ctx.cfg.features, ctx.records(day)
+    first = release_period_start(fcfg.period, day)
+    if first is None:
+        records.save(LedgerRecord(release_due=False, period=fcfg.period,
+                                  next_release=str(day + timedelta(days=6 - day.weekday()))))
+        return ""
+    days = [first + timedelta(days=i) for i in range((day - first).days + 1)]
+    for d in days:
+        _require_validated(ctx, d)
+    ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.root)
+    budget = WindowBudget.from_config(ctx.cfg.budget)
+    plan = Release(purpose=ctx.cfg.purpose, feature_set=fcfg.feature_set,
+                   release_date=str(day), period_start=str(first), epsilon=fcfg.epsilon,
+                   rho=fcfg.rho_cost, delta=fcfg.delta, mechanism="", library="", payload=b"")
+
+    def draw() -> Release:
+        events = pl.concat([ctx.storage.read(ctx.zone("published"), d) for d in days])
+        rel, stats = release_features(events, fcfg, age_bands=ctx.cfg.generalize.age_bands,
+                                      user_col=ctx.user_col, release_date=str(day))
+        records.save_stats(stats)
+        return replace(plan, delta=rel.delta, mechanism=rel.mechanism, library=rel.library,
+                       payload=parquet_bytes(rel.table))
+
+    stored, reused = ledger.release_once(plan, budget, draw)
+    window = ledger.window_spend(ctx.cfg.purpose, day, budget)
+    records.save(LedgerRecord(
+        release_due=True, period=fcfg.period, purpose=stored.purpose,
+        feature_set=stored.feature_set, date=stored.release_date,
+        covers=(stored.period_start, stored.period_end), epsilon=stored.epsilon,
+        rho=stored.rho, delta=stored.delta, mechanism=stored.mechanism, library=stored.library,
+        recorded_at=stored.created_at, payload_sha256=stored.payload_sha256,
+        reused_stored_release=reused, ledger=ledger.where, accounting=budget.accountant.name,
+        unit=budget.unit, cost=budget.accountant.cost(stored), window_days=budget.days,
+        window_budget=budget.limit, window_spent=window.spent,
+        window_delta_budget=budget.delta, window_delta_spent=window.delta,
+        window_as_epsilon=budget.as_epsilon(window.spent),
+        window_as_epsilon_delta=budget.conversion_delta if budget.accountant.zcdp else None))
+    path = ctx.storage.partition(ctx.zone("features"), day)
+    atomic_write_bytes(path, stored.payload)
+    return str(path)
+
+
+def publish(ctx: RunContext, day: date) -> str:
+    _require_validated(ctx, day)
+    records = ctx.records(day)
+    ledger = records.load(LedgerRecord)
+    if ledger is None:
+        raise MissingInputError(f"{day}: the features stage has not run")
+    info = materialize(ctx.cfg, day) if ledger.release_due else PublishRecord(
+        materialized=False,
+        reason=f"no release due on {day}: features are released {ledger.period}ly")
+    return str(records.save(info))
+
+
+def report(ctx: RunContext, day: date) -> str:
+    return str(write_report(ctx, day))

@@ -1,0 +1,43 @@
+"""The stage table is the one declaration of the pipeline: everything else follows it."""
+
+import inspect
+
+import pytest
+
+from pipeline import steps
+from pipeline.cli import main
+from pipeline.stages import FUNNEL, KEYED, STAGES, STAGING, ZONES, Kind
+
+
+def test_when_the_table_is_read_then_every_stage_has_a_step_and_known_zones() -> None:
+    for stage in STAGES.values():
+        params = list(inspect.signature(getattr(steps, stage.target)).parameters)
+        assert params[:2] == ["ctx", "day"], stage.name
+        assert len(params) == (3 if stage.kind is Kind.TABLE else 2), stage.name
+        assert set(stage.reads) | set(stage.writes) <= set(ZONES), stage.name
+        if stage.kind is Kind.TABLE:  # one partitioned zone in, one out
+            assert len(stage.writes) == 1 and ZONES[stage.reads[0]].partitioned
+
+
+def test_when_lists_are_derived_then_they_follow_the_table_order() -> None:
+    names = list(STAGES)
+    assert FUNNEL == ("ingest", "consent", "detect_pii", "pseudonymize", "generalize",
+                      "minimize")
+    assert [names.index(s) for s in FUNNEL] == sorted(names.index(s) for s in FUNNEL)
+    assert KEYED == ("detect_pii", "pseudonymize", "generalize", "minimize", "validate",
+                     "report")
+    assert [z.path for z in STAGING] == ["staging/ingested", "staging/consented",
+                                         "staging/scrubbed", "staging/pseudonymized",
+                                         "staging/generalized"]
+    gated = [s.name for s in STAGES.values() if s.gated]
+    assert gated == ["features", "publish"] and names.index("validate") < names.index(gated[0])
+
+
+@pytest.mark.parametrize("argv", [["generate", "--start", "2026-13-01"],
+                                  ["run", "--date", "20261101"]])
+def test_when_a_date_is_not_a_date_then_the_cli_says_so_without_a_traceback(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "is not YYYY-MM-DD" in capsys.readouterr().err
