@@ -142,7 +142,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     end = args.date or (Date.fromisoformat(history[-1][0]) if history else Date.today())
     w = ledger.window_spend(cfg.purpose, end, budget)
     as_eps = budget.as_epsilon(w.spent)
-    print(f"{budget.accountant.name} accounting, window {w.start}..{w.end}: {budget.unit} "
+    print(f"{cfg.budget.accounting} accounting, window {w.start}..{w.end}: {budget.unit} "
           f"{w.spent:g} of {budget.limit:g}, delta {w.delta:g} of {budget.delta:g}"
           + (f"; that is ({as_eps:.3g}, {budget.conversion_delta:g})-DP"
              if as_eps is not None else ""))

@@ -215,7 +215,7 @@ def features(ctx: RunContext, day: date) -> str:
         covers=(stored.period_start, stored.period_end), epsilon=stored.epsilon,
         rho=stored.rho, delta=stored.delta, mechanism=stored.mechanism, library=stored.library,
         recorded_at=stored.created_at, payload_sha256=stored.payload_sha256,
-        reused_stored_release=reused, ledger=ledger.where, accounting=budget.accountant.name,
+        reused_stored_release=reused, ledger=ledger.where, accounting=ctx.cfg.budget.accounting,
         unit=budget.unit, cost=budget.accountant.cost(stored), window_days=budget.days,
         window_budget=budget.limit, window_spent=window.spent,
         window_delta_budget=budget.delta, window_delta_spent=window.delta,

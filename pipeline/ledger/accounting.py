@@ -66,7 +66,6 @@ GAUSSIAN = Mechanism(label="Gaussian, ρ-zCDP", pure=False)
 class Accountant:
     """How releases add up in a budget window."""
 
-    name: str  # as in config (`budget.accounting`), for records
     unit: str  # ε or ρ
     zcdp: bool
 
@@ -93,5 +92,5 @@ class Accountant:
         return spent + 2 * math.sqrt(spent * math.log(1 / delta))
 
 
-PURE = Accountant(name="pure", unit="ε", zcdp=False)
-ZCDP = Accountant(name="zcdp", unit="ρ", zcdp=True)
+PURE = Accountant(unit="ε", zcdp=False)
+ZCDP = Accountant(unit="ρ", zcdp=True)
