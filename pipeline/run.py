@@ -29,7 +29,7 @@ def execute(ctx: RunContext, name: str, day: date) -> str:
     target = getattr(steps, stage.target)
     if stage.kind is Kind.TASK:
         return str(target(ctx, day))
-    (source,), (sink,) = stage.reads[:1], stage.writes
+    source, sink = stage.reads[0], stage.writes[0]  # a table stage: one zone in, one out
     table, stats = target(ctx, day, ctx.storage.read(ctx.zone(source), day))
     ctx.records(day).save_stats(stats)
     log.info("%s %s: rows in %d, out %d, dropped %s, quarantined %s", day, stats.stage,

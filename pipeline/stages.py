@@ -65,8 +65,8 @@ class Stage:
     `target` names the function in `pipeline.steps` the engine calls. `funnel` stages account
     for every row (rows in = out + dropped + quarantined) and make up the report's funnel;
     `keyed` stages write what depends on the key (tokens, pseudonyms) and are redone by
-    `rekey`; `gated` stages run only after validation passed; `always` stages run even when an
-    earlier one failed (the report says why).
+    `rekey`; `gated` stages run only after validation passed; `always` stages run whatever
+    happened before them (in the DAG, trigger rule `all_done`), so the report says why.
     """
 
     name: str

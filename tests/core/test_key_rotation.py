@@ -12,7 +12,8 @@ import pytest
 from pipeline.config import KeysConfig, RotationConfig
 from pipeline.core.errors import KeyUnavailableError
 from pipeline.core.keys import KeyRing, load_key_ring, parse_key_ring
-from pipeline.core.storage import Storage, Zone
+from pipeline.core.storage import Storage
+from pipeline.stages import Zone
 from tests.conftest import TEST_KEY_TEXT
 
 # Obviously fake second key.

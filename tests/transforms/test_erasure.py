@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from pipeline.core.records import ErasureRecord
-from pipeline.core.storage import Storage, Zone
+from pipeline.core.storage import Storage
+from pipeline.stages import Zone
 from pipeline.transforms.erasure import erase_from_zone, erase_raw_lines
 from pipeline.transforms.generalize.kanon import short_of
 from pipeline.transforms.ingest import ERASED_LINE
