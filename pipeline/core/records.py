@@ -242,6 +242,8 @@ class Manifest(BaseModel):
     erasure: ErasureRecord | None
     retention: RetentionRecord | None
     differential_privacy: LedgerRecord | None
+    # feature -> expected_error95 (the planner's) and median_error95 (the release's bounds)
+    feature_errors: dict[str, dict[str, float | None]] | None = None
     published: bool
     feature_store: PublishRecord | None
     totals: Totals | None = None  # set in the external view, whose funnel counts are coarse

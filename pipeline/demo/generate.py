@@ -43,6 +43,13 @@ DEVICES = [  # (os, model, weight)
     ("macOS", "MacBook Air", 10), ("Linux", "ThinkPad X1", 2),
 ]
 CATEGORIES = ["news", "sports", "music", "movies", "fashion", "electronics", "travel", "food"]
+AGE_EDGES = (18, 25, 35, 45, 55, 65)  # the default age bands: cohort effects follow them
+# How strongly a user's category mix follows their cohort (age band, region, device type): the
+# cohort effects' standard deviation on the log-odds scale, against 1 for individual taste.
+# 0 gives no cohort signal at all. At the default, a user's cohort (from the other half of the
+# users) predicts which categories they over-index on with audience AUC about 0.56, as age band
+# x gender does on MovieLens 100k (0.57, `bench/utility`); measured in tests/demo.
+COHORT_SIGNAL = 0.5
 EVENT_TYPES = [("view", 50), ("click", 25), ("purchase", 5), ("search", 12),
                ("support_message", 8)]
 SEARCH_TERMS = {
@@ -72,7 +79,7 @@ class Profile:
     device_id: str
     os: str
     model: str
-    favourite: str
+    preference: tuple[float, ...]  # weights over CATEGORIES
     activity: float
 
 
@@ -80,18 +87,41 @@ def _weighted(rng: random.Random, items: list, weight_index: int = -1):
     return rng.choices(items, weights=[i[weight_index] for i in items])[0]
 
 
-def _profiles(n_users: int, rng: random.Random, fake: Faker) -> list[Profile]:
+def _cohort_effects(strength: float) -> dict[str, list[float]]:
+    """Fixed log-odds effects per category for every age band, city and OS, split evenly in
+    variance between the three, drawn from their own seed so they never depend on the data."""
+    rng = random.Random("cohort-effects")
+    sd = strength / 3**0.5
+    levels = [f"age:{lo}" for lo in (0, *AGE_EDGES)] + [f"city:{c[0]}" for c in CITIES] + [
+        f"os:{d[0]}" for d in DEVICES]
+    return {level: [rng.gauss(0, sd) for _ in CATEGORIES] for level in levels}
+
+
+def _preference(age: int, city: str, os_name: str, effects: dict[str, list[float]],
+                rng: random.Random) -> tuple[float, ...]:
+    band = max((lo for lo in (0, *AGE_EDGES) if age >= lo), default=0)
+    cohort = [a + c + o for a, c, o in zip(effects[f"age:{band}"], effects[f"city:{city}"],
+                                           effects[f"os:{os_name}"], strict=True)]
+    logits = [x + rng.gauss(0, 1) for x in cohort]
+    top = max(logits)
+    return tuple(round(2.718281828459045 ** (x - top), 6) for x in logits)
+
+
+def _profiles(n_users: int, rng: random.Random, fake: Faker, cohort_signal: float
+              ) -> list[Profile]:
     profiles = []
+    effects = _cohort_effects(cohort_signal)
     for i in range(n_users):
         city, lat, lon, _ = _weighted(rng, CITIES)
         os_name, model, _ = _weighted(rng, DEVICES)
+        age = max(18, min(90, int(rng.gauss(38, 13))))
         first, last = fake.first_name(), fake.last_name()
         profiles.append(Profile(
             account_id=f"acct-{i:06d}-{rng.randrange(16**6):06x}",
             name=f"{first} {last}",
             email=f"{first}.{last}{rng.randrange(100)}@{fake.free_email_domain()}".lower(),
             phone=fake.phone_number(),
-            age=max(18, min(90, int(rng.gauss(38, 13)))),
+            age=age,
             city=city,
             # From the account number, not `rng`, so the other draws stay as they were.
             postal_code=ZIP3[city][i % len(ZIP3[city])] + f"{i * 37 % 100:02d}",
@@ -99,7 +129,7 @@ def _profiles(n_users: int, rng: random.Random, fake: Faker) -> list[Profile]:
             ip=fake.ipv4_public() if rng.random() < 0.9 else fake.ipv6(),
             device_id=fake.uuid4(),
             os=os_name, model=model,
-            favourite=rng.choice(CATEGORIES),
+            preference=_preference(age, city, os_name, effects, rng),
             # A few very heavy users: contribution bounding in the DP stage must cope.
             activity=rng.lognormvariate(2.0, 0.6) * (8 if rng.random() < 0.01 else 1),
         ))
@@ -137,7 +167,7 @@ def _search_text(p: Profile, category: str, rng: random.Random, fake: Faker) -> 
 
 def _event(p: Profile, day: date, rng: random.Random, fake: Faker) -> dict:
     etype = _weighted(rng, EVENT_TYPES)[0]
-    category = p.favourite if rng.random() < 0.5 else rng.choice(CATEGORIES)
+    category = rng.choices(CATEGORIES, weights=p.preference)[0]
     ts = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
         seconds=rng.randrange(86_400))
     event = {
@@ -210,12 +240,16 @@ class GeneratedData:
 
 def generate(out_root: Path, *, start: date, days: int = 1, users: int = 1000,
              seed: int = 7, malformed_share: float = 0.01,
-             duplicate_share: float = 0.005) -> GeneratedData:
-    """Write `raw/events/date=D/events.jsonl` for each day and `raw/consent/consent.jsonl`."""
+             duplicate_share: float = 0.005, cohort_signal: float = COHORT_SIGNAL
+             ) -> GeneratedData:
+    """Write `raw/events/date=D/events.jsonl` for each day and `raw/consent/consent.jsonl`.
+
+    Each user's category mix follows their cohort with strength `cohort_signal` (see
+    `COHORT_SIGNAL`), so cohort features can carry signal and a test can tell it from noise."""
     rng = random.Random(seed)
     fake = Faker("en_US")
     fake.seed_instance(seed)
-    profiles = _profiles(users, rng, fake)
+    profiles = _profiles(users, rng, fake, cohort_signal)
     files, total, malformed = [], 0, 0
     for d in range(days):
         day = start + timedelta(days=d)

@@ -49,6 +49,16 @@ class Mechanism:
             return per_user * bound / part
         return math.sqrt(per_user) * bound / math.sqrt(2 * part)
 
+    def calibrate(self, loss_at_unit_scale: float, budget: float) -> float:
+        """The scale at which a query OpenDP charges `loss_at_unit_scale` at scale 1 costs
+        `budget`: ε falls as 1/scale, ρ as 1/scale²."""
+        ratio = loss_at_unit_scale / budget
+        return ratio if self.pure else math.sqrt(ratio)
+
+    def variance(self, scale: float) -> float:
+        """Variance of one draw of the noise at `scale` (2b² for Laplace, σ² for Gaussian)."""
+        return 2 * scale**2 if self.pure else scale**2
+
     def measure(self, dp: SimpleNamespace) -> Any:
         """The OpenDP privacy measure the release is checked under."""
         return dp.max_divergence() if self.pure else dp.zero_concentrated_divergence()

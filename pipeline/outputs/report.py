@@ -90,6 +90,7 @@ def build_manifest(ctx: RunContext, day: date) -> Manifest:
         validation=validation, erasure=records.load(ErasureRecord),
         retention=records.load(RetentionRecord),
         differential_privacy=records.load(LedgerRecord),
+        feature_errors=stats["features"].details.get("errors") if "features" in stats else None,
         published=publish is not None and validation is not None and validation.success,
         feature_store=publish)
 
@@ -230,6 +231,16 @@ def _data_protection(m: Manifest) -> str:
            if purged else "<p>Retention: no partition had passed its window.</p>"))
 
 
+def _feature_errors(m: Manifest) -> str:
+    """Expected error (the planner's, at this release's users per cohort) next to realized."""
+    if not m.feature_errors:
+        return ""
+    rows = [(name, f"{e['expected_error95']:.4g}", "" if e["median_error95"] is None
+             else f"{e['median_error95']:.4g}") for name, e in m.feature_errors.items()]
+    return html_table(rows, ("Feature", "Expected 95% error (plan)",
+                             "Median 95% error bound of the release"))
+
+
 def _validation(m: Manifest, data_docs: str | None) -> str:
     checks = [(c.expectation, c.column or "(table)", "pass" if c.success else "FAIL",
                c.observed if c.observed is not None else "",
@@ -249,7 +260,8 @@ def render_html(m: Manifest, data_docs: str | None, *, external: bool = False) -
         ("Pseudonymization", _pseudonymization(m)),
         ("k-anonymity and ℓ-diversity", _k_anonymity(m)),
         ("Consent, erasure and retention", _data_protection(m)),
-        ("Differential privacy", f"<p>{escape(dp_summary(m.differential_privacy))}</p>"),
+        ("Differential privacy", f"<p>{escape(dp_summary(m.differential_privacy))}</p>"
+                                 + _feature_errors(m)),
         ("Validation", _validation(m, data_docs)),
     ]
     body = "\n".join([_header(m, external),

@@ -96,7 +96,7 @@ def test_when_published_then_every_row_sits_in_a_group_of_at_least_k_users(run: 
 def test_when_ml_team_reads_feast_then_features_come_back_online_and_offline(run: dict) -> None:
     cfg = load_config(run["config"])
     cohort = "California|25-34|mobile"
-    online = online_features(cfg, [cohort], ["active_users", "events_news",
+    online = online_features(cfg, [cohort], ["active_users", "share_news_shrunk",
                                              "active_users_error95"])
     assert online["cohort_id"] == [cohort] and online["active_users"][0] is not None
     assert online["active_users_error95"][0] > 0
@@ -151,3 +151,18 @@ def test_when_reviewer_opens_the_bundle_then_chromium_renders_it(run: dict) -> N
     assert "Privacy budget over time" in pages["index"].read_text()
     external = pages["external-report"].read_text()
     assert "test-key-1" not in external and str(run["data"]) not in external
+
+
+def test_when_the_readme_training_example_runs_then_it_trains_and_serves(run: dict) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, TEST_KEY_TEXT
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_on_cohort_features.py"),
+         "--config", str(run["config"])], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "PRIVACY_PIPELINE_TEST_KEY": TEST_KEY_TEXT}, check=True).stdout
+    trained = int(out.split("trained on ")[1].split(" events")[0].replace(",", ""))
+    assert trained > 1000 and "p_next_event_is_news" in out

@@ -21,6 +21,7 @@ from pipeline.transforms.features import release_features
 from tests.conftest import write_config
 
 DAY = "2026-11-01"
+READ_BACK = ("active_users", "share_news_shrunk", "purchase_rate", "purchase_rate_unreliable")
 
 
 def _reachable(port: int) -> bool:
@@ -47,8 +48,7 @@ def _publish_and_read(tmp_path: Path, online_store: dict) -> tuple[dict, pl.Data
     cohort = "Texas|25-34|mobile"
     try:
         materialize(cfg, date.fromisoformat(DAY))
-        got = online_features(cfg, [cohort], ["active_users", "events_news", "purchase_rate",
-                                              "purchase_rate_unreliable"])
+        got = online_features(cfg, [cohort], list(READ_BACK))
     finally:
         open_store(cfg).teardown()  # leave the shared server as we found it
     return got, release.table.filter(pl.col("cohort_id") == cohort)
@@ -58,7 +58,7 @@ def _publish_and_read(tmp_path: Path, online_store: dict) -> tuple[dict, pl.Data
 def test_when_online_store_is_redis_then_features_read_back(tmp_path: Path) -> None:
     got, expected = _publish_and_read(tmp_path, {"type": "redis",
                                                  "connection_string": "127.0.0.1:6379"})
-    for feature in ("active_users", "events_news", "purchase_rate", "purchase_rate_unreliable"):
+    for feature in READ_BACK:
         assert got[feature] == expected[feature].to_list(), feature
 
 
@@ -67,5 +67,5 @@ def test_when_online_store_is_postgres_then_features_read_back(tmp_path: Path) -
     got, expected = _publish_and_read(tmp_path, {"type": "postgres", "host": "127.0.0.1",
                                                  "port": 5432, "database": "test",
                                                  "user": "postgres", "sslmode": "disable"})
-    for feature in ("active_users", "events_news", "purchase_rate", "purchase_rate_unreliable"):
+    for feature in READ_BACK:
         assert got[feature] == expected[feature].to_list(), feature

@@ -3,7 +3,7 @@ import polars as pl
 import pytest
 import scipy.stats
 
-from pipeline.config import FeatureShare, FeatureSpecs, PipelineConfig
+from pipeline.config import EventCountsFeature, FeatureShare, FeatureSpecs, PipelineConfig
 from pipeline.transforms.features import bound_contributions, cohort_keys, release_features
 
 
@@ -21,9 +21,11 @@ def _events(cfg: PipelineConfig) -> pl.DataFrame:
 
 
 def test_when_a_user_has_10000_events_then_contribution_is_bounded(cfg: PipelineConfig) -> None:
-    f = cfg.features.features
+    fcfg = cfg.features.model_copy(update={"features": cfg.features.features.model_copy(
+        update={"events_per_category": EventCountsFeature(budget_share=0.1)})})
+    f = fcfg.features
     assert f.events_per_category and f.mean_session_seconds
-    bounded = bound_contributions(_events(cfg), cfg.features, user_col="user_pseudonym", seed=1)
+    bounded = bound_contributions(_events(cfg), fcfg, user_col="user_pseudonym", seed=1)
     heavy = bounded.filter(pl.col("user_pseudonym") == "heavy")
     assert heavy.height == cfg.features.max_cohorts_per_user
     assert heavy["events_news"].max() == f.events_per_category.max_per_user
@@ -40,7 +42,7 @@ def test_when_released_then_every_public_cohort_has_each_feature_with_its_accura
     t = release.table
     f = cfg.features
     assert t.height == len(f.regions) * len(cfg.generalize.age_bands) * len(f.device_types)
-    for feature in ("active_users", "events_news", "purchase_rate", "mean_session_seconds"):
+    for feature in ("active_users", "share_news", "purchase_rate", "mean_session_seconds"):
         assert {f"{feature}_noise_scale", f"{feature}_error95", f"{feature}_unreliable"} <= set(
             t.columns)
     row = t.filter(pl.col("cohort_id") == "Texas|25-34|mobile").row(0, named=True)
@@ -51,8 +53,9 @@ def test_when_released_then_every_public_cohort_has_each_feature_with_its_accura
     # A cohort with no data: its noise is the whole value, so it is flagged.
     empty = t.filter(pl.col("cohort_id") == "Oregon|65+|tablet").row(0, named=True)
     assert empty["active_users_unreliable"]
-    # Budget shares: the user count got 0.3 of epsilon, so its scale is 1 / (0.3 epsilon).
-    assert row["active_users_noise_scale"] == pytest.approx(1 / (0.3 * f.epsilon), rel=1e-6)
+    # Budget shares: the user count got its share of epsilon, so its scale is 1 / (share eps).
+    share = f.features.active_users.budget_share
+    assert row["active_users_noise_scale"] == pytest.approx(1 / (share * f.epsilon), rel=1e-6)
     assert stats.details["epsilon"] == f.epsilon
 
 
@@ -173,3 +176,108 @@ def test_when_cohorts_are_private_then_only_cohorts_many_users_share_appear(
     assert 0 < release.delta <= 1e-7
     assert "private cohort selection" in release.mechanism
     assert stats.details["accounted_by_opendp"] == pytest.approx(fcfg.epsilon)
+
+
+def test_when_one_user_behaves_extremely_then_no_statistic_moves_more_than_its_sensitivity(
+        cfg: PipelineConfig) -> None:
+    """What OpenDP is told is what the bounding guarantees: adding the heaviest imaginable user
+    moves each exact, pre-noise statistic by at most its stated sensitivity."""
+    from pipeline.transforms.features import DIMENSIONS, vote_rows
+
+    fcfg = cfg.features.model_copy(update={"max_cohorts_per_user": 2})
+    f, k = fcfg.features, fcfg.max_cohorts_per_user
+    assert f.category_votes and f.mean_session_seconds and f.purchase_rate
+    m = f.category_votes.votes_per_user
+    base = _events(cfg).filter(pl.col("user_pseudonym") != "heavy")
+    n = 50_000  # one user in every cohort of Texas, every category, extreme values
+    extreme = pl.DataFrame({
+        "user_pseudonym": ["x"] * n, "region": ["Texas"] * n,
+        "age_band": [cfg.generalize.age_bands[i % 7] for i in range(n)],
+        "device_type": [fcfg.device_types[i % 3] for i in range(n)],
+        "event_type": ["purchase"] * n,
+        "content_category": [fcfg.categories[i % len(fcfg.categories)] for i in range(n)],
+        "session_seconds": [10**9] * n})
+
+    def exact(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        bounded = bound_contributions(events, fcfg, user_col="user_pseudonym", seed=3)
+        stats = bounded.group_by(DIMENSIONS).agg(
+            pl.len().alias("active_users"),
+            *(pl.col(f"{r}_centred").sum().alias(r) for r in ("purchase_rate",
+                                                              "mean_session_seconds")))
+        votes = vote_rows(bounded, fcfg, user_col="user_pseudonym", seed=3).group_by(
+            [*DIMENSIONS, "content_category"]).len()
+        return stats, votes
+
+    (s0, v0), (s1, v1) = exact(base), exact(pl.concat([base, extreme]))
+    moved = s1.join(s0, on=DIMENSIONS, how="left", suffix="_0").fill_null(0)
+    lo, hi = f.mean_session_seconds.bounds
+    # Each row of a user is one cohort: a count moves by 1 per cohort, k in all (L1).
+    assert (moved["active_users"] - moved["active_users_0"]).abs().sum() <= k
+    assert (moved["purchase_rate"] - moved["purchase_rate_0"]).abs().max() <= 1
+    assert (moved["mean_session_seconds"] - moved["mean_session_seconds_0"]).abs().max() \
+        <= hi - lo
+    # Votes: the whole histogram moves by at most k * M votes (k users' worth), in L1.
+    dv = v1.join(v0, on=[*DIMENSIONS, "content_category"], how="left", suffix="_0").fill_null(0)
+    assert (dv["len"] - dv["len_0"]).abs().sum() == k * m
+
+
+def test_when_a_user_votes_then_exactly_m_votes_follow_their_mix(cfg: PipelineConfig) -> None:
+    from pipeline.transforms.features import vote_rows
+
+    fcfg = cfg.features
+    m = fcfg.features.category_votes.votes_per_user
+    users = [f"u{i}" for i in range(400)]
+    mix = {"news": 6, "sports": 3, "music": 1}  # 60%, 30%, 10% of each user's events
+    events = pl.DataFrame({
+        "user_pseudonym": [u for u in users for c, n in mix.items() for _ in range(n)],
+        "content_category": [c for _ in users for c, n in mix.items() for _ in range(n)]}
+    ).with_columns(region=pl.lit("Texas"), age_band=pl.lit("25-34"), device_type=pl.lit("mobile"),
+                   event_type=pl.lit("view"), session_seconds=pl.lit(60))
+    bounded = bound_contributions(events, fcfg, user_col="user_pseudonym", seed=1)
+    votes = vote_rows(bounded, fcfg, user_col="user_pseudonym", seed=1)
+    per_user = votes.group_by("user_pseudonym").len()["len"]
+    assert per_user.min() == per_user.max() == m
+    per_user_cat = votes.group_by("user_pseudonym", "content_category").len()
+    for cat, n in mix.items():  # each user: the floor or the ceiling of M x share
+        got = per_user_cat.filter(pl.col("content_category") == cat)["len"]
+        assert got.min() >= int(m * n / 10) and got.max() <= -(-m * n // 10)
+        assert votes.filter(pl.col("content_category") == cat).height == m * n * 40
+
+
+def test_when_a_sparse_cohort_is_released_then_its_share_borrows_from_its_parents(
+        cfg: PipelineConfig) -> None:
+    """A cohort of 3 users and one of 300 with the same taste: shrinking moves the small one's
+    noisy share toward what its parents say, and the reader ranks by the shrunk value."""
+    from pipeline.outputs.reader import category_scores
+
+    rows = []
+    for band, n in (("25-34", 300), ("35-44", 3)):
+        for i in range(n):
+            for cat, k in (("news", 7), ("sports", 3)):
+                rows += [{"user_pseudonym": f"{band}-{i}", "region": "Texas", "age_band": band,
+                          "device_type": "mobile", "content_category": cat,
+                          "event_type": "view", "session_seconds": 60}] * k
+    release, _ = release_features(pl.DataFrame(rows), cfg.features,
+                                  age_bands=cfg.generalize.age_bands,
+                                  user_col="user_pseudonym", release_date="2026-11-01")
+    big = release.table.filter(pl.col("cohort_id") == "Texas|25-34|mobile").row(0, named=True)
+    assert abs(big["share_news_shrunk"] - 0.7) < 0.1 and big["share_news_se"] < 0.1
+    scores = category_scores(release.table, cfg.features.categories)
+    assert scores.height == release.table.height * len(cfg.features.categories)
+    assert set(scores.columns) == {"cohort_id", "category", "score", "se"}
+    shrunk = release.table["share_news_shrunk"]
+    assert shrunk.is_not_null().all() and ((shrunk >= -0.5) & (shrunk <= 1.5)).all()
+
+
+def test_when_a_plan_misses_its_target_then_it_names_a_change_that_meets_it(
+        cfg: PipelineConfig) -> None:
+    from pipeline.transforms.feature_plan import feature_errors, plan
+
+    fcfg = cfg.features
+    rows = {r.feature: r for r in plan(fcfg, users=10, age_bands=7, target=0.5)}
+    assert rows["active_users"].relative > 0.5 and "ε 1 -> " in rows["active_users"].fix
+    # Ten times the users: errors of rates and shares fall tenfold; a count's stays.
+    few, many = feature_errors(fcfg, 10), feature_errors(fcfg, 100)
+    assert many["purchase_rate"][0] == pytest.approx(few["purchase_rate"][0] / 10)
+    assert many["active_users"][0] == few["active_users"][0]
+    assert all(r.fix == "" for r in plan(fcfg, users=10**6, age_bands=7, target=0.5))

@@ -1,0 +1,102 @@
+"""How accurate will a release be, and what would make it accurate enough? Before drawing noise.
+
+The 95% error of each released value follows from the noise scales the release would use (the
+same `Mechanism.scale` and OpenDP accuracy functions) and the users a cohort holds: counts are
+off by a fixed number of users, rates, means and shares by that over the cohort's users. The
+relative error compares it with a typical value: the cohort's users for counts, an even share
+(1 / categories) for shares, the middle of the bounds for rates and means. When a feature
+misses its target, the plan names the smallest change that meets it: that feature's budget
+share, ε, a coarser grid (without device type, without region), or a weekly period (users per
+cohort times `weekly_factor`, the distinct users of a week over those of a day).
+Relative errors are of the raw values; shrunk estimates do better wherever cohorts resemble
+their parents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.config import FeaturesConfig
+from pipeline.ledger.accounting import Mechanism
+
+
+@dataclass(frozen=True)
+class FeatureError:
+    feature: str
+    error95: float  # in the value's units
+    relative: float  # over a typical value
+    fix: str  # the smallest change that meets the target ("" when met)
+
+
+def _accuracy(mechanism: Mechanism, scale: float) -> float:
+    """OpenDP's 95% bound for one draw at `scale`."""
+    from pipeline.transforms.features import _opendp
+
+    return float(mechanism.accuracy(_opendp())(scale, 0.05))
+
+
+def feature_errors(cfg: FeaturesConfig, users: float) -> dict[str, tuple[float, float]]:
+    """feature -> (95% error, relative error) at `users` per cohort."""
+    f, mech, k = cfg.features, cfg.mechanism, cfg.max_cohorts_per_user
+    n = max(users, 1.0)
+
+    def err(share: float, bound: float) -> float:
+        return _accuracy(mech, mech.scale(budget=cfg.budget, share=share, n_stats=1,
+                                          per_user=k, bound=bound))
+
+    out = {"active_users": (err(f.active_users.budget_share, 1), 0.0)}
+    out["active_users"] = (out["active_users"][0], out["active_users"][0] / n)
+    if f.category_votes:
+        c = len(cfg.categories)
+        e = err(f.category_votes.budget_share, 1) * (1 + c**-0.5) / n
+        out["share (each category)"] = (e, e * c)
+    if f.events_per_category:
+        e = err(f.events_per_category.budget_share / len(cfg.categories),
+                f.events_per_category.max_per_user)
+        out["events (each category)"] = (e, e / n)
+    for name, spec, (lo, hi) in (("purchase_rate", f.purchase_rate, (0, 1)),
+                                 ("mean_session_seconds", f.mean_session_seconds,
+                                  f.mean_session_seconds.bounds if f.mean_session_seconds
+                                  else (0, 1))):
+        if spec:
+            e = err(spec.budget_share, hi - lo) / (2 * n)
+            out[name] = (e, e / ((lo + hi) / 2 or 1))
+    return out
+
+
+def plan(cfg: FeaturesConfig, *, users: float, age_bands: int, target: float,
+         weekly_factor: float = 3.0) -> list[FeatureError]:
+    """Expected errors at `users` per cohort, each with the smallest change meeting `target`."""
+    now = feature_errors(cfg, users)
+    grid = {"without device type": users * len(cfg.device_types),
+            "without region": users * len(cfg.regions)}
+    rows = []
+    for name, (e, rel) in now.items():
+        fix = ""
+        if rel > target:
+            spec_share = _share_of(cfg, name)
+            # Error falls as 1/ε under Laplace noise, as 1/√ρ under Gaussian.
+            factor = (rel / target) ** (1 if cfg.mechanism.pure else 2)
+            options = []
+            if spec_share * factor <= 1:
+                options.append(f"budget_share {spec_share:g} -> {spec_share * factor:.2f}")
+            options.append(f"{'ε' if cfg.mechanism.pure else 'ρ'} {cfg.budget:g} -> "
+                           f"{cfg.budget * factor:.3g}")
+            for label, n in grid.items():
+                if feature_errors(cfg, n)[name][1] <= target:
+                    options.append(f"grid {label} ({n:.0f} users per cohort)")
+                    break
+            if cfg.period == "day" and feature_errors(cfg, users * weekly_factor)[name][1] \
+                    <= target:
+                options.append(f"period: week (~{users * weekly_factor:.0f} users per cohort)")
+            fix = "; or ".join(options)
+        rows.append(FeatureError(name, e, rel, fix))
+    return rows
+
+
+def _share_of(cfg: FeaturesConfig, name: str) -> float:
+    f = cfg.features
+    spec = {"active_users": f.active_users, "share (each category)": f.category_votes,
+            "events (each category)": f.events_per_category, "purchase_rate": f.purchase_rate,
+            "mean_session_seconds": f.mean_session_seconds}[name]
+    return spec.budget_share if spec else 0.0
