@@ -40,6 +40,9 @@ ZONES = {z.name: z for z in (
     Zone("scrubbed", "staging/scrubbed", sensitive=True),
     Zone("pseudonymized", "staging/pseudonymized", sensitive=True),
     Zone("generalized", "staging/generalized", sensitive=True),
+    # Minimized but not yet validated: encrypted, and promoted to `published` only by a
+    # passing validation, so nothing unvalidated is ever where consumers read.
+    Zone("pending", "pending/{purpose}", sensitive=True),
     Zone("published", "published/{purpose}"),  # the purpose's minimized per-event table
     Zone("validation", "validation", partitioned=False),  # Great Expectations project and Data Docs
     Zone("ledger", "ledger", partitioned=False),  # the privacy ledger (or Postgres)
@@ -104,10 +107,12 @@ _STAGES = (
     Stage("generalize", "generalize", Kind.TABLE, reads=("pseudonymized",),
           writes=("generalized",), funnel=True, keyed=True,
           does="coarsen quasi-identifiers; enforce k-anonymity and l-diversity"),
-    Stage("minimize", "minimize", Kind.TABLE, reads=("generalized",), writes=("published",),
-          funnel=True, keyed=True, does="keep only the purpose's allowlisted columns"),
-    Stage("validate", "validate", Kind.TASK, reads=("published",), writes=("validation",),
-          keyed=True, does="Great Expectations suite: the publish gate"),
+    Stage("minimize", "minimize", Kind.TABLE, reads=("generalized",), writes=("pending",),
+          funnel=True, keyed=True,
+          does="keep only the purpose's allowlisted columns, each within its domain"),
+    Stage("validate", "validate", Kind.TASK, reads=("pending",),
+          writes=("validation", "published"), keyed=True,
+          does="Great Expectations suite: the publish gate; promotes what passes"),
     Stage("features", "features", Kind.TASK, reads=("published", "ledger"),
           writes=("ledger", "features"), gated=True,
           does="user-level DP cohort features, charged to the privacy ledger once"),

@@ -149,20 +149,22 @@ def minimize(ctx: RunContext, day: date, table: pl.DataFrame) -> Table:
 
 
 def validate(ctx: RunContext, day: date) -> str:
-    """Run the suite; raise ValidationFailedError (after saving the outcome) on failure."""
+    """Run the suite on the pending partition; promote it to `published` only if it passes,
+    else raise ValidationFailedError (after saving the outcome)."""
     from pipeline.transforms.validate.suite import validate_table  # imports GX
 
+    table = ctx.storage.read(ctx.zone("pending"), day)
     with fast_analyzer(ctx.cfg.pii) as detector:
-        outcome = validate_table(ctx.storage.read(ctx.zone("published"), day),
+        outcome = validate_table(table,
                                  ctx.cfg.purpose_spec, k=ctx.cfg.k_anonymity.k,
                                  l=ctx.cfg.k_anonymity.l, gx_root=ctx.root / "validation",
                                  run_name=f"{ctx.cfg.purpose}-{day}", detector=detector)
-    path = ctx.records(day).save(outcome)
+    ctx.records(day).save(outcome)
     if not outcome.success:
         failed = ", ".join(f"{c.expectation}({c.column or 'table'})" for c in outcome.failures)
         raise ValidationFailedError(f"{day}: minimization suite failed: {failed}; "
                                     "publishing is blocked")
-    return str(path)
+    return str(ctx.storage.write(ctx.zone("published"), day, table))  # the promotion
 
 
 def _require_validated(ctx: RunContext, day: date) -> None:

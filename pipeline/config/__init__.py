@@ -5,7 +5,14 @@ YAML files to a checked `PipelineConfig`, cross-section rules in one `check_comp
 Everything is re-exported here, so `from pipeline.config import load_config, PiiConfig` works.
 """
 
-from pipeline.config.contracts import FieldSpec, FieldType, Handling, PurposeSpec, RecordSchema
+from pipeline.config.contracts import (
+    Domain,
+    FieldSpec,
+    FieldType,
+    Handling,
+    PurposeSpec,
+    RecordSchema,
+)
 from pipeline.config.loader import check_compatible, load_config
 from pipeline.config.settings import (
     GENERALIZABLE,
@@ -32,7 +39,7 @@ from pipeline.config.settings import (
 )
 
 __all__ = [
-    "GENERALIZABLE", "BudgetConfig", "CategoryVotesFeature", "EventCountsFeature",
+    "GENERALIZABLE", "BudgetConfig", "CategoryVotesFeature", "Domain", "EventCountsFeature",
     "FeatureShare", "FeatureSpecs",
     "FeatureStoreConfig", "FeaturesConfig", "FieldSpec", "FieldType", "GeneralizeConfig",
     "Handling", "KAnonymityConfig", "KeysConfig", "MeanFeature", "PathsConfig", "PiiConfig",

@@ -4,6 +4,7 @@ which field is an identifier, which is a quasi-identifier and which columns may 
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -52,6 +53,33 @@ class RecordSchema(Model):
         return [n for n, f in self.fields.items() if f.handling in handling]
 
 
+class Domain(Model):
+    """The values a published column may hold: a list, a full-match pattern, or a numeric
+    range. A value outside it becomes `other` (or null) before anything is published, and is
+    counted: free-form input never reaches consumers as typed."""
+
+    values: tuple[str, ...] | None = None
+    pattern: str | None = None
+    min: float | None = None
+    max: float | None = None
+    other: str | None = None  # what an out-of-domain value becomes (null when unset)
+
+    @model_validator(mode="after")
+    def _check(self) -> Domain:
+        kinds = [self.values is not None, self.pattern is not None,
+                 self.min is not None or self.max is not None]
+        if sum(kinds) != 1:
+            raise ValueError("a domain is one of: values, pattern, or min/max")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern does not compile: {exc}") from None
+        if self.other is not None and self.values is not None and self.other not in self.values:
+            raise ValueError("`other` must be one of `values`")
+        return self
+
+
 class PurposeSpec(Model):
     """What one purpose may publish (`schemas/purposes/<purpose>.yaml`)."""
 
@@ -62,6 +90,8 @@ class PurposeSpec(Model):
     pseudonym_columns: tuple[str, ...]
     quasi_identifiers: tuple[str, ...]
     sensitive_attribute: str | None = None
+    # Every published column except the pseudonyms declares its domain.
+    domains: dict[str, Domain] = {}
 
     @model_validator(mode="after")
     def _check(self) -> PurposeSpec:
@@ -71,4 +101,10 @@ class PurposeSpec(Model):
                 raise ValueError(f"{group} not in the allowlist `columns`: {missing}")
         if self.sensitive_attribute and self.sensitive_attribute not in self.columns:
             raise ValueError("sensitive_attribute is not in the allowlist `columns`")
+        undeclared = [c for c in self.columns
+                      if c not in self.domains and c not in self.pseudonym_columns]
+        stray = [c for c in self.domains if c not in self.columns]
+        if undeclared or stray:
+            raise ValueError(f"every published column but the pseudonyms needs a domain: "
+                             f"missing {undeclared}, not published {stray}")
         return self

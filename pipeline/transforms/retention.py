@@ -18,7 +18,8 @@ from pipeline.core.records import PurgedPartition
 def areas(cfg: RetentionConfig) -> dict[str, int]:
     """Glob of partitioned areas under the data root -> retention in days."""
     return {"raw/events": cfg.raw_days, "quarantine/*": cfg.quarantine_days,
-            "staging/*": cfg.staging_days, "published/*": cfg.published_days}
+            "staging/*": cfg.staging_days, "pending/*": cfg.staging_days,
+            "published/*": cfg.published_days}
 
 
 def purge(root: Path, cfg: RetentionConfig, today: date) -> list[PurgedPartition]:

@@ -27,9 +27,9 @@ def test_when_validation_fails_then_nothing_is_released_or_published(
     monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
     ctx = RunContext(load_config(write_config(tmp_path)))
     generate(ctx.root, start=DAY, users=250, seed=5)
-    for stage in FUNNEL:  # every stage up to the published table
+    for stage in FUNNEL:  # every stage up to the pending (minimized, unvalidated) table
         execute(ctx, stage, DAY)
-    zone = ctx.zone("published")
+    zone = ctx.zone("pending")
     tampered = ctx.storage.read(zone, DAY).with_columns(
         content_category=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(LEAK))
         .otherwise("content_category"))
@@ -44,6 +44,7 @@ def test_when_validation_fails_then_nothing_is_released_or_published(
 
     manifest = json.loads((ctx.root / "reports" / f"date={DAY}" / "manifest.json").read_text())
     assert manifest["published"] is False and manifest["validation"]["success"] is False
+    assert not ctx.storage.partition(ctx.zone("published"), DAY).exists()  # never promoted
     assert not (ctx.root / "ledger").exists() and not (ctx.root / "feature_repo").exists()
     html = (ctx.root / "reports" / f"date={DAY}" / "report.html").read_text()
     assert "NOT published" in html and "expect_column_values_to_not_match_regex_list" in html
@@ -67,9 +68,9 @@ def test_when_a_later_day_fails_validation_then_the_previous_features_stay_serve
     served = online_features(ctx.cfg, cohorts)
 
     day2 = date(2026, 11, 2)
-    for stage in FUNNEL:  # every stage up to the published table
+    for stage in FUNNEL:  # every stage up to the pending (minimized, unvalidated) table
         execute(ctx, stage, day2)
-    zone = ctx.zone("published")
+    zone = ctx.zone("pending")
     ctx.storage.write(zone, day2, ctx.storage.read(zone, day2).with_columns(
         content_category=pl.lit(LEAK)))
     with pytest.raises(ValidationFailedError):
@@ -79,3 +80,4 @@ def test_when_a_later_day_fails_validation_then_the_previous_features_stay_serve
             execute(ctx, stage, day2)
     assert online_features(ctx.cfg, cohorts) == served
     assert not ctx.storage.partition(ctx.zone("features"), day2).exists()
+    assert not ctx.storage.partition(ctx.zone("published"), day2).exists()  # never promoted

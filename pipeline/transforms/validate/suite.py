@@ -45,6 +45,15 @@ def build_expectations(spec: PurposeSpec, *, string_columns: list[str], k: int,
     for col in spec.pseudonym_columns:
         exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col))
         exps.append(gxe.ExpectColumnValuesToMatchRegex(column=col, regex=PSEUDONYM_PATTERN))
+    for col, d in spec.domains.items():  # what minimize enforced, checked again
+        if d.values is not None:
+            exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=list(d.values)))
+        elif d.pattern is not None and col in string_columns:
+            exps.append(gxe.ExpectColumnValuesToMatchRegex(column=col,
+                                                           regex=f"^(?:{d.pattern})$"))
+        elif d.min is not None or d.max is not None:
+            exps.append(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=d.min,
+                                                          max_value=d.max))
     for col in string_columns:
         if col in spec.pseudonym_columns:
             continue
