@@ -18,7 +18,7 @@ from pipeline.config import load_config
 from pipeline.core.context import RunContext, parse_day
 from pipeline.core.errors import ConfigError, ValidationFailedError
 from pipeline.core.records import RekeyRecord
-from pipeline.stages import KEYED, STAGES, STAGING, Kind
+from pipeline.stages import KEYED, STAGES, Kind
 
 log = logging.getLogger("pipeline")
 
@@ -72,7 +72,7 @@ def rekey(day: str | date, config_path: str | Path) -> RekeyRecord:
     the keyed stages, so nothing for that date depends on a retired key any more."""
     ctx, day = _context(day, config_path)
     reencrypted = {}
-    for zone in STAGING:
+    for zone in ctx.staging():
         old = ctx.storage.written_key_id(zone, day)
         if old is not None and old != ctx.key.key_id:
             ctx.storage.write(zone, day, ctx.storage.read(zone, day))

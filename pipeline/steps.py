@@ -30,7 +30,6 @@ from pipeline.core.storage import atomic_write_bytes, parquet_bytes
 from pipeline.ledger.store import PrivacyLedger, Release, WindowBudget
 from pipeline.outputs.feast import materialize
 from pipeline.outputs.report import write_report
-from pipeline.stages import STAGING
 from pipeline.transforms.consent import filter_by_consent
 from pipeline.transforms.erasure import (
     erase_from_zone,
@@ -73,7 +72,7 @@ def erase(ctx: RunContext, day: date) -> str:
             result.add_removed("raw/events", erase_raw_lines(raw, ids))
         result.add_removed("raw/consent", erase_raw_lines(consent_path, ids))
         pseudonyms = pseudonyms_of(ids, keys, purpose)
-        for zone in STAGING:
+        for zone in ctx.staging():
             erase_from_zone(ctx.storage, zone, ids, pseudonyms, result)
     gone = []
     if consent_path.is_file():

@@ -28,7 +28,7 @@ def test_when_lists_are_derived_then_they_follow_the_table_order() -> None:
                      "report")
     assert [z.path for z in STAGING] == ["staging/ingested", "staging/consented",
                                          "staging/scrubbed", "staging/pseudonymized",
-                                         "staging/generalized"]
+                                         "staging/generalized", "pending/{purpose}"]
     gated = [s.name for s in STAGES.values() if s.gated]
     assert gated == ["features", "publish"] and names.index("validate") < names.index(gated[0])
 

@@ -18,7 +18,7 @@ from pipeline.core.errors import ConfigError, KeyUnavailableError
 from pipeline.core.keys import KeyRing, MasterKey, load_key_ring
 from pipeline.core.records import RunRecords
 from pipeline.core.storage import Storage
-from pipeline.stages import Zone
+from pipeline.stages import STAGING, Zone
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -71,6 +71,10 @@ class RunContext:
 
     def zone(self, name: str) -> Zone:
         return self.cfg.zone(name)
+
+    def staging(self) -> list[Zone]:
+        """The zones that still hold personal data (encrypted), resolved for this purpose."""
+        return [self.zone(z.name) for z in STAGING]
 
     def records(self, day: date) -> RunRecords:
         return RunRecords(self.root, day)

@@ -12,7 +12,6 @@ import pytest
 from pipeline.core.context import RunContext
 from pipeline.demo.generate import generate
 from pipeline.run import run_all
-from pipeline.stages import STAGING
 from pipeline.transforms.erasure import pseudonyms_of
 from tests.conftest import TEST_KEY_TEXT, write_config
 
@@ -74,7 +73,7 @@ def test_when_a_user_is_erased_then_no_file_or_store_holds_them(
         if path.is_file() and path != requests:
             blob = path.read_bytes()
             hits += [f"{path}: {f[:4]!r}..." for f in forms if f in blob]
-    for zone in STAGING:
+    for zone in ctx.staging():
         table = ctx.storage.read(zone, DAY)
         for col in ("account_id", "user_pseudonym"):
             if col in table.columns:

@@ -38,7 +38,8 @@ def test_when_key_rotated_then_rekey_moves_the_date_onto_the_new_key_and_old_can
     config = write_config(tmp_path, keys__rotation={"readable_days": 30,
                                                      "retired": {"test-key-1": "2026-11-02"}})
     info = rekey(DAY, config)
-    assert info.reencrypted == {z.path: "test-key-1" for z in STAGING}
+    assert info.reencrypted == {z.path.format(purpose="personalization"): "test-key-1"
+                               for z in STAGING}
     after = _published(data)
     assert set(after["pseudonym_key_id"]) == {"test-key-2"} and after.height == before.height
     assert not set(after["user_pseudonym"]) & set(before["user_pseudonym"])
