@@ -85,6 +85,8 @@ class Stage:
 
 
 _STAGES = (
+    Stage("check_input", "check_input", Kind.TASK, reads=("raw_events",), writes=(),
+          does="the day is over and its raw input is there, before anything is deleted"),
     Stage("erase", "erase", Kind.TASK,
           reads=("erasure_requests", "raw_consent"),
           writes=("raw_events", "raw_consent", *(z.name for z in STAGING), "published"),

@@ -17,9 +17,10 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.core.context import RunContext
-from pipeline.core.errors import MissingInputError, ValidationFailedError
+from pipeline.core.errors import ConfigError, MissingInputError, ValidationFailedError
 from pipeline.core.records import (
     ErasureRecord,
+    InputRecord,
     LedgerRecord,
     PublishRecord,
     RetentionRecord,
@@ -51,7 +52,7 @@ from pipeline.transforms.pii.scrub import (
     scrub_pii,
 )
 from pipeline.transforms.pseudonymize import pseudonymize_columns
-from pipeline.transforms.retention import purge
+from pipeline.transforms.retention import finish_interrupted, purge
 
 Table = tuple[pl.DataFrame, StageStats]
 
@@ -89,15 +90,37 @@ def erase(ctx: RunContext, day: date) -> str:
     return str(ctx.records(day).save(result))
 
 
+def check_input(ctx: RunContext, day: date) -> str:
+    """The run's day must be over (not in the future) and its raw input present, before any
+    stage deletes or rewrites anything: a mistyped date must not purge real data."""
+    if day > date.today():
+        raise ConfigError(f"{day} has not happened yet (today is {date.today()}); nothing "
+                          "was run or deleted")
+    source = _raw_events(ctx, day)
+    if not source.is_file():
+        raise MissingInputError(f"{source}: no raw events for {day}; nothing was run or "
+                                "deleted")
+    with source.open("rb") as fh:
+        lines = sum(1 for _ in fh)
+    return str(ctx.records(day).save(InputRecord(
+        source=str(source.relative_to(ctx.root)), bytes=source.stat().st_size, lines=lines)))
+
+
 def retention(ctx: RunContext, day: date) -> str:
-    """Delete partitions past their retention window; record what went."""
+    """Finish purges a crash interrupted, then delete partitions past their retention window;
+    record what went."""
     return str(ctx.records(day).save(RetentionRecord(
+        interrupted_finished=finish_interrupted(ctx.root, ctx.cfg.retention),
         purged=purge(ctx.root, ctx.cfg.retention, day),
         windows_days=ctx.cfg.retention.model_dump())))
 
 
+def _raw_events(ctx: RunContext, day: date) -> Path:
+    return ctx.root / ctx.zone("raw_events").path / f"date={day}" / "events.jsonl"
+
+
 def ingest(ctx: RunContext, day: date) -> str:
-    source = ctx.root / ctx.zone("raw_events").path / f"date={day}" / "events.jsonl"
+    source = _raw_events(ctx, day)
     if not source.is_file():
         raise MissingInputError(f"{source}: no raw events for {day}")
     result = ingest_events(source, ctx.cfg.event_schema,

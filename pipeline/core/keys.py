@@ -177,7 +177,14 @@ class FileProvider:
 
     def load(self) -> str | None:
         path = self._path()
-        return path.read_text() if path is not None and path.is_file() else None
+        if path is None or not path.is_file():
+            return None
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise KeyUnavailableError(
+                f"key file {path} is readable by others (mode {mode:o}); it must be 0600 "
+                f"(chmod 600 {path}). The run stops rather than use an exposed key.")
+        return path.read_text()
 
 
 def providers_from_config(cfg: KeysConfig) -> list[KeyProvider]:

@@ -133,7 +133,17 @@ class PurgedPartition(BaseModel):
 class RetentionRecord(Record):
     file: ClassVar[str] = "retention.json"
     purged: list[PurgedPartition] = []
+    interrupted_finished: list[str] = []  # purges a crash had left half done
     windows_days: dict[str, int] = {}
+
+
+class InputRecord(Record):
+    """The day's input, checked before anything runs or is deleted."""
+
+    file: ClassVar[str] = "input.json"
+    source: str
+    bytes: int
+    lines: int
 
 
 class PublishRecord(Record):

@@ -19,7 +19,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -72,9 +72,9 @@ class Storage:
     """
 
     root: Path
-    encryption_key: bytes | None = None
+    encryption_key: bytes | None = field(default=None, repr=False)  # never printed
     key_id: str = ""
-    read_key: Callable[[str], bytes] | None = None
+    read_key: Callable[[str], bytes] | None = field(default=None, repr=False)
 
     def partition(self, zone: Zone, day: date) -> Path:
         suffix = ".parquet.enc" if zone.sensitive else ".parquet"

@@ -22,6 +22,16 @@ def areas(cfg: RetentionConfig) -> dict[str, int]:
             "published/*": cfg.published_days}
 
 
+def finish_interrupted(root: Path, cfg: RetentionConfig) -> list[str]:
+    """Finish deletions a crash left half done: `.purging-date=D` folders renamed aside but
+    not yet removed (they may hold raw personal data past its window). Returns them."""
+    leftovers = sorted(p for pattern in areas(cfg) for area in root.glob(pattern)
+                       for p in area.glob(".purging-date=*") if p.is_dir())
+    for p in leftovers:
+        shutil.rmtree(p)
+    return [str(p.relative_to(root)) for p in leftovers]
+
+
 def purge(root: Path, cfg: RetentionConfig, today: date) -> list[PurgedPartition]:
     """Delete every `date=D` partition with D older than its window; return what went."""
     purged = []
