@@ -59,6 +59,18 @@ def parquet_bytes(df: pl.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+def dated_partitions(area: Path) -> list[tuple[date, Path]]:
+    """The `date=YYYY-MM-DD` folders of an area, oldest first. Anything else there (a stray
+    `date=latest`, a temporary folder) is not a partition and is left alone."""
+    out = []
+    for p in area.glob("date=*"):
+        try:
+            out.append((date.fromisoformat(p.name.removeprefix("date=")), p))
+        except ValueError:
+            continue
+    return sorted(o for o in out if o[1].is_dir())
+
+
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -25,7 +25,7 @@ import polars as pl
 from pipeline.core.errors import ErasureRequestError
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import ErasureRecord
-from pipeline.core.storage import Storage, atomic_write_bytes
+from pipeline.core.storage import Storage, atomic_write_bytes, dated_partitions
 from pipeline.stages import Zone
 from pipeline.transforms.consent import withdrawn_users
 from pipeline.transforms.ingest import ERASED_LINE
@@ -85,8 +85,7 @@ def drop_users(table: pl.DataFrame, account_ids: list[str], pseudonyms: list[str
 
 
 def partition_dates(root: Path, zone: Zone) -> list[date]:
-    return sorted(date.fromisoformat(p.name.removeprefix("date="))
-                  for p in (root / zone.path).glob("date=*") if p.is_dir())
+    return [day for day, _ in dated_partitions(root / zone.path)]
 
 
 def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],

@@ -9,11 +9,12 @@ raw landing zone, which keeps its own access control and retention.
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NotRequired, Optional, Required, TypedDict
+from typing import IO, Annotated, Any, NotRequired, Optional, Required, TypedDict, cast
 
 import msgspec
 import polars as pl
@@ -26,8 +27,12 @@ from pipeline.core.records import StageStats
 ERASED_LINE = b'{"_erased": true}'
 QUARANTINE_SCHEMA = {"source_file": pl.String, "line_number": pl.Int64, "reason": pl.String,
                      "field": pl.String}
-_PY_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool,
-                              "timestamp": str}
+# Integers are bounded to int64 while decoding: a larger one is out of range, not a crash.
+_INT64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_PY_TYPES: dict[str, Any] = {"string": str, "integer": _INT64, "number": float, "boolean": bool,
+                             "timestamp": str}
+_BOM = b"\xef\xbb\xbf"
+_GZIP = b"\x1f\x8b"
 _PL_TYPES: dict[str, pl.DataType] = {"string": pl.String(), "integer": pl.Int64(),
                                      "number": pl.Float64(), "boolean": pl.Boolean(),
                                      "timestamp": pl.String()}
@@ -58,14 +63,29 @@ def _classify(exc: Exception) -> tuple[str, str | None]:
         field_name = (m.group(1) or m.group(2)) if m else None
         if "missing required field" in msg or "got `null`" in msg:
             return "missing_field", field_name
+        if "<=" in msg or ">=" in msg:
+            return "out_of_range", field_name
         return "wrong_type", field_name
+    if isinstance(exc, UnicodeDecodeError):
+        return "invalid_utf8", None
+    if isinstance(exc, RecursionError):
+        return "nested_too_deep", None
     return "malformed_json", None
+
+
+def _open(path: Path) -> IO[bytes]:
+    """The file's bytes; a gzip-compressed file (by its magic number) is read through gzip."""
+    with path.open("rb") as fh:
+        magic = fh.read(2)
+    return cast(IO[bytes], gzip.open(path, "rb")) if magic == _GZIP else path.open("rb")
 
 
 def _iter_batches(path: Path, batch_lines: int) -> Iterator[list[tuple[int, bytes]]]:
     batch: list[tuple[int, bytes]] = []
-    with path.open("rb") as fh:
+    with _open(path) as fh:
         for number, line in enumerate(fh, start=1):
+            if number == 1:
+                line = line.removeprefix(_BOM)  # written by some editors and exporters
             if line.strip():
                 batch.append((number, line))
             if len(batch) >= batch_lines:
@@ -126,7 +146,8 @@ def read_records(path: Path, schema: RecordSchema, *, source_name: str,
             try:
                 records.append(decode(line))
                 numbers.append(number)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError,
+                    RecursionError) as exc:
                 reason, field_name = _classify(exc)
                 bad.append({"source_file": source_name, "line_number": number,
                             "reason": reason, "field": field_name})

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipeline.config import RetentionConfig
 from pipeline.core.records import PurgedPartition
+from pipeline.core.storage import dated_partitions
 
 
 def areas(cfg: RetentionConfig) -> dict[str, int]:
@@ -38,8 +39,7 @@ def purge(root: Path, cfg: RetentionConfig, today: date) -> list[PurgedPartition
     for pattern, days in areas(cfg).items():
         oldest_kept = today - timedelta(days=days - 1)
         for area in sorted(root.glob(pattern)):
-            for part in sorted(area.glob("date=*")):
-                day = date.fromisoformat(part.name.removeprefix("date="))
+            for day, part in dated_partitions(area):
                 if day >= oldest_kept:
                     continue
                 size = sum(f.stat().st_size for f in part.rglob("*") if f.is_file())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from datetime import date, timedelta
 from pathlib import Path
@@ -63,3 +65,67 @@ def test_when_a_key_file_is_readable_by_others_then_it_is_refused(tmp_path: Path
 def test_when_storage_is_printed_then_no_key_shows() -> None:
     text = repr(Storage(Path("/data"), encryption_key=TEST_SECRET, key_id="k1"))
     assert "TEST-ONLY" not in text and TEST_SECRET.hex() not in text and "k1" in text
+
+
+GOOD = {"event_id": "e1", "account_id": "acct-1", "age": 30, "device_id": "d1", "os": "iOS",
+        "event_type": "view", "event_time": "2026-11-01T10:00:00Z",
+        "content_category": "news", "session_seconds": 10}
+SECRET = "mallory.secret@example.com"
+FUZZ = {  # one bad line each, followed by a good one
+    "invalid utf-8": (json.dumps({**GOOD, "email": SECRET}).encode().replace(
+        b'"news"', b'"n\xff\xfews"'), "invalid_utf8"),
+    "10,000 levels of nesting": (json.dumps({**GOOD, "email": SECRET, "x": None}).encode()
+                                 .replace(b"null", b"[" * 10_000 + b"]" * 10_000),
+                                 "nested_too_deep"),
+    "integer above int64": (json.dumps({**GOOD, "email": SECRET, "session_seconds": 10**30})
+                            .encode(), "out_of_range"),
+    "not JSON": (f'{{"email": "{SECRET}", '.encode(), "malformed_json"),
+}
+
+
+@pytest.mark.parametrize("kind", list(FUZZ))
+def test_when_a_line_is_malformed_then_it_is_quarantined_by_reason_and_no_value_is_kept(
+        kind: str, tmp_path: Path, cfg) -> None:  # noqa: ANN001
+    from pipeline.transforms.ingest import ingest_events
+
+    line, reason = FUZZ[kind]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(line + b"\n" + json.dumps({**GOOD, "event_id": "e2"}).encode() + b"\n")
+    result = ingest_events(path, cfg.event_schema, source_name="events.jsonl")
+    assert result.table.height == 1 and result.stats.quarantined == {reason: 1}
+    assert SECRET not in result.quarantine.write_csv()
+
+
+def test_when_a_file_starts_with_a_bom_or_is_gzipped_then_its_events_are_read(
+        tmp_path: Path, cfg) -> None:  # noqa: ANN001
+    from pipeline.transforms.ingest import ingest_events
+
+    lines = (json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "event_id": "e2"}) + "\n").encode()
+    for name, data in (("bom", b"\xef\xbb\xbf" + lines), ("gzip", gzip.compress(lines)),
+                       ("empty", b"")):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(data)
+        result = ingest_events(path, cfg.event_schema, source_name=path.name)
+        assert result.table.height == (0 if name == "empty" else 2), name
+        assert result.stats.quarantined == {}, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["empty day", "stray date=latest folders", "nobody consented"])
+def test_when_a_day_is_empty_or_odd_then_it_publishes_an_empty_reported_release(
+        case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    config = write_config(tmp_path)
+    data = tmp_path / "data"
+    generate(data, start=date.fromisoformat(DAY), users=50, seed=2)
+    if case == "empty day":
+        (data / "raw" / "events" / f"date={DAY}" / "events.jsonl").write_text("")
+    elif case == "nobody consented":
+        (data / "raw" / "consent" / "consent.jsonl").write_text("")
+    else:
+        for area in ("raw/events", "published/personalization", "staging/ingested"):
+            (data / area / "date=latest").mkdir(parents=True)
+    ctx, published = run_all(DAY, config)
+    manifest = json.loads((data / "reports" / f"date={DAY}" / "manifest.json").read_text())
+    assert published and manifest["funnel"]["balanced"]
+    assert manifest["differential_privacy"]["release_due"]

@@ -78,7 +78,7 @@ def places(df: pl.DataFrame, cfg: GeneralizeConfig) -> pl.DataFrame:
                         pl.col("longitude").round(2).alias("_lon"))
     uniq = rounded.unique().drop_nulls()
     found = reverse_geocode.search(list(uniq.iter_rows()),
-                                   min_population=cfg.region_min_population)
+                                   min_population=cfg.region_min_population) if uniq.height else []
     region = [p.get("state") if p.get("country_code") == "US" else p.get("country")
               for p in found]
     names = {"city": [f"{p.get('city')}, {r}" for p, r in zip(found, region, strict=True)],

@@ -62,17 +62,18 @@ def group_sizes(df: pl.DataFrame, qis: Sequence[str], user_col: str) -> pl.DataF
     return df.group_by(list(qis)).agg(pl.col(user_col).n_unique().alias("users"))
 
 
-def k_achieved(df: pl.DataFrame, qis: Sequence[str], user_col: str) -> int:
-    """The smallest group's user count; 0 for an empty table."""
+def k_achieved(df: pl.DataFrame, qis: Sequence[str], user_col: str) -> int | None:
+    """The smallest group's user count; None for an empty table, which has no group to fall
+    short (an empty day publishes an empty table, not a blocked one)."""
     if df.is_empty():
-        return 0
+        return None
     return int(group_sizes(df, qis, user_col)["users"].min())  # type: ignore[arg-type]
 
 
-def l_achieved(df: pl.DataFrame, qis: Sequence[str], sensitive: str) -> int:
-    """The fewest distinct sensitive values in any group; 0 for an empty table."""
+def l_achieved(df: pl.DataFrame, qis: Sequence[str], sensitive: str) -> int | None:
+    """The fewest distinct sensitive values in any group; None for an empty table."""
     if df.is_empty():
-        return 0
+        return None
     per_group = df.group_by(list(qis)).agg(pl.col(sensitive).drop_nulls().n_unique().alias("l"))
     return int(per_group["l"].min())  # type: ignore[arg-type]
 

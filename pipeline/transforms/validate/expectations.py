@@ -54,7 +54,7 @@ class TableKAnonymity(TableMetricProvider):
 
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
-                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict) -> int:
+                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict) -> int | None:
         qis, user = metric_value_kwargs["quasi_identifiers"], metric_value_kwargs["user_column"]
         return k_achieved(_columns(execution_engine, metric_domain_kwargs, [*qis, user]), qis, user)
 
@@ -74,8 +74,9 @@ class ExpectTableToBeKAnonymous(BatchExpectation):
 
     def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
                   execution_engine: Any = None) -> dict:
-        k = metrics["table.k_anonymity"]
-        return {"success": k >= self.min_k, "result": {"observed_value": k}}
+        k = metrics["table.k_anonymity"]  # None: no rows, so no group falls short
+        return {"success": k is None or k >= self.min_k,
+                "result": {"observed_value": "no rows" if k is None else k}}
 
 
 class TableLDiversity(TableMetricProvider):
@@ -86,7 +87,7 @@ class TableLDiversity(TableMetricProvider):
 
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
-                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict) -> int:
+                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict) -> int | None:
         qis, sensitive = (metric_value_kwargs["quasi_identifiers"],
                           metric_value_kwargs["sensitive_column"])
         return l_achieved(_columns(execution_engine, metric_domain_kwargs, [*qis, sensitive]),
@@ -110,7 +111,8 @@ class ExpectTableToBeLDiverse(BatchExpectation):
     def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
                   execution_engine: Any = None) -> dict:
         ell = metrics["table.l_diversity"]
-        return {"success": ell >= self.min_l, "result": {"observed_value": ell}}
+        return {"success": ell is None or ell >= self.min_l,
+                "result": {"observed_value": "no rows" if ell is None else ell}}
 
 
 class ColumnDetectedPii(TableMetricProvider):
