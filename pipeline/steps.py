@@ -74,7 +74,8 @@ def erase(ctx: RunContext, day: date) -> str:
         result.add_removed("raw/consent", erase_raw_lines(consent_path, ids))
         pseudonyms = pseudonyms_of(ids, keys, purpose)
         for zone in ctx.staging():
-            erase_from_zone(ctx.storage, zone, ids, pseudonyms, result)
+            erase_from_zone(ctx.storage, zone, ids, pseudonyms, result,
+                            key_ids=ctx.keys.key_ids)
     gone = []
     if consent_path.is_file():
         consent = read_records(consent_path, ctx.cfg.consent_schema,
@@ -86,7 +87,8 @@ def erase(ctx: RunContext, day: date) -> str:
         erase_from_zone(ctx.storage, ctx.zone("published"), [],
                         pseudonyms_of([*ids, *gone], keys, purpose),
                         result, short=short_of(spec.quasi_identifiers, ctx.user_col, k.k,
-                                               l=k.l, sensitive=spec.sensitive_attribute))
+                                               l=k.l, sensitive=spec.sensitive_attribute),
+                        key_ids=ctx.keys.key_ids)
     return str(ctx.records(day).save(result))
 
 

@@ -114,6 +114,7 @@ class ErasureRecord(Record):
     withdrawn_users: int = 0
     removed: dict[str, Count] = {}  # area -> rows or lines removed
     partitions_rewritten: int = 0
+    set_aside: list[str] = []  # unreadable partitions moved to quarantine/corrupt/
     not_touched: dict[str, str] = {
         "quarantine": "holds file, line, reason and field only, never a value",
         "features and ledger": "DP cohort aggregates over many users: anonymous",

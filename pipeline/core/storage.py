@@ -107,7 +107,20 @@ class Storage:
         data = path.read_bytes()
         if zone.sensitive:
             data = self._decrypt(data, aad=self._aad(zone, day), path=path)
-        return pl.read_parquet(io.BytesIO(data))
+        try:
+            return pl.read_parquet(io.BytesIO(data))
+        except (pl.exceptions.PolarsError, OSError):
+            raise StorageError(f"{path}: not a readable Parquet partition (truncated or "
+                               "altered)") from None
+
+    def set_aside(self, zone: Zone, day: date) -> Path:
+        """Move an unreadable partition to `quarantine/corrupt/...`, out of every reader's
+        way; rerunning its date rebuilds it. Returns where it went."""
+        path = self.partition(zone, day)
+        target = self.root / "quarantine" / "corrupt" / path.relative_to(self.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        return target
 
     def written_key_id(self, zone: Zone, day: date) -> str | None:
         """The key id an encrypted partition was written under (None if absent)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.core.errors import ErasureRequestError
+from pipeline.core.errors import ErasureRequestError, KeyUnavailableError, StorageError
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import ErasureRecord
 from pipeline.core.storage import Storage, atomic_write_bytes, dated_partitions
@@ -90,13 +90,30 @@ def partition_dates(root: Path, zone: Zone) -> list[date]:
 
 def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
                     pseudonyms: list[str], result: ErasureRecord, *,
-                    short: pl.Expr | None = None) -> None:
+                    short: pl.Expr | None = None, key_ids: Iterable[str] = ()) -> None:
     """Rewrite each partition of `zone` that holds one of the users, without them; with
-    `short`, rows it marks afterwards (groups now short of k or ℓ) go too."""
+    `short`, rows it marks afterwards (groups now short of k or ℓ) go too.
+
+    A partition whose pseudonyms were made under a key id not in `key_ids` cannot be searched
+    for these users: that stops the run (a silent pass would leave them published). An
+    unreadable partition is set aside and reported, not a blocker."""
+    known = set(key_ids)
     for day in partition_dates(storage.root, zone):
         if not storage.partition(zone, day).is_file():
             continue
-        table = storage.read(zone, day)
+        try:
+            table = storage.read(zone, day)
+        except StorageError:
+            result.set_aside.append(str(storage.set_aside(zone, day).relative_to(storage.root)))
+            continue
+        if known and "pseudonym_key_id" in table.columns:
+            unknown = set(table["pseudonym_key_id"].drop_nulls().unique()) - known
+            if unknown and pseudonyms:
+                raise KeyUnavailableError(
+                    f"{storage.partition(zone, day)}: pseudonyms under key id(s) "
+                    f"{sorted(unknown)}, which the key ring no longer holds: erasure cannot "
+                    "find users there. Put the key back as retired, or run `privacy-pipeline "
+                    "rekey` for that date first.")
         kept = drop_users(table, account_ids, pseudonyms)
         if kept.height == table.height:
             continue

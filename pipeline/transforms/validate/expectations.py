@@ -54,7 +54,8 @@ class TableKAnonymity(TableMetricProvider):
 
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
-                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict) -> int | None:
+                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict
+                ) -> int | None:
         qis, user = metric_value_kwargs["quasi_identifiers"], metric_value_kwargs["user_column"]
         return k_achieved(_columns(execution_engine, metric_domain_kwargs, [*qis, user]), qis, user)
 
@@ -87,7 +88,8 @@ class TableLDiversity(TableMetricProvider):
 
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
-                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict) -> int | None:
+                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict
+                ) -> int | None:
         qis, sensitive = (metric_value_kwargs["quasi_identifiers"],
                           metric_value_kwargs["sensitive_column"])
         return l_achieved(_columns(execution_engine, metric_domain_kwargs, [*qis, sensitive]),
