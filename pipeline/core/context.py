@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.config import PipelineConfig
 from pipeline.core.errors import ConfigError, KeyUnavailableError
-from pipeline.core.keys import KeyRing, MasterKey, load_key_ring
+from pipeline.core.keys import KeyRing, MasterKey, check_fingerprints, load_key_ring
 from pipeline.core.records import RunRecords
 from pipeline.core.storage import Storage
 from pipeline.stages import STAGING, Zone
@@ -43,7 +43,9 @@ class RunContext:
 
     @cached_property
     def keys(self) -> KeyRing:
-        return load_key_ring(self.cfg.keys)
+        ring = load_key_ring(self.cfg.keys)
+        check_fingerprints(ring, self.root / "keys" / "fingerprints.json")
+        return ring
 
     @property
     def key(self) -> MasterKey:

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
+import json
 import os
 import re
 import secrets
@@ -45,6 +48,12 @@ class MasterKey:
         hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                     info=f"privacy-pipeline/{use}".encode())
         return hkdf.derive(self.secret)
+
+    def fingerprint(self) -> str:
+        """A public check value for this id's secret: HMAC of the id under a key derived for
+        nothing else, so it reveals nothing about the keys that do work."""
+        return hmac.new(self.derive("fingerprint"), self.key_id.encode(),
+                        hashlib.sha256).hexdigest()[:32]
 
     def pseudonym_key(self, purpose: str) -> bytes:
         return self.derive(f"pseudonym:{purpose}")
@@ -224,6 +233,26 @@ def load_key_ring(cfg: KeysConfig, providers: Sequence[KeyProvider] | None = Non
         "no pseudonymization key found; tried " + ", ".join(p.description for p in providers)
         + ". Create a development key with `privacy-pipeline init-key`, or provide one from "
         "your secret store. The run stops rather than publish unkeyed data.")
+
+
+def check_fingerprints(ring: KeyRing, path: Path) -> None:
+    """Stop when a key id comes back with another secret: everything written under that id
+    would silently change (pseudonyms, tokens, staging encryption). New ids are recorded in
+    `path` (id -> fingerprint; no key material)."""
+    known: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+    changed = [k.key_id for k in ring.keys
+               if k.key_id in known and known[k.key_id] != k.fingerprint()]
+    if changed:
+        raise KeyUnavailableError(
+            f"key id(s) {changed} were used before with a different secret ({path}): reusing "
+            "an id would silently change every pseudonym and token written under it. Give a "
+            "new key a new id.")
+    new = {k.key_id: k.fingerprint() for k in ring.keys if k.key_id not in known}
+    if new:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({**known, **new}, indent=2, sort_keys=True))
+        os.replace(tmp, path)
 
 
 def create_key_file(path: Path, *, key_id: str) -> MasterKey:

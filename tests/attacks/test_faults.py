@@ -35,8 +35,7 @@ def test_when_a_run_date_is_in_the_future_or_has_no_input_then_nothing_is_delete
     before = _files(data)
     with pytest.raises((ConfigError, MissingInputError), match="nothing was run or deleted"):
         run_all(day, config)
-    after = _files(data)
-    assert {k: v for k, v in after.items() if not k.startswith("runs/")} == before
+    assert before.items() <= _files(data).items()  # every file still there, unchanged
 
 
 def test_when_a_purge_was_interrupted_then_the_next_run_finishes_and_reports_it(
@@ -129,3 +128,23 @@ def test_when_a_day_is_empty_or_odd_then_it_publishes_an_empty_reported_release(
     manifest = json.loads((data / "reports" / f"date={DAY}" / "manifest.json").read_text())
     assert published and manifest["funnel"]["balanced"]
     assert manifest["differential_privacy"]["release_due"]
+
+
+def test_when_a_key_id_comes_back_with_another_secret_then_the_run_stops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    from pipeline.config import load_config
+    from pipeline.core.context import RunContext
+    from pipeline.core.keys import parse_key
+    from tests.conftest import files_holding, key_material
+
+    config = write_config(tmp_path)
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    assert RunContext(load_config(config)).keys.active.key_id == "test-key-1"
+    other = base64.b64encode(b"TEST-ONLY-another-secret-0000002").decode()
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", f"test-key-1:{other}")
+    with pytest.raises(KeyUnavailableError, match="different secret"):
+        _ = RunContext(load_config(config)).keys
+    forms = key_material(parse_key(TEST_KEY_TEXT, source="test"))
+    assert files_holding([tmp_path / "data" / "keys"], forms) == []
