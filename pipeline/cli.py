@@ -129,13 +129,18 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     """Every release the ledger holds for the purpose, and a window's spend against its
     budget."""
     from pipeline.config import load_config
-    from pipeline.ledger.store import PrivacyLedger, WindowBudget
+    from pipeline.core.keys import load_key_ring
+    from pipeline.ledger.store import PrivacyLedger, WindowBudget, read_heads
+    from pipeline.outputs.feast import features_dir
 
     cfg = load_config(args.config)
-    ledger = PrivacyLedger.from_config(cfg.budget, cfg.paths.data_root)
+    ledger = PrivacyLedger.from_config(cfg.budget, cfg.paths.data_root,
+                                       load_key_ring(cfg.keys))
     budget = WindowBudget.from_config(cfg.budget)
     history = ledger.history(cfg.purpose)
-    print(f"ledger {ledger.where}, purpose {cfg.purpose!r}: {len(history)} release(s)")
+    sealed = ledger.verify(cfg.purpose, read_heads(features_dir(cfg)))
+    print(f"ledger {ledger.where}, purpose {cfg.purpose!r}: {len(history)} release(s), "
+          f"{sealed} in a verified chain")
     print(f"{'date':<12}{'feature set':<20}{'epsilon':>9}{'rho':>9}{'delta':>10}")
     for day, feature_set, eps, rho, delta in history:
         print(f"{day:<12}{feature_set:<20}{'-' if eps is None else f'{eps:g}':>9}{rho:>9g}"

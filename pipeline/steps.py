@@ -28,7 +28,7 @@ from pipeline.core.records import (
     ValidationRecord,
 )
 from pipeline.core.storage import atomic_write_bytes, parquet_bytes
-from pipeline.ledger.store import PrivacyLedger, Release, WindowBudget
+from pipeline.ledger.store import PrivacyLedger, Release, WindowBudget, read_heads, write_head
 from pipeline.outputs.feast import materialize
 from pipeline.outputs.report import write_report
 from pipeline.transforms.consent import filter_by_consent
@@ -219,7 +219,9 @@ def features(ctx: RunContext, day: date) -> str:
     days = [first + timedelta(days=i) for i in range((day - first).days + 1)]
     for d in days:
         _require_validated(ctx, d)
-    ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.root)
+    ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.root, ctx.keys)
+    area = ctx.root / ctx.zone("features").path
+    ledger.verify(ctx.cfg.purpose, read_heads(area))  # reset, truncated or edited: stop
     budget = WindowBudget.from_config(ctx.cfg.budget)
     plan = Release(purpose=ctx.cfg.purpose, feature_set=fcfg.feature_set,
                    release_date=str(day), period_start=str(first), epsilon=fcfg.epsilon,
@@ -249,6 +251,8 @@ def features(ctx: RunContext, day: date) -> str:
         window_as_epsilon_delta=budget.conversion_delta if budget.accountant.zcdp else None))
     path = ctx.storage.partition(ctx.zone("features"), day)
     atomic_write_bytes(path, stored.payload)
+    if stored.mac is not None:
+        write_head(path, stored)
     return str(path)
 
 

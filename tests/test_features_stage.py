@@ -52,7 +52,7 @@ def test_when_period_is_week_then_sunday_releases_the_whole_week_once(ctx: RunCo
     assert abs(row["active_users"] - 700) < 5 * row["active_users_error95"]
     assert ctx.records(SUNDAY).stats()["features"].rows_in == 700
 
-    ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.root)
+    ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.root, ctx.keys)
     stored = ledger.get(ctx.cfg.purpose, "cohort_weekly", str(SUNDAY))
     assert stored is not None and stored.period_start == str(SUNDAY - timedelta(days=6))
     # The next week's release shares no day with this one but its 7-day windows overlap it:
@@ -93,7 +93,7 @@ def test_when_ledger_is_postgres_then_a_rerun_returns_the_same_bytes_and_charges
         first = Path(features(ctx, SUNDAY)).read_bytes()
         again = Path(features(ctx, SUNDAY)).read_bytes()
         assert first == again
-        ledger = PrivacyLedger.from_config(cfg.budget, ctx.root)
+        ledger = PrivacyLedger.from_config(cfg.budget, ctx.root, ctx.keys)
         assert ledger.history(cfg.purpose) == [(str(SUNDAY), "cohort_daily", None, 0.1, 0.0)]
         assert "TEST_LEDGER_DSN" in ledger.where and "postgresql://" not in ledger.where
         info = (ctx.records(SUNDAY).dir / "ledger.json").read_text()

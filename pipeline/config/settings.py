@@ -265,6 +265,10 @@ class BudgetConfig(Model):
     epsilon_per_window: Annotated[float, Field(gt=0)] | None = 30.0  # accounting: pure
     rho_per_window: Annotated[float, Field(gt=0)] | None = None  # accounting: zcdp
     delta_per_window: Annotated[float, Field(ge=0, lt=1e-2)] = 0.0
+    # No single release may cost more than this, whatever the window allows: ε = 10^9 would
+    # publish exact counts.
+    max_epsilon_per_release: Annotated[float, Field(gt=0)] = 10.0
+    max_rho_per_release: Annotated[float, Field(gt=0)] = 50.0
 
     @model_validator(mode="after")
     def _check(self) -> BudgetConfig:

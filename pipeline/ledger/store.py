@@ -15,22 +15,28 @@ both.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol, cast
 
 from pipeline.config import BudgetConfig
 from pipeline.core.errors import BudgetExceededError, ConfigError, LedgerIntegrityError
+from pipeline.core.keys import KeyRing
+from pipeline.core.storage import atomic_write_json
 from pipeline.ledger.accounting import PURE, Accountant
 
 TABLE = "privacy_releases"
 _COLUMNS = ("purpose", "feature_set", "release_date", "period_start", "period_end", "epsilon",
-            "rho", "delta", "mechanism", "library", "created_at", "payload_sha256", "payload")
+            "rho", "delta", "mechanism", "library", "created_at", "payload_sha256", "payload",
+            "seq", "mac_key_id", "prev_mac", "mac")
+_SEAL = {"seq": "BIGINT", "mac_key_id": "TEXT", "prev_mac": "TEXT", "mac": "TEXT"}
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     purpose        TEXT NOT NULL,
@@ -46,6 +52,10 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     created_at     TEXT NOT NULL,
     payload_sha256 TEXT NOT NULL,
     payload        {{blob}} NOT NULL,
+    seq            BIGINT,                      -- 1, 2, ... per purpose: the chain's order
+    mac_key_id     TEXT,
+    prev_mac       TEXT,
+    mac            TEXT,                        -- HMAC of this row and prev_mac
     PRIMARY KEY (purpose, feature_set, release_date)
 )"""
 
@@ -65,6 +75,10 @@ class Release:
     library: str
     payload: bytes
     created_at: str = ""
+    seq: int | None = None  # set when recorded
+    mac_key_id: str | None = None
+    prev_mac: str | None = None
+    mac: str | None = None
 
     @property
     def period_end(self) -> str:
@@ -155,29 +169,120 @@ class _Postgres:
         return statement.replace("{blob}", "BYTEA").replace("?", "%s")
 
 
+@dataclass(frozen=True)
+class Sealer:
+    """MACs ledger rows into a chain per purpose, under a key derived from the master key (the
+    active one for new rows; retired ones still verify theirs). Without the key, a row cannot
+    be edited, and no row can be removed or replaced, without the chain showing it."""
+
+    keys: Mapping[str, bytes]  # key id -> MAC key
+    active: str
+
+    @classmethod
+    def from_ring(cls, ring: KeyRing) -> Sealer:
+        return cls({k.key_id: k.derive("ledger-mac") for k in ring.keys}, ring.active.key_id)
+
+    def mac(self, key_id: str, release: Release, seq: int, prev: str) -> str:
+        fields = [release.purpose, release.feature_set, release.release_date,
+                  release.period_start, release.period_end, release.epsilon, release.rho,
+                  release.delta, release.mechanism, release.library, release.created_at,
+                  release.payload_sha256, seq, prev]
+        return hmac.new(self.keys[key_id], json.dumps(fields).encode(),
+                        hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Head:
+    """A released row's place in its chain, kept beside the released partition: the ledger
+    must still hold exactly this row, or it was reset, truncated or rewritten."""
+
+    purpose: str
+    feature_set: str
+    release_date: str
+    seq: int
+    mac: str
+
+
+HEAD_FILE = "_ledger_head.json"  # beside a released partition; "_" keeps Parquet readers off it
+
+
+def write_head(partition: Path, release: Release) -> None:
+    atomic_write_json(partition.parent / HEAD_FILE, asdict(Head(
+        release.purpose, release.feature_set, release.release_date, cast(int, release.seq),
+        cast(str, release.mac))))
+
+
+def read_heads(area: Path) -> list[Head]:
+    """The heads kept beside every released partition of an area."""
+    return [Head(**json.loads(p.read_text())) for p in sorted(area.glob(f"date=*/{HEAD_FILE}"))]
+
+
 class PrivacyLedger:
     """Per-purpose ledger of DP releases (see the module docstring)."""
 
     def __init__(self, path: Path | None = None, *, dsn: str | None = None,
-                 dsn_name: str = "Postgres") -> None:
+                 dsn_name: str = "Postgres", sealer: Sealer | None = None) -> None:
         if (path is None) == (dsn is None):
             raise ConfigError("a ledger lives in a SQLite file or a Postgres database")
         self._db: _Backend = _Sqlite(path) if path is not None else _Postgres(dsn or "", dsn_name)
+        self.sealer = sealer
         with closing(self._db.connect()) as con:  # both connect in autocommit mode
             self._execute(con, _SCHEMA)
-        if isinstance(self._db, _Sqlite):
-            with self._transaction() as con:
+        with self._transaction() as con:
+            self._add_seal_columns(con)
+            if isinstance(self._db, _Sqlite):
                 _migrate_v1(con)
 
+    def _add_seal_columns(self, con: Any) -> None:
+        """Ledgers written before rows were chained get the chain's columns (rows stay
+        unsealed: a prefix the chain starts after)."""
+        if isinstance(self._db, _Sqlite):
+            have = {r[1] for r in con.execute(f"PRAGMA table_info({TABLE})").fetchall()}
+            for name, kind in _SEAL.items():
+                if name not in have:
+                    con.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}")
+        else:
+            for name, kind in _SEAL.items():
+                con.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {name} {kind}")
+
     @classmethod
-    def from_config(cls, cfg: BudgetConfig, data_root: Path) -> PrivacyLedger:
+    def from_config(cls, cfg: BudgetConfig, data_root: Path, keys: KeyRing) -> PrivacyLedger:
+        sealer = Sealer.from_ring(keys)
         if cfg.ledger_dsn_env is None:
-            return cls(data_root / cfg.ledger_path)
+            return cls(data_root / cfg.ledger_path, sealer=sealer)
         dsn = os.environ.get(cfg.ledger_dsn_env)
         if not dsn:
             raise ConfigError(f"budget.ledger_dsn_env: environment variable "
                               f"{cfg.ledger_dsn_env} is not set; no release without the ledger")
-        return cls(dsn=dsn, dsn_name=f"Postgres (${cfg.ledger_dsn_env})")
+        return cls(dsn=dsn, dsn_name=f"Postgres (${cfg.ledger_dsn_env})", sealer=sealer)
+
+    def verify(self, purpose: str, heads: Sequence[Head] = ()) -> int:
+        """Check the purpose's chain (order, links, MACs) and that every head kept beside a
+        released partition is still in it; return the number of sealed rows. Raises
+        LedgerIntegrityError, so nothing is released from a ledger that was reset or edited."""
+        sealed = [self._release(r) for r in self._query(
+            f"SELECT {', '.join(_COLUMNS)} FROM {TABLE} WHERE purpose=? AND seq IS NOT NULL "
+            "ORDER BY seq", (purpose,))]  # rows from before chaining have no seq
+        prev = ""
+        for i, r in enumerate(sealed, start=1):
+            if r.seq != i or r.prev_mac != prev or r.mac is None:
+                self._tampered(purpose, f"the chain breaks at release {r.release_date}")
+            if self.sealer and r.mac_key_id in self.sealer.keys and r.mac != self.sealer.mac(
+                    cast(str, r.mac_key_id), r, i, prev):
+                self._tampered(purpose, f"release {r.release_date} was altered")
+            prev = r.mac
+        by_seq = {r.seq: r.mac for r in sealed}
+        for h in heads:
+            if h.purpose == purpose and by_seq.get(h.seq) != h.mac:
+                self._tampered(purpose, f"the release of {h.release_date} ({h.feature_set}), "
+                                        "published earlier, is no longer in it as released")
+        return len(sealed)
+
+    def _tampered(self, purpose: str, what: str) -> NoReturn:
+        raise LedgerIntegrityError(
+            f"ledger {self.where}, purpose {purpose!r}: {what}. The ledger was reset, truncated "
+            "or edited; nothing is released from it (a fresh draw could be averaged against "
+            "what was published). Restore it from backup.")
 
     @property
     def where(self) -> str:
@@ -213,7 +318,9 @@ class PrivacyLedger:
                           release_date=v["release_date"], period_start=v["period_start"],
                           epsilon=v["epsilon"], rho=v["rho"], delta=v["delta"],
                           mechanism=v["mechanism"], library=v["library"],
-                          payload=bytes(v["payload"]), created_at=v["created_at"])
+                          payload=bytes(v["payload"]), created_at=v["created_at"],
+                          seq=v["seq"], mac_key_id=v["mac_key_id"], prev_mac=v["prev_mac"],
+                          mac=v["mac"])
         if release.payload_sha256 != v["payload_sha256"]:
             raise LedgerIntegrityError(
                 f"ledger {self.where}: stored release {release.purpose}/{release.feature_set}/"
@@ -293,7 +400,16 @@ class PrivacyLedger:
             if existing:
                 return self._release(existing)
             self._check_budget(con, release, budget)
-            stored = replace(release, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+            last = self._execute(con, f"SELECT seq, mac FROM {TABLE} WHERE purpose=? AND seq IS "
+                                 "NOT NULL ORDER BY seq DESC LIMIT 1",
+                                 (release.purpose,)).fetchone()
+            seq, prev = (int(last[0]) + 1, last[1] or "") if last else (1, "")
+            stored = replace(release, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                             seq=seq, prev_mac=prev)
+            if self.sealer is not None:
+                key_id = self.sealer.active
+                stored = replace(stored, mac_key_id=key_id,
+                                 mac=self.sealer.mac(key_id, stored, seq, prev))
             values = {c: getattr(stored, c) for c in _COLUMNS}
             self._execute(con, f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES "
                           f"({', '.join('?' for _ in _COLUMNS)})", list(values.values()))
@@ -304,7 +420,8 @@ def _migrate_v1(con: sqlite3.Connection) -> None:
     """Ledgers written before zCDP accounting kept pure daily releases in `releases`."""
     if con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='releases'"
                    ).fetchone():
-        con.execute(f"INSERT INTO {TABLE} SELECT purpose, feature_set, release_date, "
+        con.execute(f"INSERT INTO {TABLE} ({', '.join(_COLUMNS[:13])}) SELECT purpose, "
+                    "feature_set, release_date, "
                     "release_date, release_date, epsilon, epsilon * epsilon / 2, delta, "
                     "mechanism, library, created_at, payload_sha256, payload FROM releases")
         con.execute("DROP TABLE releases")

@@ -176,5 +176,10 @@ def test_when_postgres_dsn_env_is_unset_then_the_run_stops(monkeypatch: pytest.M
     from pipeline.config import BudgetConfig
 
     monkeypatch.delenv("LEDGER_DSN_FOR_TEST", raising=False)
+    from pipeline.core.keys import KeyRing, parse_key
+    from tests.conftest import TEST_KEY_TEXT
+
+    ring = KeyRing(active=parse_key(TEST_KEY_TEXT, source="test"))
     with pytest.raises(ConfigError, match="LEDGER_DSN_FOR_TEST is not set"):
-        PrivacyLedger.from_config(BudgetConfig(ledger_dsn_env="LEDGER_DSN_FOR_TEST"), tmp_path)
+        PrivacyLedger.from_config(BudgetConfig(ledger_dsn_env="LEDGER_DSN_FOR_TEST"), tmp_path,
+                                  ring)

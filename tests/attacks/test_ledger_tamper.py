@@ -1,0 +1,77 @@
+"""The privacy ledger cannot be reset, truncated or rewritten without the next release
+noticing; one release cannot be made arbitrarily expensive."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.config import load_config
+from pipeline.core.context import RunContext
+from pipeline.core.errors import ConfigError, LedgerIntegrityError
+from pipeline.core.records import ValidationRecord
+from pipeline.steps import features
+from tests.conftest import TEST_KEY_TEXT, write_config
+
+DAYS = [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)]
+
+
+def _ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunContext:
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    ctx = RunContext(load_config(write_config(tmp_path)), run_date=DAYS[-1])
+    for day in DAYS:  # a validated published partition a day
+        ctx.storage.write(ctx.zone("published"), day, pl.DataFrame({
+            "user_pseudonym": [f"u{i}" for i in range(50)], "region": ["Texas"] * 50,
+            "age_band": ["25-34"] * 50, "device_type": ["mobile"] * 50,
+            "content_category": ["news"] * 50, "event_type": ["view"] * 50,
+            "session_seconds": [60] * 50}))
+        ctx.records(day).save(ValidationRecord(success=True))
+    for day in DAYS[:2]:
+        features(ctx, day)
+    return ctx
+
+
+def _sql(ctx: RunContext, statement: str) -> None:
+    with sqlite3.connect(ctx.root / "ledger" / "privacy_ledger.sqlite") as con:
+        con.execute(statement)
+
+
+@pytest.mark.parametrize("tamper", [
+    "UPDATE privacy_releases SET epsilon = 0.001 WHERE release_date = '2026-11-01'",
+    "DELETE FROM privacy_releases WHERE release_date = '2026-11-02'",
+    "DELETE FROM privacy_releases",
+    "delete the file",
+])
+def test_when_the_ledger_is_tampered_with_then_no_release_is_made(
+        tamper: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = _ctx(tmp_path, monkeypatch)
+    before = ctx.storage.partition(ctx.zone("features"), DAYS[1]).read_bytes()
+    if tamper == "delete the file":
+        for p in (ctx.root / "ledger").glob("privacy_ledger.sqlite*"):
+            p.unlink()
+    else:
+        _sql(ctx, tamper)
+    for day in (DAYS[1], DAYS[2]):  # neither a rerun (fresh noise) nor a new release
+        with pytest.raises(LedgerIntegrityError, match="reset, truncated or edited"):
+            features(ctx, day)
+    assert ctx.storage.partition(ctx.zone("features"), DAYS[1]).read_bytes() == before
+    assert not ctx.storage.partition(ctx.zone("features"), DAYS[2]).exists()
+
+
+def test_when_the_ledger_is_intact_then_reruns_return_the_stored_release(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = _ctx(tmp_path, monkeypatch)
+    first = ctx.storage.partition(ctx.zone("features"), DAYS[1]).read_bytes()
+    assert Path(features(ctx, DAYS[1])).read_bytes() == first
+    features(ctx, DAYS[2])
+
+
+def test_when_one_release_would_cost_a_billion_epsilon_then_config_refuses_it(
+        tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="max_epsilon_per_release"):
+        load_config(write_config(tmp_path, features__epsilon=1e9,
+                                 budget__epsilon_per_window=1e12))
