@@ -115,7 +115,7 @@ _STAGES = (
     Stage("validate", "validate", Kind.TASK, reads=("pending",),
           writes=("validation", "published"), keyed=True,
           does="Great Expectations suite: the publish gate; promotes what passes"),
-    Stage("features", "features", Kind.TASK, reads=("published", "ledger"),
+    Stage("features", "features", Kind.TASK, reads=("generalized", "ledger"),
           writes=("ledger", "features"), gated=True,
           does="user-level DP cohort features, charged to the privacy ledger once"),
     Stage("publish", "publish", Kind.TASK, reads=("features",), writes=("feature_store",),

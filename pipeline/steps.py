@@ -83,6 +83,10 @@ def erase(ctx: RunContext, day: date) -> str:
         gone = withdrawn(consent, ctx.cfg.purpose_spec.consent_purpose)
     result.withdrawn_users = len(gone)
     spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
+    if gone:  # withdrawn users leave what later releases read, too
+        for name in ("generalized", "pending"):
+            erase_from_zone(ctx.storage, ctx.zone(name), [],
+                            pseudonyms_of(gone, keys, purpose), result, key_ids=ctx.keys.key_ids)
     if ids or gone:
         erase_from_zone(ctx.storage, ctx.zone("published"), [],
                         pseudonyms_of([*ids, *gone], keys, purpose),
@@ -228,7 +232,9 @@ def features(ctx: RunContext, day: date) -> str:
                    rho=fcfg.rho_cost, delta=fcfg.delta, mechanism="", library="", payload=b"")
 
     def draw() -> Release:
-        events = pl.concat([ctx.storage.read(ctx.zone("published"), d) for d in days])
+        # The exact values of validated days (encrypted staging): DP protects the output,
+        # and the published table keeps only coarse ones.
+        events = pl.concat([ctx.storage.read(ctx.zone("generalized"), d) for d in days])
         rel, stats = release_features(events, fcfg, age_bands=ctx.cfg.generalize.age_bands,
                                       user_col=ctx.user_col, release_date=str(day))
         records.save_stats(stats)

@@ -20,9 +20,9 @@ SUNDAY = date(2026, 11, 8)
 
 
 def _day(ctx: RunContext, day: date, users: range) -> None:
-    """A validated published partition for `day`: each user one event in Texas|25-34|mobile."""
+    """A validated generalized partition for `day`: each user one event in Texas|25-34|mobile."""
     n = len(users)
-    ctx.storage.write(ctx.zone("published"), day, pl.DataFrame({
+    ctx.storage.write(ctx.zone("generalized"), day, pl.DataFrame({
         "user_pseudonym": [f"u{i}" for i in users], "region": ["Texas"] * n,
         "age_band": ["25-34"] * n, "device_type": ["mobile"] * n,
         "content_category": ["news"] * n, "event_type": ["view"] * n,

@@ -75,9 +75,9 @@ def check_compatible(cfg: PipelineConfig) -> None:
     if not b.accountant.admits(f.mechanism):
         problems.append("features.privacy: zcdp releases need budget.accounting: zcdp "
                         "(pure accounting cannot add up zCDP releases)")
-    if f.period == "week" and cfg.retention.published_days < 7:
-        problems.append("a weekly feature set reads 7 days of published partitions: "
-                        "retention.published_days must be at least 7")
+    if f.period == "week" and cfg.retention.staging_days < 7:
+        problems.append("a weekly feature set reads 7 days of generalized (staging) "
+                        "partitions: retention.staging_days must be at least 7")
     cap = b.max_epsilon_per_release if f.mechanism.pure else b.max_rho_per_release
     if f.budget > cap:
         problems.append(f"features: a release of {'ε' if f.mechanism.pure else 'ρ'} = "

@@ -24,7 +24,7 @@ def _ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunContext:
     monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
     ctx = RunContext(load_config(write_config(tmp_path)), run_date=DAYS[-1])
     for day in DAYS:  # a validated published partition a day
-        ctx.storage.write(ctx.zone("published"), day, pl.DataFrame({
+        ctx.storage.write(ctx.zone("generalized"), day, pl.DataFrame({
             "user_pseudonym": [f"u{i}" for i in range(50)], "region": ["Texas"] * 50,
             "age_band": ["25-34"] * 50, "device_type": ["mobile"] * 50,
             "content_category": ["news"] * 50, "event_type": ["view"] * 50,

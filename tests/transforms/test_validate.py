@@ -25,9 +25,10 @@ def detector() -> FastAnalyzer:
 def _table(n: int = 60) -> pl.DataFrame:
     return pl.DataFrame({
         "user_pseudonym": [hashlib.sha256(str(i % 12).encode()).hexdigest() for i in range(n)],
-        "pseudonym_key_id": ["k1"] * n, "event_date": ["2026-11-01"] * n, "event_hour": [3] * n,
-        "event_type": ["view"] * n, "content_category": ["news", "food"] * (n // 2),
-        "session_seconds": [30] * n, "region": ["Texas"] * n, "h3_cell": ["852a1073fffffff"] * n,
+        "pseudonym_key_id": ["k1"] * n, "event_date": ["2026-11-01"] * n,
+        "day_part": ["night"] * n, "event_type": ["view"] * n,
+        "content_category": ["news", "food"] * (n // 2),
+        "region": ["Texas"] * n, "h3_cell": ["852a1073fffffff"] * n,
         "age_band": ["25-34"] * n, "device_type": ["mobile"] * n})
 
 
