@@ -83,3 +83,15 @@ def files_holding(roots: list[Path], forms: dict[str, bytes]) -> list[str]:
             data = path.read_bytes()
             hits += [f"{path}: {name}" for name, value in forms.items() if value in data]
     return hits
+
+
+def readable_text(paths: list[Path]) -> list[str]:
+    """What each file says once decoded: Parquet cells (compressed pages hide values from a
+    byte search), anything else as text. Encrypted staging (`.enc`) stays as bytes: holding
+    raw values only encrypted is its property, which a byte search checks."""
+    import io
+
+    import polars as pl
+
+    return [pl.read_parquet(io.BytesIO(p.read_bytes())).write_csv() if p.suffix == ".parquet"
+            else p.read_bytes().decode("utf-8", "replace") for p in paths]

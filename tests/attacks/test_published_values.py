@@ -7,12 +7,11 @@ import random
 from datetime import date
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from pipeline.demo.generate import generate
 from pipeline.run import run_all
-from tests.conftest import TEST_KEY_TEXT, write_config
+from tests.conftest import TEST_KEY_TEXT, readable_text, write_config
 
 DAY = "2026-11-01"
 PLANTED = ["julie jones", "brooke.bell26 at gmail dot com", "Kwame Mensah",
@@ -20,16 +19,8 @@ PLANTED = ["julie jones", "brooke.bell26 at gmail dot com", "Kwame Mensah",
 
 
 def decoded_strings(root: Path) -> str:
-    """Every string cell of every Parquet file under `root`, and every other file's text."""
-    out = []
-    for p in root.rglob("*"):
-        if not p.is_file() or p.suffix == ".enc":
-            continue
-        if p.suffix == ".parquet":
-            out.append(pl.read_parquet(p).write_csv())
-        else:
-            out.append(p.read_bytes().decode("utf-8", "replace"))
-    return "\n".join(out)
+    """Every file under `root`, Parquet decoded (see `readable_text`)."""
+    return "\n".join(readable_text([p for p in root.rglob("*") if p.is_file()]))
 
 
 @pytest.mark.slow
