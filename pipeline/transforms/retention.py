@@ -8,6 +8,7 @@ half-deleted one. The result lists what went, for the report.
 from __future__ import annotations
 
 import shutil
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -23,14 +24,25 @@ def areas(cfg: RetentionConfig) -> dict[str, int]:
             "published/*": cfg.published_days}
 
 
-def finish_interrupted(root: Path, cfg: RetentionConfig) -> list[str]:
-    """Finish deletions a crash left half done: `.purging-date=D` folders renamed aside but
-    not yet removed (they may hold raw personal data past its window). Returns them."""
+STALE_TEMP_SECONDS = 3600  # older than any write in progress; younger may be another run's
+
+
+def finish_interrupted(root: Path, cfg: RetentionConfig, *, now: float | None = None
+                       ) -> list[str]:
+    """Finish what a crash left half done: `.purging-date=D` folders renamed aside but not yet
+    removed (they may hold raw personal data past its window), and atomic-write temporary
+    files older than an hour (a killed writer's; never renamed into place, never read).
+    Returns them."""
     leftovers = sorted(p for pattern in areas(cfg) for area in root.glob(pattern)
                        for p in area.glob(".purging-date=*") if p.is_dir())
     for p in leftovers:
         shutil.rmtree(p)
-    return [str(p.relative_to(root)) for p in leftovers]
+    cutoff = (time.time() if now is None else now) - STALE_TEMP_SECONDS
+    temps = sorted(p for p in root.rglob(".*.tmp") if p.is_file()
+                   and p.stat().st_mtime < cutoff)
+    for p in temps:
+        p.unlink(missing_ok=True)
+    return [str(p.relative_to(root)) for p in (*leftovers, *temps)]
 
 
 def purge(root: Path, cfg: RetentionConfig, today: date) -> list[PurgedPartition]:

@@ -46,9 +46,16 @@ def test_when_a_purge_was_interrupted_then_the_next_run_finishes_and_reports_it(
     aside = tmp_path / "raw" / "events" / ".purging-date=2026-09-01"
     aside.mkdir(parents=True)
     (aside / "events.jsonl").write_text('{"email": "someone@example.com"}\n')
+    stale = tmp_path / "published" / "p" / "date=2026-11-01" / ".part.parquet.x1.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a parquet")
+    fresh = stale.with_name(".part.parquet.x2.tmp")  # another run may be writing it now
+    fresh.write_bytes(b"in progress")
+    os.utime(stale, (0, 0))
     assert finish_interrupted(tmp_path, RetentionConfig()) == [
-        "raw/events/.purging-date=2026-09-01"]
-    assert not aside.exists()
+        "raw/events/.purging-date=2026-09-01",
+        "published/p/date=2026-11-01/.part.parquet.x1.tmp"]
+    assert not aside.exists() and not stale.exists() and fresh.exists()
 
 
 def test_when_a_key_file_is_readable_by_others_then_it_is_refused(tmp_path: Path) -> None:
