@@ -95,3 +95,20 @@ def readable_text(paths: list[Path]) -> list[str]:
 
     return [pl.read_parquet(io.BytesIO(p.read_bytes())).write_csv() if p.suffix == ".parquet"
             else p.read_bytes().decode("utf-8", "replace") for p in paths]
+
+
+def generated_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, users: int, seed: int,
+                  days: int = 1, start: str = "2026-11-01", **overrides: object
+                  ) -> tuple[Path, Path]:
+    """What a run-level test starts from: the fake key in the environment, a config under
+    `tmp_path` (with `overrides`, as for `write_config`) and `days` of generated raw events.
+    Returns (config path, data root)."""
+    from datetime import date
+
+    from pipeline.demo.generate import generate
+
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    config = write_config(tmp_path, **overrides)
+    generate(tmp_path / "data", start=date.fromisoformat(start), days=days, users=users,
+             seed=seed)
+    return config, tmp_path / "data"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -11,10 +10,9 @@ import pytest
 
 from pipeline.core.errors import KeyUnavailableError
 from pipeline.core.keys import parse_key
-from pipeline.demo.generate import generate
 from pipeline.run import run_all, run_stage
 from pipeline.transforms.erasure import REQUESTS, pseudonyms_of
-from tests.conftest import TEST_KEY_TEXT, write_config
+from tests.conftest import TEST_KEY_TEXT, generated_day, write_config
 from tests.core.test_key_rotation import NEW_KEY_TEXT
 
 DAY = "2026-11-01"
@@ -43,10 +41,8 @@ def _published_user(data: Path) -> tuple[str, str]:
 @pytest.mark.slow
 def test_when_a_retired_key_left_the_ring_then_erasure_stops_instead_of_missing_rows(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = tmp_path / "data"
-    generate(data, start=date.fromisoformat(DAY), users=300, seed=5)
-    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
-    assert run_all(DAY, write_config(tmp_path))[1]
+    config, data = generated_day(tmp_path, monkeypatch, users=300, seed=5)
+    assert run_all(DAY, config)[1]
     account, pseudonym = _published_user(data)
     (data / REQUESTS).parent.mkdir(parents=True, exist_ok=True)
     (data / REQUESTS).write_text(json.dumps({"account_id": account}) + "\n")
@@ -75,10 +71,7 @@ def test_when_a_retired_key_left_the_ring_then_erasure_stops_instead_of_missing_
 @pytest.mark.slow
 def test_when_a_published_partition_is_truncated_then_later_runs_go_on_and_a_rerun_rebuilds_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
-    config = write_config(tmp_path)
-    data = tmp_path / "data"
-    generate(data, start=date.fromisoformat(DAY), days=2, users=200, seed=6)
+    config, data = generated_day(tmp_path, monkeypatch, users=200, seed=6, days=2)
     assert run_all(DAY, config)[1]
     part = data / "published" / "personalization" / f"date={DAY}" / "part.parquet"
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])

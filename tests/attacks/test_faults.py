@@ -13,9 +13,8 @@ import pytest
 from pipeline.core.errors import ConfigError, KeyUnavailableError, MissingInputError
 from pipeline.core.keys import FileProvider
 from pipeline.core.storage import Storage
-from pipeline.demo.generate import generate
 from pipeline.run import run_all
-from tests.conftest import TEST_KEY_TEXT, TEST_SECRET, write_config
+from tests.conftest import TEST_KEY_TEXT, TEST_SECRET, generated_day, write_config
 
 DAY = "2026-11-01"
 
@@ -28,10 +27,8 @@ def _files(root: Path) -> dict[str, int]:
                                  "2026-10-30"])
 def test_when_a_run_date_is_in_the_future_or_has_no_input_then_nothing_is_deleted(
         day: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
-    config = write_config(tmp_path, retention__raw_days=1)  # everything else would be purged
-    data = tmp_path / "data"
-    generate(data, start=date.fromisoformat(DAY), days=2, users=30, seed=2)
+    config, data = generated_day(tmp_path, monkeypatch, users=30, seed=2, days=2,
+                                 retention__raw_days=1)  # everything else would be purged
     before = _files(data)
     with pytest.raises((ConfigError, MissingInputError), match="nothing was run or deleted"):
         run_all(day, config)
@@ -120,10 +117,7 @@ def test_when_a_file_starts_with_a_bom_or_is_gzipped_then_its_events_are_read(
 @pytest.mark.parametrize("case", ["empty day", "stray date=latest folders", "nobody consented"])
 def test_when_a_day_is_empty_or_odd_then_it_publishes_an_empty_reported_release(
         case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
-    config = write_config(tmp_path)
-    data = tmp_path / "data"
-    generate(data, start=date.fromisoformat(DAY), users=50, seed=2)
+    config, data = generated_day(tmp_path, monkeypatch, users=50, seed=2)
     if case == "empty day":
         (data / "raw" / "events" / f"date={DAY}" / "events.jsonl").write_text("")
     elif case == "nobody consented":

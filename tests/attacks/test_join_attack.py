@@ -17,11 +17,10 @@ import polars as pl
 import pytest
 
 from pipeline.core.keys import parse_key
-from pipeline.demo.generate import generate
 from pipeline.run import run_all
 from pipeline.transforms.erasure import pseudonyms_of
 from pipeline.transforms.generalize.coarsen import day_part
-from tests.conftest import TEST_KEY_TEXT, write_config
+from tests.conftest import TEST_KEY_TEXT, generated_day
 
 DAY = "2026-11-01"
 SHARED = ["day_part", "event_type", "content_category"]
@@ -44,10 +43,8 @@ def _raw(path: Path) -> pl.DataFrame:
 @pytest.mark.slow
 def test_when_published_rows_are_joined_to_raw_events_then_at_most_1_in_k_users_is_found(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
-    data = tmp_path / "data"
-    generate(data, start=date.fromisoformat(DAY), users=1000, seed=3)
-    ctx, published = run_all(DAY, write_config(tmp_path))
+    config, data = generated_day(tmp_path, monkeypatch, users=1000, seed=3)
+    ctx, published = run_all(DAY, config)
     assert published
     table = ctx.storage.read(ctx.zone("published"), date.fromisoformat(DAY))
     assert not {"event_hour", "session_seconds"} & set(table.columns)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.demo.generate import generate
 from pipeline.run import run_all
-from tests.conftest import TEST_KEY_TEXT, readable_text, write_config
+from tests.conftest import generated_day, readable_text
 
 DAY = "2026-11-01"
 PLANTED = ["julie jones", "brooke.bell26 at gmail dot com", "Kwame Mensah",
@@ -26,10 +25,7 @@ def decoded_strings(root: Path) -> str:
 @pytest.mark.slow
 def test_when_a_categorical_column_carries_free_form_values_then_none_is_published(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
-    config = write_config(tmp_path)
-    data = tmp_path / "data"
-    generate(data, start=date.fromisoformat(DAY), users=400, seed=8)
+    config, data = generated_day(tmp_path, monkeypatch, users=400, seed=8)
     raw = data / "raw" / "events" / f"date={DAY}" / "events.jsonl"
     lines = raw.read_text().splitlines()
     rng = random.Random(1)

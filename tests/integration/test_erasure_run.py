@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from pipeline.core.context import RunContext
-from pipeline.demo.generate import generate
 from pipeline.run import run_all
 from pipeline.transforms.erasure import pseudonyms_of
-from tests.conftest import TEST_KEY_TEXT, write_config
+from tests.conftest import generated_day
 
 DAY = "2026-11-01"
 pytestmark = pytest.mark.slow
@@ -38,10 +36,7 @@ def _identifying(events: list[dict], account: str, pseudonym: str) -> set[bytes]
 
 def test_when_a_user_is_erased_then_no_file_or_store_holds_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
-    config = write_config(tmp_path)
-    data = tmp_path / "data"
-    generate(data, start=date.fromisoformat(DAY), users=500, seed=5)
+    config, data = generated_day(tmp_path, monkeypatch, users=500, seed=5)
     ctx, published = run_all(DAY, config)
     assert published
     raw_path = data / "raw" / "events" / f"date={DAY}" / "events.jsonl"
