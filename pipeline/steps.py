@@ -64,35 +64,32 @@ def erase(ctx: RunContext, day: date) -> str:
     result = ErasureRecord()
     ids = read_requests(ctx.root)
     result.requests = len(ids)
-    keys = ctx.keys.keys  # active and retired: pseudonyms under any of them are the user
-    purpose = ctx.cfg.purpose
+    # Active and retired keys: a pseudonym under any of them is the user.
+    keys, key_ids, purpose = ctx.keys.keys, ctx.keys.key_ids, ctx.cfg.purpose
     consent_path = _consent_path(ctx)
+    erased = pseudonyms_of(ids, keys, purpose) if ids else []
     if ids:
         events = ctx.root / ctx.zone("raw_events").path
         for raw in sorted(events.glob("date=*/events.jsonl")):
             result.add_removed("raw/events", erase_raw_lines(raw, ids))
         result.add_removed("raw/consent", erase_raw_lines(consent_path, ids))
-        pseudonyms = pseudonyms_of(ids, keys, purpose)
         for zone in ctx.staging():
-            erase_from_zone(ctx.storage, zone, ids, pseudonyms, result,
-                            key_ids=ctx.keys.key_ids)
+            erase_from_zone(ctx.storage, zone, ids, erased, result, key_ids=key_ids)
     gone = []
     if consent_path.is_file():
         consent = read_records(consent_path, ctx.cfg.consent_schema,
                                source_name=str(consent_path)).table
         gone = withdrawn(consent, ctx.cfg.purpose_spec.consent_purpose)
     result.withdrawn_users = len(gone)
-    spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
-    if gone:  # withdrawn users leave what later releases read, too
-        for name in ("generalized", "pending"):
-            erase_from_zone(ctx.storage, ctx.zone(name), [],
-                            pseudonyms_of(gone, keys, purpose), result, key_ids=ctx.keys.key_ids)
+    withdrew = pseudonyms_of(gone, keys, purpose) if gone else []
+    for name in ("generalized", "pending") if gone else ():  # what later releases read
+        erase_from_zone(ctx.storage, ctx.zone(name), [], withdrew, result, key_ids=key_ids)
     if ids or gone:
-        erase_from_zone(ctx.storage, ctx.zone("published"), [],
-                        pseudonyms_of([*ids, *gone], keys, purpose),
+        spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
+        erase_from_zone(ctx.storage, ctx.zone("published"), [], sorted({*erased, *withdrew}),
                         result, short=short_of(spec.quasi_identifiers, ctx.user_col, k.k,
                                                l=k.l, sensitive=spec.sensitive_attribute),
-                        key_ids=ctx.keys.key_ids)
+                        key_ids=key_ids)
     return str(ctx.records(day).save(result))
 
 
@@ -212,8 +209,9 @@ def release_period_start(period: str, day: date) -> date | None:
 def features(ctx: RunContext, day: date) -> str:
     """Release DP features through the ledger: charged once, returned as stored on reruns.
 
-    A weekly feature set is released on the week's last day (Sunday) from the week's published
-    partitions, all of which must have passed validation; on other days nothing is released."""
+    A weekly feature set is released on the week's last day (Sunday) from the week's
+    generalized partitions (encrypted staging, exact values), every day of which must have
+    passed validation; on other days nothing is released."""
     fcfg, records = ctx.cfg.features, ctx.records(day)
     first = release_period_start(fcfg.period, day)
     if first is None:

@@ -36,6 +36,8 @@ TABLE = "privacy_releases"
 _COLUMNS = ("purpose", "feature_set", "release_date", "period_start", "period_end", "epsilon",
             "rho", "delta", "mechanism", "library", "created_at", "payload_sha256", "payload",
             "seq", "mac_key_id", "prev_mac", "mac")
+# The chain's columns, added by `_add_seal_columns` to new and old ledgers alike: seq numbers
+# a purpose's releases 1, 2, ...; mac is the HMAC of the row and prev_mac.
 _SEAL = {"seq": "BIGINT", "mac_key_id": "TEXT", "prev_mac": "TEXT", "mac": "TEXT"}
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -52,10 +54,6 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     created_at     TEXT NOT NULL,
     payload_sha256 TEXT NOT NULL,
     payload        {{blob}} NOT NULL,
-    seq            BIGINT,                      -- 1, 2, ... per purpose: the chain's order
-    mac_key_id     TEXT,
-    prev_mac       TEXT,
-    mac            TEXT,                        -- HMAC of this row and prev_mac
     PRIMARY KEY (purpose, feature_set, release_date)
 )"""
 
@@ -234,8 +232,8 @@ class PrivacyLedger:
                 _migrate_v1(con)
 
     def _add_seal_columns(self, con: Any) -> None:
-        """Ledgers written before rows were chained get the chain's columns (rows stay
-        unsealed: a prefix the chain starts after)."""
+        """The chain's columns, on a new ledger and on one written before rows were chained
+        (its rows stay unsealed: a prefix the chain starts after)."""
         if isinstance(self._db, _Sqlite):
             have = {r[1] for r in con.execute(f"PRAGMA table_info({TABLE})").fetchall()}
             for name, kind in _SEAL.items():

@@ -376,6 +376,7 @@ def _with_accuracy(noisy: pl.DataFrame, cfg: FeaturesConfig, scale: dict[str, fl
     mech = cfg.mechanism
     var_users = mech.variance(scale["active_users"])
     cols: list[pl.Expr] = []
+    variances: dict[str, tuple[pl.Expr, Callable[[pl.Expr], pl.Expr]]] = {}
     for c in count_features(cfg):
         cols += [pl.col(c).cast(pl.Int64).clip(0, None), pl.lit(scale[c]).alias(f"{c}_noise_scale"),
                  pl.lit(error95[c]).alias(f"{c}_error95")]
@@ -390,9 +391,6 @@ def _with_accuracy(noisy: pl.DataFrame, cfg: FeaturesConfig, scale: dict[str, fl
         # The sum's Laplace scale in the value's units (it is divided by 2 * users).
         noise = pl.when(users > 0).then(scale[f"{r}_sum"] / (2 * users))
         cols += [value.alias(r), noise.alias(f"{r}_noise_scale"), err.alias(f"{r}_error95")]
-    out = noisy.with_columns(cols)
-    variances: dict[str, tuple[pl.Expr, Callable[[pl.Expr], pl.Expr]]] = {}
-    for r, (lo, hi) in ratio_features(cfg).items():
         noise_var = mech.variance(scale[f"{r}_sum"])
 
         def ratio_var(q: pl.Expr, lo: int = lo, hi: int = hi, noise_var: float = noise_var
@@ -401,12 +399,19 @@ def _with_accuracy(noisy: pl.DataFrame, cfg: FeaturesConfig, scale: dict[str, fl
             return (noise_var + (2 * q - lo - hi) ** 2 * var_users) / (4 * n**2)
 
         variances[r] = (users, ratio_var)
+    out = noisy.with_columns(cols)
     if cfg.features.category_votes:
         votes = [pl.col(f"_votes_{c}") for c in cfg.categories]
         total = pl.sum_horizontal(votes)
         m = cast(CategoryVotesFeature, cfg.features.category_votes).votes_per_user
         v_scale, v_err = scale["_votes"] / m, error95["_votes"] / m  # in users
         v_var, n_cat = mech.variance(v_scale), len(cfg.categories)
+        t = total.clip(1, None)
+
+        def share_var(q: pl.Expr) -> pl.Expr:
+            # The category's noisy votes and the total's (n_cat of them), first order.
+            return v_var * (1 + n_cat * q**2) / t**2
+
         shares = []
         for c, v in zip(cfg.categories, votes, strict=True):
             share = pl.when(total > 0).then(v / total)
@@ -414,12 +419,6 @@ def _with_accuracy(noisy: pl.DataFrame, cfg: FeaturesConfig, scale: dict[str, fl
                        pl.when(total > 0).then(v_scale / total).alias(f"share_{c}_noise_scale"),
                        pl.when(total > 0).then(v_err * (1 + share * n_cat**0.5) / total)
                        .alias(f"share_{c}_error95")]
-            t = total.clip(1, None)
-
-            def share_var(q: pl.Expr, t: pl.Expr = t) -> pl.Expr:
-                # The category's noisy votes and the total's (n_cat of them), first order.
-                return v_var * (1 + n_cat * q**2) / t**2
-
             variances[f"share_{c}"] = (total, share_var)
         out = out.with_columns(shares)
     for name, (weight, var) in variances.items():
