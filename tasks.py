@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Set up and run the project with nothing but python3:
-`python3 tasks.py demo|test|dag|lint|bench-data`.
+`python3 tasks.py demo|test|dag|lint|bench-data|compose-env [DIR]`.
 
 Creates `.venv`, installs uv into it, installs the project with the demo spaCy model (from the
 package index: nothing is downloaded at run time), then runs what you asked for.
@@ -8,10 +8,14 @@ package index: nothing is downloaded at run time), then runs what you asked for.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
+import secrets
 import subprocess
 import sys
+from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -55,10 +59,39 @@ def dag() -> None:
     """The same date through the real DAG with `airflow dags test` (SQLite, no scheduler)."""
     env = airflow_env()
     sh(BIN / "airflow", "db", "migrate", env=env)
-    sh(BIN / "airflow", "dags", "test", "privacy_personalization_daily", DEMO_DATE, env=env)
-    reports = ROOT / "data" / "reports" / f"date={DEMO_DATE}"
+    sh(BIN / "airflow", "pools", "set", "privacy_pipeline_heavy", "2", "heavy stages", env=env)
+    # A run processes the day before its logical date (its data interval): the run of the
+    # 2nd processes the 1st.
+    run_after = (date.fromisoformat(DEMO_DATE) + timedelta(days=1)).isoformat()
+    sh(BIN / "airflow", "dags", "test", "privacy_personalization_daily", run_after, env=env)
+    reports = ROOT / "data" / "reports" / "personalization" / f"date={DEMO_DATE}"
     print(f"\nDAG run done (the features task returned the ledger's stored release).\n"
           f"Report: {reports / 'report.html'}\nFeatures: {ROOT / 'data' / 'features'}")
+
+
+def compose_env() -> None:
+    """`.env` for docker-compose.yml: one Fernet key, API secret and JWT secret shared by every
+    Airflow service, your uid (so the containers can read your 0600 key file), and the admin
+    password in the file Airflow's simple auth manager reads, in DIR (default: here). Never
+    overwrites."""
+    root = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT
+    env, passwords = root / ".env", root / ".secrets" / "passwords"
+    if env.exists():
+        sys.exit(f"{env} exists; delete it first to make new secrets (running services then "
+                 "need a restart, and connections stored under the old Fernet key are lost)")
+    admin = secrets.token_urlsafe(18)
+    values = {"AIRFLOW_UID": str(os.getuid()),
+              "AIRFLOW_FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+              "AIRFLOW_API_SECRET_KEY": secrets.token_hex(32),
+              "AIRFLOW_JWT_SECRET": secrets.token_hex(32),
+              "AIRFLOW_ADMIN_PASSWORD": admin}
+    passwords.mkdir(parents=True, exist_ok=True)
+    (passwords / "simple_auth_manager_passwords.json").write_text(json.dumps({"admin": admin}))
+    fd = os.open(env, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("".join(f"{k}={v}\n" for k, v in values.items()))
+    print(f"wrote {env} (mode 0600) and {passwords}/: log in as admin with "
+          "AIRFLOW_ADMIN_PASSWORD from .env")
 
 
 def test() -> None:
@@ -79,10 +112,12 @@ def lint() -> None:
 
 
 COMMANDS = {"demo": demo, "test": test, "dag": dag, "lint": lint, "bench-data": bench_data,
+            "compose-env": compose_env,
             "setup": lambda: None}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         sys.exit(f"usage: python3 tasks.py {{{'|'.join(COMMANDS)}}}")
-    setup()
+    if sys.argv[1] != "compose-env":  # the standard library is enough for that one
+        setup()
     COMMANDS[sys.argv[1]]()

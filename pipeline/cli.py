@@ -75,12 +75,14 @@ def cmd_init_key(args: argparse.Namespace) -> int:
 def _summary(ctx: RunContext, day: Date) -> None:
     """The report's first screen, as the report shows it, then where the outputs are."""
     from pipeline.core.records import Manifest
-    from pipeline.outputs.report import summary_rows
+    from pipeline.outputs.report import blocked_by, summary_rows
     from pipeline.run import output_paths
 
     paths = output_paths(ctx, day)
     manifest = Manifest.model_validate_json(paths["manifest"].read_text())
     print(f"\n== {day}: {'published' if manifest.published else 'NOT published'}")
+    for line in blocked_by(manifest):
+        print(f"  {line}")
     for question, answer in summary_rows(manifest):
         print(f"{question}: {answer}")
     for name, path in paths.items():

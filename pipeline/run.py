@@ -1,30 +1,88 @@
 """The engine: run the stages of `pipeline.stages.STAGES` for one date, one at a time (what an
-Airflow task calls) or all in order (the CLI).
+Airflow task calls) or all in order (the CLI), then `gate` the run on how every stage ended.
 
 A table stage's partition is read from its zone, passed to its function in `pipeline.steps`,
 and the result written to its output zone with its row accounting; a task stage does its own
 I/O. Only paths cross stage boundaries. Rerunning a stage for a date overwrites its partition;
 the DP stage returns the ledger's stored release instead of drawing new noise.
+
+Every stage's outcome is recorded under the run's id (`running` first, so a killed stage shows)
+and an unexpected exception leaves only its type and frames: library messages can quote data.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import date
+import sqlite3
+import traceback
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pipeline import steps
 from pipeline.config import load_config
 from pipeline.core.context import RunContext, parse_day
-from pipeline.core.errors import ConfigError, ValidationFailedError
-from pipeline.core.records import RekeyRecord
-from pipeline.stages import KEYED, STAGES, Kind
+from pipeline.core.errors import (
+    ConfigError,
+    PipelineError,
+    RunFailedError,
+    StageCrashedError,
+    TransientError,
+)
+from pipeline.core.locks import data_root_lock
+from pipeline.core.records import PublishRecord, RekeyRecord, StageOutcome
+from pipeline.stages import DAILY, INPUT_MARKER, KEYED, STAGES, Kind
 
 log = logging.getLogger("pipeline")
 
 
+# Errors of the machine, not of the data or config: a retry may find them gone (a full disk,
+# a locked SQLite file, Postgres or Redis unreachable).
+TRANSIENT = (OSError, sqlite3.OperationalError)
+TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "ConnectionError"}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _safe(exc: Exception) -> PipelineError:
+    """The error to report and raise: a PipelineError's own (its messages hold no values), a
+    transient one's with its message (paths and hosts), else only its type and frames."""
+    if isinstance(exc, PipelineError):
+        return exc
+    if isinstance(exc, TRANSIENT) or type(exc).__name__ in TRANSIENT_NAMES:
+        return TransientError(f"{type(exc).__name__}: {exc}")
+    frames = traceback.extract_tb(exc.__traceback__)
+    log.error("unexpected %s (message withheld: it may quote data values); raised at:\n%s",
+              type(exc).__name__, "".join(traceback.format_list(frames)))
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return StageCrashedError(f"unexpected {type(exc).__name__}{where}; its message is "
+                             "withheld (it may quote data values), the frames are in the log")
+
+
 def execute(ctx: RunContext, name: str, day: date) -> str:
-    """Run one declared stage for `day` in `ctx`; returns the path it wrote."""
+    """Run one declared stage for `day` in `ctx` and record how it ended; returns the path
+    it wrote. Raises a PipelineError whatever went wrong (see `_safe`)."""
+    records = ctx.records(day)
+    outcome = StageOutcome(stage=name, run_id=ctx.run_id, status="running", started_at=_now())
+    records.save_outcome(outcome)
+    try:
+        with data_root_lock(ctx.root, exclusive=STAGES[name].maintenance):
+            written = _execute(ctx, name, day)
+    except Exception as exc:  # noqa: BLE001 - recorded, then raised as a safe PipelineError
+        safe = _safe(exc)
+        records.save_outcome(outcome.model_copy(update={
+            "status": "failed", "finished_at": _now(), "error": type(exc).__name__,
+            "message": str(safe), "retryable": safe.retryable}))
+        if safe is exc:
+            raise
+        raise safe from None
+    records.save_outcome(outcome.model_copy(update={"status": "succeeded",
+                                                    "finished_at": _now()}))
+    return written
+
+
+def _execute(ctx: RunContext, name: str, day: date) -> str:
     stage = STAGES[name]
     target = getattr(steps, stage.target)
     if stage.kind is Kind.TASK:
@@ -37,34 +95,85 @@ def execute(ctx: RunContext, name: str, day: date) -> str:
     return str(ctx.storage.write(ctx.zone(sink), day, table))
 
 
-def _context(day: str | date, config_path: str | Path) -> tuple[RunContext, date]:
+def _context(day: str | date, config_path: str | Path, run_id: str | None = None
+             ) -> tuple[RunContext, date]:
     day = parse_day(day) if isinstance(day, str) else day
-    return RunContext(load_config(config_path), run_date=day), day
+    ctx = RunContext(load_config(config_path), run_date=day)
+    if run_id is not None:
+        ctx.run_id = run_id
+    return ctx, day
 
 
-def run_stage(stage: str, day: str | date, config_path: str | Path) -> str:
+def run_stage(stage: str, day: str | date, config_path: str | Path,
+              run_id: str | None = None) -> str:
     """Run one stage for one date; what a DAG task calls. Returns the path it wrote."""
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    ctx, day = _context(day, config_path)
+    ctx, day = _context(day, config_path, run_id)
     return execute(ctx, stage, day)
 
 
 def run_all(day: str | date, config_path: str | Path) -> tuple[RunContext, bool]:
-    """Every stage in order. A failed validation skips the gated stages (features, publish);
-    the report is written either way. Returns (context, published?)."""
+    """Every stage in order, as the DAG runs them: after a failure (a failed validation
+    included) only the `always` stages run, so the report still says why. Then the gate.
+    Returns (context, published?): published only if the gate passed."""
     ctx, day = _context(day, config_path)
     _ = ctx.key  # no key: stop before touching any data
-    published = True
+    failed = False
     for stage in STAGES.values():
-        if stage.gated and not published:
+        if failed and not stage.always:
             continue
         try:
             execute(ctx, stage.name, day)
-        except ValidationFailedError as exc:
-            log.error("%s", exc)
-            published = False
-    return ctx, published
+        except PipelineError as exc:
+            log.error("%s %s failed: %s", day, stage.name, exc)
+            failed = True
+    try:
+        gate(ctx, day)
+    except RunFailedError as exc:
+        log.error("%s", exc)
+        return ctx, False
+    return ctx, True
+
+
+def gate(ctx: RunContext, day: date, stages: tuple[str, ...] = tuple(STAGES)) -> None:
+    """The run's verdict: every one of `stages` succeeded in this run, or RunFailedError
+    naming the stages that failed (with their reasons) and those that never ran."""
+    outcomes = {name: o for name, o in ctx.records(day).outcomes().items()
+                if o.run_id == ctx.run_id and name in stages}
+    failed = [f"{n} ({o.error}: {o.message})" if o.status == "failed" else
+              f"{n} (did not finish: killed or timed out)"
+              for n, o in outcomes.items() if o.status != "succeeded"]
+    missing = [n for n in stages if n not in outcomes]
+    if failed or missing:
+        raise RunFailedError(
+            f"{day} ({ctx.cfg.purpose}): not published. "
+            + (f"Failed: {'; '.join(failed)}. " if failed else "")
+            + (f"Did not run: {', '.join(missing)}." if missing else ""))
+
+
+def gate_daily_run(day: str | date, config_path: str | Path, run_id: str) -> None:
+    """`gate` for a daily DAG run, whose stages ran as separate tasks (its last task)."""
+    ctx, day = _context(day, config_path, run_id)
+    gate(ctx, day, DAILY)
+
+
+def input_marker(day: str | date, config_path: str | Path) -> Path:
+    """The file whose arrival says the day's raw input is complete."""
+    ctx, day = _context(day, config_path)
+    return ctx.root / ctx.zone("raw_events").path / f"date={day}" / INPUT_MARKER
+
+
+def publish_change(day: str | date, config_path: str | Path
+                   ) -> tuple[str, dict[str, str]] | None:
+    """(feature set, event extra) if the date's publish changed what consumers read, else
+    None: what an Asset event announces, once per change."""
+    ctx, day = _context(day, config_path)
+    info = ctx.records(day).load(PublishRecord)
+    if info is None or not info.materialized or not info.changed:
+        return None
+    return ctx.cfg.features.feature_set, {"date": str(day), "purpose": ctx.cfg.purpose,
+                                          "features_sha256": str(info.features_sha256)}
 
 
 def rekey(day: str | date, config_path: str | Path) -> RekeyRecord:
@@ -87,7 +196,7 @@ def rekey(day: str | date, config_path: str | Path) -> RekeyRecord:
 
 def output_paths(ctx: RunContext, day: date) -> dict[str, Path]:
     """Where a run's outputs for `day` land (for the CLI and README)."""
-    reports = ctx.root / ctx.zone("reports").path / f"date={day}"
+    reports = ctx.storage.partition_dir(ctx.zone("reports"), day)
     return {"report": reports / "report.html", "manifest": reports / "manifest.json",
             "features": ctx.storage.partition(ctx.zone("features"), day),
             "published": ctx.storage.partition(ctx.zone("published"), day),

@@ -18,40 +18,47 @@ from enum import Enum
 
 @dataclass(frozen=True)
 class Zone:
-    """An area of the data root; `partitioned` areas hold one `date=D` folder per run date."""
+    """An area of the data root; `partitioned` areas hold one `date=D` folder per run date,
+    and those with a `retention` class are purged after that many days (config `retention`)."""
 
     name: str
     path: str  # under the data root; may hold {purpose} or {feature_set}
     sensitive: bool = False  # encrypted at rest (AES-GCM under the staging key)
     partitioned: bool = True
+    retention: str | None = None  # raw | quarantine | staging | published
 
     def resolve(self, *, purpose: str, feature_set: str) -> Zone:
         return Zone(self.name, self.path.format(purpose=purpose, feature_set=feature_set),
-                    self.sensitive, self.partitioned)
+                    self.sensitive, self.partitioned, self.retention)
 
 
+# Everything a run writes is under its purpose (or its purpose's feature set): two purposes'
+# runs never share a partition, a validation project or a record. Only the landing side's raw
+# input, the ledger (one chain per purpose inside it) and the Feast repo are common.
 ZONES = {z.name: z for z in (
-    Zone("raw_events", "raw/events"),  # input, written by the landing side (or `generate`)
+    Zone("raw_events", "raw/events", retention="raw"),  # the landing side (or `generate`)
     Zone("raw_consent", "raw/consent", partitioned=False),
     Zone("erasure_requests", "raw/erasure", partitioned=False),
-    Zone("quarantine", "quarantine/events"),  # file, line, reason, field: never a value
-    Zone("ingested", "staging/ingested", sensitive=True),
-    Zone("consented", "staging/consented", sensitive=True),
-    Zone("scrubbed", "staging/scrubbed", sensitive=True),
-    Zone("pseudonymized", "staging/pseudonymized", sensitive=True),
-    Zone("generalized", "staging/generalized", sensitive=True),
+    # file, line, reason, field: never a value
+    Zone("quarantine", "quarantine/{purpose}/events", retention="quarantine"),
+    *(Zone(name, f"staging/{{purpose}}/{name}", sensitive=True, retention="staging")
+      for name in ("ingested", "consented", "scrubbed", "pseudonymized", "generalized")),
     # Minimized but not yet validated: encrypted, and promoted to `published` only by a
     # passing validation, so nothing unvalidated is ever where consumers read.
-    Zone("pending", "pending/{purpose}", sensitive=True),
-    Zone("published", "published/{purpose}"),  # the purpose's minimized per-event table
-    Zone("validation", "validation", partitioned=False),  # Great Expectations project and Data Docs
+    Zone("pending", "pending/{purpose}", sensitive=True, retention="staging"),
+    # the purpose's minimized table
+    Zone("published", "published/{purpose}", retention="published"),
+    Zone("validation", "validation/{purpose}"),  # a Great Expectations project per date
     Zone("ledger", "ledger", partitioned=False),  # the privacy ledger (or Postgres)
     Zone("features", "features/{feature_set}"),  # DP releases: Feast's offline source
     Zone("feature_store", "feature_repo", partitioned=False),  # Feast registry, SQLite store
-    Zone("reports", "reports"),
-    Zone("runs", "runs"),  # each stage's typed record (`pipeline.core.records.RunRecords`)
+    Zone("reports", "reports/{purpose}"),
+    Zone("runs", "runs/{purpose}"),  # each stage's typed record (`pipeline.core.records`)
 )}
 STAGING = tuple(z for z in ZONES.values() if z.sensitive)
+# Written by the landing side into `raw/events/date=D/` once the day's input is complete (as
+# Hadoop and Spark jobs do); a run waits for it, so a partial day is never processed.
+INPUT_MARKER = "_SUCCESS"
 
 
 class Kind(Enum):
@@ -69,7 +76,8 @@ class Stage:
     for every row (rows in = out + dropped + quarantined) and make up the report's funnel;
     `keyed` stages write what depends on the key (tokens, pseudonyms) and are redone by
     `rekey`; `gated` stages run only after validation passed; `always` stages run whatever
-    happened before them (in the DAG, trigger rule `all_done`), so the report says why.
+    happened before them (in the DAG, trigger rule `all_done`), so the report says why;
+    `maintenance` stages run in their own DAG, serialized against the daily runs.
     """
 
     name: str
@@ -82,6 +90,12 @@ class Stage:
     keyed: bool = False
     gated: bool = False
     always: bool = False
+    # Rewrites every date's partitions (not only the run's): scheduled in the maintenance DAG,
+    # and holds the data root's lock exclusively while daily stages hold it shared.
+    maintenance: bool = False
+    # Writes a store every date shares (the ledger, the Feast registry, the audit index): in
+    # the DAG, one run's instance at a time when a backfill runs dates side by side.
+    serial: bool = False
 
 
 _STAGES = (
@@ -90,10 +104,11 @@ _STAGES = (
     Stage("erase", "erase", Kind.TASK,
           reads=("erasure_requests", "raw_consent"),
           writes=("raw_events", "raw_consent", *(z.name for z in STAGING), "published"),
+          maintenance=True,
           does="remove erased users everywhere, and withdrawn users from what is published"),
     Stage("retention", "retention", Kind.TASK, reads=(),
           writes=("raw_events", "quarantine", *(z.name for z in STAGING), "published"),
-          does="delete partitions past their retention window"),
+          maintenance=True, does="delete partitions past their retention window"),
     Stage("ingest", "ingest", Kind.TASK, reads=("raw_events",),
           writes=("ingested", "quarantine"), funnel=True,
           does="parse raw lines against the event schema; misfits to quarantine"),
@@ -116,13 +131,15 @@ _STAGES = (
           writes=("validation", "published"), keyed=True,
           does="Great Expectations suite: the publish gate; promotes what passes"),
     Stage("features", "features", Kind.TASK, reads=("generalized", "ledger"),
-          writes=("ledger", "features"), gated=True,
+          writes=("ledger", "features"), gated=True, serial=True,
           does="user-level DP cohort features, charged to the privacy ledger once"),
     Stage("publish", "publish", Kind.TASK, reads=("features",), writes=("feature_store",),
-          gated=True, does="apply and materialize the features in Feast"),
+          gated=True, serial=True, does="apply and materialize the features in Feast"),
     Stage("report", "report", Kind.TASK, reads=(), writes=("reports",), keyed=True,
-          always=True, does="manifest, run report and the audit index"),
+          always=True, serial=True, does="manifest, run report and the audit index"),
 )
 STAGES = {s.name: s for s in _STAGES}
 FUNNEL = tuple(s.name for s in _STAGES if s.funnel)
 KEYED = tuple(s.name for s in _STAGES if s.keyed)
+DAILY = tuple(s.name for s in _STAGES if not s.maintenance)  # a daily DAG's tasks, in order
+MAINTENANCE = tuple(s.name for s in _STAGES if s.maintenance)

@@ -31,6 +31,7 @@ from pipeline.core.storage import atomic_write_bytes, parquet_bytes
 from pipeline.ledger.store import PrivacyLedger, Release, WindowBudget, read_heads, write_head
 from pipeline.outputs.feast import materialize
 from pipeline.outputs.report import write_report
+from pipeline.stages import INPUT_MARKER
 from pipeline.transforms.consent import filter_by_consent
 from pipeline.transforms.erasure import (
     erase_from_zone,
@@ -103,6 +104,9 @@ def check_input(ctx: RunContext, day: date) -> str:
     if not source.is_file():
         raise MissingInputError(f"{source}: no raw events for {day}; nothing was run or "
                                 "deleted")
+    if not (source.parent / INPUT_MARKER).is_file():
+        raise MissingInputError(f"{source.parent}: no {INPUT_MARKER} marker, so the day's "
+                                "input may be incomplete; nothing was run or deleted")
     with source.open("rb") as fh:
         lines = sum(1 for _ in fh)
     return str(ctx.records(day).save(InputRecord(
@@ -153,7 +157,8 @@ def detect_pii(ctx: RunContext, day: date, events: pl.DataFrame) -> Table:
     schema, key = ctx.cfg.event_schema, ctx.key
     with TextScrubber(ctx.cfg.pii, key.token_key(ctx.cfg.purpose),
                       with_workers=distinct_texts(events, schema) >= WORKERS_FROM_TEXTS) as s:
-        result = scrub_pii(events, schema, s, pseudonym_key=key.pseudonym_key(ctx.cfg.purpose))
+        result = scrub_pii(events, schema, s, pseudonym_key=key.pseudonym_key(ctx.cfg.purpose),
+                           closed=ctx.cfg.purpose_spec.closed_columns)
     result.stats.details["token_key_id"] = key.key_id
     return result.table, result.stats
 
@@ -170,7 +175,7 @@ def generalize(ctx: RunContext, day: date, table: pl.DataFrame) -> Table:
 
 
 def minimize(ctx: RunContext, day: date, table: pl.DataFrame) -> Table:
-    return apply_allowlist(table, ctx.cfg.purpose_spec)
+    return apply_allowlist(table, ctx.cfg.purpose_spec, k=ctx.cfg.k_anonymity.k)
 
 
 def validate(ctx: RunContext, day: date) -> str:
@@ -180,10 +185,12 @@ def validate(ctx: RunContext, day: date) -> str:
 
     table = ctx.storage.read(ctx.zone("pending"), day)
     with fast_analyzer(ctx.cfg.pii) as detector:
-        outcome = validate_table(table,
-                                 ctx.cfg.purpose_spec, k=ctx.cfg.k_anonymity.k,
-                                 l=ctx.cfg.k_anonymity.l, gx_root=ctx.root / "validation",
-                                 run_name=f"{ctx.cfg.purpose}-{day}", detector=detector)
+        # A Great Expectations project per date: concurrent runs of other dates (a backfill)
+        # never rewrite this one's suite or checkpoint.
+        outcome = validate_table(
+            table, ctx.cfg.purpose_spec, k=ctx.cfg.k_anonymity.k, l=ctx.cfg.k_anonymity.l,
+            gx_root=ctx.storage.partition_dir(ctx.zone("validation"), day),
+            run_name=f"{ctx.cfg.purpose}-{day}", detector=detector)
     ctx.records(day).save(outcome)
     if not outcome.success:
         failed = ", ".join(f"{c.expectation}({c.column or 'table'})" for c in outcome.failures)
@@ -213,6 +220,10 @@ def features(ctx: RunContext, day: date) -> str:
     generalized partitions (encrypted staging, exact values), every day of which must have
     passed validation; on other days nothing is released."""
     fcfg, records = ctx.cfg.features, ctx.records(day)
+    if not fcfg.enabled:
+        records.save(LedgerRecord(release_due=False, period=fcfg.period,
+                                  reason=f"purpose {ctx.cfg.purpose} releases no features"))
+        return ""
     first = release_period_start(fcfg.period, day)
     if first is None:
         records.save(LedgerRecord(release_due=False, period=fcfg.period,
@@ -266,9 +277,15 @@ def publish(ctx: RunContext, day: date) -> str:
     ledger = records.load(LedgerRecord)
     if ledger is None:
         raise MissingInputError(f"{day}: the features stage has not run")
-    info = materialize(ctx.cfg, day) if ledger.release_due else PublishRecord(
-        materialized=False,
-        reason=f"no release due on {day}: features are released {ledger.period}ly")
+    before = records.load(PublishRecord)
+    if ledger.release_due:
+        info = materialize(ctx.cfg, day)
+        info.features_sha256 = ledger.payload_sha256
+        info.changed = before is None or not before.materialized or \
+            before.features_sha256 != ledger.payload_sha256
+    else:
+        info = PublishRecord(materialized=False, reason=ledger.reason or (
+            f"no release due on {day}: features are released {ledger.period}ly"))
     return str(records.save(info))
 
 

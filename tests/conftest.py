@@ -32,8 +32,9 @@ def master_key() -> MasterKey:
     return MasterKey(key_id="test-key-1", secret=TEST_SECRET)
 
 
-def write_config(tmp_path: Path, **overrides: object) -> Path:
-    """A copy of config/pipeline.yaml whose data root is under tmp_path."""
+def write_config(tmp_path: Path, purpose: str = "personalization", **overrides: object) -> Path:
+    """A copy of config/pipeline.yaml whose data root is under tmp_path; for another purpose,
+    also a copy of its config (config/<purpose>.yaml, which extends the first), returned."""
     doc = yaml.safe_load((ROOT / "config" / "pipeline.yaml").read_text())
     doc["paths"] = {"data_root": str(tmp_path / "data"),
                     "event_schema": str(ROOT / "schemas" / "events.yaml"),
@@ -49,6 +50,9 @@ def write_config(tmp_path: Path, **overrides: object) -> Path:
         node[leaf] = value
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(doc))
+    if purpose != "personalization":
+        path = tmp_path / f"{purpose}.yaml"
+        path.write_text((ROOT / "config" / f"{purpose}.yaml").read_text())
     return path
 
 
@@ -112,3 +116,13 @@ def generated_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, users: int
     generate(tmp_path / "data", start=date.fromisoformat(start), days=days, users=users,
              seed=seed)
     return config, tmp_path / "data"
+
+
+def reports_of(data: Path, day: object, purpose: str = "personalization") -> Path:
+    """Where a run's report and manifest for `day` are."""
+    return data / "reports" / purpose / f"date={day}"
+
+
+def records_of(data: Path, day: object, purpose: str = "personalization") -> Path:
+    """Where a run's stage records for `day` are."""
+    return data / "runs" / purpose / f"date={day}"

@@ -26,9 +26,13 @@ def test_when_lists_are_derived_then_they_follow_the_table_order() -> None:
     assert [names.index(s) for s in FUNNEL] == sorted(names.index(s) for s in FUNNEL)
     assert KEYED == ("detect_pii", "pseudonymize", "generalize", "minimize", "validate",
                      "report")
-    assert [z.path for z in STAGING] == ["staging/ingested", "staging/consented",
-                                         "staging/scrubbed", "staging/pseudonymized",
-                                         "staging/generalized", "pending/{purpose}"]
+    assert [z.path for z in STAGING] == [
+        "staging/{purpose}/ingested", "staging/{purpose}/consented", "staging/{purpose}/scrubbed",
+        "staging/{purpose}/pseudonymized", "staging/{purpose}/generalized", "pending/{purpose}"]
+    # Everything a run writes lives under its purpose (or its feature set): purposes are apart.
+    shared = {z.name for z in ZONES.values() if "{" not in z.path}
+    assert shared == {"raw_events", "raw_consent", "erasure_requests", "ledger",
+                      "feature_store"}
     gated = [s.name for s in STAGES.values() if s.gated]
     assert gated == ["features", "publish"] and names.index("validate") < names.index(gated[0])
 

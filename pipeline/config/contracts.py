@@ -80,6 +80,19 @@ class Domain(Model):
         return self
 
 
+class Aggregate(Model):
+    """Publish counts per group instead of rows: `users` (distinct) and `events` per
+    combination of the `by` columns; a group of fewer than k users is not published."""
+
+    by: tuple[str, ...]
+    users: str = "users"
+    events: str = "events"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (*self.by, self.users, self.events)
+
+
 class PurposeSpec(Model):
     """What one purpose may publish (`schemas/purposes/<purpose>.yaml`)."""
 
@@ -92,9 +105,26 @@ class PurposeSpec(Model):
     sensitive_attribute: str | None = None
     # Every published column except the pseudonyms declares its domain.
     domains: dict[str, Domain] = {}
+    # The pseudonym that tells users apart (k-anonymity, DP bounding); by default the first
+    # published pseudonym. A purpose that publishes none (aggregates) names it here.
+    user_column: str | None = None
+    aggregate: Aggregate | None = None
+
+    @property
+    def user_col(self) -> str:
+        return self.user_column or self.pseudonym_columns[0]
 
     @model_validator(mode="after")
     def _check(self) -> PurposeSpec:
+        if not self.user_column and not self.pseudonym_columns:
+            raise ValueError("a purpose that publishes no pseudonym needs `user_column` (the "
+                             "pseudonym counted as users)")
+        if self.aggregate is not None:
+            if set(self.aggregate.outputs) != set(self.columns):
+                raise ValueError(f"an aggregate purpose publishes exactly its `by` columns and "
+                                 f"counts: {list(self.aggregate.outputs)}")
+            if self.pseudonym_columns:
+                raise ValueError("an aggregate purpose publishes no pseudonym columns")
         for group in ("pseudonym_columns", "quasi_identifiers"):
             missing = [c for c in getattr(self, group) if c not in self.columns]
             if missing:
@@ -108,3 +138,8 @@ class PurposeSpec(Model):
             raise ValueError(f"every published column but the pseudonyms needs a domain: "
                              f"missing {undeclared}, not published {stray}")
         return self
+
+    @property
+    def closed_columns(self) -> tuple[str, ...]:
+        """Published columns whose domain is a list of values: no free value gets out."""
+        return tuple(c for c, d in self.domains.items() if d.values is not None)

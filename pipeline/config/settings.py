@@ -187,6 +187,7 @@ class FeaturesConfig(Model):
     noisy threshold, which costs `delta`.
     """
 
+    enabled: bool = True  # false: a purpose that releases no features (nothing to Feast)
     feature_set: str = "cohort_daily"
     period: Literal["day", "week"] = "day"  # week: released on Sundays, over Monday..Sunday
     privacy: Privacy = "pure"

@@ -8,8 +8,8 @@ run's day is a `datetime.date`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -40,6 +40,9 @@ class RunContext:
 
     cfg: PipelineConfig
     run_date: date | None = None  # retired keys are readable relative to this date
+    # Which run a stage's outcome belongs to (Airflow's run id, or one per CLI run), so the
+    # gate never counts a success left by an earlier run of the same date.
+    run_id: str = field(default_factory=lambda: f"cli__{datetime.now(UTC).isoformat()}")
 
     @cached_property
     def keys(self) -> KeyRing:
@@ -69,7 +72,7 @@ class RunContext:
 
     @property
     def user_col(self) -> str:
-        return self.cfg.purpose_spec.pseudonym_columns[0]
+        return self.cfg.purpose_spec.user_col
 
     def zone(self, name: str) -> Zone:
         return self.cfg.zone(name)
@@ -79,4 +82,4 @@ class RunContext:
         return [self.zone(z.name) for z in STAGING]
 
     def records(self, day: date) -> RunRecords:
-        return RunRecords(self.root, day)
+        return RunRecords(self.root / self.zone("runs").path, day)

@@ -12,7 +12,13 @@ up in logs, Airflow task output and reports, which must not carry personal data.
     ├── PiiPolicyError         an untagged column holds PII and the policy says stop
     ├── ValidationFailedError  the minimization suite failed: publishing is blocked
     ├── BudgetExceededError    a DP release would overspend its window: nothing released
-    └── LedgerIntegrityError   the ledger and a stored release disagree: no redraw
+    ├── LedgerIntegrityError   the ledger and a stored release disagree: no redraw
+    ├── StageCrashedError      an unexpected error in a stage; its message is withheld
+    ├── TransientError         an I/O or connection error that may pass: worth a retry
+    └── RunFailedError         a run's gate: a stage failed or did not run, nothing published
+
+Only `TransientError` is `retryable`: every other error recurs on a retry (the same data, the
+same config), so a scheduler should fail the run at once and tell someone.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from __future__ import annotations
 
 class PipelineError(Exception):
     """Base class: anything the pipeline raises on purpose."""
+
+    retryable = False
 
 
 class ConfigError(PipelineError):
@@ -58,3 +66,18 @@ class BudgetExceededError(PipelineError):
 
 class LedgerIntegrityError(PipelineError):
     """The privacy ledger and the stored release disagree; refuse rather than redraw noise."""
+
+
+class StageCrashedError(PipelineError):
+    """A stage raised something the pipeline did not expect. Only the error's type and where
+    it was raised are kept: library messages can quote data values (a failed cast lists them)."""
+
+
+class TransientError(PipelineError):
+    """An I/O, network or database error that may not recur: the one kind worth retrying."""
+
+    retryable = True
+
+
+class RunFailedError(PipelineError):
+    """The run's gate: a stage failed or never ran in this run, so the day is not published."""

@@ -1,4 +1,4 @@
-"""Typed run records: what each stage says about its run, kept in `runs/date=D/`.
+"""Typed run records: what each stage says about its run, kept in `runs/{purpose}/date=D/`.
 
 These are the interface between the stages and everything that reports on them (the run
 report, the audit index, the CLI): they read attributes, never string keys, so renaming a field
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -49,6 +49,21 @@ class StageStats(Record):
         return self
 
 
+class StageOutcome(Record):
+    """How a stage ended in a run: written `running` when it starts, so a stage killed
+    mid-way (SIGKILL, timeout) is told apart from one that finished. `message` is a
+    `PipelineError`'s (which never holds a data value) or withheld."""
+
+    stage: str
+    run_id: str
+    status: Literal["running", "succeeded", "failed"]
+    started_at: str
+    finished_at: str | None = None
+    error: str | None = None  # the exception's class name
+    message: str | None = None
+    retryable: bool = False
+
+
 class CheckResult(BaseModel):
     expectation: str
     column: str | None
@@ -81,6 +96,7 @@ class LedgerRecord(Record):
     release_due: bool
     period: str  # "day" or "week"
     next_release: str | None = None  # when nothing was due
+    reason: str | None = None  # why nothing was due, when not the period
     purpose: str = ""
     feature_set: str = ""
     date: str = ""
@@ -151,6 +167,10 @@ class PublishRecord(Record):
     file: ClassVar[str] = "publish.json"
     materialized: bool = True
     reason: str | None = None
+    # The release materialized, and whether it differs from what this date had before: a
+    # rerun that changes nothing emits no Asset event.
+    features_sha256: str | None = None
+    changed: bool = False
     feature_repo: str | None = None
     feature_view: str | None = None
     online_store: str | None = None
@@ -171,7 +191,7 @@ class Funnel(BaseModel):
     dropped: dict[str, Count]
     quarantined: dict[str, Count]
     balanced: bool
-    last_stage: str
+    last_stage: str | None  # None when ingest did not run
 
 
 class RowsInOut(BaseModel):
@@ -239,11 +259,14 @@ class Totals(BaseModel):
 
 
 class Manifest(BaseModel):
-    """One run's report (`reports/date=D/manifest.json`), built from the records above."""
+    """One run's report (`reports/{purpose}/date=D/manifest.json`), built from the records above."""
 
     model_config = ConfigDict(extra="forbid")
     date: str
     purpose: str
+    run_id: str | None = None
+    # How each stage ended in that run; a stage missing here did not run in it.
+    outcomes: dict[str, StageOutcome] = {}
     funnel: Funnel
     stages: dict[str, RowsInOut]
     pii: PiiSummary
@@ -306,15 +329,19 @@ class Manifest(BaseModel):
         if ext.differential_privacy:
             ext.differential_privacy.ledger = None
         ext.feature_store = None
+        ext.run_id = None
+        ext.outcomes = {n: o.model_copy(update={"message": None, "run_id": ""})
+                        for n, o in ext.outcomes.items()}  # messages name paths
         return ext
 
 
 class RunRecords:
-    """The records of one run date, in `runs/date=D/`: written atomically, read back typed."""
+    """The records of one run date, in `runs/{purpose}/date=D/`: written atomically, read
+    back typed."""
 
-    def __init__(self, root: Path, day: date) -> None:
+    def __init__(self, area: Path, day: date) -> None:
         self.day = day
-        self.dir = root / "runs" / f"date={day}"
+        self.dir = area / f"date={day}"
 
     def save(self, record: Record) -> Path:
         path = self.dir / record.file
@@ -329,6 +356,15 @@ class RunRecords:
         path = self.dir / f"{stats.stage}.json"
         atomic_write_json(path, stats.model_dump(mode="json"))
         return path
+
+    def save_outcome(self, outcome: StageOutcome) -> Path:
+        path = self.dir / "outcomes" / f"{outcome.stage}.json"
+        atomic_write_json(path, outcome.model_dump(mode="json"))
+        return path
+
+    def outcomes(self) -> dict[str, StageOutcome]:
+        return {p.stem: StageOutcome.model_validate_json(p.read_text())
+                for p in sorted((self.dir / "outcomes").glob("*.json"))}
 
     def stats(self) -> dict[str, StageStats]:
         out = {}

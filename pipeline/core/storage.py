@@ -88,9 +88,12 @@ class Storage:
     key_id: str = ""
     read_key: Callable[[str], bytes] | None = field(default=None, repr=False)
 
+    def partition_dir(self, zone: Zone, day: date) -> Path:
+        return self.root / zone.path / f"date={day}"
+
     def partition(self, zone: Zone, day: date) -> Path:
         suffix = ".parquet.enc" if zone.sensitive else ".parquet"
-        return self.root / zone.path / f"date={day}" / f"part{suffix}"
+        return self.partition_dir(zone, day) / f"part{suffix}"
 
     def write(self, zone: Zone, day: date, df: pl.DataFrame) -> Path:
         path = self.partition(zone, day)

@@ -17,6 +17,7 @@ from pathlib import Path
 from faker import Faker
 
 from pipeline.core.storage import atomic_write_bytes
+from pipeline.stages import INPUT_MARKER
 
 # (city, latitude, longitude, weight). Most users live in the app's markets (config regions);
 # a few live elsewhere, so features keyed by public regions must cope with unlisted places.
@@ -269,6 +270,7 @@ def generate(out_root: Path, *, start: date, days: int = 1, users: int = 1000,
         rng.shuffle(lines)
         path = out_root / "raw" / "events" / f"date={day.isoformat()}" / "events.jsonl"
         atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+        atomic_write_bytes(path.parent / INPUT_MARKER, b"")  # the day is complete
         files.append(path)
         total += len(lines)
     consent_path = out_root / "raw" / "consent" / "consent.jsonl"

@@ -25,14 +25,17 @@ from pipeline.core.records import (
     Manifest,
     PiiSummary,
     PublishRecord,
+    R,
     RetentionRecord,
     RowsInOut,
+    StageOutcome,
+    StageStats,
     ValidationRecord,
 )
 from pipeline.core.storage import atomic_write_bytes, atomic_write_json
 from pipeline.outputs.audit import write_index
 from pipeline.outputs.html import html_table, page
-from pipeline.stages import FUNNEL
+from pipeline.stages import DAILY, FUNNEL, STAGES
 
 PERIOD_WORDS = {"day": "daily", "week": "weekly"}
 REUSED_NOTE = "Rerun: the stored release was returned; no new noise was drawn."
@@ -42,6 +45,8 @@ def dp_summary(dp: LedgerRecord | None) -> str:
     """What this run's DP release cost and what its budget window now holds, in words."""
     if dp is None:
         return "No DP release: the features stage did not run."
+    if not dp.release_due and dp.reason:
+        return f"No DP release: {dp.reason}."
     if not dp.release_due:
         return (f"No release due: the {PERIOD_WORDS[dp.period]} feature set is next released "
                 f"on {dp.next_release}.")
@@ -59,11 +64,19 @@ def dp_summary(dp: LedgerRecord | None) -> str:
 
 
 def build_manifest(ctx: RunContext, day: date) -> Manifest:
+    """The manifest of the date as its stages last left it (each stage's latest outcome; a
+    rerun of some stages, as `rekey` does, keeps the others'). The row funnel is the run of
+    funnel stages that last succeeded, up to the first that did not: no figure from a stage
+    that failed, or from after one, is shown."""
     records = ctx.records(day)
+    outcomes = records.outcomes()
+    ran = {n for n, o in outcomes.items() if o.status == "succeeded"}
     stats = records.stats()
-    if "ingest" not in stats:
-        raise PipelineError(f"{day}: no ingest accounting found; run the stages first")
-    chain = [stats[s] for s in FUNNEL if s in stats]
+    chain: list[StageStats] = []
+    for name in FUNNEL:
+        if name not in ran or name not in stats:
+            break
+        chain.append(stats[name])
     for before, after in zip(chain, chain[1:], strict=False):
         if before.rows_out != after.rows_in:
             raise PipelineError(f"{day}: {before.stage} wrote {before.rows_out} rows but "
@@ -72,26 +85,34 @@ def build_manifest(ctx: RunContext, day: date) -> Manifest:
     for s in chain:
         for reason, n in s.dropped.items():
             dropped[reason] = int(dropped.get(reason, 0)) + n
-    quarantined = stats["ingest"].quarantined
-    rows_in, rows_out = stats["ingest"].rows_in, chain[-1].rows_out
+    quarantined = chain[0].quarantined if chain else {}
+    rows_in = chain[0].rows_in if chain else 0
+    rows_out = chain[-1].rows_out if chain else 0
     balanced = rows_in == rows_out + sum(map(int, dropped.values())) + sum(quarantined.values())
-    validation = records.load(ValidationRecord)
-    publish = records.load(PublishRecord)
-    gen, pseudo = stats.get("generalize"), stats.get("pseudonymize")
+
+    def record(kind: type[R], stage: str) -> R | None:  # only from a stage that finished
+        finished = stage in outcomes and outcomes[stage].status != "running"
+        return records.load(kind) if finished else None
+
+    validation = record(ValidationRecord, "validate")
+    publish = records.load(PublishRecord) if "publish" in ran else None
+    shown = {s.stage: s for s in chain}
+    gen, pseudo = shown.get("generalize"), shown.get("pseudonymize")
     return Manifest(
-        date=str(day), purpose=ctx.cfg.purpose,
+        date=str(day), purpose=ctx.cfg.purpose, run_id=ctx.run_id, outcomes=outcomes,
         funnel=Funnel(rows_in=rows_in, rows_out=rows_out, dropped=dropped,
                       quarantined=dict(quarantined), balanced=balanced,
-                      last_stage=chain[-1].stage),
+                      last_stage=chain[-1].stage if chain else None),
         stages={s.stage: RowsInOut(rows_in=s.rows_in, rows_out=s.rows_out) for s in chain},
-        pii=PiiSummary.from_stats(stats.get("detect_pii")),
+        pii=PiiSummary.from_stats(shown.get("detect_pii")),
         pseudonymization=pseudo.details if pseudo else None,
         k_anonymity=KAnonymitySummary.from_stats(gen) if gen else None,
-        validation=validation, erasure=records.load(ErasureRecord),
-        retention=records.load(RetentionRecord),
-        differential_privacy=records.load(LedgerRecord),
-        feature_errors=stats["features"].details.get("errors") if "features" in stats else None,
-        published=publish is not None and validation is not None and validation.success,
+        validation=validation, erasure=record(ErasureRecord, "erase"),
+        retention=record(RetentionRecord, "retention"),
+        differential_privacy=record(LedgerRecord, "features"),
+        feature_errors=stats["features"].details.get("errors")
+        if "features" in stats and "features" in ran else None,
+        published=all(n in ran for n in DAILY if not STAGES[n].always),
         feature_store=publish)
 
 
@@ -123,12 +144,40 @@ def summary_rows(m: Manifest) -> list[tuple[str, str]]:
     ]
 
 
+def _error(o: StageOutcome) -> str:
+    return f"{o.error}: {o.message}" if o.message else str(o.error)
+
+
+def blocked_by(m: Manifest) -> list[str]:
+    """Why the run did not publish, stage by stage: what failed (and why), what never ran."""
+    lines = []
+    for name, stage in STAGES.items():
+        o = m.outcomes.get(name)
+        if o is not None and o.status == "failed":
+            lines.append(f"Stage {name} failed: {_error(o)}")
+        elif o is not None and o.status == "running" and not stage.always:
+            lines.append(f"Stage {name} did not finish (killed or timed out)")
+        elif o is None and not stage.always and not stage.maintenance:
+            lines.append(f"Stage {name} did not run")
+    return [] if m.published else lines
+
+
+def _stages(m: Manifest) -> str:
+    rows = []
+    for name in STAGES:
+        o = m.outcomes.get(name)
+        rows.append((name, o.status if o else "not run",
+                     _error(o) if o and o.error else ""))
+    run = f"<p>Run <code>{escape(m.run_id)}</code>.</p>\n" if m.run_id else ""
+    return (run + html_table(rows, ("Stage", "Outcome", "Error")))
+
+
 def _header(m: Manifest, external: bool) -> str:
     status = "Published" if m.published else "NOT published"
-    why = ""
+    why = "".join(f"<p class=bad>{escape(line)}</p>" for line in blocked_by(m))
     if m.validation and not m.validation.success:
         failed = [f"{c.expectation} ({c.column or 'table'})" for c in m.validation.failures]
-        why = "<p class=bad>Validation failed: " + escape("; ".join(failed)) + "</p>"
+        why += "<p class=bad>Validation failed: " + escape("; ".join(failed)) + "</p>"
     view = ("External view: no key ids, paths or per-column detail; counts under 10 shown as "
             "&lt;10." if external else "Internal view, with details. An external view without "
             "them is in <code>reports/external/</code>.")
@@ -255,6 +304,7 @@ def _validation(m: Manifest, data_docs: str | None) -> str:
 def render_html(m: Manifest, data_docs: str | None, *, external: bool = False) -> str:
     sections = [
         ("Summary", html_table(summary_rows(m), ("Question", "Answer"))),
+        ("Stages", _stages(m)),
         ("Row funnel", _funnel(m)),
         ("Personal data found in free text", _pii(m)),
         ("Pseudonymization", _pseudonymization(m)),

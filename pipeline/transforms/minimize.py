@@ -5,6 +5,9 @@ A value outside its column's domain (a category nobody declared, a name typed in
 field) becomes the domain's `other` value, or null, and is counted per column; the row stays,
 so the funnel is unchanged. A string column without a domain is refused: a free-form column must
 never reach consumers by default. The validation suite checks every domain again.
+
+An aggregate purpose publishes counts instead (`aggregate_groups`): users and events per group,
+groups of fewer than k users left out (their events counted as dropped, so the funnel holds).
 """
 
 from __future__ import annotations
@@ -32,26 +35,50 @@ def outside(column: str, domain: Domain) -> pl.Expr:
     return col.is_not_null() & bad
 
 
-def apply_allowlist(table: pl.DataFrame, spec: PurposeSpec) -> tuple[pl.DataFrame, StageStats]:
-    missing = [c for c in spec.columns if c not in table.columns]
+def apply_allowlist(table: pl.DataFrame, spec: PurposeSpec, *, k: int
+                    ) -> tuple[pl.DataFrame, StageStats]:
+    """The purpose's columns (or its counts), each value within its domain."""
+    wanted = [*spec.aggregate.by, spec.user_col] if spec.aggregate else list(spec.columns)
+    missing = [c for c in wanted if c not in table.columns]
     if missing:
         raise PipelineError(f"purpose {spec.purpose!r}: allowlisted columns missing from the "
                             f"generalized table: {missing}")
     removed = [c for c in table.columns if c not in spec.columns]
-    out = table.select(spec.columns)
-    free = [c for c, t in out.schema.items() if t == pl.String
-            and c not in spec.domains and c not in spec.pseudonym_columns]
+    out = table.select(wanted)
+    free = [c for c, t in out.schema.items() if t == pl.String and c not in spec.domains
+            and c not in spec.pseudonym_columns and c != spec.user_col]
     if free:
         raise PipelineError(f"purpose {spec.purpose!r}: string columns {free} have no declared "
                             "domain (schemas/purposes/*.yaml `domains`); refusing to publish "
                             "free-form values")
-    counts = out.select(outside(c, d).sum().alias(c) for c, d in spec.domains.items()).row(
-        0, named=True)
+    domains = {c: d for c, d in spec.domains.items() if c in out.columns}
+    counts = out.select(outside(c, d).sum().alias(c) for c, d in domains.items()).row(
+        0, named=True) if domains else {}
     out = out.with_columns(
         pl.when(outside(c, d)).then(pl.lit(d.other, dtype=out.schema[c])).otherwise(pl.col(c))
-        .alias(c) for c, d in spec.domains.items() if counts[c])
-    stats = StageStats(stage="minimize", rows_in=table.height, rows_out=out.height,
-                       details={"purpose": spec.purpose, "columns_kept": list(spec.columns),
-                                "columns_removed": removed,
-                                "out_of_domain": {c: n for c, n in counts.items() if n}})
+        .alias(c) for c, d in domains.items() if counts[c])
+    details = {"purpose": spec.purpose, "columns_kept": list(spec.columns),
+               "columns_removed": removed,
+               "out_of_domain": {c: n for c, n in counts.items() if n}}
+    rows_out, dropped = out.height, {}
+    if spec.aggregate:
+        out, details["groups"] = aggregate_groups(out, spec, k=k)
+        rows_out = int(out[spec.aggregate.events].sum() or 0)
+        dropped = {"group_under_k": table.height - rows_out} if table.height > rows_out else {}
+    stats = StageStats(stage="minimize", rows_in=table.height, rows_out=rows_out,
+                       dropped=dropped, details=details)
     return out, stats.check_balanced()
+
+
+def aggregate_groups(table: pl.DataFrame, spec: PurposeSpec, *, k: int
+                     ) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Distinct users and events per group of `spec.aggregate.by`, in a stable order; groups
+    of fewer than `k` users are left out. Returns (counts, {published, suppressed})."""
+    agg = spec.aggregate
+    assert agg is not None
+    counts = (table.group_by(list(agg.by))
+              .agg(pl.col(spec.user_col).n_unique().cast(pl.Int64).alias(agg.users),
+                   pl.len().cast(pl.Int64).alias(agg.events))
+              .sort(list(agg.by), nulls_last=True))
+    kept = counts.filter(pl.col(agg.users) >= k).select(spec.columns)
+    return kept, {"published": kept.height, "suppressed": counts.height - kept.height}

@@ -15,13 +15,14 @@ from pathlib import Path
 from pipeline.config import RetentionConfig
 from pipeline.core.records import PurgedPartition
 from pipeline.core.storage import dated_partitions
+from pipeline.stages import ZONES
 
 
 def areas(cfg: RetentionConfig) -> dict[str, int]:
-    """Glob of partitioned areas under the data root -> retention in days."""
-    return {"raw/events": cfg.raw_days, "quarantine/*": cfg.quarantine_days,
-            "staging/*": cfg.staging_days, "pending/*": cfg.staging_days,
-            "published/*": cfg.published_days}
+    """Glob of partitioned areas under the data root (every purpose's) -> retention in days,
+    from the zones that declare a retention class."""
+    return {z.path.format(purpose="*", feature_set="*"): getattr(cfg, f"{z.retention}_days")
+            for z in ZONES.values() if z.retention}
 
 
 STALE_TEMP_SECONDS = 3600  # older than any write in progress; younger may be another run's

@@ -12,7 +12,7 @@ from pipeline.core.errors import KeyUnavailableError
 from pipeline.core.keys import parse_key
 from pipeline.run import run_all, run_stage
 from pipeline.transforms.erasure import REQUESTS, pseudonyms_of
-from tests.conftest import TEST_KEY_TEXT, generated_day, write_config
+from tests.conftest import TEST_KEY_TEXT, generated_day, records_of, write_config
 from tests.core.test_key_rotation import NEW_KEY_TEXT
 
 DAY = "2026-11-01"
@@ -79,7 +79,7 @@ def test_when_a_published_partition_is_truncated_then_later_runs_go_on_and_a_rer
     (data / REQUESTS).write_text(json.dumps({"account_id": "acct-nobody"}) + "\n")
 
     _, published = run_all("2026-11-02", config)  # erase reads every partition
-    erasure = json.loads((data / "runs" / "date=2026-11-02" / "erasure.json").read_text())
+    erasure = json.loads((records_of(data, "2026-11-02") / "erasure.json").read_text())
     assert published and erasure["set_aside"] == [
         f"quarantine/corrupt/published/personalization/date={DAY}/part.parquet"]
     assert not part.exists()

@@ -14,7 +14,7 @@ from pipeline.core.errors import ConfigError, KeyUnavailableError, MissingInputE
 from pipeline.core.keys import FileProvider
 from pipeline.core.storage import Storage
 from pipeline.run import run_all
-from tests.conftest import TEST_KEY_TEXT, TEST_SECRET, generated_day, write_config
+from tests.conftest import TEST_KEY_TEXT, TEST_SECRET, generated_day, reports_of, write_config
 
 DAY = "2026-11-01"
 
@@ -30,9 +30,12 @@ def test_when_a_run_date_is_in_the_future_or_has_no_input_then_nothing_is_delete
     config, data = generated_day(tmp_path, monkeypatch, users=30, seed=2, days=2,
                                  retention__raw_days=1)  # everything else would be purged
     before = _files(data)
-    with pytest.raises((ConfigError, MissingInputError), match="nothing was run or deleted"):
-        run_all(day, config)
+    ctx, published = run_all(day, config)
+    assert not published
     assert before.items() <= _files(data).items()  # every file still there, unchanged
+    outcome = ctx.records(date.fromisoformat(day)).outcomes()["check_input"]
+    assert outcome.status == "failed" and "nothing was run or deleted" in outcome.message
+    assert outcome.error in (ConfigError.__name__, MissingInputError.__name__)
 
 
 def test_when_a_purge_was_interrupted_then_the_next_run_finishes_and_reports_it(
@@ -123,10 +126,10 @@ def test_when_a_day_is_empty_or_odd_then_it_publishes_an_empty_reported_release(
     elif case == "nobody consented":
         (data / "raw" / "consent" / "consent.jsonl").write_text("")
     else:
-        for area in ("raw/events", "published/personalization", "staging/ingested"):
+        for area in ("raw/events", "published/personalization", "staging/personalization/ingested"):
             (data / area / "date=latest").mkdir(parents=True)
     ctx, published = run_all(DAY, config)
-    manifest = json.loads((data / "reports" / f"date={DAY}" / "manifest.json").read_text())
+    manifest = json.loads((reports_of(data, DAY) / "manifest.json").read_text())
     assert published and manifest["funnel"]["balanced"]
     assert manifest["differential_privacy"]["release_due"]
 

@@ -1,20 +1,41 @@
-"""DAG integrity (parses, wiring, retries) and one real run with `dag.test()`."""
+"""The DAGs: generated from the deployment file, wired as the stage table says, scheduled on the
+finished day, and run for real with `dag.test()`: a good day succeeds, a failed day ends
+`failed` and reaches the notifiers (a file, and e-mail through a local SMTP server)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.core.keys import parse_key
-from pipeline.stages import STAGES
-from tests.conftest import ROOT, TEST_KEY_TEXT, files_holding, key_material, write_config
+from pipeline.stages import DAILY, MAINTENANCE
+from tests.conftest import (
+    ROOT,
+    TEST_KEY_TEXT,
+    files_holding,
+    key_material,
+    reports_of,
+    write_config,
+)
 
 DAG_ID = "privacy_personalization_daily"
+RUN_AFTER = datetime(2026, 11, 2, tzinfo=UTC)  # a run started on the 2nd processes the 1st
+
+
+def write_deployment(tmp_path: Path, purposes: dict[str, Path], **overrides: object) -> Path:
+    doc = yaml.safe_load((ROOT / "config" / "deployment.yaml").read_text())
+    doc.update(purposes={k: str(v) for k, v in purposes.items()}, **overrides)
+    path = tmp_path / "deployment.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -29,46 +50,111 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-@pytest.fixture(scope="module")
-def dagbag(airflow_home: Path):  # noqa: ANN201
+def _dagbag():  # noqa: ANN202
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(ROOT / "dags"))
 
 
-def test_when_dags_folder_is_parsed_then_no_import_errors(dagbag) -> None:  # noqa: ANN001
+@pytest.fixture(scope="module")
+def dagbag(airflow_home: Path):  # noqa: ANN201
+    return _dagbag()
+
+
+def test_when_dags_folder_is_parsed_then_one_daily_dag_per_purpose_and_maintenance(
+        dagbag) -> None:  # noqa: ANN001
     assert dagbag.import_errors == {}
-    assert DAG_ID in dagbag.dags
+    assert set(dagbag.dags) == {"privacy_personalization_daily", "privacy_analytics_daily",
+                                "privacy_maintenance_daily"}
 
 
-def test_when_dag_is_wired_then_one_task_per_stage_in_order(dagbag) -> None:  # noqa: ANN001
+def test_when_daily_dag_is_wired_then_input_stages_and_gate_in_order(dagbag) -> None:  # noqa: ANN001
     dag = dagbag.dags[DAG_ID]
-    chain = list(STAGES)  # one task per declared stage, in the table's order
+    chain = ["wait_for_input", *DAILY, "gate"]
+    assert sorted(t.task_id for t in dag.tasks) == sorted(chain)
     for before, after in zip(chain, chain[1:], strict=False):
-        assert after in dag.get_task(before).downstream_task_ids
-    report = dag.get_task("report")
-    assert report.trigger_rule == "all_done" and "publish" in report.upstream_task_ids
-    assert all(t.retries >= 1 for t in dag.tasks)
-    assert [o.uri for o in dag.get_task("publish").outlets] == [
-        "feast://privacy_pipeline/cohort_daily"]
-    assert dag.max_active_runs == 1 and not dag.catchup
+        assert dag.get_task(before).downstream_task_ids == {after}
+    assert not set(MAINTENANCE) & {t.task_id for t in dag.tasks}
+    gate, report = dag.get_task("gate"), dag.get_task("report")
+    assert report.trigger_rule == "all_done" and gate.trigger_rule == "all_done"
+    assert gate.on_failure_callback
+    for t in dag.tasks:  # a stuck task fails; a lost worker or a transient error backs off
+        assert t.execution_timeout is not None, t.task_id
+        assert t.retries >= 1 and t.retry_exponential_backoff, t.task_id
+    assert {t.task_id for t in dag.tasks if t.pool == "privacy_pipeline_heavy"} == {
+        "ingest", "detect_pii", "validate", "features"}
+    assert [o.name for o in dag.get_task("publish").outlets] == [
+        "privacy_pipeline.personalization.published"]
+    maintenance = dagbag.dags["privacy_maintenance_daily"]
+    assert [t.task_id for t in maintenance.topological_sort()] == [
+        f"{s}_{p}" for p in ("personalization", "analytics") for s in MAINTENANCE]
+    assert maintenance.max_active_runs == 1
 
 
-def test_when_dag_file_is_imported_then_it_imports_only_the_stage_table() -> None:
-    code = ("import sys, runpy; runpy.run_path('dags/personalization_daily.py'); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('pipeline','polars','presidio_analyzer','great_expectations','feast','opendp')))")
+def test_when_scheduled_then_a_run_processes_the_day_that_just_ended(dagbag) -> None:  # noqa: ANN001
+    from airflow.timetables.base import TimeRestriction
+
+    from pipeline.orchestration.airflow_tasks import run_day
+
+    timetable = dagbag.dags[DAG_ID].timetable
+    # The scheduled run that starts after midnight on the 23rd covers the 22nd.
+    info = timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=datetime(2026, 11, 22, tzinfo=UTC), latest=None,
+                                    catchup=True))
+    assert info.run_after == datetime(2026, 11, 23, tzinfo=UTC)
+    assert run_day({"data_interval_start": info.data_interval.start}) == date(2026, 11, 22)
+    # A manual trigger at 10:00 on the 23rd also processes the 22nd, the last finished day.
+    manual = timetable.infer_manual_data_interval(run_after=datetime(2026, 11, 23, 10,
+                                                                     tzinfo=UTC))
+    assert run_day({"data_interval_start": manual.start}) == date(2026, 11, 22)
+
+
+def test_when_dag_file_is_imported_then_it_imports_no_data_library() -> None:
+    code = ("import sys, runpy; runpy.run_path('dags/privacy_pipelines.py'); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'polars', "
+            "'presidio_analyzer', 'great_expectations', 'feast', 'opendp', 'pandas_gbq'}), "
+            "'pipeline.run' in sys.modules, 'pipeline.config' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    assert out == "['pipeline', 'pipeline.stages']"  # the stage table: standard library only
+    assert out == "[] False False"
+
+
+@pytest.mark.parametrize(("raised", "retried"), [
+    (OSError("disk full"), True), (ConnectionError("redis:6379 unreachable"), True),
+    (ValueError("cannot cast 'jane@example.org'"), False)])
+def test_when_a_stage_fails_then_only_transient_errors_go_back_to_airflow_retries(
+        raised: Exception, retried: bool, monkeypatch: pytest.MonkeyPatch,
+        config_path: Path) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline import steps
+    from pipeline.core.errors import TransientError
+    from pipeline.orchestration.airflow_tasks import run_stage_task
+
+    def fail(ctx, day):  # noqa: ANN001, ANN202
+        raise raised
+
+    monkeypatch.setattr(steps, "check_input", fail)
+    context = {"data_interval_start": datetime(2026, 11, 1, tzinfo=UTC), "run_id": "r1"}
+    with pytest.raises(TransientError if retried else AirflowFailException) as info:
+        run_stage_task("check_input", str(config_path), context)
+    assert "jane@example.org" not in str(info.value)  # a library message is withheld
+
+
+def test_when_the_deployment_file_is_wrong_then_loading_names_the_field(tmp_path: Path) -> None:
+    from pipeline.core.errors import ConfigError
+    from pipeline.orchestration.deployment import load_deployment
+
+    path = write_deployment(tmp_path, {"p": tmp_path / "p.yaml"}, retries=-1,
+                            notify=[{"type": "pager"}])
+    with pytest.raises(ConfigError, match=r"retries: .*greater than or equal to 0.*notify\.0"):
+        load_deployment(path)
 
 
 @pytest.mark.slow
 def test_when_dag_runs_with_key_from_airflow_connection_then_every_task_succeeds(
-        dagbag, airflow_home: Path, tmp_path: Path,  # noqa: ANN001
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from datetime import UTC, date, datetime
-
+        airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.demo.generate import generate
 
     # The key comes only from an Airflow connection here: no env var, no key file.
@@ -77,14 +163,87 @@ def test_when_dag_runs_with_key_from_airflow_connection_then_every_task_succeeds
                        json.dumps({"conn_type": "generic", "password": TEST_KEY_TEXT}))
     config = write_config(tmp_path, keys__airflow_conn_id="privacy_pipeline_key")
     generate(tmp_path / "data", start=date(2026, 11, 1), users=300, seed=3)
-    monkeypatch.setenv("PRIVACY_PIPELINE_CONFIG", str(config))
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(ROOT / "dags")).dags[DAG_ID]  # re-parse with the test config
-    run = dag.test(logical_date=datetime(2026, 11, 1, tzinfo=UTC))
+    monkeypatch.setenv("PRIVACY_PIPELINE_DEPLOYMENT",
+                       str(write_deployment(tmp_path, {"personalization": config})))
+    dag = _dagbag().dags[DAG_ID]  # re-parsed with the test deployment
+    run = dag.test(logical_date=RUN_AFTER)
     assert run.state == "success"
-    manifest = tmp_path / "data" / "reports" / "date=2026-11-01" / "manifest.json"
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()}["gate"] == "success"
+    manifest = reports_of(tmp_path / "data", "2026-11-01") / "manifest.json"
     assert json.loads(manifest.read_text())["pseudonymization"]["key_id"] == "test-key-1"
+    # The feature view's Asset event carries the date; a rerun that changes nothing (the
+    # ledger returns the stored release) emits none.
+    assert _asset_events(airflow_home) == [{"date": "2026-11-01", "purpose": "personalization",
+                                            "features_sha256": _features_sha(tmp_path)}]
+    assert dag.test(logical_date=RUN_AFTER).state == "success"
+    assert len(_asset_events(airflow_home)) == 1
     # The key never lands in Airflow's DB (XCom, task state), its logs, or any output.
     forms = key_material(parse_key(TEST_KEY_TEXT, source="test"))
     assert files_holding([airflow_home, tmp_path / "data"], forms) == []
+
+
+def _asset_events(airflow_home: Path) -> list[dict]:
+    import sqlite3
+
+    with sqlite3.connect(airflow_home / "airflow.db") as con:
+        rows = con.execute("SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                           "WHERE a.name = 'privacy_pipeline.cohort_daily'").fetchall()
+    return [json.loads(extra) for (extra,) in rows]
+
+
+def _features_sha(tmp_path: Path) -> str:
+    ledger = json.loads((tmp_path / "data" / "runs" / "personalization" / "date=2026-11-01" /
+                         "ledger.json").read_text())
+    return ledger["payload_sha256"]
+
+
+@pytest.mark.slow
+def test_when_a_day_fails_then_the_run_fails_and_the_notifiers_hear_of_it(
+        airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Sink
+
+    from pipeline.demo.generate import generate
+
+    class Inbox(Sink):
+        messages: list[bytes] = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+            self.messages.append(envelope.content)
+            return "250 OK"
+
+    with socket.socket() as probe:  # a free port for the SMTP server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    smtp = Controller(Inbox(), hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_TEST", json.dumps({
+            "conn_type": "smtp", "host": "127.0.0.1", "port": port,
+            "extra": {"disable_ssl": True, "disable_tls": True}}))
+        monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+        config = write_config(tmp_path)
+        generate(tmp_path / "data", start=date(2026, 11, 1), users=100, seed=3)
+        (tmp_path / "data" / "raw" / "consent" / "consent.jsonl").unlink()  # nobody to ask
+        alerts = tmp_path / "alerts.jsonl"
+        monkeypatch.setenv("PRIVACY_PIPELINE_DEPLOYMENT", str(write_deployment(
+            tmp_path, {"personalization": config}, notify=[
+                {"type": "log"}, {"type": "file", "path": str(alerts)},
+                {"type": "smtp", "to": ["oncall@example.org"], "smtp_conn_id": "smtp_test"}])))
+        dag = _dagbag().dags[DAG_ID]
+        run = dag.test(logical_date=RUN_AFTER)
+    finally:
+        smtp.stop()
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert states["consent"] == "failed" and states["gate"] == "failed"
+    assert states["report"] == "success" and states["publish"] == "upstream_failed"
+    # A deterministic failure is not retried.
+    assert [ti.try_number for ti in run.get_task_instances() if ti.task_id == "consent"] == [1]
+    [alert] = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert alert["dag_id"] == DAG_ID and alert["day"] == "2026-11-01"
+    assert alert["task_id"] == "gate" and "consent (MissingInputError" in alert["error"]
+    [mail] = Inbox.messages
+    assert b"privacy_personalization_daily: 2026-11-01 failed" in mail
+    html = (reports_of(tmp_path / "data", "2026-11-01") / "report.html").read_text()
+    assert "Stage consent failed: MissingInputError" in html

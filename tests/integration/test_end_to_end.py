@@ -16,6 +16,7 @@ from pipeline.demo.generate import generate
 from pipeline.ledger.store import PrivacyLedger
 from pipeline.outputs.feast import online_features, open_store
 from pipeline.run import run_all
+from tests.conftest import records_of, reports_of
 
 DAY = "2026-11-01"
 pytestmark = pytest.mark.slow
@@ -76,7 +77,7 @@ def test_when_run_then_no_raw_identifier_appears_in_any_written_file(run: dict) 
 
 
 def test_when_run_then_rows_in_equal_out_plus_dropped_plus_quarantined(run: dict) -> None:
-    manifest = json.loads((run["data"] / "reports" / f"date={DAY}" / "manifest.json").read_text())
+    manifest = json.loads((reports_of(run["data"], DAY) / "manifest.json").read_text())
     f = manifest["funnel"]
     assert f["rows_in"] == run["generated"].events
     assert f["rows_in"] == f["rows_out"] + sum(f["dropped"].values()) + sum(
@@ -124,7 +125,7 @@ def test_when_date_is_rerun_then_outputs_are_identical_and_budget_charged_once(
     cfg = load_config(run["config"])
     ledger = PrivacyLedger(cfg.paths.data_root / cfg.budget.ledger_path)
     assert ledger.history("personalization") == [(DAY, "cohort_daily", 1.0, 0.5, 0.0)]
-    ledger_json = json.loads((run["data"] / "runs" / f"date={DAY}" / "ledger.json").read_text())
+    ledger_json = json.loads((records_of(run["data"], DAY) / "ledger.json").read_text())
     assert ledger_json["reused_stored_release"] is True
 
 
@@ -141,7 +142,7 @@ def test_when_reviewer_opens_the_bundle_then_chromium_renders_it(run: dict) -> N
     artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR",
                                     Path(__file__).resolve().parents[2] / "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
-    reports = run["data"] / "reports"
+    reports = run["data"] / "reports" / "personalization"
     pages = {"report": reports / f"date={DAY}" / "report.html", "index": reports / "index.html",
              "external-report": reports / "external" / f"date={DAY}" / "report.html"}
     flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

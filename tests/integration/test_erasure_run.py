@@ -11,7 +11,7 @@ import pytest
 from pipeline.core.context import RunContext
 from pipeline.run import run_all
 from pipeline.transforms.erasure import pseudonyms_of
-from tests.conftest import generated_day
+from tests.conftest import generated_day, records_of
 
 DAY = "2026-11-01"
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def test_when_a_user_is_erased_then_no_file_or_store_holds_them(
     ctx, published = run_all(DAY, config)  # the next run, here a rerun of the same date
     assert published
 
-    erasure = json.loads((data / "runs" / f"date={DAY}" / "erasure.json").read_text())
+    erasure = json.loads((records_of(data, DAY) / "erasure.json").read_text())
     assert erasure["requests"] == 1 and erasure["withdrawn_users"] >= 1
     assert erasure["removed"]["raw/events"] >= 1
     # Every file but the request itself, staging decrypted, Feast's online store included.
@@ -81,9 +81,9 @@ def test_when_a_user_is_erased_then_no_file_or_store_holds_them(
     assert hits == []
     table = ctx.storage.read(ctx.zone("published"), DAY)
     assert withdrawn_pseudo not in set(table["user_pseudonym"])
-    funnel = json.loads((data / "runs" / f"date={DAY}" / "ingest.json").read_text())
+    funnel = json.loads((records_of(data, DAY) / "ingest.json").read_text())
     assert funnel["dropped"]["erased"] >= 1
-    consent = json.loads((data / "runs" / f"date={DAY}" / "consent.json").read_text())
+    consent = json.loads((records_of(data, DAY) / "consent.json").read_text())
     assert consent["dropped"]["consent_withdrawn_since"] >= 1
 
 

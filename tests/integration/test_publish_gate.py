@@ -15,7 +15,7 @@ from pipeline.core.errors import ValidationFailedError
 from pipeline.demo.generate import generate
 from pipeline.run import execute
 from pipeline.stages import FUNNEL
-from tests.conftest import TEST_KEY_TEXT, write_config
+from tests.conftest import TEST_KEY_TEXT, reports_of, write_config
 
 DAY = date(2026, 11, 1)
 LEAK = "leaked.reviewer.test@example.com"
@@ -42,11 +42,11 @@ def test_when_validation_fails_then_nothing_is_released_or_published(
             execute(ctx, stage, DAY)
     execute(ctx, "report", DAY)
 
-    manifest = json.loads((ctx.root / "reports" / f"date={DAY}" / "manifest.json").read_text())
+    manifest = json.loads((reports_of(ctx.root, DAY) / "manifest.json").read_text())
     assert manifest["published"] is False and manifest["validation"]["success"] is False
     assert not ctx.storage.partition(ctx.zone("published"), DAY).exists()  # never promoted
     assert not (ctx.root / "ledger").exists() and not (ctx.root / "feature_repo").exists()
-    html = (ctx.root / "reports" / f"date={DAY}" / "report.html").read_text()
+    html = (reports_of(ctx.root, DAY) / "report.html").read_text()
     assert "NOT published" in html and "expect_column_values_to_not_match_regex_list" in html
     for path in (ctx.root / "validation").rglob("*"):
         assert not path.is_file() or LEAK.encode() not in path.read_bytes(), path

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Collection
 
 import polars as pl
 
@@ -43,10 +44,17 @@ def columns_to_check(table: pl.DataFrame, schema: RecordSchema) -> list[str]:
     return out
 
 
+# The action for a flagged column the purpose publishes under a closed list of values: it is
+# kept (later stages need it) and `minimize` replaces every value outside the list.
+CLOSED_DOMAIN = "kept: closed domain"
+
+
 def scan_columns(table: pl.DataFrame, schema: RecordSchema, analyzer: FastAnalyzer,
-                 cfg: PiiConfig) -> list[ColumnFinding]:
+                 cfg: PiiConfig, closed: Collection[str] = ()) -> list[ColumnFinding]:
     """Flag columns whose name says PII, or where at least `column_scan_min_share` of a sample
-    of distinct values holds PII. Sampling is seeded, so a rerun flags the same columns."""
+    of distinct values holds PII. Sampling is seeded, so a rerun flags the same columns.
+    `closed` columns are published only as values of a fixed list: dropping one would break
+    the stages that need it, and none of its free values can reach the output anyway."""
     findings = []
     for column in columns_to_check(table, schema):
         values = table.get_column(column).drop_nulls().unique(maintain_order=True)
@@ -65,7 +73,7 @@ def scan_columns(table: pl.DataFrame, schema: RecordSchema, analyzer: FastAnalyz
             findings.append(ColumnFinding(
                 column=column, reasons=reasons, entities=dict(sorted(entities.items())),
                 sampled=len(sample), share_with_pii=round(share, 4),
-                action=cfg.undeclared_columns))
+                action=CLOSED_DOMAIN if column in closed else cfg.undeclared_columns))
     return findings
 
 

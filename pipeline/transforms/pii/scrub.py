@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,12 +149,12 @@ class TextScrubber:
 
 
 def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber, *,
-              pseudonym_key: bytes) -> ScrubResult:
-    """Drop direct identifiers, handle untagged columns that hold PII by policy, and scrub free
-    text. Row count is unchanged."""
+              pseudonym_key: bytes, closed: Collection[str] = ()) -> ScrubResult:
+    """Drop direct identifiers, handle untagged columns that hold PII by policy (except
+    `closed` ones, see `scan_columns`), and scrub free text. Row count is unchanged."""
     drop = [c for c in schema.with_handling("drop") if c in events.columns]
     table = events.drop(drop)
-    findings = scan_columns(table, schema, scrubber.analyzer, scrubber.analyzer.cfg)
+    findings = scan_columns(table, schema, scrubber.analyzer, scrubber.analyzer.cfg, closed)
     table = apply_policy(table, findings, pseudonym_key=pseudonym_key)
     found_by_column: dict[str, dict[str, int]] = {}
     for column in schema.with_handling("scan"):

@@ -60,9 +60,12 @@ def build_expectations(spec: PurposeSpec, *, string_columns: list[str], k: int,
         exps.append(gxe.ExpectColumnValuesToNotMatchRegexList(
             column=col, regex_list=list(RESIDUAL_PII_PATTERNS.values())))
         exps.append(gx_expectations.ExpectColumnToHaveNoDetectedPii(scanned_column=col))
-    exps.append(gx_expectations.ExpectTableToBeKAnonymous(
-        quasi_identifiers=list(spec.quasi_identifiers), user_column=spec.pseudonym_columns[0],
-        min_k=k))
+    if spec.aggregate:  # each published count covers at least k users
+        exps.append(gxe.ExpectColumnValuesToBeBetween(column=spec.aggregate.users, min_value=k))
+    else:
+        exps.append(gx_expectations.ExpectTableToBeKAnonymous(
+            quasi_identifiers=list(spec.quasi_identifiers), user_column=spec.user_col,
+            min_k=k))
     if l is not None and spec.sensitive_attribute:
         exps.append(gx_expectations.ExpectTableToBeLDiverse(
             quasi_identifiers=list(spec.quasi_identifiers),

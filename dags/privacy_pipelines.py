@@ -1,0 +1,108 @@
+"""The privacy pipeline's DAGs, generated from `config/deployment.yaml`. Wiring only.
+
+- `privacy_<purpose>_daily`, one per purpose: waits (deferred) for the finished day's
+  `_SUCCESS` marker, runs one task per daily row of `pipeline.stages.STAGES`, in order, then
+  `gate`, which fails the run unless every stage succeeded. `report` runs whatever happened
+  before it (`all_done`), so a failed day is still reported; the gate (also `all_done`) is the
+  run's state and tells the notifiers.
+- `privacy_maintenance_daily`: erasure and retention for every purpose. They rewrite every
+  date's partitions, so they hold the data root's lock alone (`pipeline.core.locks`) while the
+  daily stages hold it shared.
+
+Runs process their data interval (the finished day, UTC); deterministic failures fail at once,
+transient ones retry with backoff; heavy stages share a pool. The key comes from the Airflow
+connection `privacy_pipeline_key` (password: `<key_id>:<base64>`), an env var or a key file.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from pipeline.orchestration.airflow_tasks import (
+    DayInputSensor,
+    emit_publish_event,
+    gate_task,
+    notifiers,
+    published_alias,
+    run_stage_task,
+)
+from pipeline.orchestration.deployment import Deployment, load_deployment
+from pipeline.stages import DAILY, MAINTENANCE, STAGES
+
+DEPLOYMENT = load_deployment()
+DAILY_AT_MIDNIGHT = CronDataIntervalTimetable("@daily", timezone="UTC")
+
+
+def _dag_args(d: Deployment) -> dict:
+    return {"schedule": DAILY_AT_MIDNIGHT, "catchup": d.catchup, "doc_md": __doc__,
+            "start_date": datetime.combine(d.start_date, datetime.min.time()),
+            "default_args": {
+                "retries": d.retries, "retry_delay": timedelta(minutes=d.retry_delay_minutes),
+                "retry_exponential_backoff": True,
+                "max_retry_delay": timedelta(minutes=d.max_retry_delay_minutes),
+                "execution_timeout": timedelta(minutes=d.task_timeout_minutes)}}
+
+
+def _stage(name: str, purpose: str, config: str, d: Deployment, **extra):  # noqa: ANN003, ANN202
+    stage = STAGES[name]
+    if name in d.heavy_stages:
+        extra["pool"] = d.heavy_pool
+    if stage.serial:
+        extra["max_active_tis_per_dag"] = 1
+    if name == "publish":
+        extra["outlets"] = [published_alias(purpose)]
+
+    @task(task_id=extra.pop("task_id", name), doc=stage.does,
+          trigger_rule="all_done" if stage.always else "all_success", **extra)
+    def run(**context) -> str:  # noqa: ANN003
+        written = run_stage_task(name, config, context)
+        if name == "publish":
+            emit_publish_event(config, purpose, context)
+        return written
+
+    return run()
+
+
+def _chain(tasks: list) -> None:
+    for before, after in zip(tasks, tasks[1:], strict=False):
+        before >> after
+
+
+def daily_dag(purpose: str, config: str, d: Deployment) -> None:
+    @dag(dag_id=d.dag_id(purpose), max_active_runs=3, tags=["privacy", purpose],
+         **_dag_args(d))
+    def pipeline() -> None:
+        # Retries are for the machine (a worker lost): a sensor that times out, and a gate
+        # that finds a failed stage, fail at once whatever the count.
+        wait = DayInputSensor(task_id="wait_for_input", config=config, poke_interval=300,
+                              timeout=d.input_wait_hours * 3600,
+                              execution_timeout=timedelta(hours=d.input_wait_hours))
+
+        @task(task_id="gate", trigger_rule="all_done",
+              on_failure_callback=notifiers(d),
+              doc="fails the run unless every stage succeeded; tells the notifiers")
+        def gate(**context) -> None:  # noqa: ANN003
+            gate_task(config, context)
+
+        _chain([wait, *(_stage(name, purpose, config, d) for name in DAILY), gate()])
+
+    pipeline()
+
+
+def maintenance_dag(d: Deployment) -> None:
+    @dag(dag_id="privacy_maintenance_daily", max_active_runs=1,
+         tags=["privacy", "erasure", "retention"], **_dag_args(d))
+    def maintenance() -> None:
+        _chain([_stage(name, purpose, str(config), d, task_id=f"{name}_{purpose}",
+                       on_failure_callback=notifiers(d))
+                for purpose, config in d.purposes.items() for name in MAINTENANCE])
+
+    maintenance()
+
+
+for _purpose, _config in DEPLOYMENT.purposes.items():
+    daily_dag(_purpose, str(_config), DEPLOYMENT)
+maintenance_dag(DEPLOYMENT)

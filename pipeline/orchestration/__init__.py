@@ -1,0 +1,1 @@
+"""Scheduling: the deployment file and what the Airflow DAGs call."""

@@ -1,0 +1,155 @@
+"""What the DAGs' tasks call: the bridge from Airflow's run context to `pipeline.run`.
+
+Kept out of the DAG file (which only wires) and light to import: the pipeline's engine, and
+with it polars, Presidio and Great Expectations, is imported inside the task, on the worker.
+
+- The day a run processes is its data interval's start: under Airflow 3 a `@daily` run's
+  logical date is the day that starts, not the one that just ended.
+- A deterministic failure (bad data, config, key, budget, validation) fails the task at once
+  (`AirflowFailException`): a retry would only fail again and hold the next day. Only a
+  `TransientError` goes back to Airflow's retries.
+- The feature store's Asset event is emitted through an alias, only when the release changed,
+  with the date in its `extra`: a rerun that changes nothing triggers nobody.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Asset, AssetAlias, BaseNotifier, BaseSensorOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from pipeline.core.errors import PipelineError
+from pipeline.orchestration.deployment import Deployment, FileNotify, LogNotify, SmtpNotify
+
+log = logging.getLogger("pipeline.orchestration")
+
+
+def run_day(context: Any) -> date:
+    """The finished day a run processes: its data interval's start, in UTC."""
+    return context["data_interval_start"].astimezone(UTC).date()
+
+
+def _fail_fast(exc: PipelineError, what: str) -> BaseException:
+    return exc if exc.retryable else AirflowFailException(f"{what}: {exc}")
+
+
+def run_stage_task(stage: str, config: str, context: Any) -> str:
+    """One daily or maintenance stage for the run's day, under the run's id."""
+    from pipeline.run import run_stage
+
+    try:
+        return run_stage(stage, run_day(context), config, run_id=context["run_id"])
+    except PipelineError as exc:
+        raise _fail_fast(exc, stage) from exc
+
+
+def gate_task(config: str, context: Any) -> None:
+    """The run's last task: fails (and notifies) unless every daily stage succeeded."""
+    from pipeline.run import gate_daily_run
+
+    try:
+        gate_daily_run(run_day(context), config, context["run_id"])
+    except PipelineError as exc:
+        raise _fail_fast(exc, "gate") from exc
+
+
+def feature_asset(feature_set: str) -> Asset:
+    return Asset(name=f"privacy_pipeline.{feature_set}",
+                 uri=f"feast://privacy_pipeline/{feature_set}")
+
+
+def published_alias(purpose: str) -> AssetAlias:
+    return AssetAlias(name=f"privacy_pipeline.{purpose}.published")
+
+
+def emit_publish_event(config: str, purpose: str, context: Any) -> bool:
+    """After `publish`: one Asset event for the feature view, carrying the date, if this run
+    changed what consumers read. Returns whether it emitted."""
+    from pipeline.run import publish_change
+
+    change = publish_change(run_day(context), config)
+    if change is None:
+        log.info("publish changed nothing: no asset event")
+        return False
+    feature_set, extra = change
+    context["outlet_events"][published_alias(purpose)].add(feature_asset(feature_set),
+                                                           extra=extra)
+    return True
+
+
+class DayInputSensor(BaseSensorOperator):
+    """Waits, deferred (no worker slot held), for the `_SUCCESS` marker of the run's day."""
+
+    def __init__(self, *, config: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+
+    def execute(self, context: Any) -> None:
+        from airflow.providers.standard.triggers.file import FileTrigger
+
+        from pipeline.run import input_marker
+
+        marker = input_marker(run_day(context), self.config)
+        if marker.is_file():
+            return
+        log.info("waiting for %s", marker)
+        self.defer(trigger=FileTrigger(filepath=str(marker), poke_interval=self.poke_interval),
+                   method_name="execute_complete", timeout=self.execution_timeout)
+
+    def execute_complete(self, context: Any, event: Any = None) -> None:
+        return None
+
+
+def _summary(context: Any) -> dict[str, str]:
+    ti = context.get("ti") or context.get("task_instance")
+    return {"dag_id": context["dag"].dag_id, "run_id": str(context.get("run_id")),
+            "task_id": getattr(ti, "task_id", "?"), "day": str(run_day(context)),
+            "error": str(context.get("exception") or "failed")}
+
+
+class LogNotifier(BaseNotifier):
+    """A failure as one ERROR log line (in the task's log and the worker's)."""
+
+    def notify(self, context: Any) -> None:
+        log.error("privacy pipeline run failed: %s", json.dumps(_summary(context)))
+
+
+class FileNotifier(BaseNotifier):
+    """A failure as one JSON line appended to a file (for a log shipper or on-call script)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def notify(self, context: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **_summary(context)}
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+
+SUBJECT = "[privacy pipeline] {{ dag.dag_id }}: {{ data_interval_start | ds }} failed"
+BODY = ("<p>Run <code>{{ run_id }}</code>, task <code>{{ ti.task_id }}</code>:</p>"
+        "<pre>{{ exception }}</pre><p>The run report names every stage and its reason.</p>")
+
+
+def notifiers(deployment: Deployment) -> list[BaseNotifier]:
+    """The deployment's `notify` list as Airflow notifiers (for `on_failure_callback`)."""
+    out: list[BaseNotifier] = []
+    for n in deployment.notify:
+        if isinstance(n, LogNotify):
+            out.append(LogNotifier())
+        elif isinstance(n, FileNotify):
+            out.append(FileNotifier(n.path))
+        elif isinstance(n, SmtpNotify):
+            from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+            out.append(SmtpNotifier(to=n.to, from_email=n.from_email,
+                                    smtp_conn_id=n.smtp_conn_id, subject=SUBJECT,
+                                    html_content=BODY))
+    return out
