@@ -206,6 +206,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_scrub_text(args: argparse.Namespace) -> int:
+    """JSON lines in ({"text": ...}), JSON lines out ({"text": scrubbed, "spans": [...]}),
+    through exactly the detect_pii stage's free-text path, config and purpose key."""
+    from pipeline.config import load_config
+    from pipeline.core.context import RunContext
+    from pipeline.transforms.pii.scrub import TextScrubber
+
+    cfg = load_config(args.config)
+    ctx = RunContext(cfg)
+    lines = (Path(args.input).read_text() if args.input else sys.stdin.read()).splitlines()
+    rows = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    texts = []
+    for n, line in rows:
+        try:
+            text = json.loads(line)["text"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(f"{args.input or 'stdin'} line {n}: not a JSON object with a "
+                              "string `text`") from None
+        if not isinstance(text, str):
+            raise ConfigError(f"{args.input or 'stdin'} line {n}: `text` is not a string")
+        texts.append(text)
+    unique = list(dict.fromkeys(texts))
+    with TextScrubber(cfg.pii, ctx.key.token_key(cfg.purpose)) as scrubber:
+        done = dict(zip(unique, scrubber.scrub_with_spans(unique), strict=True))
+    for text in texts:
+        scrubbed, spans = done[text]
+        print(json.dumps({"text": scrubbed, "spans": [
+            {"entity_type": s.entity_type, "start": s.start, "end": s.end} for s in spans]},
+            ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="privacy-pipeline", description=__doc__)
     p.add_argument("--config", default=DEFAULT_CONFIG, help="pipeline YAML (%(default)s)")
@@ -257,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--weekly-factor", type=float, default=3.0,
                     help="distinct users of a week over those of a day (%(default)s)")
     pf.set_defaults(func=cmd_plan_features)
+
+    st = sub.add_parser("scrub-text", help="scrub free text as the pipeline does: JSON lines "
+                        '{"text": ...} in, {"text", "spans"} out (spans index the input)')
+    st.add_argument("input", nargs="?", help="JSON-lines file (default: standard input)")
+    st.set_defaults(func=cmd_scrub_text)
 
     d = sub.add_parser("demo", help="generate a day, make a dev key, run everything")
     d.add_argument("--date", type=_day, default=DEMO_DATE)

@@ -6,7 +6,7 @@ import pytest
 from pipeline.config import PipelineConfig, load_config
 from pipeline.transforms.pii.detect import PiiSpan
 from pipeline.transforms.pii.scrub import TextScrubber, scrub_pii
-from pipeline.transforms.pii.tokens import TOKEN_PATTERN, replace_spans, token
+from pipeline.transforms.pii.tokens import TOKEN_PATTERN, replace_spans, resolve_overlaps, token
 from tests.conftest import ROOT
 
 TOKEN_KEY = b"test-token-key-not-a-secret-0000"  # fixed, obviously fake
@@ -71,8 +71,19 @@ def test_when_same_value_in_two_texts_then_same_token_and_other_key_gives_other_
 def test_when_spans_overlap_then_higher_score_wins_and_text_around_is_kept() -> None:
     text = "card 4111 1111 1111 1111 ok"
     spans = [PiiSpan("PHONE_NUMBER", 10, 24, 0.4), PiiSpan("CREDIT_CARD", 5, 24, 1.0)]
-    assert replace_spans(text, spans, TOKEN_KEY) == (
+    assert replace_spans(text, resolve_overlaps(spans), TOKEN_KEY) == (
         f"card {token(TOKEN_KEY, 'CREDIT_CARD', '4111111111111111')} ok")
+
+
+def test_when_a_wrong_span_overlaps_a_real_one_then_their_union_is_replaced() -> None:
+    """spaCy tags `+49` as PERSON with a higher score than the phone number it starts: the
+    whole number still goes, typed as the more confident span, in any order of detection."""
+    text = "whatsapp +49 (0)30 901820 pls"
+    spans = [PiiSpan("PERSON", 9, 12, 0.85), PiiSpan("PHONE_NUMBER", 9, 25, 0.75),
+             PiiSpan("LOCATION", 20, 29, 0.5)]
+    merged = resolve_overlaps(spans)
+    assert merged == resolve_overlaps(spans[::-1]) == [PiiSpan("PERSON", 9, 29, 0.85)]
+    assert "901820" not in replace_spans(text, merged, TOKEN_KEY)
 
 
 def test_tokens_are_letters_only_so_no_later_scan_mistakes_them_for_numbers() -> None:

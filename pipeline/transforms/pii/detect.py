@@ -43,13 +43,16 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 # Necessary conditions for a match of each of Presidio's recognizers (which run with
 # re.IGNORECASE). Wider is safe (more texts checked); narrower would lose recall.
 PREFILTERS: dict[str, str] = {
-    "EMAIL_ADDRESS": r"@",
+    "EMAIL_ADDRESS": r"(?i)@|%40|\bat\b|\[at\]|\(at\)|\{at\}",
     "IP_ADDRESS": r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|:[0-9A-Fa-f]{0,4}:",
     "CREDIT_CARD": r"\d(?:[- ]?\d){11}",
     "US_SSN": r"\d{3}\D?\d{2}\D?\d{4}",
     "IBAN_CODE": r"(?i)\b[a-z]{2}[ -]?\d{2}(?:[ -]?[a-z0-9]){9}",
     "PHONE_NUMBER": r"(?:\d[^\d\n]{0,3}){6,}\d",
-    "US_STREET_ADDRESS": r"(?i)\d{1,6}\s+[a-z]",
+    "US_STREET_ADDRESS": r"(?i)\d{1,6}[a-z]?(?:\s|\+|%20)+[a-z]|[a-z]\s+\d",
+    # Names are looked for in every text with a letter (the gazetteer in `names` is cheap);
+    # the NER model still runs only where `needs_ner` says.
+    "PERSON": r"[^\W\d_]",
     "URL": r"(?i)[a-z0-9]\.[a-z]{2,}",
 }
 # Entities that come from the spaCy NER model (Presidio's SpacyRecognizer).
@@ -144,6 +147,10 @@ def _is_phone(recognizer: Any) -> bool:
     from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
     return isinstance(recognizer, PhoneRecognizer)
+
+
+def _run_order(recognizer: Any) -> tuple[bool, str, str]:
+    return _is_phone(recognizer), str(recognizer.name), str(recognizer.id)
 
 
 _WORKER: FastAnalyzer | None = None  # the analyzer of a worker process
@@ -291,7 +298,8 @@ class FastAnalyzer:
                 if not rec.is_loaded:
                     rec.load()
                     rec.is_loaded = True
-            plain = sorted((r for r in recs if _needs_no_nlp(r)), key=_is_phone)  # phones last
+            # Phones last; otherwise by name, so no process's hash seed decides the order.
+            plain = sorted((r for r in recs if _needs_no_nlp(r)), key=_run_order)
             self._recognizers[entities] = (recs, plain, [r for r in recs if not _needs_no_nlp(r)])
         return self._recognizers[entities]
 

@@ -20,8 +20,9 @@ import polars as pl
 from pipeline.config import PiiConfig, RecordSchema
 from pipeline.core.records import StageStats
 from pipeline.transforms.pii.columns import apply_policy, columns_to_check, scan_columns
-from pipeline.transforms.pii.detect import FastAnalyzer, WorkerPool, build_analyzer
-from pipeline.transforms.pii.tokens import replace_spans
+from pipeline.transforms.pii.detect import FastAnalyzer, PiiSpan, WorkerPool, build_analyzer
+from pipeline.transforms.pii.names import name_recognizer
+from pipeline.transforms.pii.tokens import replace_spans, resolve_overlaps
 
 # US street addresses ("4759 William Haven Apt. 194"), which Presidio has no recognizer for.
 # Suffixes: USPS Publication 28 primary street suffixes (common subset), also in the plural.
@@ -39,11 +40,41 @@ _STREET_SUFFIXES = (
     "Spur|Square|Squares|Station|Stravenue|Stream|Street|St|Streets|Summit|Terrace|Throughway|"
     "Trace|Track|Trafficway|Trail|Trailer|Tunnel|Turnpike|Underpass|Union|Unions|Valley|"
     "Valleys|Viaduct|View|Views|Village|Villages|Ville|Vista|Walk|Walks|Wall|Way|Ways|Well|Wells")
-STREET_ADDRESS_REGEX = (
-    r"\b\d{1,6}\s+(?:[A-Z][a-z]+\s+){1,3}(?:" + _STREET_SUFFIXES + r")s?\b\.?"
-    r"(?:\s+(?:Apt\.|Suite)\s+\d{1,5})?")
+_SEP = r"(?:\s|\+|%20)+"  # a space, also as URLs write it
+_US_STREET = (
+    rf"\b\d{{1,6}}[A-Z]?{_SEP}(?:(?:N|S|E|W|NE|NW|SE|SW)\.?{_SEP})?"
+    rf"(?:(?:\d{{1,3}}(?:st|nd|rd|th)|[A-Z][a-z]+(?:['’][a-z]+)?|[A-Z]\.?){_SEP}){{1,4}}"
+    rf"(?:{_STREET_SUFFIXES}|Pkwy|Hwy|Ter|Sq|Cir|Trl|Expy|Fwy)s?\b\.?"
+    rf"(?:{_SEP}(?:N|S|E|W|NE|NW|SE|SW)\b)?(?:\s+(?:Apt\.?|Suite|Unit|#)\s*\d{{1,5}})?")
+# Where the number follows the street: DE/NL/AT/CH compounds, and Southern European forms.
+_EU_STREET = (
+    r"\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|gracht|laan|straat|"
+    r"dijk|kade|ring|damm|ufer|markt)\s+\d{1,4}[a-z]?\b"
+    r"|\b(?:Via|Viale|Calle|Avenida|Rua|Carrer|Piazza|Plaza|Corso)\s+(?:[A-Z][\w'’]+\s+){1,3}"
+    r"\d{1,4}\b")
+_FR_STREET = (r"\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|Rue|avenue|Avenue|boulevard|Boulevard|"
+              r"place|Place|quai|Quai|allée|impasse|chemin)\s+(?:(?:de la|du|des|de|d')\s*)?"
+              r"[A-ZÉÈ][\w'’-]+(?:[ -][A-ZÉÈ][\w'’-]+){0,3}")
+STREET_ADDRESS_REGEX = _US_STREET
+STREET_ADDRESS_REGEXES = {"us_street_address": _US_STREET, "eu_street_address": _EU_STREET,
+                          "fr_street_address": _FR_STREET}
+# E-mail addresses Presidio's recognizer passes over: written out to dodge scrapers (`jane dot
+# doe at gmail dot com`, `tom[at]protonmail[dot]com`), URL-encoded (`%40`), or on a domain
+# without a public suffix (`dave.k@company.internal`).
+_AT = r"(?:\s*(?:\[at\]|\(at\)|\{at\})\s*|\s+at\s+)"
+_DOT = r"(?:\s*(?:\[dot\]|\(dot\)|\{dot\})\s*|\s+dot\s+)"
+_TLD = (r"(?:com|org|net|edu|gov|io|co|me|info|biz|app|dev|ai|us|uk|de|fr|nl|es|it|pt|ru|cn|"
+        r"jp|kr|in|br|mx|ca|au|ch|at|be|se|no|dk|fi|pl|cz|ie|gr|tr|za|ng|ar|cl)")
+OBFUSCATED_EMAIL_REGEX = (
+    rf"(?i)\b[a-z0-9._%+-]+(?:{_DOT}[a-z0-9_%+-]+)*{_AT}[a-z0-9-]+(?:(?:{_DOT}|\.)[a-z0-9-]+)*"
+    rf"(?:{_DOT}|\.){_TLD}\b")
+LOOSE_EMAIL_REGEX = r"(?i)\b[a-z0-9._%+-]+(?:@|%40)[a-z0-9-]+(?:\.[a-z0-9-]+)+\b"
+ENCODED_PHONE_REGEX = r"%2B\d{7,15}\b"
+# An international number as written, valid or not (`phonenumbers` drops numbers it cannot
+# place, such as reserved or fictional ranges, yet they are still someone's number to a reader).
+INTERNATIONAL_PHONE_REGEX = r"(?<![\w+])\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){2,6}\b"
 # 12-19 digits, single spaces or dashes allowed between them.
-CARD_NUMBER_REGEX = r"\b\d(?:[ -]?\d){11,18}\b"
+CARD_NUMBER_REGEX = r"(?<![+\d])\b\d(?:[ -]?\d){11,18}\b"  # `+44 ...` is a phone
 
 
 @dataclass(frozen=True)
@@ -55,10 +86,29 @@ class ScrubResult:
 def street_address_recognizer(language: str) -> Any:
     from presidio_analyzer import Pattern, PatternRecognizer
 
+    # Case-sensitive (Presidio's default flags ignore case): street names are capitalized,
+    # and `5 stars on the way` is not an address.
     return PatternRecognizer(
         supported_entity="US_STREET_ADDRESS", supported_language=language,
-        patterns=[Pattern("us_street_address", STREET_ADDRESS_REGEX, 0.5)],
-        context=["ship", "address", "street", "deliver", "live"])
+        patterns=[Pattern(n, rx, 0.5) for n, rx in STREET_ADDRESS_REGEXES.items()],
+        context=["ship", "address", "street", "deliver", "live", "adres", "adresse"],
+        global_regex_flags=re.DOTALL | re.MULTILINE)
+
+
+def written_out_recognizers(language: str) -> list[Any]:
+    """E-mail addresses and phone numbers in forms Presidio's recognizers do not read."""
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    return [PatternRecognizer(
+                supported_entity="EMAIL_ADDRESS", supported_language=language,
+                name="WrittenOutEmailRecognizer",
+                patterns=[Pattern("obfuscated_email", OBFUSCATED_EMAIL_REGEX, 0.6),
+                          Pattern("loose_or_encoded_email", LOOSE_EMAIL_REGEX, 0.6)]),
+            PatternRecognizer(
+                supported_entity="PHONE_NUMBER", supported_language=language,
+                name="EncodedPhoneRecognizer",
+                patterns=[Pattern("url_encoded_phone", ENCODED_PHONE_REGEX, 0.6),
+                          Pattern("international_phone", INTERNATIONAL_PHONE_REGEX, 0.5)])]
 
 
 def luhn_ok(digits: str) -> bool:
@@ -102,7 +152,9 @@ def card_number_recognizer(language: str) -> Any:
 def build_pii_analyzer(cfg: PiiConfig) -> Any:
     """Presidio's analyzer from config with this project's extra recognizers."""
     return build_analyzer(cfg, [street_address_recognizer(cfg.language),
-                                card_number_recognizer(cfg.language)])
+                                card_number_recognizer(cfg.language),
+                                name_recognizer(cfg.language),
+                                *written_out_recognizers(cfg.language)])
 
 
 WORKERS_FROM_TEXTS = 4000  # fewer distinct texts: one process is done before a worker loads
@@ -136,16 +188,22 @@ class TextScrubber:
     def __exit__(self, *exc: object) -> None:
         self.analyzer.close()
 
+    def scrub_with_spans(self, texts: list[str]) -> list[tuple[str, list[PiiSpan]]]:
+        """Each text with every detected span (overlaps merged: `resolve_overlaps`) replaced
+        by its token, and those spans (offsets into the text as given)."""
+        out = []
+        for text, found in zip(texts, self.analyzer.analyze(texts), strict=True):
+            spans = resolve_overlaps(found)
+            out.append((replace_spans(text, spans, self._key) if spans else text, spans))
+        return out
+
     def scrub(self, texts: list[str]) -> tuple[list[str], list[Counter[str]]]:
         """Replace every detected span by its token; return new texts and what was found.
 
         Pass unique texts: each is analysed as given.
         """
-        out, found = [], []
-        for text, spans in zip(texts, self.analyzer.analyze(texts), strict=True):
-            out.append(replace_spans(text, spans, self._key) if spans else text)
-            found.append(Counter(s.entity_type for s in spans))
-        return out, found
+        done = self.scrub_with_spans(texts)
+        return [t for t, _ in done], [Counter(s.entity_type for s in spans) for _, spans in done]
 
 
 def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber, *,

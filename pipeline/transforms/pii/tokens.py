@@ -46,19 +46,26 @@ def token(key: bytes, entity: str, value: str) -> str:
 
 
 def resolve_overlaps(spans: Iterable[PiiSpan]) -> list[PiiSpan]:
-    """Non-overlapping spans in text order; where spans overlap the higher score wins, then the
-    longer one (a card number beats the phone number found inside it)."""
-    kept: list[PiiSpan] = []
-    for span in sorted(spans, key=lambda s: (-s.score, s.start - s.end, s.start)):
-        if all(span.end <= k.start or span.start >= k.end for k in kept):
-            kept.append(span)
-    return sorted(kept, key=lambda s: s.start)
+    """Non-overlapping spans in text order. Overlapping spans merge into one that covers them
+    all, typed as the most confident of them (then the longest, then by name, so the result
+    never depends on the order recognizers ran): a wrong detection inside or across a real
+    identifier can only widen what is replaced, never let part of it through."""
+    merged: list[PiiSpan] = []
+    for span in sorted(spans, key=lambda s: (s.start, -s.end, s.entity_type)):
+        if merged and span.start < merged[-1].end:
+            top = merged[-1]
+            best = max(top, span, key=lambda s: (s.score, s.end - s.start, s.entity_type))
+            merged[-1] = PiiSpan(best.entity_type, top.start, max(top.end, span.end),
+                                 best.score)
+        else:
+            merged.append(span)
+    return merged
 
 
 def replace_spans(text: str, spans: list[PiiSpan], key: bytes) -> str:
-    """`text` with every span replaced by its keyed token."""
+    """`text` with every span (non-overlapping: `resolve_overlaps`) replaced by its token."""
     parts, pos = [], 0
-    for span in resolve_overlaps(spans):
+    for span in spans:
         parts += [text[pos:span.start], token(key, span.entity_type, text[span.start:span.end])]
         pos = span.end
     parts.append(text[pos:])

@@ -1,0 +1,162 @@
+"""Person names as people type them: lowercase, ALL CAPS, in Greek, Cyrillic, Arabic, Turkish,
+Chinese or Korean, or as the value of a `name` key in pasted JSON or a URL.
+
+spaCy's small English model finds capitalized Latin-script names in English sentences and
+little else. This recognizer needs no model: a gazetteer of given and family names across
+locales (Faker's per-locale lists, installed with the project, never downloaded), with rules:
+
+- a given name followed by a family (or second given) name, in any case: `john smith`,
+  `ROBERT JOHNSON`, `Олег Петров`, up to three words (`Juan Pablo Ortega`);
+- a title or an initial before a capitalized word: `Mrs. Jenkins`, `A. Schmidt`;
+- a lone given name after a cue that introduces a person: `this is`, `i'm`, `ask for`,
+  `thanks`, `my wife`, `spoke to`...; or before `here`: `becky here`;
+- in scripts written without spaces (Han, Hangul), a family name followed by a given name;
+- the value of a name-like key: `"name": "Priya Raman"`, `name=Sofia%20Rossi`.
+
+English words that are also names (`will`, `may`, `green`, `park`) and stop words never count
+as a name or as part of one (`Kelly green` is a colour).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from functools import cache
+from typing import Any
+
+LOCALES = ("en_US", "en_GB", "en_IE", "en_IN", "en_AU", "de_DE", "fr_FR", "es_ES", "es_MX",
+           "it_IT", "pt_BR", "pt_PT", "nl_NL", "pl_PL", "ru_RU", "uk_UA", "el_GR", "tr_TR",
+           "zh_CN", "ko_KR", "ar_AA", "fa_IR", "hi_IN", "sv_SE", "no_NO", "da_DK", "fi_FI",
+           "cs_CZ", "ro_RO", "hu_HU", "vi_VN", "id_ID", "yo_NG", "zu_ZA", "ga_IE", "ja_JP")
+_GIVEN = ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary")
+_FAMILY = ("last_names", "last_names_male", "last_names_female")
+# English words that are also given or family names: never a name alone or in a pair of them.
+COMMON = frozenset("""
+will may mark bill grant rose hope june april august summer autumn faith joy grace chase frank
+jack ford lincoln jordan georgia florence victoria paris king queen prince green brown white
+black gray grey gold silver park young hill wood woods stone bell hall field fields street
+lane price post cook baker miller page rich long short little small best love star sky ray
+dawn sunny rain storm river lake forest glen dale dean early north south west east major
+norman lee van von de la le du da di del al bin ben art guy sam ted pat max rob ken jan dan
+don ron tim tom sue ann kim jo joe sol rock mo buck cash gene crystal amber ruby pearl iris
+lily daisy holly ivy violet jade sage bay city home sale new mint apple berry bishop
+cross moss nash nicholas miles penny pink sharp hunter archer carter cooper dash
+""".split())  # noqa: SIM905 - a word list reads best as words
+_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+_UNSPACED = re.compile(r"[\u4e00-\u9fff\uac00-\ud7af]+")
+_CAP = r"(?-i:[A-ZÀ-ÖØ-ÞĀ-ſΑ-ΩА-Я][^\W\d_'’-]*(?:['’-][^\W\d_]+)*)"
+_TITLE = re.compile(r"(?i)\b(?:mr|mrs|ms|miss|mx|dr|prof|sr|sra|herr|frau|mme|mlle)\.?\s+"
+                    rf"(?:[A-Z]\.\s*)?{_CAP}(?:\s+{_CAP})?|(?-i:\b[A-Z]\.\s+){_CAP}")
+# After these, one or two capitalized words are a name even if no list knows them.
+_STRONG_CUE = re.compile(rf"(?i)\b(?:this is|it'?s|i'?m|i am|my name is|name'?s)\s+"
+                         rf"({_CAP}(?:\s+{_CAP})?)")
+_CUE = re.compile(r"(?i)(?:\b(?:this is|it'?s|it is|i'?m|i am|my name is|name'?s|ask for|"
+                  r"thanks|thank you|thx|cheers|regards|best|hi|hey|hiya|yo|dear|hello|"
+                  r"spoke (?:to|with)|talked to|call|ring|text|my (?:husband|wife|son|"
+                  r"daughter|friend|neighbou?r|mom|mum|dad|brother|sister|aunt|uncle|boss)|"
+                  r"from|for|can|and|with|sent by|signed)[\s,:;!.-]*|^\s*-\s*)$")
+_AFTER = re.compile(r"(?i)^\s*(?:here\b|from\b|says\b|said\b|wants\b|writes\b)")
+_KEYED = re.compile(
+    r"""(?i)["']?\b(?:full_?name|first_?name|last_?name|given_?name|family_?name|sur_?name|"""
+    r"""name|customer(?:_name)?|recipient(?:_name)?|author|holder|contact_?name|user_?name|"""
+    r"""cardholder|beneficiary|patient|guest)["']?\s*[:=]\s*["']?([^"'&,}\]\n<>()]{2,60}?)"""
+    r"""\s*(?=["'&,}\]\n<>(]|$)""")
+MAX_WORDS = 3
+NAME = "NameGazetteerRecognizer"
+
+
+def fold(word: str) -> str:
+    """Case-free form: `İlker` and `ILKER` are `ilker`."""
+    return word.casefold().replace("\u0307", "")
+
+
+@cache
+def gazetteer() -> tuple[frozenset[str], frozenset[str]]:
+    """(given names, family names), case-folded, from Faker's person providers."""
+    given: set[str] = set()
+    family: set[str] = set()
+    for locale in LOCALES:
+        try:
+            provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        except ImportError:
+            continue
+        for attrs, out in ((_GIVEN, given), (_FAMILY, family)):
+            for attr in attrs:
+                names = getattr(provider, attr, ())
+                out.update(fold(n) for n in names if len(n) > 1 or not n.isascii())
+    return frozenset(given), frozenset(family)
+
+
+@cache
+def _plain_words() -> frozenset[str]:
+    """Words never a name alone: COMMON and English stop words."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    return COMMON | frozenset(STOP_WORDS)
+
+
+def _same_case(first: str, other: str) -> bool:
+    """`Monica pier` is not a name where `Monica Pier` or `monica pier` may be."""
+    return (first.isupper() == other.isupper() if first.isupper() or other.isupper()
+            else first[:1].isupper() == other[:1].isupper())
+
+
+def name_spans(text: str) -> list[tuple[int, int, float]]:
+    """(start, end, score) of each name found in `text` (see module docstring)."""
+    given, family = gazetteer()
+    plain = _plain_words()
+    words = list(_WORD.finditer(text))
+    folded = [fold(w.group()) for w in words]
+    spans: list[tuple[int, int, float]] = []
+    i = 0
+    while i < len(words):
+        w, j = folded[i], i + 1
+        while (j < len(words) and j - i < MAX_WORDS and folded[j] not in plain
+               and (folded[j] in family or folded[j] in given)
+               and _same_case(words[i].group(), words[j].group())
+               and not text[words[j - 1].end():words[j].start()].strip()):
+            j += 1
+        # A known given name, or any capitalized word, before a known family name.
+        starts = w in given or (words[i].group()[:1].isupper() and j - i >= 2
+                                and folded[i + 1] in family)
+        if starts and w not in plain and j - i >= 2:
+            spans.append((words[i].start(), words[j - 1].end(), 0.6))
+            i = j
+            continue
+        if w in given and w not in plain and (
+                _CUE.search(text[:words[i].start()]) or _AFTER.match(text[words[i].end():])):
+            spans.append((words[i].start(), words[i].end(), 0.5))
+        i += 1
+    spans += [(m.start(), m.end(), 0.6) for m in _TITLE.finditer(text)]
+    spans += [(m.start(1), m.end(1), 0.45) for m in _STRONG_CUE.finditer(text)
+              if not any(fold(x) in plain for x in m.group(1).split())]
+    spans += [(m.start(1), m.end(1), 0.6) for m in _KEYED.finditer(text)]
+    for run in _UNSPACED.finditer(text):
+        s = run.group()
+        for a in range(len(s) - 1):
+            for fam in (s[a:a + 2], s[a]):
+                rest = a + len(fam)
+                hit = next((rest + g for g in (2, 1) if s[rest:rest + g] in given), None)
+                if fam in family and hit is not None:
+                    spans.append((run.start() + a, run.start() + hit, 0.6))
+                    break
+    return spans
+
+
+def name_recognizer(language: str) -> Any:
+    """`name_spans` as a Presidio recognizer (regex-like: it needs no NLP artifacts)."""
+    from presidio_analyzer import AnalysisExplanation, PatternRecognizer, RecognizerResult
+
+    class NameGazetteerRecognizer(PatternRecognizer):
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None,
+                    regex_flags: int | None = None) -> list[RecognizerResult]:
+            return [RecognizerResult("PERSON", s, e, score,
+                                     analysis_explanation=AnalysisExplanation(
+                                         recognizer=NAME, original_score=score),
+                                     recognition_metadata={
+                                         RecognizerResult.RECOGNIZER_NAME_KEY: NAME,
+                                         RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
+                    for s, e, score in name_spans(text)]
+
+    return NameGazetteerRecognizer(supported_entity="PERSON", supported_language=language,
+                                   name=NAME, deny_list=["-"])
