@@ -63,13 +63,16 @@ class Domain(Model):
     min: float | None = None
     max: float | None = None
     other: str | None = None  # what an out-of-domain value becomes (null when unset)
+    # Free text, published in strict mode: only words k distinct users wrote are kept
+    # (`pipeline.transforms.pii.strict`); the column must also be scanned for PII upstream.
+    strict_text: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> Domain:
         kinds = [self.values is not None, self.pattern is not None,
-                 self.min is not None or self.max is not None]
+                 self.min is not None or self.max is not None, self.strict_text]
         if sum(kinds) != 1:
-            raise ValueError("a domain is one of: values, pattern, or min/max")
+            raise ValueError("a domain is one of: values, pattern, min/max, or strict_text")
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)

@@ -17,6 +17,7 @@ import polars as pl
 from pipeline.config import Domain, PurposeSpec
 from pipeline.core.errors import PipelineError
 from pipeline.core.records import StageStats
+from pipeline.transforms.pii.strict import strict_text
 
 
 def outside(column: str, domain: Domain) -> pl.Expr:
@@ -51,7 +52,12 @@ def apply_allowlist(table: pl.DataFrame, spec: PurposeSpec, *, k: int
         raise PipelineError(f"purpose {spec.purpose!r}: string columns {free} have no declared "
                             "domain (schemas/purposes/*.yaml `domains`); refusing to publish "
                             "free-form values")
-    domains = {c: d for c, d in spec.domains.items() if c in out.columns}
+    strict = {}
+    for c in [c for c, d in spec.domains.items() if d.strict_text and c in out.columns]:
+        out, strict[c] = strict_text(out.with_columns(table[spec.user_col]), c, spec.user_col,
+                                     k)
+        out = out.select(wanted)
+    domains = {c: d for c, d in spec.domains.items() if c in out.columns and not d.strict_text}
     counts = out.select(outside(c, d).sum().alias(c) for c, d in domains.items()).row(
         0, named=True) if domains else {}
     out = out.with_columns(
@@ -60,6 +66,8 @@ def apply_allowlist(table: pl.DataFrame, spec: PurposeSpec, *, k: int
     details = {"purpose": spec.purpose, "columns_kept": list(spec.columns),
                "columns_removed": removed,
                "out_of_domain": {c: n for c, n in counts.items() if n}}
+    if strict:
+        details["strict_text"] = strict  # per column: words, kept, kept_share
     rows_out, dropped = out.height, {}
     if spec.aggregate:
         out, details["groups"] = aggregate_groups(out, spec, k=k)

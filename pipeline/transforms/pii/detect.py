@@ -49,7 +49,7 @@ PREFILTERS: dict[str, str] = {
     "US_SSN": r"\d{3}\D?\d{2}\D?\d{4}",
     "IBAN_CODE": r"(?i)\b[a-z]{2}[ -]?\d{2}(?:[ -]?[a-z0-9]){9}",
     "PHONE_NUMBER": r"(?:\d[^\d\n]{0,3}){6,}\d",
-    "US_STREET_ADDRESS": r"(?i)\d{1,6}[a-z]?(?:\s|\+|%20)+[a-z]|[a-z]\s+\d",
+    "US_STREET_ADDRESS": r"(?i)\d{1,6}[a-z]{0,2}(?:\s|\+|%20)+[a-z0-9]|[a-z.]\s+\d|#\s*\d",
     # Names are looked for in every text with a letter (the gazetteer in `names` is cheap);
     # the NER model still runs only where `needs_ner` says.
     "PERSON": r"[^\W\d_]",
@@ -57,7 +57,7 @@ PREFILTERS: dict[str, str] = {
 }
 # Entities that come from the spaCy NER model (Presidio's SpacyRecognizer).
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME"})
-_CAPITALIZED = r"\b[A-Z][A-Za-z'’.-]*"
+_CAPITALIZED = r"\b\p{Lu}[\p{L}'’.-]*"  # any script: `Δημήτρης`, `İlker`
 _SURFACE_LEMMA = "pp_surface_lemma"
 _MIN_TEXTS_PER_CHUNK = 250  # smaller chunks cost more in hand-over than they save
 
@@ -122,7 +122,7 @@ def needs_ner(texts: pl.Series) -> pl.Series:
     words = texts.str.extract_all(_CAPITALIZED)
     word = pl.element().str.strip_chars(".'’-")
     return words.list.eval(
-        word.str.to_lowercase().is_in(stop).not_() & word.str.contains(r"^[A-Z]{2,}$").not_()
+        word.str.to_lowercase().is_in(stop).not_() & word.str.contains(r"^\p{Lu}{2,}$").not_()
     ).list.any().fill_null(False)
 
 
@@ -335,9 +335,22 @@ class FastAnalyzer:
         raw += [r for rec in nlp_based for r in _tagged(rec, rec.analyze(text, wanted, artifacts))]
         # The rest of AnalyzerEngine.analyze: context words, threshold, duplicates.
         results = self.analyzer._enhance_using_context(text, raw, artifacts, recs, None)
-        results = [r for r in results if r.score >= self.cfg.score_threshold]
+        results = [r if not _phone_not_card(r, text) else _as_phone(r)
+                   for r in results if r.score >= self.cfg.score_threshold]
         return [PiiSpan(r.entity_type, r.start, r.end, r.score)
                 for r in EntityRecognizer.remove_duplicates(results)]
+
+
+def _phone_not_card(result: RecognizerResult, text: str) -> bool:
+    """A Luhn-valid `+44 ...` or `+49 ...` is an international phone number, not a card."""
+    return result.entity_type == "CREDIT_CARD" and text[:result.start].rstrip().endswith("+")
+
+
+def _as_phone(result: RecognizerResult) -> RecognizerResult:
+    from presidio_analyzer import RecognizerResult
+
+    return RecognizerResult("PHONE_NUMBER", result.start, result.end, result.score,
+                            result.analysis_explanation, result.recognition_metadata)
 
 
 def _tagged(recognizer: Any, results: list[RecognizerResult] | None) -> list[RecognizerResult]:

@@ -144,7 +144,10 @@ def name_spans(text: str) -> list[tuple[int, int, float]]:
 
 
 def name_recognizer(language: str) -> Any:
-    """`name_spans` as a Presidio recognizer (regex-like: it needs no NLP artifacts)."""
+    """`name_spans` as a Presidio recognizer (regex-like: it needs no NLP artifacts). The name
+    lists load here, with the model, not on the first text."""
+    gazetteer()
+    _plain_words()
     from presidio_analyzer import AnalysisExplanation, PatternRecognizer, RecognizerResult
 
     class NameGazetteerRecognizer(PatternRecognizer):

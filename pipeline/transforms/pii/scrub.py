@@ -56,8 +56,11 @@ _FR_STREET = (r"\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|Rue|avenue|Avenue|boulev
               r"place|Place|quai|Quai|allée|impasse|chemin)\s+(?:(?:de la|du|des|de|d')\s*)?"
               r"[A-ZÉÈ][\w'’-]+(?:[ -][A-ZÉÈ][\w'’-]+){0,3}")
 STREET_ADDRESS_REGEX = _US_STREET
+# The parts of an address written apart from the street: `Apt. 559`, `Suite 026`, `P.O. Box 63`.
+_ADDRESS_UNIT = (r"\b(?:Apt\.?|Apartment|Suite|Ste\.|Unit)\s*#?\s*\d{1,5}[A-Z]?\b"
+                 r"|\bP\.?\s?O\.?\s?Box\s+\d{1,6}\b")
 STREET_ADDRESS_REGEXES = {"us_street_address": _US_STREET, "eu_street_address": _EU_STREET,
-                          "fr_street_address": _FR_STREET}
+                          "fr_street_address": _FR_STREET, "address_unit": _ADDRESS_UNIT}
 # E-mail addresses Presidio's recognizer passes over: written out to dodge scrapers (`jane dot
 # doe at gmail dot com`, `tom[at]protonmail[dot]com`), URL-encoded (`%40`), or on a domain
 # without a public suffix (`dave.k@company.internal`).
@@ -93,6 +96,41 @@ def street_address_recognizer(language: str) -> Any:
         patterns=[Pattern(n, rx, 0.5) for n, rx in STREET_ADDRESS_REGEXES.items()],
         context=["ship", "address", "street", "deliver", "live", "adres", "adresse"],
         global_regex_flags=re.DOTALL | re.MULTILINE)
+
+
+# An IBAN as written: country, check digits, groups of 4 in capitals. Presidio's recognizer
+# ignores case, so lowercase words after the number (`... 7065 para la`) join it and the
+# checksum then fails; this one is case-sensitive and checks mod 97 itself.
+IBAN_REGEX = r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"
+# SSN-shaped numbers Presidio rejects as never issued (078-05-1120, 123-45-6789) are still
+# what someone typed as theirs: next to the words that say so, they go too.
+SSN_REGEX = r"\b\d{3}-\d{2}-\d{4}\b"
+
+
+def iban_ok(value: str) -> bool:
+    """ISO 13616 check: move the first four characters to the end, letters to numbers,
+    the whole mod 97 is 1."""
+    v = value.replace(" ", "")
+    digits = "".join(str(int(c, 36)) for c in v[4:] + v[:4])
+    return 15 <= len(v) <= 34 and int(digits) % 97 == 1
+
+
+def account_number_recognizers(language: str) -> list[Any]:
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    class GroupedIbanRecognizer(PatternRecognizer):  # not "IbanRecognizer": Presidio finds
+        # its predefined recognizers by class name among all subclasses
+        def validate_result(self, pattern_text: str) -> bool:
+            return iban_ok(pattern_text)
+
+    return [GroupedIbanRecognizer(supported_entity="IBAN_CODE", supported_language=language,
+                           name="CaseSensitiveIbanRecognizer",
+                           patterns=[Pattern("iban_grouped", IBAN_REGEX, 0.5)],
+                           global_regex_flags=re.DOTALL | re.MULTILINE),
+            PatternRecognizer(supported_entity="US_SSN", supported_language=language,
+                              name="SsnInContextRecognizer",
+                              patterns=[Pattern("ssn_shape", SSN_REGEX, 0.05)],
+                              context=["ssn", "social", "security", "tax"])]
 
 
 def written_out_recognizers(language: str) -> list[Any]:
@@ -154,7 +192,8 @@ def build_pii_analyzer(cfg: PiiConfig) -> Any:
     return build_analyzer(cfg, [street_address_recognizer(cfg.language),
                                 card_number_recognizer(cfg.language),
                                 name_recognizer(cfg.language),
-                                *written_out_recognizers(cfg.language)])
+                                *written_out_recognizers(cfg.language),
+                                *account_number_recognizers(cfg.language)])
 
 
 WORKERS_FROM_TEXTS = 4000  # fewer distinct texts: one process is done before a worker loads
