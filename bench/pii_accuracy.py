@@ -149,15 +149,20 @@ def false_alarms(gold: Labeled, predicted: list[list[Span]]) -> tuple[int, float
     return len(free), 1000 * sum(free) / len(free) if free else float("nan")
 
 
-def _presidio(cfg: PiiConfig) -> Callable[[list[str]], list[list[Span]]]:
-    engine = build_analyzer(cfg)  # default recognizers only
+def _presidio(cfg: PiiConfig) -> Callable[[list[str]], tuple[list[list[Span]], list[str]]]:
+    """Plain Presidio (default recognizers), and its own scrub path: AnalyzerEngine, then
+    AnonymizerEngine (replace). Returns (spans, scrubbed texts)."""
+    from presidio_anonymizer import AnonymizerEngine
+
+    engine, anonymizer = build_analyzer(cfg), AnonymizerEngine()
     supported = set(engine.get_supported_entities(cfg.language))
     entities = [e for e in cfg.entities if e in supported]
 
-    def run(texts: list[str]) -> list[list[Span]]:
-        return [[(r.entity_type, r.start, r.end) for r in engine.analyze(
-            text=t, language=cfg.language, entities=entities,
-            score_threshold=cfg.score_threshold)] for t in texts]
+    def run(texts: list[str]) -> tuple[list[list[Span]], list[str]]:
+        found = [engine.analyze(text=t, language=cfg.language, entities=entities,
+                                score_threshold=cfg.score_threshold) for t in texts]
+        return ([[(r.entity_type, r.start, r.end) for r in rs] for rs in found],
+                [anonymizer.anonymize(t, rs).text for t, rs in zip(texts, found, strict=True)])
     return run
 
 
@@ -178,17 +183,6 @@ def leaks(gold: Labeled, scrubbed: list[str]) -> dict[str, tuple[int, int]]:
             n[0] += 1
             n[1] += text[start:end] in after
     return {k: (a, b) for k, (a, b) in out.items()}
-
-
-def _presidio_scrub(cfg: PiiConfig) -> Callable[[list[str]], list[str]]:
-    """Presidio's own scrub path: AnalyzerEngine, then AnonymizerEngine (replace)."""
-    from presidio_anonymizer import AnonymizerEngine
-
-    engine, anonymizer = build_analyzer(cfg), AnonymizerEngine()
-    entities = [e for e in cfg.entities if e in set(engine.get_supported_entities(cfg.language))]
-    return lambda texts: [anonymizer.anonymize(t, engine.analyze(
-        text=t, language=cfg.language, entities=entities,
-        score_threshold=cfg.score_threshold)).text for t in texts]
 
 
 STRICT_K = 5
@@ -259,7 +253,6 @@ def main() -> None:
     cfg = PiiConfig(**{**base.model_dump(), "n_process": 1})
     entities = list(cfg.entities)
     presidio = _presidio(cfg)
-    presidio_scrub = _presidio_scrub(cfg)
     misses = []
     batch = _presidio_batch(cfg)
     with TextScrubber(cfg, b"bench-only-token-key-not-a-secret") as scrubber:
@@ -272,11 +265,12 @@ def main() -> None:
             done = scrubber.scrub_with_spans(texts)
             ours_s = time.perf_counter() - started
             pred = [[(s.entity_type, s.start, s.end) for s in spans] for _, spans in done]
-            misses += _report(name, gold, presidio(texts), pred, entities)
+            theirs, theirs_scrubbed = presidio(texts)
+            misses += _report(name, gold, theirs, pred, entities)
             if target is None:
                 continue
             scrubbed = [t for t, _ in done]
-            misses += _report_leaks(name, gold, presidio_scrub(texts), scrubbed, target)
+            misses += _report_leaks(name, gold, theirs_scrubbed, scrubbed, target)
             strict, kept = _strict(scrubbed)
             n, leaked = (sum(x) for x in zip(*leaks(gold, strict).values(), strict=True))
             print(f"strict text mode (k = {STRICT_K}, each text its own user): {leaked} of {n} "
