@@ -22,6 +22,7 @@ CASES = [
     ("Δημήτρης Παπαδόπουλος εδώ, δεν ήρθε", "Παπαδόπουλος"),
     ("李伟说包裹没有到", "李伟"),
     ("Олег Петров пишет", "Петров"),
+    ("oleg petrov again, still no refund", "petrov"),  # the same name typed in Latin letters
     ("안녕하세요 김민준 입니다", "김민준"),
     ('{"name": "Priya Raman", "plan": "pro"}', "Priya Raman"),
     ("https://example.org/profile?name=Sofia%20Rossi&lang=it", "Sofia%20Rossi"),

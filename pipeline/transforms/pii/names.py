@@ -70,9 +70,24 @@ def fold(word: str) -> str:
     return word.casefold().replace("\u0307", "")
 
 
+# Scripts whose names people also type in Latin letters (`Papadakis`, `Petrov`, `Celik`); the
+# romanized form is added. Han, Hangul and Arabic romanize too loosely to match what people type.
+_ROMANIZABLE = re.compile(r"^[\u00C0-\u024F\u0370-\u03FF\u1F00-\u1FFF\u0400-\u04FFA-Za-z'’ -]+$")
+
+
+def _romanized(name: str) -> str | None:
+    from anyascii import anyascii
+
+    if name.isascii() or not _ROMANIZABLE.match(name):
+        return None
+    latin = fold(anyascii(name))
+    return latin if len(latin) >= 3 and latin.replace("-", "").isalpha() else None
+
+
 @cache
 def gazetteer() -> tuple[frozenset[str], frozenset[str]]:
-    """(given names, family names), case-folded, from Faker's person providers."""
+    """(given names, family names), case-folded, from Faker's person providers, with the
+    Latin spelling of Greek, Cyrillic and accented Latin names."""
     given: set[str] = set()
     family: set[str] = set()
     for locale in LOCALES:
@@ -84,6 +99,7 @@ def gazetteer() -> tuple[frozenset[str], frozenset[str]]:
             for attr in attrs:
                 names = getattr(provider, attr, ())
                 out.update(fold(n) for n in names if len(n) > 1 or not n.isascii())
+                out.update(r for n in names if (r := _romanized(n)))
     return frozenset(given), frozenset(family)
 
 
