@@ -30,7 +30,7 @@ from pipeline.core.errors import (
 )
 from pipeline.core.locks import data_root_lock
 from pipeline.core.records import PublishRecord, RekeyRecord, StageOutcome
-from pipeline.stages import DAILY, INPUT_MARKER, KEYED, STAGES, Kind
+from pipeline.stages import DAILY, KEYED, STAGES, Kind
 
 log = logging.getLogger("pipeline")
 
@@ -161,7 +161,7 @@ def gate_daily_run(day: str | date, config_path: str | Path, run_id: str) -> Non
 def input_marker(day: str | date, config_path: str | Path) -> Path:
     """The file whose arrival says the day's raw input is complete."""
     ctx, day = _context(day, config_path)
-    return ctx.root / ctx.zone("raw_events").path / f"date={day}" / INPUT_MARKER
+    return steps.input_marker(ctx, day)
 
 
 def publish_change(day: str | date, config_path: str | Path

@@ -104,7 +104,7 @@ def check_input(ctx: RunContext, day: date) -> str:
     if not source.is_file():
         raise MissingInputError(f"{source}: no raw events for {day}; nothing was run or "
                                 "deleted")
-    if not (source.parent / INPUT_MARKER).is_file():
+    if not input_marker(ctx, day).is_file():
         raise MissingInputError(f"{source.parent}: no {INPUT_MARKER} marker, so the day's "
                                 "input may be incomplete; nothing was run or deleted")
     with source.open("rb") as fh:
@@ -124,6 +124,11 @@ def retention(ctx: RunContext, day: date) -> str:
 
 def _raw_events(ctx: RunContext, day: date) -> Path:
     return ctx.root / ctx.zone("raw_events").path / f"date={day}" / "events.jsonl"
+
+
+def input_marker(ctx: RunContext, day: date) -> Path:
+    """The file whose arrival says the day's raw input is complete (landing side's)."""
+    return _raw_events(ctx, day).with_name(INPUT_MARKER)
 
 
 def ingest(ctx: RunContext, day: date) -> str:
