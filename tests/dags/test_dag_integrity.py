@@ -247,3 +247,22 @@ def test_when_a_day_fails_then_the_run_fails_and_the_notifiers_hear_of_it(
     assert b"privacy_personalization_daily: 2026-11-01 failed" in mail
     html = (reports_of(tmp_path / "data", "2026-11-01") / "report.html").read_text()
     assert "Stage consent failed: MissingInputError" in html
+
+
+def test_when_the_days_input_is_not_complete_then_the_sensor_defers_on_its_marker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from pipeline.orchestration.airflow_tasks import DayInputSensor
+
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    config = write_config(tmp_path)
+    sensor = DayInputSensor(task_id="wait_for_input", config=str(config), poke_interval=60)
+    context = {"data_interval_start": datetime(2026, 11, 1, tzinfo=UTC)}
+    marker = tmp_path / "data" / "raw" / "events" / "date=2026-11-01" / "_SUCCESS"
+    with pytest.raises(TaskDeferred) as deferred:  # no worker slot held while it waits
+        sensor.execute(context)
+    assert deferred.value.trigger.filepath == str(marker)
+    marker.parent.mkdir(parents=True)
+    marker.touch()  # the landing side says the day is complete
+    assert sensor.execute(context) is None
