@@ -42,7 +42,7 @@ TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "ConnectionError"}
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _safe(exc: Exception) -> PipelineError:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from faker import Faker
 
-from pipeline.core.storage import atomic_write_bytes
+from pipeline.core.storage import atomic_write_bytes, atomic_writer
 from pipeline.stages import INPUT_MARKER
 
 # (city, latitude, longitude, weight). Most users live in the app's markets (config regions);
@@ -108,11 +109,11 @@ def _preference(age: int, city: str, os_name: str, effects: dict[str, list[float
     return tuple(round(2.718281828459045 ** (x - top), 6) for x in logits)
 
 
-def _profiles(n_users: int, rng: random.Random, fake: Faker, cohort_signal: float
+def _profiles(users: range, rng: random.Random, fake: Faker, cohort_signal: float
               ) -> list[Profile]:
     profiles = []
     effects = _cohort_effects(cohort_signal)
-    for i in range(n_users):
+    for i in users:
         city, lat, lon, _ = _weighted(rng, CITIES)
         os_name, model, _ = _weighted(rng, DEVICES)
         age = max(18, min(90, int(rng.gauss(38, 13))))
@@ -239,6 +240,9 @@ class GeneratedData:
     malformed: int
 
 
+USERS_PER_BATCH = 20_000  # users whose events are made (and held) at once
+
+
 def generate(out_root: Path, *, start: date, days: int = 1, users: int = 1000,
              seed: int = 7, malformed_share: float = 0.01,
              duplicate_share: float = 0.005, cohort_signal: float = COHORT_SIGNAL
@@ -246,34 +250,50 @@ def generate(out_root: Path, *, start: date, days: int = 1, users: int = 1000,
     """Write `raw/events/date=D/events.jsonl` for each day and `raw/consent/consent.jsonl`.
 
     Each user's category mix follows their cohort with strength `cohort_signal` (see
-    `COHORT_SIGNAL`), so cohort features can carry signal and a test can tell it from noise."""
+    `COHORT_SIGNAL`), so cohort features can carry signal and a test can tell it from noise.
+    Users are made `USERS_PER_BATCH` at a time and their lines appended (shuffled within the
+    batch), so memory stays flat however many users a day has."""
     rng = random.Random(seed)
     fake = Faker("en_US")
     fake.seed_instance(seed)
-    profiles = _profiles(users, rng, fake, cohort_signal)
-    files, total, malformed = [], 0, 0
-    for d in range(days):
-        day = start + timedelta(days=d)
-        lines = []
-        for p in profiles:
-            n = int(rng.expovariate(1 / p.activity)) + (1 if rng.random() < 0.7 else 0)
-            for _ in range(n):
-                event = _event(p, day, rng, fake)
-                roll = rng.random()
-                if roll < malformed_share:
-                    lines.append(_corrupt(event, rng))
-                    malformed += 1
-                else:
-                    lines.append(json.dumps(event))
-                    if roll < malformed_share + duplicate_share:
-                        lines.append(json.dumps(event))  # at-least-once delivery
-        rng.shuffle(lines)
-        path = out_root / "raw" / "events" / f"date={day.isoformat()}" / "events.jsonl"
-        atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
-        atomic_write_bytes(path.parent / INPUT_MARKER, b"")  # the day is complete
-        files.append(path)
-        total += len(lines)
+    day_list = [start + timedelta(days=d) for d in range(days)]
+    files = [out_root / "raw" / "events" / f"date={day.isoformat()}" / "events.jsonl"
+             for day in day_list]
     consent_path = out_root / "raw" / "consent" / "consent.jsonl"
-    consent = _consent(profiles, start, days, rng)
-    atomic_write_bytes(consent_path, "".join(json.dumps(r) + "\n" for r in consent).encode())
+    total = malformed = 0
+    with ExitStack() as stack:
+        outs = [stack.enter_context(atomic_writer(path)) for path in files]
+        consent_out = stack.enter_context(atomic_writer(consent_path))
+        for first in range(0, users, USERS_PER_BATCH):
+            profiles = _profiles(range(first, min(users, first + USERS_PER_BATCH)), rng, fake,
+                                 cohort_signal)
+            for day, out in zip(day_list, outs, strict=True):
+                lines, bad = _day_lines(profiles, day, rng, fake, malformed_share,
+                                        duplicate_share)
+                out.write(("\n".join(lines) + "\n").encode())
+                total, malformed = total + len(lines), malformed + bad
+            consent = _consent(profiles, start, days, rng)
+            consent_out.write("".join(json.dumps(r) + "\n" for r in consent).encode())
+    for path in files:
+        atomic_write_bytes(path.parent / INPUT_MARKER, b"")  # the day is complete
     return GeneratedData(files, consent_path, total, malformed)
+
+
+def _day_lines(profiles: list[Profile], day: date, rng: random.Random, fake: Faker,
+               malformed_share: float, duplicate_share: float) -> tuple[list[str], int]:
+    """The JSON lines of these users' events on `day`, shuffled, and how many are malformed."""
+    lines, malformed = [], 0
+    for p in profiles:
+        n = int(rng.expovariate(1 / p.activity)) + (1 if rng.random() < 0.7 else 0)
+        for _ in range(n):
+            event = _event(p, day, rng, fake)
+            roll = rng.random()
+            if roll < malformed_share:
+                lines.append(_corrupt(event, rng))
+                malformed += 1
+            else:
+                lines.append(json.dumps(event))
+                if roll < malformed_share + duplicate_share:
+                    lines.append(json.dumps(event))  # at-least-once delivery
+    rng.shuffle(lines)
+    return lines, malformed

@@ -82,3 +82,21 @@ def test_when_pii_is_planted_then_suite_fails_and_no_gx_file_holds_it(
             for planted in (PLANTED_EMAIL, PLANTED_ID, "Deborah Cameron", PLANTED_CARD,
                             PLANTED_CARD.replace(" ", "")):
                 assert planted.encode() not in data, path
+
+
+def test_when_h3_cells_hold_long_digit_runs_then_no_identifier_shape_matches_them() -> None:
+    """Large days failed validation: ~2% of H3 cells looked like phone numbers."""
+    import random
+    import re
+
+    import h3
+
+    from pipeline.transforms.validate.suite import RESIDUAL_PII_PATTERNS
+
+    rng = random.Random(7)
+    cells = {h3.latlng_to_cell(rng.uniform(-60, 70), rng.uniform(-180, 180), res)
+             for res in range(4, 10) for _ in range(5000)}
+    shapes = re.compile("|".join(RESIDUAL_PII_PATTERNS.values()))
+    assert not [c for c in [*cells, "8828308281fffff"] if shapes.search(c)]
+    assert all(shapes.search(t) for t in ["call 555-123-4567", "tel:5551234567;",
+                                          "+1 (555) 123-4567"])

@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 # Shapes of direct identifiers that must not survive minimization.
 RESIDUAL_PII_PATTERNS = {
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
-    "phone": r"(?:\+?\d{1,3}[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4}",
+    # Not inside a run of letters and digits: H3 cells are hex strings with long digit runs
+    # (`8828308281fffff`), ~2% of which look like a phone number otherwise.
+    "phone": r"(?<![0-9A-Za-z])(?:\+?\d{1,3}[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4}"
+             r"(?![0-9A-Za-z])",
     "ipv4": r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
     "ipv6": r"\b(?:[0-9A-Fa-f]{1,4}:){4,7}[0-9A-Fa-f]{1,4}\b",
 }

@@ -1,0 +1,198 @@
+"""A day of 1M and 10M events: wall time, events/s, peak memory per stage, against the I/O floor.
+
+Run: python3 -m bench.scale [--sizes 1M,10M] [--json] [--workdir DIR] [--rss-limit-gb 20]
+
+For each size, in a fresh data root: `privacy-pipeline generate` writes one day (the generator
+streams: its memory does not grow with the day), then `privacy-pipeline run` processes it as the
+DAG would, every stage and the gate, in one process (with its PII worker processes). Memory is
+the resident set of that process tree, sampled every 0.1 s and split by the stage running at the
+time (from the run's stage outcome records).
+
+Baseline (issue 17), measured in the same run on the same file: the I/O floor, Polars streaming
+the day's JSON lines into Parquet (`scan_ndjson(...).sink_parquet`). The ratio is the pipeline's
+wall time over it. Targets: 10M events <= 10 min end to end and peak RSS <= 4 GB, per-event cost
+flat from 1M to 10M (within 20%), every size published.
+
+`--rss-limit-gb` stops a run whose tree passes that much memory (this machine is shared), and
+reports it as not published. With `--json`, the last line is
+`{"1M": {"wall_s", "peak_rss_mb", "published", ...}, "10M": {...}, "distributed_equal": null}`
+(null: no distributed engine to compare yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+import polars as pl
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = "2026-11-01"
+EVENTS_PER_USER = 9.7  # the generator's mean events per user and day (measured)
+SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}  # 100k: a quick check
+
+
+def _config(root: Path) -> Path:
+    """A copy of config/pipeline.yaml whose data root is `root`, key from the environment."""
+    doc = yaml.safe_load((ROOT / "config" / "pipeline.yaml").read_text())
+    doc["paths"] = {**doc["paths"], "data_root": str(root / "data"),
+                    "event_schema": str(ROOT / "schemas" / "events.yaml"),
+                    "consent_schema": str(ROOT / "schemas" / "consent.yaml"),
+                    "purposes_dir": str(ROOT / "schemas" / "purposes")}
+    doc["keys"] = {"airflow_conn_id": None, "env_var": "BENCH_SCALE_KEY",
+                   "file_env_var": "BENCH_SCALE_KEY_FILE", "file": None}
+    path = root / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _cli(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline.cli", "--config", str(config), *args]
+
+
+def _watch(cmd: list[str], env: dict[str, str], limit_mb: float
+           ) -> tuple[int | None, float, list[tuple[float, float]]]:
+    """Run `cmd`; (exit code or None if stopped over the limit, wall s, [(time, tree RSS MB)])."""
+    started = time.time()
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    top, samples = psutil.Process(proc.pid), []
+    while proc.poll() is None:
+        try:
+            tree = [top, *top.children(recursive=True)]
+            rss = sum(p.memory_info().rss for p in tree if p.is_running()) / 2**20
+        except psutil.Error:
+            rss = 0.0
+        samples.append((time.time(), rss))
+        if rss > limit_mb:
+            for p in top.children(recursive=True):
+                p.kill()
+            proc.kill()
+            proc.wait()
+            return None, time.time() - started, samples
+        time.sleep(0.1)
+    if proc.returncode not in (0, 3):  # 3: ran, but the gate did not publish
+        sys.stderr.write(proc.stderr.read() if proc.stderr else "")
+    return proc.returncode, time.time() - started, samples
+
+
+def _per_stage(data: Path, samples: list[tuple[float, float]]) -> dict[str, dict[str, float]]:
+    """Wall seconds and peak tree RSS (MB) of each stage, in run order, from the times in its
+    outcome record."""
+    rows = []
+    for path in (data / "runs").glob(f"*/date={DAY}/outcomes/*.json"):
+        o = json.loads(path.read_text())
+        if o.get("finished_at"):
+            t0 = datetime.fromisoformat(o["started_at"]).timestamp()
+            t1 = datetime.fromisoformat(o["finished_at"]).timestamp()
+            peak = max((rss for t, rss in samples if t0 - 0.1 <= t <= t1 + 0.1), default=0.0)
+            rows.append((t0, o["stage"], {"wall_s": round(t1 - t0, 2),
+                                          "peak_rss_mb": round(peak)}))
+    return {stage: figures for _, stage, figures in sorted(rows)}
+
+
+def io_floor(events: Path, work: Path) -> float:
+    """Seconds for Polars to stream the day's JSON lines into Parquet. Polars stops at a line
+    that is not JSON, so it reads a copy without the malformed ones (~0.2%; not timed)."""
+    clean, out = work / "floor.jsonl", work / "floor.parquet"
+    with events.open("rb") as src, clean.open("wb") as dst:
+        for line in src:
+            try:
+                msgspec.json.decode(line)
+            except msgspec.DecodeError:
+                continue
+            dst.write(line)
+    started = time.perf_counter()
+    pl.scan_ndjson(clean, infer_schema_length=10_000).sink_parquet(out)
+    elapsed = time.perf_counter() - started
+    clean.unlink()
+    out.unlink()
+    return elapsed
+
+
+def run_size(label: str, events: int, work: Path, limit_mb: float) -> dict[str, object]:
+    work.mkdir(parents=True, exist_ok=True)
+    config = _config(work)
+    key = f"bench-scale:{base64.b64encode(secrets.token_bytes(32)).decode()}"
+    env = {**os.environ, "BENCH_SCALE_KEY": key}
+    users = round(events / EVENTS_PER_USER)
+    started = time.time()
+    gen, gen_s, gen_samples = _watch(_cli(config, "generate", "--start", DAY, "--users",
+                                          str(users)), env, limit_mb)
+    if gen != 0:
+        raise SystemExit(f"{label}: generate failed ({gen})")
+    day_file = work / "data" / "raw" / "events" / f"date={DAY}" / "events.jsonl"
+    with day_file.open("rb") as fh:
+        lines = sum(1 for _ in fh)
+    floor_s = io_floor(day_file, work)
+    code, wall_s, samples = _watch(_cli(config, "run", "--date", DAY), env, limit_mb)
+    stages = _per_stage(work / "data", samples)
+    result: dict[str, object] = {
+        "events": lines, "users": users, "raw_gb": round(day_file.stat().st_size / 1e9, 2),
+        "generate_s": round(gen_s, 1),
+        "generate_peak_rss_mb": round(max((r for _, r in gen_samples), default=0)),
+        "wall_s": round(wall_s, 1), "events_per_s": round(lines / wall_s),
+        "us_per_event": round(wall_s / lines * 1e6, 1),
+        "peak_rss_mb": round(max((r for _, r in samples), default=0)),
+        "io_floor_s": round(floor_s, 1), "ratio_to_floor": round(wall_s / floor_s, 1),
+        "published": code == 0, "stopped_over_rss_limit": code is None,
+        "stages": stages, "total_s": round(time.time() - started, 1)}
+    return result
+
+
+def _print(label: str, r: dict) -> None:
+    print(f"\n{label}: {r['events']:,} events ({r['users']:,} users, {r['raw_gb']} GB of JSON "
+          f"lines); generated in {r['generate_s']} s, peak {r['generate_peak_rss_mb']:,} MB")
+    print(f"{'stage':<14}{'wall s':>8}{'peak RSS MB':>13}")
+    for name, s in r["stages"].items():
+        print(f"{name:<14}{s['wall_s']:>8}{s['peak_rss_mb']:>13,}")
+    verdict = "published" if r["published"] else (
+        "STOPPED over the RSS limit" if r["stopped_over_rss_limit"] else "NOT published")
+    print(f"run: {r['wall_s']} s, {r['events_per_s']:,} events/s, {r['us_per_event']} µs/event, "
+          f"peak {r['peak_rss_mb']:,} MB; {verdict}")
+    print(f"I/O floor (Polars JSON lines -> Parquet, same file, same run): {r['io_floor_s']} s; "
+          f"pipeline / floor = {r['ratio_to_floor']}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1M,10M", help="comma-separated: " + ", ".join(SIZES))
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    parser.add_argument("--workdir", help="where the data roots go (default: a temp dir, "
+                        "removed after)")
+    parser.add_argument("--rss-limit-gb", type=float, default=20.0)
+    args = parser.parse_args()
+    labels = [s.strip() for s in args.sizes.split(",")]
+    unknown = [s for s in labels if s not in SIZES]
+    if unknown:
+        parser.error(f"unknown sizes {unknown}; known: {list(SIZES)}")
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        for label in labels:
+            r = run_size(label, SIZES[label], Path(tmp) / label, args.rss_limit_gb * 1024)
+            _print(label, r)
+            results[label] = r
+    sized = [r for r in results.values() if isinstance(r, dict) and r["published"]]
+    if len(sized) >= 2:
+        costs = [r["us_per_event"] for r in sized]
+        print(f"\nper-event cost from smallest to largest: {costs[-1] / costs[0]:.2f}x "
+              "(target: within 1.2x)")
+    results["distributed_equal"] = None
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
