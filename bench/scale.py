@@ -38,6 +38,8 @@ import polars as pl
 import psutil
 import yaml
 
+from pipeline.stages import DAILY
+
 ROOT = Path(__file__).resolve().parents[1]
 DAY = "2026-11-01"
 EVENTS_PER_USER = 9.7  # the generator's mean events per user and day (measured)
@@ -122,7 +124,30 @@ def io_floor(events: Path, work: Path) -> float:
     return elapsed
 
 
-def run_size(label: str, events: int, work: Path, limit_mb: float) -> dict[str, object]:
+_TASK = ("import sys; from pipeline.run import run_stage; "
+         "run_stage(*sys.argv[1:4], run_id=sys.argv[4])")
+_GATE = "import sys; from pipeline.run import gate_daily_run; gate_daily_run(*sys.argv[1:4])"
+
+
+def _run_as_tasks(config: Path, env: dict[str, str], limit_mb: float
+                  ) -> tuple[int | None, float, dict[str, dict[str, float]], float]:
+    """The daily stages as the DAG runs them, one process each under one run id, then the
+    gate: (exit code, wall s, per stage figures, peak MB). Stops at the first failure."""
+    run_id, wall, stages = f"bench-{secrets.token_hex(4)}", 0.0, {}
+    for stage in (*DAILY, "gate"):
+        code, secs, samples = _watch([sys.executable, "-c", _GATE if stage == "gate" else _TASK,
+                                      *([stage] if stage != "gate" else []), DAY, str(config),
+                                      run_id], env, limit_mb)
+        wall += secs
+        stages[stage] = {"wall_s": round(secs, 2),
+                         "peak_rss_mb": round(max((r for _, r in samples), default=0))}
+        if code != 0:
+            return code, wall, stages, max(s["peak_rss_mb"] for s in stages.values())
+    return 0, wall, stages, max(s["peak_rss_mb"] for s in stages.values())
+
+
+def run_size(label: str, events: int, work: Path, limit_mb: float, *, as_tasks: bool = False
+             ) -> dict[str, object]:
     work.mkdir(parents=True, exist_ok=True)
     config = _config(work)
     key = f"bench-scale:{base64.b64encode(secrets.token_bytes(32)).decode()}"
@@ -137,15 +162,19 @@ def run_size(label: str, events: int, work: Path, limit_mb: float) -> dict[str, 
     with day_file.open("rb") as fh:
         lines = sum(1 for _ in fh)
     floor_s = io_floor(day_file, work)
-    code, wall_s, samples = _watch(_cli(config, "run", "--date", DAY), env, limit_mb)
-    stages = _per_stage(work / "data", samples)
+    if as_tasks:
+        code, wall_s, stages, peak = _run_as_tasks(config, env, limit_mb)
+    else:
+        code, wall_s, samples = _watch(_cli(config, "run", "--date", DAY), env, limit_mb)
+        stages = _per_stage(work / "data", samples)
+        peak = max((r for _, r in samples), default=0)
     result: dict[str, object] = {
         "events": lines, "users": users, "raw_gb": round(day_file.stat().st_size / 1e9, 2),
         "generate_s": round(gen_s, 1),
         "generate_peak_rss_mb": round(max((r for _, r in gen_samples), default=0)),
         "wall_s": round(wall_s, 1), "events_per_s": round(lines / wall_s),
         "us_per_event": round(wall_s / lines * 1e6, 1),
-        "peak_rss_mb": round(max((r for _, r in samples), default=0)),
+        "peak_rss_mb": round(peak), "mode": "tasks" if as_tasks else "run",
         "io_floor_s": round(floor_s, 1), "ratio_to_floor": round(wall_s / floor_s, 1),
         "published": code == 0, "stopped_over_rss_limit": code is None,
         "stages": stages, "total_s": round(time.time() - started, 1)}
@@ -173,6 +202,9 @@ def main() -> None:
     parser.add_argument("--workdir", help="where the data roots go (default: a temp dir, "
                         "removed after)")
     parser.add_argument("--rss-limit-gb", type=float, default=20.0)
+    parser.add_argument("--as-tasks", action="store_true",
+                        help="each stage in its own process, as the DAG's tasks (default: one "
+                             "`privacy-pipeline run` process)")
     args = parser.parse_args()
     labels = [s.strip() for s in args.sizes.split(",")]
     unknown = [s for s in labels if s not in SIZES]
@@ -181,7 +213,8 @@ def main() -> None:
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for label in labels:
-            r = run_size(label, SIZES[label], Path(tmp) / label, args.rss_limit_gb * 1024)
+            r = run_size(label, SIZES[label], Path(tmp) / label, args.rss_limit_gb * 1024,
+                         as_tasks=args.as_tasks)
             _print(label, r)
             results[label] = r
     sized = [r for r in results.values() if isinstance(r, dict) and r["published"]]
