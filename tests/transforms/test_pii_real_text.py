@@ -83,6 +83,12 @@ def test_when_ordinary_text_looks_like_an_address_or_name_then_it_is_kept(
     assert scrubber.scrub_with_spans([text]) == [(text, [])]
 
 
+def test_when_an_unquoted_value_runs_into_the_sentence_then_only_the_value_is_replaced(
+        scrubber: TextScrubber) -> None:
+    [(out, spans)] = scrubber.scrub_with_spans(["Name: John Smith and I want a refund"])
+    assert out.startswith("Name: <PERSON:") and out.endswith("> and I want a refund")
+
+
 def test_when_an_identifier_is_encoded_then_its_span_covers_the_text_as_written(
         scrubber: TextScrubber) -> None:
     text = "mail bob&#64;corp.io or see ?e=jane.doe%40gmail.com&x=1"

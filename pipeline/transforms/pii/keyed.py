@@ -30,9 +30,11 @@ KEY_HINTS: dict[str, tuple[str, str]] = {
                           r"address(?:_?line)?(?:_?[12])?|addr|street|line_?[12]",
                           r"[^\"'\n&]{0,60}?\d[^\"'\n&]{0,60}?"),
 }
-# An unquoted value ends at a delimiter, two spaces, or the next `label:` (`Name: Keiko  Last
-# name: Sato`, `Cardholder: SAMUEL ADEYEMI Card: ...`).
-_END = r"(?=\s*(?:[&,;|}\]\n<>()\"']|$)|\s{2}|\s+[^\W\d_]+\s*:)"
+# An unquoted value ends at a delimiter, two spaces, the next `label:` (`Name: Keiko  Last
+# name: Sato`, `Cardholder: SAMUEL ADEYEMI Card: ...`) or a word that starts a clause
+# (`Name: John Smith and I want a refund`).
+_END = (r"(?=\s*(?:[&,;|}\]\n<>()\"']|$)|\s{2}|\s+[^\W\d_]+\s*:"
+        r"|\s+(?i:and|or|but|is|was|i|i'm|im|pls|please|thanks|thx|from|to|for|with|at|on)\b)")
 
 
 def key_hint(entity: str) -> str:
