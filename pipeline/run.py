@@ -15,21 +15,25 @@ from __future__ import annotations
 import logging
 import sqlite3
 import traceback
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+
+import polars as pl
 
 from pipeline import steps
 from pipeline.config import load_config
 from pipeline.core.context import RunContext, parse_day
 from pipeline.core.errors import (
     ConfigError,
+    MissingInputError,
     PipelineError,
     RunFailedError,
     StageCrashedError,
     TransientError,
 )
 from pipeline.core.locks import data_root_lock
-from pipeline.core.records import PublishRecord, RekeyRecord, StageOutcome
+from pipeline.core.records import PublishRecord, RekeyRecord, StageOutcome, StageStats
 from pipeline.stages import DAILY, KEYED, STAGES, Kind
 
 log = logging.getLogger("pipeline")
@@ -87,12 +91,29 @@ def _execute(ctx: RunContext, name: str, day: date) -> str:
     target = getattr(steps, stage.target)
     if stage.kind is Kind.TASK:
         return str(target(ctx, day))
-    source, sink = stage.reads[0], stage.writes[0]  # a table stage: one zone in, one out
-    table, stats = target(ctx, day, ctx.storage.read(ctx.zone(source), day))
+    source, sink = ctx.zone(stage.reads[0]), ctx.zone(stage.writes[0])  # one in, one out
+    if stage.per_user:  # shard by shard: one in memory at a time
+        parts = ctx.storage.parts(source, day)
+        if not parts:
+            raise MissingInputError(f"{ctx.storage.partition(source, day)}: partition not "
+                                    "found (has the earlier stage run?)")
+        done: list[StageStats] = []
+
+        def tables() -> Iterator[pl.DataFrame]:
+            for table, part_stats in target(ctx, day, (ctx.storage.read_part(source, day, p)
+                                                       for p in parts)):
+                done.append(part_stats)
+                yield table
+
+        written = ctx.storage.write_shards(sink, day, tables(), len(parts))
+        stats = StageStats.merged(done).check_balanced()
+    else:
+        table, stats = target(ctx, day, ctx.storage.read(source, day))
+        written = ctx.storage.write(sink, day, table)
     ctx.records(day).save_stats(stats)
     log.info("%s %s: rows in %d, out %d, dropped %s, quarantined %s", day, stats.stage,
              stats.rows_in, stats.rows_out, stats.dropped or "{}", stats.quarantined or "{}")
-    return str(ctx.storage.write(ctx.zone(sink), day, table))
+    return str(written)
 
 
 def _context(day: str | date, config_path: str | Path, run_id: str | None = None

@@ -96,6 +96,9 @@ class Stage:
     # Writes a store every date shares (the ledger, the Feast registry, the audit index): in
     # the DAG, one run's instance at a time when a backfill runs dates side by side.
     serial: bool = False
+    # Works on each user's rows alone: runs shard by shard on a day ingest split by user
+    # (`paths`/`scale.events_per_shard`), holding one shard in memory at a time.
+    per_user: bool = False
 
 
 _STAGES = (
@@ -113,13 +116,13 @@ _STAGES = (
           writes=("ingested", "quarantine"), funnel=True,
           does="parse raw lines against the event schema; misfits to quarantine"),
     Stage("consent", "consent", Kind.TABLE, reads=("ingested", "raw_consent"),
-          writes=("consented",), funnel=True,
+          writes=("consented",), funnel=True, per_user=True,
           does="keep events of users who consented to the purpose"),
     Stage("detect_pii", "detect_pii", Kind.TABLE, reads=("consented",), writes=("scrubbed",),
-          funnel=True, keyed=True,
+          funnel=True, keyed=True, per_user=True,
           does="drop direct identifiers, check untagged columns, tokenize PII in free text"),
     Stage("pseudonymize", "pseudonymize", Kind.TABLE, reads=("scrubbed",),
-          writes=("pseudonymized",), funnel=True, keyed=True,
+          writes=("pseudonymized",), funnel=True, keyed=True, per_user=True,
           does="HMAC-SHA256 identifiers under the purpose's key"),
     Stage("generalize", "generalize", Kind.TABLE, reads=("pseudonymized",),
           writes=("generalized",), funnel=True, keyed=True,

@@ -10,6 +10,9 @@ All imports are at the top except Great Expectations (7–14 s), which only `val
 
 from __future__ import annotations
 
+import itertools
+import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -43,7 +46,7 @@ from pipeline.transforms.erasure import (
 from pipeline.transforms.features import release_features
 from pipeline.transforms.generalize.coarsen import generalize_table
 from pipeline.transforms.generalize.kanon import short_of
-from pipeline.transforms.ingest import ingest_events, read_records
+from pipeline.transforms.ingest import ingest_events, ingest_shards, read_records
 from pipeline.transforms.minimize import apply_allowlist
 from pipeline.transforms.pii.scrub import (
     WORKERS_FROM_TEXTS,
@@ -52,7 +55,7 @@ from pipeline.transforms.pii.scrub import (
     fast_analyzer,
     scrub_pii,
 )
-from pipeline.transforms.pseudonymize import pseudonymize_columns
+from pipeline.transforms.pseudonymize import hmac_expr, pseudonymize_columns
 from pipeline.transforms.retention import finish_interrupted, purge
 
 Table = tuple[pl.DataFrame, StageStats]
@@ -132,44 +135,96 @@ def input_marker(ctx: RunContext, day: date) -> Path:
 
 
 def ingest(ctx: RunContext, day: date) -> str:
+    """Parse the day; a day of more than `scale.events_per_shard` lines is split into shards
+    by a keyed hash of the user, decoded batch by batch through encrypted spill files, so no
+    more than a batch and then a shard is ever in memory."""
     source = _raw_events(ctx, day)
     if not source.is_file():
         raise MissingInputError(f"{source}: no raw events for {day}")
-    result = ingest_events(source, ctx.cfg.event_schema,
-                           source_name=str(source.relative_to(ctx.root)))
-    ctx.storage.write(ctx.zone("quarantine"), day, result.quarantine)
-    ctx.records(day).save_stats(result.stats)
-    return str(ctx.storage.write(ctx.zone("ingested"), day, result.table))
+    name, schema = str(source.relative_to(ctx.root)), ctx.cfg.event_schema
+    ingested, storage = ctx.zone("ingested"), ctx.storage
+    with source.open("rb") as fh:
+        n = max(1, -(-sum(1 for _ in fh) // ctx.cfg.scale.events_per_shard))
+    if n == 1:
+        result = ingest_events(source, schema, source_name=name)
+        storage.write(ctx.zone("quarantine"), day, result.quarantine)
+        ctx.records(day).save_stats(result.stats)
+        return str(storage.write(ingested, day, result.table))
+    spills = storage.spill_dir(ingested, day)
+    shutil.rmtree(spills, ignore_errors=True)  # a crashed run's
+    user, key = _raw_user_field(ctx), ctx.key.derive("shard")
+
+    def shard_of(df: pl.DataFrame) -> pl.Series:
+        digest = hmac_expr(user, key).str.slice(0, 8).str.to_integer(base=16)
+        return df.select((digest % n).cast(pl.Int32)).to_series()
+
+    def spill(shard: int, batch: int, rows: pl.DataFrame) -> None:
+        storage.write_file(ingested, day, spills / f"{shard:05d}-{batch:06d}.parquet", rows)
+
+    def load(shard: int) -> list[pl.DataFrame]:
+        return [storage.read_part(ingested, day, p)
+                for p in sorted(spills.glob(f"{shard:05d}-*.parquet"))]
+
+    sharded = ingest_shards(source, schema, source_name=name, n=n, shard_of=shard_of,
+                            spill=spill, load=load)
+    storage.write(ctx.zone("quarantine"), day, sharded.quarantine)
+    written = storage.write_shards(ingested, day, sharded.shards(), n)
+    ctx.records(day).save_stats(sharded.stats())
+    return str(written)
+
+
+def _raw_user_field(ctx: RunContext) -> str:
+    """The raw field the purpose's user column is the pseudonym of (`account_id`)."""
+    schema = ctx.cfg.event_schema
+    fields = [n for n in schema.with_handling("pseudonymize")
+              if schema.fields[n].as_ == ctx.user_col]
+    if not fields:
+        raise ConfigError(f"no event field is pseudonymized as {ctx.user_col!r}, so a large "
+                          "day cannot be split by user")
+    return fields[0]
 
 
 def _consent_path(ctx: RunContext) -> Path:
     return ctx.root / ctx.zone("raw_consent").path / "consent.jsonl"
 
 
-def consent(ctx: RunContext, day: date, events: pl.DataFrame) -> Table:
+def consent(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Iterator[Table]:
     path = _consent_path(ctx)
     if not path.is_file():
         raise MissingInputError(f"{path}: no consent records (without them nobody has "
                                 "consented)")
     records = read_records(path, ctx.cfg.consent_schema, source_name=str(path))
-    kept, stats = filter_by_consent(events, records.table,
-                                    purpose=ctx.cfg.purpose_spec.consent_purpose)
-    stats.details["consent_records_rejected"] = records.stats.rows_in - records.stats.rows_out
-    return kept, stats
+    rejected = records.stats.rows_in - records.stats.rows_out
+    for i, events in enumerate(shards):
+        kept, stats = filter_by_consent(events, records.table,
+                                        purpose=ctx.cfg.purpose_spec.consent_purpose)
+        stats.details["consent_records_rejected"] = rejected if i == 0 else 0  # added up
+        yield kept, stats
 
 
-def detect_pii(ctx: RunContext, day: date, events: pl.DataFrame) -> Table:
+def detect_pii(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Iterator[Table]:
+    """One scrubber (model, workers) for all shards; which untagged columns hold PII is
+    decided on the first shard (a keyed-hash sample of users) and applied to all, so every
+    shard keeps the same columns."""
     schema, key = ctx.cfg.event_schema, ctx.key
+    shards = iter(shards)
+    first = next(shards)
     with TextScrubber(ctx.cfg.pii, key.token_key(ctx.cfg.purpose),
-                      with_workers=distinct_texts(events, schema) >= WORKERS_FROM_TEXTS) as s:
-        result = scrub_pii(events, schema, s, pseudonym_key=key.pseudonym_key(ctx.cfg.purpose),
-                           closed=ctx.cfg.purpose_spec.closed_columns)
-    result.stats.details["token_key_id"] = key.key_id
-    return result.table, result.stats
+                      with_workers=distinct_texts(first, schema) >= WORKERS_FROM_TEXTS) as s:
+        findings = None
+        for events in itertools.chain([first], shards):
+            result = scrub_pii(events, schema, s, pseudonym_key=key.pseudonym_key(ctx.cfg.purpose),
+                               closed=ctx.cfg.purpose_spec.closed_columns, findings=findings)
+            findings = result.findings
+            result.stats.details["token_key_id"] = key.key_id
+            yield result.table, result.stats
 
 
-def pseudonymize(ctx: RunContext, day: date, table: pl.DataFrame) -> Table:
-    return pseudonymize_columns(table, ctx.cfg.event_schema, ctx.key, purpose=ctx.cfg.purpose)
+def pseudonymize(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]
+                 ) -> Iterator[Table]:
+    for table in shards:
+        yield pseudonymize_columns(table, ctx.cfg.event_schema, ctx.key,
+                                   purpose=ctx.cfg.purpose)
 
 
 def generalize(ctx: RunContext, day: date, table: pl.DataFrame) -> Table:

@@ -342,6 +342,13 @@ class FeatureStoreConfig(Model):
     ttl_days: Annotated[int, Field(gt=0)] = 7
 
 
+class ScaleConfig(Model):
+    """How a large day is split: by a keyed hash of the user into shards of about this many
+    raw lines, which the per-user stages (`Stage.per_user`) process one at a time."""
+
+    events_per_shard: Annotated[int, Field(gt=0)] = 1_000_000
+
+
 class PipelineConfig(Model):
     """The whole run configuration (`config/pipeline.yaml`)."""
 
@@ -355,6 +362,7 @@ class PipelineConfig(Model):
     budget: BudgetConfig = BudgetConfig()
     retention: RetentionConfig = RetentionConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
+    scale: ScaleConfig = ScaleConfig()
     source_path: Path = Path(".")
 
     def zone(self, name: str) -> Zone:

@@ -12,6 +12,7 @@ run report adds these up and refuses a funnel that does not balance.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -40,6 +41,17 @@ class StageStats(Record):
     quarantined: dict[str, int] = {}
     details: dict[str, Any] = {}
 
+    @classmethod
+    def merged(cls, parts: Sequence[StageStats]) -> StageStats:
+        """One stage's stats over the shards it ran on: counts add up (shards hold disjoint
+        users); anything else in `details` (a key id, a list of columns) is the first's."""
+        first = parts[0]
+        return cls(stage=first.stage, rows_in=sum(p.rows_in for p in parts),
+                   rows_out=sum(p.rows_out for p in parts),
+                   dropped=_added([p.dropped for p in parts]),
+                   quarantined=_added([p.quarantined for p in parts]),
+                   details=_added([p.details for p in parts]))
+
     def check_balanced(self) -> StageStats:
         removed = sum(self.dropped.values()) + sum(self.quarantined.values())
         if self.rows_in != self.rows_out + removed:
@@ -47,6 +59,18 @@ class StageStats(Record):
                 f"stage {self.stage}: rows do not add up: in={self.rows_in} out={self.rows_out} "
                 f"dropped+quarantined={removed}")
         return self
+
+
+def _added(values: Sequence[Any]) -> Any:
+    """Numbers summed, dicts merged key by key the same way, anything else the first's."""
+    first = values[0]
+    if isinstance(first, int | float) and not isinstance(first, bool):
+        return sum(v for v in values if isinstance(v, int | float))
+    if isinstance(first, dict):
+        keys = list(dict.fromkeys(k for v in values if isinstance(v, dict) for k in v))
+        return {k: _added([v[k] for v in values if isinstance(v, dict) and k in v])
+                for k in keys}
+    return first
 
 
 class StageOutcome(Record):

@@ -1,8 +1,9 @@
 """Partitioned Parquet on disk: atomic writes, and encryption for sensitive zones.
 
-Layout under `data_root`: `<zone>/date=YYYY-MM-DD/part.parquet`. Every write goes to a temporary
-file in the same directory and is renamed into place, so a crash never leaves half a partition
-and a rerun simply replaces it.
+Layout under `data_root`: `<zone>/date=YYYY-MM-DD/part.parquet`, or for a large day the same
+folder split into shards by user (`part-00000-of-00008.parquet` ...; see `parts`). Every write
+goes to a temporary file in the same directory and is renamed into place, so a crash never
+leaves half a file, and a rerun simply replaces the partition.
 
 Zones that still hold personal data (everything before `minimize`) are encrypted with AES-256-GCM
 under a key derived from the master key, with the partition's path as associated data so a file
@@ -16,9 +17,11 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -32,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pipeline.core.errors import MissingInputError, StorageError
 from pipeline.stages import Zone
 
+_SHARD = re.compile(r"part-(\d{5})-of-(\d{5})\.")
 _MAGIC = b"PPENC2"  # then: key id length (1 byte), key id, 12-byte nonce, ciphertext
 
 
@@ -102,24 +106,67 @@ class Storage:
         return self.root / zone.path / f"date={day}"
 
     def partition(self, zone: Zone, day: date) -> Path:
-        suffix = ".parquet.enc" if zone.sensitive else ".parquet"
-        return self.partition_dir(zone, day) / f"part{suffix}"
+        """The file of an unsharded partition (`part.parquet`, `.enc` when sensitive)."""
+        return self.partition_dir(zone, day) / f"part{_suffix(zone)}"
+
+    def parts(self, zone: Zone, day: date) -> list[Path]:
+        """The files a partition is made of: `part` alone, or one complete set of shards
+        `part-00000-of-00004` ... (empty if the partition is absent). A mix, or a set with a
+        shard missing (a crash while writing), is not a partition: StorageError; rerunning
+        the stage that writes it rebuilds it."""
+        whole = self.partition(zone, day)
+        shards = sorted(self.partition_dir(zone, day).glob(f"part-*-of-*{_suffix(zone)}"))
+        if not shards:
+            return [whole] if whole.is_file() else []
+        totals = {m.group(2) for p in shards if (m := _SHARD.match(p.name))}
+        if whole.is_file() or len(totals) != 1 or len(shards) != int(totals.pop()):
+            raise StorageError(f"{self.partition_dir(zone, day)}: incomplete or mixed shards "
+                               "(interrupted write?); rerun the stage that writes it")
+        return shards
+
+    def exists(self, zone: Zone, day: date) -> bool:
+        return bool(self.parts(zone, day))
 
     def write(self, zone: Zone, day: date, df: pl.DataFrame) -> Path:
+        """Replace the partition by one file holding `df`."""
         path = self.partition(zone, day)
-        data = parquet_bytes(df)
-        if zone.sensitive:
-            data = self._encrypt(data, aad=self._aad(zone, day))
-        atomic_write_bytes(path, data)
+        self.write_file(zone, day, path, df)
+        self._remove_other_parts(zone, day, keep={path})
         return path
 
+    def write_shards(self, zone: Zone, day: date, frames: Iterable[pl.DataFrame], n: int
+                     ) -> Path:
+        """Replace the partition by `n` shard files, written one frame at a time (so only one
+        shard is in memory); with n = 1, the single `part` file. Returns the folder."""
+        if n == 1:
+            [df] = list(frames)
+            self.write(zone, day, df)
+            return self.partition_dir(zone, day)
+        written = set()
+        for i, df in enumerate(frames):
+            path = self.partition_dir(zone, day) / f"part-{i:05d}-of-{n:05d}{_suffix(zone)}"
+            self.write_file(zone, day, path, df)
+            written.add(path)
+        if len(written) != n:
+            raise StorageError(f"{self.partition_dir(zone, day)}: {len(written)} of {n} "
+                               "shards were given")
+        self._remove_other_parts(zone, day, keep=written)
+        return self.partition_dir(zone, day)
+
     def read(self, zone: Zone, day: date) -> pl.DataFrame:
-        path = self.partition(zone, day)
-        if not path.is_file():
-            raise MissingInputError(f"{path}: partition not found (has the earlier stage run?)")
+        """The whole partition (every shard)."""
+        parts = self.parts(zone, day)
+        if not parts:
+            raise MissingInputError(f"{self.partition(zone, day)}: partition not found (has "
+                                    "the earlier stage run?)")
+        frames = [self.read_part(zone, day, p) for p in parts]
+        return frames[0] if len(frames) == 1 else pl.concat(frames)
+
+    def read_part(self, zone: Zone, day: date, path: Path) -> pl.DataFrame:
+        """One file of a partition (see `parts`)."""
         data = path.read_bytes()
         if zone.sensitive:
-            data = self._decrypt(data, aad=self._aad(zone, day), path=path)
+            data = self._decrypt(data, aad=self._aad(zone, day, path), path=path)
         try:
             return pl.read_parquet(io.BytesIO(data))
         except (pl.exceptions.PolarsError, OSError):
@@ -127,23 +174,46 @@ class Storage:
                                "altered)") from None
 
     def set_aside(self, zone: Zone, day: date) -> Path:
-        """Move an unreadable partition to `quarantine/corrupt/...`, out of every reader's
-        way; rerunning its date rebuilds it. Returns where it went."""
-        path = self.partition(zone, day)
-        target = self.root / "quarantine" / "corrupt" / path.relative_to(self.root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
-        return target
+        """Move an unreadable partition's files to `quarantine/corrupt/...`, out of every
+        reader's way; rerunning its date rebuilds it. Returns where they went."""
+        folder = self.partition_dir(zone, day)
+        files = sorted(folder.glob(f"part*{_suffix(zone)}"))
+        target = self.root / "quarantine" / "corrupt" / folder.relative_to(self.root)
+        target.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            os.replace(path, target / path.name)
+        return target / files[0].name if len(files) == 1 else target
 
     def written_key_id(self, zone: Zone, day: date) -> str | None:
         """The key id an encrypted partition was written under (None if absent)."""
-        path = self.partition(zone, day)
-        if not path.is_file():
+        parts = self.parts(zone, day)
+        if not parts:
             return None
-        return _header(path.read_bytes()[:_MAX_HEADER], path)[0]
+        return _header(parts[0].read_bytes()[:_MAX_HEADER], parts[0])[0]
 
-    def _aad(self, zone: Zone, day: date) -> bytes:
-        return f"{zone.path}/date={day}".encode()
+    def spill_dir(self, zone: Zone, day: date) -> Path:
+        """Where a stage too large to hold may park pieces of a partition while it builds it
+        (`write_file`/`read_part`, encrypted like the zone); cleared by the next write."""
+        return self.partition_dir(zone, day) / "_spill"
+
+    def write_file(self, zone: Zone, day: date, path: Path, df: pl.DataFrame) -> None:
+        """One file of a partition (a shard, or a spilled piece), encrypted if the zone is."""
+        data = parquet_bytes(df)
+        if zone.sensitive:
+            data = self._encrypt(data, aad=self._aad(zone, day, path))
+        atomic_write_bytes(path, data)
+
+    def _remove_other_parts(self, zone: Zone, day: date, *, keep: set[Path]) -> None:
+        for path in self.partition_dir(zone, day).glob(f"part*{_suffix(zone)}"):
+            if path not in keep:
+                path.unlink(missing_ok=True)
+        shutil.rmtree(self.spill_dir(zone, day), ignore_errors=True)
+
+    def _aad(self, zone: Zone, day: date, path: Path) -> bytes:
+        """What an encrypted file is bound to: its zone and date, and for a shard its name,
+        so no file can be swapped for another."""
+        where = f"{zone.path}/date={day}"
+        return (where if path.name.startswith("part.") else f"{where}/{path.name}").encode()
 
     def _key(self) -> bytes:
         if self.encryption_key is None:
@@ -173,6 +243,10 @@ class Storage:
 
 
 _MAX_HEADER = len(_MAGIC) + 1 + 255
+
+
+def _suffix(zone: Zone) -> str:
+    return ".parquet.enc" if zone.sensitive else ".parquet"
 
 
 def _header(blob: bytes, path: Path) -> tuple[str, int]:

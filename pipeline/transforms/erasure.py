@@ -99,9 +99,9 @@ def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
     unreadable partition is set aside and reported, not a blocker."""
     known = set(key_ids)
     for day in partition_dates(storage.root, zone):
-        if not storage.partition(zone, day).is_file():
-            continue
         try:
+            if not storage.exists(zone, day):
+                continue
             table = storage.read(zone, day)
         except StorageError:
             result.set_aside.append(str(storage.set_aside(zone, day).relative_to(storage.root)))
@@ -110,7 +110,7 @@ def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
             unknown = set(table["pseudonym_key_id"].drop_nulls().unique()) - known
             if unknown and pseudonyms:
                 raise KeyUnavailableError(
-                    f"{storage.partition(zone, day)}: pseudonyms under key id(s) "
+                    f"{storage.partition_dir(zone, day)}: pseudonyms under key id(s) "
                     f"{sorted(unknown)}, which the key ring no longer holds: erasure cannot "
                     "find users there. Put the key back as retired, or run `privacy-pipeline "
                     "rekey` for that date first.")

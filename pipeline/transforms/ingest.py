@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gzip
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Annotated, Any, NotRequired, Optional, Required, TypedDict, cast
@@ -132,16 +132,23 @@ def _cast_timestamps(df: pl.DataFrame, fields: dict[str, FieldSpec]) -> pl.DataF
         pl.col(n).str.to_datetime(time_zone="UTC", time_unit="us", strict=False) for n in ts)
 
 
-def read_records(path: Path, schema: RecordSchema, *, source_name: str,
-                 batch_lines: int = 100_000) -> IngestResult:
-    """Parse one JSON-lines file against `schema`. Rows in = rows out + quarantined."""
+@dataclass(frozen=True)
+class DecodedBatch:
+    """Up to `batch_lines` lines of a file: the rows that fit (typed, with their `_line`
+    number), where the others went, how many lines it held and how many were erased."""
+
+    table: pl.DataFrame
+    quarantine: list[dict]
+    lines: int
+    erased: int
+
+
+def decoded_batches(path: Path, schema: RecordSchema, *, source_name: str,
+                    batch_lines: int = 100_000) -> Iterator[DecodedBatch]:
+    """The file decoded against `schema` a batch at a time (memory stays flat)."""
     decode = _decoder(schema).decode
-    good: list[pl.DataFrame] = []
-    bad: list[dict] = []
-    rows_in = erased = 0
     for batch in _iter_batches(path, batch_lines):
-        rows_in += len(batch)
-        records, numbers = [], []
+        records, numbers, bad, erased = [], [], [], 0
         for number, line in batch:
             if line.rstrip() == ERASED_LINE:  # an erased user's line (see `erasure`)
                 erased += 1
@@ -159,15 +166,30 @@ def read_records(path: Path, schema: RecordSchema, *, source_name: str,
         failed = df.filter(pl.col("_reason").is_not_null())
         bad.extend(failed.select(source_file=pl.lit(source_name), line_number="_line",
                                  reason="_reason", field="_field").to_dicts())
-        good.append(df.filter(pl.col("_reason").is_null()).drop("_reason", "_field"))
-    table = pl.concat(good) if good else _typed(schema, []).with_columns(
-        _line=pl.lit(None, dtype=pl.Int64))
-    table = _cast_timestamps(table, schema.fields)
-    quarantine = pl.DataFrame(bad, schema=QUARANTINE_SCHEMA).sort("line_number")
+        yield DecodedBatch(_cast_timestamps(df.filter(pl.col("_reason").is_null())
+                                            .drop("_reason", "_field"), schema.fields),
+                           bad, len(batch), erased)
+
+
+def _stats(stage: str, rows_in: int, rows_out: int, erased: int,
+           quarantine: pl.DataFrame) -> StageStats:
     counts = quarantine.group_by("reason").len().sort("reason").rows()
-    stats = StageStats(stage="ingest", rows_in=rows_in, rows_out=table.height,
-                       dropped={"erased": erased} if erased else {},
-                       quarantined={reason: n for reason, n in counts})
+    return StageStats(stage=stage, rows_in=rows_in, rows_out=rows_out,
+                      dropped={"erased": erased} if erased else {},
+                      quarantined={reason: n for reason, n in counts})
+
+
+def read_records(path: Path, schema: RecordSchema, *, source_name: str,
+                 batch_lines: int = 100_000) -> IngestResult:
+    """Parse one JSON-lines file against `schema`. Rows in = rows out + quarantined."""
+    batches = list(decoded_batches(path, schema, source_name=source_name,
+                                   batch_lines=batch_lines))
+    table = pl.concat([b.table for b in batches]) if batches else _cast_timestamps(
+        _typed(schema, []).with_columns(_line=pl.lit(None, dtype=pl.Int64)), schema.fields)
+    quarantine = pl.DataFrame([q for b in batches for q in b.quarantine],
+                              schema=QUARANTINE_SCHEMA).sort("line_number")
+    stats = _stats("ingest", sum(b.lines for b in batches), table.height,
+                   sum(b.erased for b in batches), quarantine)
     return IngestResult(table.drop("_line"), quarantine, stats.check_balanced())
 
 
@@ -182,3 +204,55 @@ def ingest_events(path: Path, schema: RecordSchema, *, source_name: str,
     if duplicates:
         stats.dropped["duplicate_event"] = duplicates
     return IngestResult(deduped, result.quarantine, stats.check_balanced())
+
+
+@dataclass(frozen=True)
+class ShardedIngest:
+    """What `ingest_shards` leaves besides the shards: the quarantine, and a function that
+    gives each shard's rows (deduplicated, in line order) one at a time, then the stats."""
+
+    quarantine: pl.DataFrame
+    shards: Callable[[], Iterator[pl.DataFrame]]
+    stats: Callable[[], StageStats]
+
+
+def ingest_shards(path: Path, schema: RecordSchema, *, source_name: str, n: int,
+                  shard_of: Callable[[pl.DataFrame], pl.Series],
+                  spill: Callable[[int, int, pl.DataFrame], None],
+                  load: Callable[[int], list[pl.DataFrame]], key: str = "event_id",
+                  batch_lines: int = 100_000) -> ShardedIngest:
+    """`ingest_events` for a day too large to hold: each decoded batch is split by
+    `shard_of` (a user's shard, 0..n-1) and each piece handed to `spill(shard, batch, rows)`;
+    `load(shard)` gives a shard's pieces back. Re-deliveries of an event carry the same user,
+    so they meet in one shard and are dropped there."""
+    lines = erased = 0
+    bad: list[dict] = []
+    for b, batch in enumerate(decoded_batches(path, schema, source_name=source_name,
+                                              batch_lines=batch_lines)):
+        lines, erased = lines + batch.lines, erased + batch.erased
+        bad.extend(batch.quarantine)
+        shard = shard_of(batch.table)
+        for i, piece in batch.table.with_columns(_shard=shard).partition_by(
+                "_shard", as_dict=True, include_key=False).items():
+            spill(int(i[0]), b, piece)
+    quarantine = pl.DataFrame(bad, schema=QUARANTINE_SCHEMA).sort("line_number")
+    counts = {"out": 0, "duplicates": 0}
+
+    def shards() -> Iterator[pl.DataFrame]:
+        for i in range(n):
+            pieces = load(i)
+            table = (pl.concat(pieces).sort("_line") if pieces else _cast_timestamps(
+                _typed(schema, []).with_columns(_line=pl.lit(None, dtype=pl.Int64)),
+                schema.fields))
+            deduped = table.unique(subset=[key], keep="first", maintain_order=True)
+            counts["out"] += deduped.height
+            counts["duplicates"] += table.height - deduped.height
+            yield deduped.drop("_line")
+
+    def stats() -> StageStats:
+        out = _stats("ingest", lines, counts["out"], erased, quarantine)
+        if counts["duplicates"]:
+            out.dropped["duplicate_event"] = counts["duplicates"]
+        return out.check_balanced()
+
+    return ShardedIngest(quarantine, shards, stats)

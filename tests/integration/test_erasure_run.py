@@ -34,9 +34,12 @@ def _identifying(events: list[dict], account: str, pseudonym: str) -> set[bytes]
     return {v.encode() for v in values if len(v) >= 6}
 
 
+@pytest.mark.parametrize("events_per_shard", [None, 1500], ids=["one piece", "sharded"])
 def test_when_a_user_is_erased_then_no_file_or_store_holds_them(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config, data = generated_day(tmp_path, monkeypatch, users=500, seed=5)
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, events_per_shard: int | None) -> None:
+    """Also on a day split into shards by user (the erasure then finds them in shard files)."""
+    scale = {"scale": {"events_per_shard": events_per_shard}} if events_per_shard else {}
+    config, data = generated_day(tmp_path, monkeypatch, users=500, seed=5, **scale)
     ctx, published = run_all(DAY, config)
     assert published
     raw_path = data / "raw" / "events" / f"date={DAY}" / "events.jsonl"

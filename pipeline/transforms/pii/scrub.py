@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.config import PiiConfig, RecordSchema
-from pipeline.core.records import StageStats
+from pipeline.core.records import ColumnFinding, StageStats
 from pipeline.transforms.pii.columns import apply_policy, columns_to_check, scan_columns
 from pipeline.transforms.pii.detect import FastAnalyzer, PiiSpan, WorkerPool, build_analyzer
 from pipeline.transforms.pii.keyed import keyed_value_recognizers
@@ -93,6 +93,7 @@ CARD_NUMBER_REGEX = r"(?<![+\d])\b\d(?:[ -]?\d){11,18}\b"  # `+44 ...` is a phon
 class ScrubResult:
     table: pl.DataFrame
     stats: StageStats
+    findings: list[ColumnFinding]  # the untagged columns found to hold PII
 
 
 def street_address_recognizer(language: str) -> Any:
@@ -255,12 +256,15 @@ class TextScrubber:
 
 
 def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber, *,
-              pseudonym_key: bytes, closed: Collection[str] = ()) -> ScrubResult:
+              pseudonym_key: bytes, closed: Collection[str] = (),
+              findings: list[ColumnFinding] | None = None) -> ScrubResult:
     """Drop direct identifiers, handle untagged columns that hold PII by policy (except
-    `closed` ones, see `scan_columns`), and scrub free text. Row count is unchanged."""
+    `closed` ones, see `scan_columns`; or as `findings` from another shard of the day say),
+    and scrub free text. Row count is unchanged."""
     drop = [c for c in schema.with_handling("drop") if c in events.columns]
     table = events.drop(drop)
-    findings = scan_columns(table, schema, scrubber.analyzer, scrubber.analyzer.cfg, closed)
+    if findings is None:
+        findings = scan_columns(table, schema, scrubber.analyzer, scrubber.analyzer.cfg, closed)
     table = apply_policy(table, findings, pseudonym_key=pseudonym_key)
     found_by_column: dict[str, dict[str, int]] = {}
     for column in schema.with_handling("scan"):
@@ -284,4 +288,4 @@ def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber
         "column_scan": {"checked": columns_to_check(events.drop(drop), schema),
                         "flagged": [f.model_dump() for f in findings]},
         "pii_found_by_column": found_by_column})
-    return ScrubResult(table, stats.check_balanced())
+    return ScrubResult(table, stats.check_balanced(), findings)

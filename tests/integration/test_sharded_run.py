@@ -1,0 +1,46 @@
+"""A day too large to hold is split into shards by a keyed hash of the user; the per-user
+stages run shard by shard. What it publishes and every count on the way are those of the same
+day in one piece."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.run import run_all
+from pipeline.stages import FUNNEL
+from tests.conftest import generated_day
+
+DAY = "2026-11-01"
+pytestmark = pytest.mark.slow
+
+
+def test_when_a_day_is_split_into_shards_then_it_publishes_what_one_piece_publishes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = {}
+    for name, scale in (("one", {}), ("sharded", {"scale": {"events_per_shard": 1200}})):
+        (tmp_path / name).mkdir()
+        config, data = generated_day(tmp_path / name, monkeypatch, users=500, seed=12, **scale)
+        ctx, published = run_all(DAY, config)
+        assert published
+        runs[name] = ctx, data
+    (one, _), (sharded, data) = runs["one"], runs["sharded"]
+
+    ingested = sorted(p.name for p in (data / "staging" / "personalization" / "ingested" /
+                                       f"date={DAY}").iterdir())
+    assert len(ingested) > 2 and ingested[0].startswith("part-00000-of-")
+    assert not list(data.rglob("_spill"))  # spilled pieces are gone once the shards are written
+
+    def published(ctx: object) -> pl.DataFrame:
+        table = ctx.storage.read(ctx.zone("published"), DAY)  # type: ignore[attr-defined]
+        return table.sort(table.columns)
+
+    assert published(sharded).equals(published(one))
+    for stage in FUNNEL:
+        a, b = (c.records(DAY).stats()[stage] for c in (one, sharded))
+        assert (b.rows_in, b.rows_out, b.dropped, b.quarantined) == (
+            a.rows_in, a.rows_out, a.dropped, a.quarantined), stage
+    pii = [c.records(DAY).stats()["detect_pii"].details["pii_found"] for c in (one, sharded)]
+    assert pii[0] == pii[1] and pii[0]
