@@ -26,7 +26,6 @@ from pipeline.config import load_config
 from pipeline.core.context import RunContext, parse_day
 from pipeline.core.errors import (
     ConfigError,
-    MissingInputError,
     PipelineError,
     RunFailedError,
     StageCrashedError,
@@ -34,6 +33,7 @@ from pipeline.core.errors import (
 )
 from pipeline.core.locks import data_root_lock
 from pipeline.core.records import PublishRecord, RekeyRecord, StageOutcome, StageStats
+from pipeline.core.storage import Shards
 from pipeline.stages import DAILY, KEYED, STAGES, Kind
 
 log = logging.getLogger("pipeline")
@@ -92,21 +92,15 @@ def _execute(ctx: RunContext, name: str, day: date) -> str:
     if stage.kind is Kind.TASK:
         return str(target(ctx, day))
     source, sink = ctx.zone(stage.reads[0]), ctx.zone(stage.writes[0])  # one in, one out
-    if stage.per_user:  # shard by shard: one in memory at a time
-        parts = ctx.storage.parts(source, day)
-        if not parts:
-            raise MissingInputError(f"{ctx.storage.partition(source, day)}: partition not "
-                                    "found (has the earlier stage run?)")
+    if stage.sharded:  # shard by shard: one in memory at a time
+        shards = Shards(ctx.storage, source, day)
         done: list[StageStats] = []
 
         def tables() -> Iterator[pl.DataFrame]:
-            for table, part_stats in target(ctx, day, (ctx.storage.read_part(source, day, p)
-                                                       for p in parts)):
-                done.append(part_stats)
-                yield table
+            done.append((yield from target(ctx, day, shards)))
 
-        written = ctx.storage.write_shards(sink, day, tables(), len(parts))
-        stats = StageStats.merged(done).check_balanced()
+        written = ctx.storage.write_shards(sink, day, tables(), len(shards))
+        stats = done[0].check_balanced()
     else:
         table, stats = target(ctx, day, ctx.storage.read(source, day))
         written = ctx.storage.write(sink, day, table)

@@ -96,9 +96,9 @@ class Stage:
     # Writes a store every date shares (the ledger, the Feast registry, the audit index): in
     # the DAG, one run's instance at a time when a backfill runs dates side by side.
     serial: bool = False
-    # Works on each user's rows alone: runs shard by shard on a day ingest split by user
-    # (`paths`/`scale.events_per_shard`), holding one shard in memory at a time.
-    per_user: bool = False
+    # Runs shard by shard on a day ingest split by user (`scale.events_per_shard`), holding
+    # one shard in memory at a time: per-user work, or passes whose merge is exact.
+    sharded: bool = False
 
 
 _STAGES = (
@@ -116,16 +116,16 @@ _STAGES = (
           writes=("ingested", "quarantine"), funnel=True,
           does="parse raw lines against the event schema; misfits to quarantine"),
     Stage("consent", "consent", Kind.TABLE, reads=("ingested", "raw_consent"),
-          writes=("consented",), funnel=True, per_user=True,
+          writes=("consented",), funnel=True, sharded=True,
           does="keep events of users who consented to the purpose"),
     Stage("detect_pii", "detect_pii", Kind.TABLE, reads=("consented",), writes=("scrubbed",),
-          funnel=True, keyed=True, per_user=True,
+          funnel=True, keyed=True, sharded=True,
           does="drop direct identifiers, check untagged columns, tokenize PII in free text"),
     Stage("pseudonymize", "pseudonymize", Kind.TABLE, reads=("scrubbed",),
-          writes=("pseudonymized",), funnel=True, keyed=True, per_user=True,
+          writes=("pseudonymized",), funnel=True, keyed=True, sharded=True,
           does="HMAC-SHA256 identifiers under the purpose's key"),
     Stage("generalize", "generalize", Kind.TABLE, reads=("pseudonymized",),
-          writes=("generalized",), funnel=True, keyed=True,
+          writes=("generalized",), funnel=True, keyed=True, sharded=True,
           does="coarsen quasi-identifiers; enforce k-anonymity and l-diversity"),
     Stage("minimize", "minimize", Kind.TABLE, reads=("generalized",), writes=("pending",),
           funnel=True, keyed=True,

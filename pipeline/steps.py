@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -44,7 +44,7 @@ from pipeline.transforms.erasure import (
     withdrawn,
 )
 from pipeline.transforms.features import release_features
-from pipeline.transforms.generalize.coarsen import generalize_table
+from pipeline.transforms.generalize.coarsen import Generalizer
 from pipeline.transforms.generalize.kanon import short_of
 from pipeline.transforms.ingest import ingest_events, ingest_shards, read_records
 from pipeline.transforms.minimize import apply_allowlist
@@ -188,50 +188,71 @@ def _consent_path(ctx: RunContext) -> Path:
     return ctx.root / ctx.zone("raw_consent").path / "consent.jsonl"
 
 
-def consent(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Iterator[Table]:
+# A sharded stage (`Stage.sharded`) yields one table per shard of its input, in order, and
+# returns its stats over all of them.
+Sharded = Generator[pl.DataFrame, None, StageStats]
+
+
+def consent(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Sharded:
     path = _consent_path(ctx)
     if not path.is_file():
         raise MissingInputError(f"{path}: no consent records (without them nobody has "
                                 "consented)")
     records = read_records(path, ctx.cfg.consent_schema, source_name=str(path))
-    rejected = records.stats.rows_in - records.stats.rows_out
-    for i, events in enumerate(shards):
+    parts = []
+    for events in shards:
         kept, stats = filter_by_consent(events, records.table,
                                         purpose=ctx.cfg.purpose_spec.consent_purpose)
-        stats.details["consent_records_rejected"] = rejected if i == 0 else 0  # added up
-        yield kept, stats
+        parts.append(stats)
+        yield kept
+    stats = StageStats.merged(parts)
+    stats.details["consent_records_rejected"] = records.stats.rows_in - records.stats.rows_out
+    return stats
 
 
-def detect_pii(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Iterator[Table]:
+def detect_pii(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Sharded:
     """One scrubber (model, workers) for all shards; which untagged columns hold PII is
     decided on the first shard (a keyed-hash sample of users) and applied to all, so every
     shard keeps the same columns."""
-    schema, key = ctx.cfg.event_schema, ctx.key
-    shards = iter(shards)
-    first = next(shards)
-    with TextScrubber(ctx.cfg.pii, key.token_key(ctx.cfg.purpose),
+    schema, key, purpose = ctx.cfg.event_schema, ctx.key, ctx.cfg.purpose
+    tables = iter(shards)
+    first = next(tables)
+    parts = []
+    with TextScrubber(ctx.cfg.pii, key.token_key(purpose),
                       with_workers=distinct_texts(first, schema) >= WORKERS_FROM_TEXTS) as s:
         findings = None
-        for events in itertools.chain([first], shards):
-            result = scrub_pii(events, schema, s, pseudonym_key=key.pseudonym_key(ctx.cfg.purpose),
+        for events in itertools.chain([first], tables):
+            result = scrub_pii(events, schema, s, pseudonym_key=key.pseudonym_key(purpose),
                                closed=ctx.cfg.purpose_spec.closed_columns, findings=findings)
             findings = result.findings
-            result.stats.details["token_key_id"] = key.key_id
-            yield result.table, result.stats
+            parts.append(result.stats)
+            yield result.table
+    stats = StageStats.merged(parts)
+    stats.details["token_key_id"] = key.key_id
+    return stats
 
 
-def pseudonymize(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]
-                 ) -> Iterator[Table]:
+def pseudonymize(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Sharded:
+    parts = []
     for table in shards:
-        yield pseudonymize_columns(table, ctx.cfg.event_schema, ctx.key,
-                                   purpose=ctx.cfg.purpose)
+        out, stats = pseudonymize_columns(table, ctx.cfg.event_schema, ctx.key,
+                                          purpose=ctx.cfg.purpose)
+        parts.append(stats)
+        yield out
+    return StageStats.merged(parts)
 
 
-def generalize(ctx: RunContext, day: date, table: pl.DataFrame) -> Table:
+def generalize(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Sharded:
+    """Two passes over the shards (see `Generalizer`): the k-anonymity plan over all users,
+    then each shard generalized by it."""
     spec, kcfg = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
-    return generalize_table(table, ctx.cfg.generalize, quasi_identifiers=spec.quasi_identifiers,
-                            user_col=ctx.user_col, k=kcfg.k, l=kcfg.l,
-                            sensitive=spec.sensitive_attribute, order=kcfg.generalize_order)
+    g = Generalizer(ctx.cfg.generalize, quasi_identifiers=spec.quasi_identifiers,
+                    user_col=ctx.user_col, k=kcfg.k, l=kcfg.l,
+                    sensitive=spec.sensitive_attribute, order=kcfg.generalize_order)
+    g.plan(shards)
+    for table in shards:
+        yield g.apply(table)
+    return g.stats()
 
 
 def minimize(ctx: RunContext, day: date, table: pl.DataFrame) -> Table:

@@ -245,6 +245,24 @@ class Storage:
 _MAX_HEADER = len(_MAGIC) + 1 + 255
 
 
+class Shards:
+    """A partition's shards as tables, read one at a time each time it is iterated (so a
+    stage may pass over them twice); the partition must exist."""
+
+    def __init__(self, storage: Storage, zone: Zone, day: date) -> None:
+        self.storage, self.zone, self.day = storage, zone, day
+        self.parts = storage.parts(zone, day)
+        if not self.parts:
+            raise MissingInputError(f"{storage.partition(zone, day)}: partition not found "
+                                    "(has the earlier stage run?)")
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        return (self.storage.read_part(self.zone, self.day, p) for p in self.parts)
+
+
 def _suffix(zone: Zone) -> str:
     return ".parquet.enc" if zone.sensitive else ".parquet"
 

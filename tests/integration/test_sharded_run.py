@@ -1,6 +1,6 @@
-"""A day too large to hold is split into shards by a keyed hash of the user; the per-user
-stages run shard by shard. What it publishes and every count on the way are those of the same
-day in one piece."""
+"""A day too large to hold is split into shards by a keyed hash of the user; the sharded
+stages run shard by shard (generalize in two passes). What it publishes and every count on the
+way are those of the same day in one piece."""
 
 from __future__ import annotations
 
@@ -44,3 +44,7 @@ def test_when_a_day_is_split_into_shards_then_it_publishes_what_one_piece_publis
             a.rows_in, a.rows_out, a.dropped, a.quarantined), stage
     pii = [c.records(DAY).stats()["detect_pii"].details["pii_found"] for c in (one, sharded)]
     assert pii[0] == pii[1] and pii[0]
+    # k-anonymity planned over all shards at once: the same k, l, suppression and loss.
+    generalized = [c.records(DAY).stats()["generalize"].details for c in (one, sharded)]
+    assert generalized[0] == generalized[1]
+    assert len(sharded.storage.parts(sharded.zone("generalized"), DAY)) == len(ingested)

@@ -17,7 +17,8 @@ reported with the information lost.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 
 import polars as pl
 import polars_h3
@@ -28,7 +29,6 @@ from pipeline.transforms.generalize.kanon import (
     Hierarchy,
     at_levels,
     enforce,
-    generalization_levels,
     k_achieved,
     l_achieved,
 )
@@ -54,7 +54,8 @@ def day_part(hour: pl.Expr) -> pl.Expr:
 def h3_hierarchy(cfg: GeneralizeConfig, base: str = "_h3_base") -> Hierarchy:
     """`h3_cell` at `h3_resolution` minus the level, down to the floor (cells as UInt64)."""
     return Hierarchy("h3_cell", cfg.h3_resolution - cfg.h3_floor_resolution,
-                     lambda level: polars_h3.cell_to_parent(base, cfg.h3_resolution - level))
+                     lambda level: polars_h3.cell_to_parent(base, cfg.h3_resolution - level),
+                     sources=(base,))
 
 
 def h3_base(cfg: GeneralizeConfig) -> pl.Expr:
@@ -101,7 +102,8 @@ def region_hierarchy(cfg: GeneralizeConfig) -> Hierarchy:
     """`region` at `region_level`, then each wider place up to country."""
     levels = place_levels(cfg)
 
-    return Hierarchy("region", len(levels) - 1, lambda level: pl.col(f"_place_{levels[level]}"))
+    return Hierarchy("region", len(levels) - 1, lambda level: pl.col(f"_place_{levels[level]}"),
+                     sources=tuple(f"_place_{lv}" for lv in levels))
 
 
 def age_hierarchy(cfg: GeneralizeConfig) -> Hierarchy:
@@ -112,7 +114,8 @@ def age_hierarchy(cfg: GeneralizeConfig) -> Hierarchy:
         return pl.col("age").cut(list(edges), labels=list(age_band_labels(edges)),
                                  left_closed=True).cast(pl.String)
 
-    return Hierarchy("age_band", len(edge_lists) - 1, lambda level: band(edge_lists[level]))
+    return Hierarchy("age_band", len(edge_lists) - 1, lambda level: band(edge_lists[level]),
+                     sources=("age",))
 
 
 def ip_prefixes(ips: pl.Series, *, v4: int, v6: int) -> pl.Series:
@@ -149,28 +152,44 @@ def zip3(codes: pl.Expr) -> pl.Expr:
     return pl.when(first3.is_in(sorted(RESTRICTED_ZIP3))).then(pl.lit("000")).otherwise(first3)
 
 
+def device_model_users(df: pl.DataFrame, *, user_col: str) -> pl.DataFrame:
+    """Distinct users per device model; adds up over shards, which hold disjoint users."""
+    return (df.group_by("device_model").agg(pl.col(user_col).n_unique().alias("users"))
+            .drop_nulls("device_model"))
+
+
+def common_device_models(users: pl.DataFrame, *, min_users: int, top_n: int | None
+                         ) -> list[str]:
+    """Models that at least `min_users` users have (and, if set, among the `top_n` most used),
+    from `device_model_users` of every shard."""
+    merged = (users.group_by("device_model").agg(pl.col("users").sum())
+              .filter(pl.col("users") >= min_users)
+              .sort(["users", "device_model"], descending=[True, False]))
+    return (merged.head(top_n) if top_n else merged)["device_model"].to_list()
+
+
 def device_model_groups(df: pl.DataFrame, *, user_col: str, min_users: int,
                         top_n: int | None) -> pl.Series:
     """The device model where at least `min_users` users (and, if set, it is among the `top_n`
     most used) have it; "other" for the rare ones, which single people out."""
-    users = (df.group_by("device_model").agg(pl.col(user_col).n_unique().alias("users"))
-             .drop_nulls("device_model").filter(pl.col("users") >= min_users)
-             .sort(["users", "device_model"], descending=[True, False]))
-    common = (users.head(top_n) if top_n else users)["device_model"].implode()
+    common = common_device_models(device_model_users(df, user_col=user_col),
+                                  min_users=min_users, top_n=top_n)
+    return _model_group(df, common)
+
+
+def _model_group(df: pl.DataFrame, common: list[str]) -> pl.Series:
     return df.select(pl.when(pl.col("device_model").is_in(common)).then(pl.col("device_model"))
                      .otherwise(pl.lit(OTHER)))["device_model"]
 
 
-def generalize_table(table: pl.DataFrame, cfg: GeneralizeConfig, *,
-                     quasi_identifiers: Sequence[str], user_col: str, k: int,
-                     l: int | None = None,  # noqa: E741
-                     sensitive: str | None = None,
-                     order: Sequence[str] = ("h3_cell", "age_band")
-               ) -> tuple[pl.DataFrame, StageStats]:
-    """Coarsen, drop the precise values, generalize short groups further along `order`, and
-    suppress what is still short of k users (or l sensitive values)."""
-    hierarchies = {h.column: h for h in (h3_hierarchy(cfg), age_hierarchy(cfg),
-                                         region_hierarchy(cfg))}
+def hierarchies(cfg: GeneralizeConfig) -> dict[str, Hierarchy]:
+    return {h.column: h for h in (h3_hierarchy(cfg), age_hierarchy(cfg), region_hierarchy(cfg))}
+
+
+def locate(table: pl.DataFrame, cfg: GeneralizeConfig, *, common_models: list[str]
+           ) -> pl.DataFrame:
+    """Each row's coarse values (still with the precise ones), every hierarchy at level 0:
+    row by row, so a shard is located on its own."""
     cols: list[pl.Expr | pl.Series] = [
         h3_base(cfg),
         pl.col("event_time").dt.date().alias("event_date"),
@@ -188,49 +207,124 @@ def generalize_table(table: pl.DataFrame, cfg: GeneralizeConfig, *,
     if "postal_code" in table.columns and cfg.postal_code == "zip3":
         cols.append(zip3(pl.col("postal_code")).alias("zip3"))
     if "device_model" in table.columns:
-        cols.append(device_model_groups(table, user_col=user_col,
-                                        min_users=cfg.device_model_min_users or k,
-                                        top_n=cfg.device_model_top_n).alias("device_model_group"))
-    located = at_levels(pl.concat([table.with_columns(cols), places(table, cfg)],
-                                    how="horizontal"), list(hierarchies.values()))
-    ordered = [hierarchies[c] for c in order]
-    kept, suppression = enforce(located, quasi_identifiers, user_col, k, hierarchies=ordered,
-                                l=l, sensitive=sensitive)
-    loss = generalization_levels(kept, ordered)
-    loss["h3_cell"] = {**loss.get("h3_cell", {}), **h3_loss(kept["h3_cell"])}
-    out = (kept.with_columns(polars_h3.int_to_str("h3_cell").fill_null(UNKNOWN).alias("h3_cell"))
-           .drop(*PRECISE, "_h3_base", *(c for c in kept.columns if c.startswith(("_place_",
-                                                                                   "_level_"))),
-                 strict=False))
-    dropped = {"k_anonymity_suppressed": suppression["rows_suppressed"]}
-    stats = StageStats(stage="generalize", rows_in=table.height, rows_out=out.height,
-                       dropped={k_: v for k_, v in dropped.items() if v}, details={
-                           "k_required": k,
-                           "k_achieved": k_achieved(out, quasi_identifiers, user_col),
-                           "l_required": l, "sensitive_attribute": sensitive,
-                           "l_achieved": (l_achieved(out, quasi_identifiers, sensitive)
-                                          if sensitive and sensitive in out.columns else None),
-                           "quasi_identifiers": list(quasi_identifiers),
-                           "generalize_order": list(order),
-                           "share_rows_suppressed": round(
-                               suppression["rows_suppressed"] / table.height, 4)
-                           if table.height else 0.0,
-                           "information_loss": loss,
-                           "h3_resolution": cfg.h3_resolution,
-                           "h3_floor_resolution": cfg.h3_floor_resolution,
-                           "region_level": cfg.region_level, "ip": cfg.ip,
-                           "postal_code": cfg.postal_code,
-                           "time_granularity": cfg.time_granularity, **suppression})
-    return out, stats.check_balanced()
+        cols.append(_model_group(table, common_models).alias("device_model_group"))
+    return at_levels(pl.concat([table.with_columns(cols), places(table, cfg)],
+                               how="horizontal"), list(hierarchies(cfg).values()))
 
 
-def h3_loss(cells: pl.Series) -> dict[str, object]:
-    """Mean resolution and mean cell area (km², per row) of the published cells."""
-    known = cells.drop_nulls()
-    if known.is_empty():
-        return {"mean_resolution": None, "mean_cell_area_km2": None}
-    frame = known.to_frame("c").select(
-        polars_h3.get_resolution("c").mean().alias("res"),
-        polars_h3.cell_area("c", "km^2").mean().alias("area"))
-    return {"mean_resolution": round(float(frame["res"][0]), 2),
-            "mean_cell_area_km2": round(float(frame["area"][0]), 2)}
+class Generalizer:
+    """Generalization over a day in shards, exact as if the day were one table.
+
+    Enforcement (`kanon.enforce`) decides by distinct users and distinct sensitive values per
+    group, and a row's fate depends only on its quasi-identifiers' source values. So: pass 1
+    (`plan`) collects each shard's distinct (user, source values, sensitive value) rows, which
+    are small, and enforces on them once; the outcome is a mapping from source values to
+    published values. Pass 2 (`apply`) joins each shard to it; rows with no mapping are
+    suppressed. Device models are counted over all shards first."""
+
+    def __init__(self, cfg: GeneralizeConfig, *, quasi_identifiers: Sequence[str],
+                 user_col: str, k: int, l: int | None = None,  # noqa: E741
+                 sensitive: str | None = None, order: Sequence[str] = ("h3_cell", "age_band")
+                 ) -> None:
+        self.cfg, self.qis, self.user_col, self.k = cfg, list(quasi_identifiers), user_col, k
+        self.l, self.sensitive, self.order = l, sensitive, list(order)
+        self.ordered = [hierarchies(cfg)[c] for c in order]
+        stepped = {h.column for h in self.ordered}
+        # What decides a row's published values: the stepped hierarchies' sources and the
+        # other quasi-identifiers as they are.
+        self.on = [*(src for h in self.ordered for src in h.sources),
+                   *(q for q in self.qis if q not in stepped)]
+        self.common: list[str] = []
+        self._rows_in = self._rows_out = 0
+        self._levels: dict[str, dict[int, int]] = {h.column: {} for h in self.ordered}
+        self._h3 = [0.0, 0.0, 0]  # sum of resolutions, sum of areas, cells
+
+    def plan(self, shards: Iterable[pl.DataFrame]) -> None:
+        """Pass 1 over the shards (iterated twice: device models, then the plan rows)."""
+        cfg = self.cfg
+        if any("device_model" in t.columns for t in itertools.islice(shards, 1)):
+            users = pl.concat([device_model_users(t, user_col=self.user_col)
+                               for t in shards])
+            self.common = common_device_models(users, min_users=cfg.device_model_min_users
+                                               or self.k, top_n=cfg.device_model_top_n)
+        keep = list(dict.fromkeys([self.user_col, *self.on, *self.qis,
+                                   *([self.sensitive] if self.sensitive else [])]))
+        rows = pl.concat([locate(t, cfg, common_models=self.common).select(keep).unique()
+                          for t in shards]).unique()
+        kept, self.suppression = enforce(rows, self.qis, self.user_col, self.k,
+                                         hierarchies=self.ordered, l=self.l,
+                                         sensitive=self.sensitive)
+        published = [c for h in self.ordered for c in (h.column, h.level_column)]
+        self.mapping = kept.select(*self.on, *published).unique()
+        self.k_achieved = k_achieved(kept, self.qis, self.user_col)
+        self.l_achieved = (l_achieved(kept, self.qis, self.sensitive)
+                           if self.sensitive and self.sensitive in kept.columns else None)
+
+    def apply(self, table: pl.DataFrame) -> pl.DataFrame:
+        """Pass 2: one shard generalized, its precise values dropped."""
+        located = locate(table, self.cfg, common_models=self.common).drop(
+            *(c for h in self.ordered for c in (h.column, h.level_column)))
+        kept = located.join(self.mapping, on=self.on, how="inner", nulls_equal=True,
+                            maintain_order="left")
+        self._rows_in += table.height
+        self._rows_out += kept.height
+        for h in self.ordered:
+            for level, n in kept.get_column(h.level_column).value_counts().iter_rows():
+                self._levels[h.column][level] = self._levels[h.column].get(level, 0) + n
+        known = kept.select(pl.col("h3_cell").drop_nulls())
+        if known.height:
+            sums = known.select(polars_h3.get_resolution("h3_cell").sum().alias("r"),
+                                polars_h3.cell_area("h3_cell", "km^2").sum().alias("a"))
+            self._h3 = [self._h3[0] + float(sums["r"][0]), self._h3[1] + float(sums["a"][0]),
+                        self._h3[2] + known.height]
+        return (kept.with_columns(polars_h3.int_to_str("h3_cell").fill_null(UNKNOWN)
+                                  .alias("h3_cell"))
+                .drop(*PRECISE, *(c for c in kept.columns if c.startswith(("_h3_base",
+                                                                           "_place_",
+                                                                           "_level_"))),
+                      strict=False))
+
+    def stats(self) -> StageStats:
+        """The stage's stats over every shard applied."""
+        loss: dict[str, dict[str, object]] = {}
+        for h in self.ordered:
+            counts = dict(sorted(self._levels[h.column].items()))
+            n = sum(counts.values())
+            mean = sum(lv * c for lv, c in counts.items()) / n if n else 0.0
+            loss[h.column] = {"mean_level_share": round(mean / h.levels, 4) if h.levels else 0.0,
+                              "rows_per_level": {str(lv): c for lv, c in counts.items()}}
+        r, a, cells = self._h3
+        loss["h3_cell"] = {**loss.get("h3_cell", {}),
+                           "mean_resolution": round(r / cells, 2) if cells else None,
+                           "mean_cell_area_km2": round(a / cells, 2) if cells else None}
+        suppressed = self._rows_in - self._rows_out
+        cfg = self.cfg
+        return StageStats(stage="generalize", rows_in=self._rows_in, rows_out=self._rows_out,
+                          dropped={"k_anonymity_suppressed": suppressed} if suppressed else {},
+                          details={
+            "k_required": self.k, "k_achieved": self.k_achieved, "l_required": self.l,
+            "sensitive_attribute": self.sensitive, "l_achieved": self.l_achieved,
+            "quasi_identifiers": self.qis, "generalize_order": self.order,
+            "share_rows_suppressed": round(suppressed / self._rows_in, 4)
+            if self._rows_in else 0.0,
+            "information_loss": loss, "h3_resolution": cfg.h3_resolution,
+            "h3_floor_resolution": cfg.h3_floor_resolution, "region_level": cfg.region_level,
+            "ip": cfg.ip, "postal_code": cfg.postal_code,
+            "time_granularity": cfg.time_granularity, **self.suppression,
+            "rows_suppressed": suppressed}).check_balanced()
+
+
+def generalize_table(table: pl.DataFrame, cfg: GeneralizeConfig, *,
+                     quasi_identifiers: Sequence[str], user_col: str, k: int,
+                     l: int | None = None,  # noqa: E741
+                     sensitive: str | None = None,
+                     order: Sequence[str] = ("h3_cell", "age_band")
+               ) -> tuple[pl.DataFrame, StageStats]:
+    """Coarsen, drop the precise values, generalize short groups further along `order`, and
+    suppress what is still short of k users (or l sensitive values): `Generalizer` on one
+    table."""
+    g = Generalizer(cfg, quasi_identifiers=quasi_identifiers, user_col=user_col, k=k, l=l,
+                    sensitive=sensitive, order=order)
+    g.plan([table])
+    out = g.apply(table)
+    return out, g.stats()

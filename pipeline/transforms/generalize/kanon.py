@@ -31,6 +31,7 @@ class Hierarchy:
     column: str
     levels: int
     value: Callable[[int], pl.Expr]
+    sources: tuple[str, ...] = ()  # the columns `value` reads: together they decide the value
 
     @property
     def level_column(self) -> str:
@@ -117,18 +118,3 @@ def enforce(df: pl.DataFrame, qis: Sequence[str], user_col: str, k: int, *,
         "groups_suppressed": pending.select(list(qis)).unique().height,
         "groups_kept": kept.select(list(qis)).unique().height,
     }
-
-
-def generalization_levels(kept: pl.DataFrame, hierarchies: Sequence[Hierarchy]
-                          ) -> dict[str, dict[str, object]]:
-    """Per hierarchy: mean level as a share of its top (0 = as fine as configured, 1 = all at
-    the coarsest) and rows per level: the information-loss side of the report."""
-    out: dict[str, dict[str, object]] = {}
-    for h in hierarchies:
-        mean = kept.select(pl.col(h.level_column).mean()).item() or 0.0
-        counts = kept.get_column(h.level_column).value_counts().sort(h.level_column)
-        out[h.column] = {
-            "mean_level_share": round(mean / h.levels, 4) if h.levels else 0.0,
-            "rows_per_level": {str(lv): int(n) for lv, n in counts.iter_rows()},
-        }
-    return out
