@@ -128,7 +128,7 @@ _STAGES = (
           writes=("generalized",), funnel=True, keyed=True, sharded=True,
           does="coarsen quasi-identifiers; enforce k-anonymity and l-diversity"),
     Stage("minimize", "minimize", Kind.TABLE, reads=("generalized",), writes=("pending",),
-          funnel=True, keyed=True,
+          funnel=True, keyed=True, sharded=True,
           does="keep only the purpose's allowlisted columns, each within its domain"),
     Stage("validate", "validate", Kind.TASK, reads=("pending",),
           writes=("validation", "published"), keyed=True,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -47,7 +47,7 @@ from pipeline.transforms.features import release_features
 from pipeline.transforms.generalize.coarsen import Generalizer
 from pipeline.transforms.generalize.kanon import short_of
 from pipeline.transforms.ingest import ingest_events, ingest_shards, read_records
-from pipeline.transforms.minimize import apply_allowlist
+from pipeline.transforms.minimize import aggregate, allowlisted, apply_allowlist, group_counts
 from pipeline.transforms.pii.scrub import (
     WORKERS_FROM_TEXTS,
     TextScrubber,
@@ -255,8 +255,36 @@ def generalize(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Sh
     return g.stats()
 
 
-def minimize(ctx: RunContext, day: date, table: pl.DataFrame) -> Table:
-    return apply_allowlist(table, ctx.cfg.purpose_spec, k=ctx.cfg.k_anonymity.k)
+def minimize(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Sharded:
+    """Shard by shard. Counts (an aggregate purpose) are summed over the shards and published
+    as one table, the first shard (the others empty); strict text counts the users of a word
+    over the whole day, so a purpose with it minimizes the day in one piece."""
+    spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity.k
+    if any(d.strict_text for d in spec.domains.values()):
+        tables = list(shards)
+        out, stats = apply_allowlist(pl.concat(tables), spec, k=k)
+        yield from _first_of(out, len(tables))
+        return stats
+    counts, parts = [], []
+    for table in shards:
+        out, stats = allowlisted(table, spec, k=k)
+        parts.append(stats)
+        if spec.aggregate:
+            counts.append(group_counts(out, spec))
+        else:
+            yield out
+    if not spec.aggregate:
+        return StageStats.merged(parts)
+    published, stats = aggregate(list(zip(counts, parts, strict=True)), spec, k=k)
+    yield from _first_of(published, len(parts))
+    return stats
+
+
+def _first_of(table: pl.DataFrame, n: int) -> Iterator[pl.DataFrame]:
+    """`table` as the first of `n` shards, the rest empty."""
+    yield table
+    for _ in range(n - 1):
+        yield table.clear()
 
 
 def validate(ctx: RunContext, day: date) -> str:

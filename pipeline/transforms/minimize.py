@@ -6,7 +6,7 @@ field) becomes the domain's `other` value, or null, and is counted per column; t
 so the funnel is unchanged. A string column without a domain is refused: a free-form column must
 never reach consumers by default. The validation suite checks every domain again.
 
-An aggregate purpose publishes counts instead (`aggregate_groups`): users and events per group,
+An aggregate purpose publishes counts instead (`aggregate`): users and events per group,
 groups of fewer than k users left out (their events counted as dropped, so the funnel holds).
 """
 
@@ -36,9 +36,11 @@ def outside(column: str, domain: Domain) -> pl.Expr:
     return col.is_not_null() & bad
 
 
-def apply_allowlist(table: pl.DataFrame, spec: PurposeSpec, *, k: int
-                    ) -> tuple[pl.DataFrame, StageStats]:
-    """The purpose's columns (or its counts), each value within its domain."""
+def allowlisted(table: pl.DataFrame, spec: PurposeSpec, *, k: int
+                ) -> tuple[pl.DataFrame, StageStats]:
+    """The purpose's columns (for counts: the grouping columns and the user), each value
+    within its domain; exact on a shard of a day, except strict text (`strict_text` counts
+    the users of the table it is given)."""
     wanted = [*spec.aggregate.by, spec.user_col] if spec.aggregate else list(spec.columns)
     missing = [c for c in wanted if c not in table.columns]
     if missing:
@@ -68,25 +70,43 @@ def apply_allowlist(table: pl.DataFrame, spec: PurposeSpec, *, k: int
                "out_of_domain": {c: n for c, n in counts.items() if n}}
     if strict:
         details["strict_text"] = strict  # per column: words, kept, kept_share
-    rows_out, dropped = out.height, {}
+    return out, StageStats(stage="minimize", rows_in=table.height, rows_out=out.height,
+                           details=details).check_balanced()
+
+
+def apply_allowlist(table: pl.DataFrame, spec: PurposeSpec, *, k: int
+                    ) -> tuple[pl.DataFrame, StageStats]:
+    """The purpose's columns (or its counts), each value within its domain."""
+    out, stats = allowlisted(table, spec, k=k)
     if spec.aggregate:
-        out, details["groups"] = aggregate_groups(out, spec, k=k)
-        rows_out = int(out[spec.aggregate.events].sum() or 0)
-        dropped = {"group_under_k": table.height - rows_out} if table.height > rows_out else {}
-    stats = StageStats(stage="minimize", rows_in=table.height, rows_out=rows_out,
-                       dropped=dropped, details=details)
-    return out, stats.check_balanced()
+        return aggregate([(group_counts(out, spec), stats)], spec, k=k)
+    return out, stats
 
 
-def aggregate_groups(table: pl.DataFrame, spec: PurposeSpec, *, k: int
-                     ) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Distinct users and events per group of `spec.aggregate.by`, in a stable order; groups
-    of fewer than `k` users are left out. Returns (counts, {published, suppressed})."""
+def group_counts(table: pl.DataFrame, spec: PurposeSpec) -> pl.DataFrame:
+    """Distinct users and events per group of `spec.aggregate.by`: what a shard contributes
+    (shards hold disjoint users, so the counts of a group add up across them)."""
     agg = spec.aggregate
     assert agg is not None
-    counts = (table.group_by(list(agg.by))
-              .agg(pl.col(spec.user_col).n_unique().cast(pl.Int64).alias(agg.users),
-                   pl.len().cast(pl.Int64).alias(agg.events))
+    return (table.group_by(list(agg.by))
+            .agg(pl.col(spec.user_col).n_unique().cast(pl.Int64).alias(agg.users),
+                 pl.len().cast(pl.Int64).alias(agg.events)))
+
+
+def aggregate(parts: list[tuple[pl.DataFrame, StageStats]], spec: PurposeSpec, *, k: int
+              ) -> tuple[pl.DataFrame, StageStats]:
+    """The published counts from every shard's (`group_counts`, stats), in a stable order;
+    groups of fewer than `k` users are left out, their events counted as dropped."""
+    agg = spec.aggregate
+    assert agg is not None
+    counts = (pl.concat([c for c, _ in parts]).group_by(list(agg.by))
+              .agg(pl.col(agg.users).sum(), pl.col(agg.events).sum())
               .sort(list(agg.by), nulls_last=True))
     kept = counts.filter(pl.col(agg.users) >= k).select(spec.columns)
-    return kept, {"published": kept.height, "suppressed": counts.height - kept.height}
+    stats = StageStats.merged([s for _, s in parts])
+    stats.details["groups"] = {"published": kept.height,
+                               "suppressed": counts.height - kept.height}
+    stats.rows_out = int(kept[agg.events].sum() or 0)
+    if stats.rows_in > stats.rows_out:
+        stats.dropped = {"group_under_k": stats.rows_in - stats.rows_out}
+    return kept, stats.check_balanced()

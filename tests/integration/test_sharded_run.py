@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.run import run_all
 from pipeline.stages import FUNNEL
-from tests.conftest import generated_day
+from tests.conftest import generated_day, write_config
 
 DAY = "2026-11-01"
 pytestmark = pytest.mark.slow
@@ -19,13 +19,18 @@ pytestmark = pytest.mark.slow
 
 def test_when_a_day_is_split_into_shards_then_it_publishes_what_one_piece_publishes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    runs = {}
+    runs, counts = {}, {}
     for name, scale in (("one", {}), ("sharded", {"scale": {"events_per_shard": 1200}})):
         (tmp_path / name).mkdir()
         config, data = generated_day(tmp_path / name, monkeypatch, users=500, seed=12, **scale)
         ctx, published = run_all(DAY, config)
         assert published
         runs[name] = ctx, data
+        analytics = write_config(tmp_path / name, purpose="analytics", **scale)
+        actx, published = run_all(DAY, analytics)  # counts per group, summed over shards
+        assert published
+        counts[name] = actx.storage.read(actx.zone("published"), DAY)
+    assert counts["sharded"].equals(counts["one"]) and counts["one"].height > 0
     (one, _), (sharded, data) = runs["one"], runs["sharded"]
 
     ingested = sorted(p.name for p in (data / "staging" / "personalization" / "ingested" /
