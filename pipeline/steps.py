@@ -30,7 +30,7 @@ from pipeline.core.records import (
     StageStats,
     ValidationRecord,
 )
-from pipeline.core.storage import atomic_write_bytes, parquet_bytes
+from pipeline.core.storage import Shards, atomic_write_bytes, parquet_bytes
 from pipeline.ledger.store import PrivacyLedger, Release, WindowBudget, read_heads, write_head
 from pipeline.outputs.feast import materialize
 from pipeline.outputs.report import write_report
@@ -288,24 +288,31 @@ def _first_of(table: pl.DataFrame, n: int) -> Iterator[pl.DataFrame]:
 
 
 def validate(ctx: RunContext, day: date) -> str:
-    """Run the suite on the pending partition; promote it to `published` only if it passes,
-    else raise ValidationFailedError (after saving the outcome)."""
-    from pipeline.transforms.validate.suite import validate_table  # imports GX
+    """Run the suite on the pending partition (shard by shard on a large day); promote it to
+    `published` only if it passes, else raise ValidationFailedError (after saving the
+    outcome)."""
+    from pipeline.transforms.validate.suite import validate_shards, validate_table  # GX
 
-    table = ctx.storage.read(ctx.zone("pending"), day)
+    pending = Shards(ctx.storage, ctx.zone("pending"), day)
+    spec, k, l = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity.k, ctx.cfg.k_anonymity.l  # noqa: E741
+    # A Great Expectations project per date: concurrent runs of other dates (a backfill)
+    # never rewrite this one's suite or checkpoint.
+    gx_root = ctx.storage.partition_dir(ctx.zone("validation"), day)
+    run_name = f"{ctx.cfg.purpose}-{day}"
     with fast_analyzer(ctx.cfg.pii) as detector:
-        # A Great Expectations project per date: concurrent runs of other dates (a backfill)
-        # never rewrite this one's suite or checkpoint.
-        outcome = validate_table(
-            table, ctx.cfg.purpose_spec, k=ctx.cfg.k_anonymity.k, l=ctx.cfg.k_anonymity.l,
-            gx_root=ctx.storage.partition_dir(ctx.zone("validation"), day),
-            run_name=f"{ctx.cfg.purpose}-{day}", detector=detector)
+        if len(pending) == 1:
+            outcome = validate_table(next(iter(pending)), spec, k=k, l=l, gx_root=gx_root,
+                                     run_name=run_name, detector=detector)
+        else:
+            outcome = validate_shards(pending, spec, k=k, l=l, gx_root=gx_root,
+                                      run_name=run_name, detector=detector)
     ctx.records(day).save(outcome)
     if not outcome.success:
         failed = ", ".join(f"{c.expectation}({c.column or 'table'})" for c in outcome.failures)
         raise ValidationFailedError(f"{day}: minimization suite failed: {failed}; "
                                     "publishing is blocked")
-    return str(ctx.storage.write(ctx.zone("published"), day, table))  # the promotion
+    # the promotion
+    return str(ctx.storage.write_shards(ctx.zone("published"), day, iter(pending), len(pending)))
 
 
 def _require_validated(ctx: RunContext, day: date) -> None:

@@ -48,9 +48,9 @@ class StageStats(Record):
         first = parts[0]
         return cls(stage=first.stage, rows_in=sum(p.rows_in for p in parts),
                    rows_out=sum(p.rows_out for p in parts),
-                   dropped=_added([p.dropped for p in parts]),
-                   quarantined=_added([p.quarantined for p in parts]),
-                   details=_added([p.details for p in parts]))
+                   dropped=added_up([p.dropped for p in parts]),
+                   quarantined=added_up([p.quarantined for p in parts]),
+                   details=added_up([p.details for p in parts]))
 
     def check_balanced(self) -> StageStats:
         removed = sum(self.dropped.values()) + sum(self.quarantined.values())
@@ -61,14 +61,14 @@ class StageStats(Record):
         return self
 
 
-def _added(values: Sequence[Any]) -> Any:
+def added_up(values: Sequence[Any]) -> Any:
     """Numbers summed, dicts merged key by key the same way, anything else the first's."""
     first = values[0]
     if isinstance(first, int | float) and not isinstance(first, bool):
         return sum(v for v in values if isinstance(v, int | float))
     if isinstance(first, dict):
         keys = list(dict.fromkeys(k for v in values if isinstance(v, dict) for k in v))
-        return {k: _added([v[k] for v in values if isinstance(v, dict) and k in v])
+        return {k: added_up([v[k] for v in values if isinstance(v, dict) and k in v])
                 for k in keys}
     return first
 

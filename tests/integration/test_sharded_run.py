@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipeline.core.records import ValidationRecord
 from pipeline.run import run_all
 from pipeline.stages import FUNNEL
 from tests.conftest import generated_day, write_config
@@ -53,3 +54,8 @@ def test_when_a_day_is_split_into_shards_then_it_publishes_what_one_piece_publis
     generalized = [c.records(DAY).stats()["generalize"].details for c in (one, sharded)]
     assert generalized[0] == generalized[1]
     assert len(sharded.storage.parts(sharded.zone("generalized"), DAY)) == len(ingested)
+    # The gate: per-shard suites merged, k and l over all shards.
+    checks = [{(c.expectation, c.column): (c.success, c.observed)
+               for c in c_.records(DAY).load(ValidationRecord).checks} for c_ in (one, sharded)]
+    assert checks[0] == checks[1]
+    assert len(sharded.storage.parts(sharded.zone("published"), DAY)) == len(ingested)

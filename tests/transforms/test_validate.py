@@ -100,3 +100,29 @@ def test_when_h3_cells_hold_long_digit_runs_then_no_identifier_shape_matches_the
     assert not [c for c in [*cells, "8828308281fffff"] if shapes.search(c)]
     assert all(shapes.search(t) for t in ["call 555-123-4567", "tel:5551234567;",
                                           "+1 (555) 123-4567"])
+
+
+@pytest.mark.slow
+def test_when_a_day_is_validated_in_shards_then_k_l_and_findings_are_those_of_the_whole(
+        tmp_path: Path, cfg: PipelineConfig, detector: FastAnalyzer) -> None:
+    """A group's users span shards: k and ℓ come from the merged groups, not per shard."""
+    from pipeline.transforms.validate.suite import validate_shards
+
+    table = _table().with_columns(event_type=pl.when(pl.int_range(pl.len()) >= 57)
+                                  .then(pl.lit(PLANTED_NAME)).otherwise("event_type"))
+    half = pl.col("user_pseudonym").str.slice(0, 1).is_in(list("012345678"))
+    shards = [table.filter(half), table.filter(~half)]
+    assert all(s.select(pl.col("user_pseudonym").n_unique()).item() < 12 for s in shards)
+    whole = validate_table(table, cfg.purpose_spec, k=5, l=2, gx_root=tmp_path / "w",
+                           run_name="w", detector=detector)
+    parts = validate_shards(shards, cfg.purpose_spec, k=5, l=2, gx_root=tmp_path / "s",
+                            run_name="s", detector=detector)
+
+    def seen(record: object) -> dict:
+        return {(c.expectation, c.column): (c.success, c.observed, c.unexpected_count)
+                for c in record.checks}  # type: ignore[attr-defined]
+
+    assert seen(parts) == seen(whole) and not parts.success
+    assert seen(parts)[("expect_table_to_be_k_anonymous", None)] == (True, 12, None)
+    assert seen(parts)[("expect_column_to_have_no_detected_pii", "event_type")][1] == {
+        "rows_with_pii": 3, "entities": {"PERSON": 3}}

@@ -11,13 +11,15 @@ counts only, so neither the results nor Data Docs can carry a raw value.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
 from pipeline.config import PurposeSpec
-from pipeline.core.records import CheckResult, ValidationRecord
+from pipeline.core.records import CheckResult, ValidationRecord, added_up
+from pipeline.transforms.generalize.kanon import group_sizes, l_achieved
 from pipeline.transforms.pseudonymize import PSEUDONYM_PATTERN
 from pipeline.transforms.validate import expectations as gx_expectations  # noqa: F401  (registers the k and ℓ expectations)
 
@@ -40,7 +42,9 @@ SAFE_RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0,
 
 
 def build_expectations(spec: PurposeSpec, *, string_columns: list[str], k: int,
-                       l: int | None = None) -> list:  # noqa: E741
+                       l: int | None = None, groups: bool = True) -> list:  # noqa: E741
+    """The suite; without `groups`, no k-anonymity or ℓ-diversity check (for one shard of a
+    day, where a group's users span shards: `validate_shards` checks them on the merge)."""
     import great_expectations.expectations as gxe
 
     exps: list = [gxe.ExpectTableColumnsToMatchSet(column_set=list(spec.columns),
@@ -65,11 +69,11 @@ def build_expectations(spec: PurposeSpec, *, string_columns: list[str], k: int,
         exps.append(gx_expectations.ExpectColumnToHaveNoDetectedPii(scanned_column=col))
     if spec.aggregate:  # each published count covers at least k users
         exps.append(gxe.ExpectColumnValuesToBeBetween(column=spec.aggregate.users, min_value=k))
-    else:
+    elif groups:
         exps.append(gx_expectations.ExpectTableToBeKAnonymous(
             quasi_identifiers=list(spec.quasi_identifiers), user_column=spec.user_col,
             min_k=k))
-    if l is not None and spec.sensitive_attribute:
+    if l is not None and spec.sensitive_attribute and groups and not spec.aggregate:
         exps.append(gx_expectations.ExpectTableToBeLDiverse(
             quasi_identifiers=list(spec.quasi_identifiers),
             sensitive_column=spec.sensitive_attribute, min_l=l))
@@ -83,7 +87,8 @@ def _quiet_gx() -> None:
 
 def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: Path,
                    run_name: str, detector: FastAnalyzer,
-                   l: int | None = None) -> ValidationRecord:  # noqa: E741
+                   l: int | None = None, groups: bool = True  # noqa: E741
+                   ) -> ValidationRecord:
     """Run the suite on `table`; write results and Data Docs under `gx_root`. `detector`
     scans every string column for residual PII."""
     import great_expectations as gx
@@ -106,7 +111,7 @@ def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: P
     string_columns = [c for c, t in table.schema.items() if t == pl.String]
     suite = ctx.suites.add(gx.ExpectationSuite(
         name=name, expectations=build_expectations(
-            spec, string_columns=string_columns, k=k, l=l)))
+            spec, string_columns=string_columns, k=k, l=l, groups=groups)))
     vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def,
                                                                 suite=suite))
     checkpoint = ctx.checkpoints.add(gx.Checkpoint(
@@ -129,3 +134,43 @@ def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: P
     docs = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     return ValidationRecord(success=bool(result.success), checks=checks,
                             data_docs_index=str(docs) if docs.exists() else None)
+
+
+def validate_shards(shards: Iterable[pl.DataFrame], spec: PurposeSpec, *, k: int,
+                    gx_root: Path, run_name: str, detector: FastAnalyzer,
+                    l: int | None = None) -> ValidationRecord:  # noqa: E741
+    """The suite on a day in shards: every check but k and ℓ runs per shard in Great
+    Expectations (one run each in the date's project and Data Docs), and the per-shard results
+    of a check are merged (it passes if it passed everywhere; counts add up). k and ℓ are
+    measured on the merge of every shard's groups: distinct users per group add up (shards
+    hold disjoint users), distinct sensitive values per group are counted over all shards."""
+    qis, user, sensitive = list(spec.quasi_identifiers), spec.user_col, spec.sensitive_attribute
+    records, users, pairs = [], [], []
+    for i, table in enumerate(shards):
+        records.append(validate_table(table, spec, k=k, gx_root=gx_root,
+                                      run_name=f"{run_name}-shard{i:05d}", detector=detector,
+                                      l=l, groups=False))
+        if not spec.aggregate:
+            users.append(group_sizes(table, qis, user))
+            if l is not None and sensitive:
+                pairs.append(table.select(*qis, sensitive).unique())
+    checks = [CheckResult(
+        expectation=same[0].expectation, column=same[0].column,
+        success=all(c.success for c in same),
+        observed=added_up([c.observed for c in same]),
+        unexpected_count=(None if all(c.unexpected_count is None for c in same)
+                          else sum(c.unexpected_count or 0 for c in same)))
+        for same in zip(*(r.checks for r in records), strict=True)]
+    if not spec.aggregate:
+        sizes = pl.concat(users).group_by(qis).agg(pl.col("users").sum())
+        k_seen = None if sizes.is_empty() else int(sizes["users"].min())  # type: ignore[arg-type]
+        checks.append(CheckResult(expectation="expect_table_to_be_k_anonymous", column=None,
+                                  success=k_seen is None or k_seen >= k,
+                                  observed="no rows" if k_seen is None else k_seen))
+        if l is not None and sensitive:
+            l_seen = l_achieved(pl.concat(pairs).unique(), qis, sensitive)
+            checks.append(CheckResult(expectation="expect_table_to_be_l_diverse", column=None,
+                                      success=l_seen is None or l_seen >= l,
+                                      observed="no rows" if l_seen is None else l_seen))
+    return ValidationRecord(success=all(c.success for c in checks), checks=checks,
+                            data_docs_index=records[-1].data_docs_index if records else None)
