@@ -43,7 +43,7 @@ from pipeline.transforms.erasure import (
     read_requests,
     withdrawn,
 )
-from pipeline.transforms.features import release_features
+from pipeline.transforms.features import release_from_shards
 from pipeline.transforms.generalize.coarsen import Generalizer
 from pipeline.transforms.generalize.kanon import short_of
 from pipeline.transforms.ingest import ingest_events, ingest_shards, read_records
@@ -358,10 +358,15 @@ def features(ctx: RunContext, day: date) -> str:
 
     def draw() -> Release:
         # The exact values of validated days (encrypted staging): DP protects the output,
-        # and the published table keeps only coarse ones.
-        events = pl.concat([ctx.storage.read(ctx.zone("generalized"), d) for d in days])
-        rel, stats = release_features(events, fcfg, age_bands=ctx.cfg.generalize.age_bands,
-                                      user_col=ctx.user_col, release_date=str(day))
+        # and the published table keeps only coarse ones. A day's shards hold disjoint users
+        # and are bounded one at a time; a week's days are split by user differently each
+        # day, so a weekly release reads them whole.
+        zone = ctx.zone("generalized")
+        shards: Iterable[pl.DataFrame] = (
+            Shards(ctx.storage, zone, day) if days == [day]
+            else [pl.concat([ctx.storage.read(zone, d) for d in days])])
+        rel, stats = release_from_shards(shards, fcfg, age_bands=ctx.cfg.generalize.age_bands,
+                                         user_col=ctx.user_col, release_date=str(day))
         records.save_stats(stats)
         return replace(plan, delta=rel.delta, mechanism=rel.mechanism, library=rel.library,
                        payload=parquet_bytes(rel.table))

@@ -37,7 +37,7 @@ user reveals a cohort with probability at most `delta`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from importlib.metadata import version
@@ -279,14 +279,29 @@ def release_features(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tu
                      user_col: str, release_date: str) -> tuple[FeatureRelease, StageStats]:
     """Draw one DP release from the events of its period. Callers must go through the ledger:
     never call this twice for the same release."""
+    return release_from_shards([events], cfg, age_bands=age_bands, user_col=user_col,
+                               release_date=release_date)
+
+
+def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
+                        age_bands: tuple[str, ...], user_col: str, release_date: str
+                        ) -> tuple[FeatureRelease, StageStats]:
+    """`release_features` over the period's events split by user (all of a user's rows in
+    one shard): each shard is reduced to its users' bounded contributions (at most
+    `max_cohorts_per_user` rows each), which is per user and so exact; the measurement then
+    runs once on all of them, with the sensitivity the bounding guarantees."""
     dp = _opendp()
     seed = int(release_date.replace("-", ""))
     keys = cohort_keys(cfg, age_bands) if cfg.cohorts == "config" else None
-    # Rows outside the public grid (a region not served, an age band widened for k-anonymity)
-    # go first, so they never take the place of a user's cohort inside it.
-    in_grid = (events.join(keys, on=list(DIMENSIONS), how="semi") if keys is not None
-               else events.drop_nulls(list(DIMENSIONS)))
-    bounded = bound_contributions(in_grid, cfg, user_col=user_col, seed=seed)
+    rows_in, parts = 0, []
+    for events in shards:
+        rows_in += events.height
+        # Rows outside the public grid (a region not served, an age band widened for
+        # k-anonymity) go first, so they never take the place of a user's cohort inside it.
+        in_grid = (events.join(keys, on=list(DIMENSIONS), how="semi") if keys is not None
+                   else events.drop_nulls(list(DIMENSIONS)))
+        parts.append(bound_contributions(in_grid, cfg, user_col=user_col, seed=seed))
+    bounded = pl.concat(parts)
     main = bounded.select(pl.exclude("^_n_.*$")).lazy()
     aggs = _aggregations(cfg)
     measurement, d_in = _measurement(dp, main, cfg, keys, aggs)
@@ -323,7 +338,7 @@ def release_features(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tu
         table=table, epsilon=cfg.epsilon, rho=cfg.rho_cost, delta=float(delta),
         mechanism=f"OpenDP Polars: integer {noise}, user-level, {cohorts}",
         library=f"opendp {dp.version}")
-    stats = StageStats(stage="features", rows_in=events.height, rows_out=table.height, details={
+    stats = StageStats(stage="features", rows_in=rows_in, rows_out=table.height, details={
         "feature_set": cfg.feature_set, "period": cfg.period, "privacy": cfg.privacy,
         "epsilon": cfg.epsilon, "rho": cfg.rho_cost, "delta": float(delta),
         "accounted_by_opendp": loss, "cohorts": cfg.cohorts,
