@@ -1,10 +1,11 @@
 """The engine: run the stages of `pipeline.stages.STAGES` for one date, one at a time (what an
 Airflow task calls) or all in order (the CLI), then `gate` the run on how every stage ended.
 
-A table stage's partition is read from its zone, passed to its function in `pipeline.steps`,
-and the result written to its output zone with its row accounting; a task stage does its own
-I/O. Only paths cross stage boundaries. Rerunning a stage for a date overwrites its partition;
-the DP stage returns the ledger's stored release instead of drawing new noise.
+A table stage's partition is read from its zone shard by shard, passed to its function in
+`pipeline.steps`, and what it yields written to its output zone in the same shards, with its
+row accounting; a task stage does its own I/O. Only paths cross stage boundaries. Rerunning a
+stage for a date overwrites its partition; the DP stage returns the ledger's stored release
+instead of drawing new noise.
 
 Every stage's outcome is recorded under the run's id (`running` first, so a killed stage shows)
 and an unexpected exception leaves only its type and frames: library messages can quote data.
@@ -92,18 +93,14 @@ def _execute(ctx: RunContext, name: str, day: date) -> str:
     if stage.kind is Kind.TASK:
         return str(target(ctx, day))
     source, sink = ctx.zone(stage.reads[0]), ctx.zone(stage.writes[0])  # one in, one out
-    if stage.sharded:  # shard by shard: one in memory at a time
-        shards = Shards(ctx.storage, source, day)
-        done: list[StageStats] = []
+    shards = Shards(ctx.storage, source, day)  # one in memory at a time
+    done: list[StageStats] = []
 
-        def tables() -> Iterator[pl.DataFrame]:
-            done.append((yield from target(ctx, day, shards)))
+    def tables() -> Iterator[pl.DataFrame]:
+        done.append((yield from target(ctx, day, shards)))
 
-        written = ctx.storage.write_shards(sink, day, tables(), len(shards))
-        stats = done[0].check_balanced()
-    else:
-        table, stats = target(ctx, day, ctx.storage.read(source, day))
-        written = ctx.storage.write(sink, day, table)
+    written = ctx.storage.write_shards(sink, day, tables(), len(shards))
+    stats = done[0].check_balanced()
     ctx.records(day).save_stats(stats)
     log.info("%s %s: rows in %d, out %d, dropped %s, quarantined %s", day, stats.stage,
              stats.rows_in, stats.rows_out, stats.dropped or "{}", stats.quarantined or "{}")

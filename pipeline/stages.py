@@ -64,7 +64,9 @@ INPUT_MARKER = "_SUCCESS"
 class Kind(Enum):
     """How the engine runs a stage (see `pipeline.run`)."""
 
-    TABLE = "table"  # reads one zone's partition, transforms it, writes one zone's partition
+    # reads one zone's partition shard by shard (a large day is split by user: see
+    # `scale.events_per_shard`), writes one zone's partition in as many shards
+    TABLE = "table"
     TASK = "task"  # does its own reading and writing (several zones, the ledger, Feast)
 
 
@@ -96,9 +98,6 @@ class Stage:
     # Writes a store every date shares (the ledger, the Feast registry, the audit index): in
     # the DAG, one run's instance at a time when a backfill runs dates side by side.
     serial: bool = False
-    # Runs shard by shard on a day ingest split by user (`scale.events_per_shard`), holding
-    # one shard in memory at a time: per-user work, or passes whose merge is exact.
-    sharded: bool = False
 
 
 _STAGES = (
@@ -116,19 +115,19 @@ _STAGES = (
           writes=("ingested", "quarantine"), funnel=True,
           does="parse raw lines against the event schema; misfits to quarantine"),
     Stage("consent", "consent", Kind.TABLE, reads=("ingested", "raw_consent"),
-          writes=("consented",), funnel=True, sharded=True,
+          writes=("consented",), funnel=True,
           does="keep events of users who consented to the purpose"),
     Stage("detect_pii", "detect_pii", Kind.TABLE, reads=("consented",), writes=("scrubbed",),
-          funnel=True, keyed=True, sharded=True,
+          funnel=True, keyed=True,
           does="drop direct identifiers, check untagged columns, tokenize PII in free text"),
     Stage("pseudonymize", "pseudonymize", Kind.TABLE, reads=("scrubbed",),
-          writes=("pseudonymized",), funnel=True, keyed=True, sharded=True,
+          writes=("pseudonymized",), funnel=True, keyed=True,
           does="HMAC-SHA256 identifiers under the purpose's key"),
     Stage("generalize", "generalize", Kind.TABLE, reads=("pseudonymized",),
-          writes=("generalized",), funnel=True, keyed=True, sharded=True,
+          writes=("generalized",), funnel=True, keyed=True,
           does="coarsen quasi-identifiers; enforce k-anonymity and l-diversity"),
     Stage("minimize", "minimize", Kind.TABLE, reads=("generalized",), writes=("pending",),
-          funnel=True, keyed=True, sharded=True,
+          funnel=True, keyed=True,
           does="keep only the purpose's allowlisted columns, each within its domain"),
     Stage("validate", "validate", Kind.TASK, reads=("pending",),
           writes=("validation", "published"), keyed=True,

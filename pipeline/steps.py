@@ -1,7 +1,8 @@
 """What each row of `pipeline.stages.STAGES` calls, by its `target` name.
 
-Table stages take the partition the engine read and return (table, stats); the engine writes
-the table to the stage's zone and its stats to the run's records. Task stages do their own
+Table stages take the shards of the partition the engine reads (a day in one piece is one
+shard), yield a table per shard and return their stats; the engine writes the tables to the
+stage's zone and the stats to the run's records. Task stages do their own
 reading and writing and return the path they wrote. Every stage takes the run's day as a
 `date`, parsed once at the boundary (`pipeline.core.context.parse_day`).
 
@@ -57,8 +58,6 @@ from pipeline.transforms.pii.scrub import (
 )
 from pipeline.transforms.pseudonymize import hmac_expr, pseudonymize_columns
 from pipeline.transforms.retention import finish_interrupted, purge
-
-Table = tuple[pl.DataFrame, StageStats]
 
 
 def erase(ctx: RunContext, day: date) -> str:
@@ -188,8 +187,8 @@ def _consent_path(ctx: RunContext) -> Path:
     return ctx.root / ctx.zone("raw_consent").path / "consent.jsonl"
 
 
-# A sharded stage (`Stage.sharded`) yields one table per shard of its input, in order, and
-# returns its stats over all of them.
+# A table stage yields one table per shard of its input, in order, and returns its stats over
+# all of them.
 Sharded = Generator[pl.DataFrame, None, StageStats]
 
 

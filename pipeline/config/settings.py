@@ -344,7 +344,7 @@ class FeatureStoreConfig(Model):
 
 class ScaleConfig(Model):
     """How a large day is split: by a keyed hash of the user into shards of about this many
-    raw lines, which the sharded stages (`Stage.sharded`) process one at a time."""
+    raw lines, which the table stages (`Kind.TABLE`) process one at a time."""
 
     events_per_shard: Annotated[int, Field(gt=0)] = 1_000_000
 
