@@ -195,8 +195,9 @@ def rekey(day: str | date, config_path: str | Path) -> RekeyRecord:
     reencrypted = {}
     for zone in ctx.staging():
         old = ctx.storage.written_key_id(zone, day)
-        if old is not None and old != ctx.key.key_id:
-            ctx.storage.write(zone, day, ctx.storage.read(zone, day))
+        if old is not None and old != ctx.key.key_id:  # shard by shard, in place
+            shards = Shards(ctx.storage, zone, day)
+            ctx.storage.write_shards(zone, day, iter(shards), len(shards))
             reencrypted[zone.path] = old
     for name in KEYED:
         execute(ctx, name, day)
