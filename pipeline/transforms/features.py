@@ -293,16 +293,22 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
     dp = _opendp()
     seed = int(release_date.replace("-", ""))
     keys = cohort_keys(cfg, age_bands) if cfg.cohorts == "config" else None
-    rows_in, parts = 0, []
+    rows_in, parts, vote_parts = 0, [], []
     for events in shards:
         rows_in += events.height
         # Rows outside the public grid (a region not served, an age band widened for
         # k-anonymity) go first, so they never take the place of a user's cohort inside it.
         in_grid = (events.join(keys, on=list(DIMENSIONS), how="semi") if keys is not None
                    else events.drop_nulls(list(DIMENSIONS)))
-        parts.append(bound_contributions(in_grid, cfg, user_col=user_col, seed=seed))
-    bounded = pl.concat(parts)
-    main = bounded.select(pl.exclude("^_n_.*$")).lazy()
+        bounded = bound_contributions(in_grid, cfg, user_col=user_col, seed=seed)
+        if cfg.features.category_votes:
+            # Without the user: the measurement declares the bound on a user's vote rows,
+            # which holds by construction, and needs no identifier; at M rows per user, the
+            # pseudonyms would be most of the memory the release takes.
+            vote_parts.append(vote_rows(bounded, cfg, user_col=user_col, seed=seed)
+                              .drop(user_col))
+        parts.append(bounded.select(pl.exclude("^_n_.*$")))
+    main = pl.concat(parts).lazy()
     aggs = _aggregations(cfg)
     measurement, d_in = _measurement(dp, main, cfg, keys, aggs)
     spent = measurement.map(d_in)
@@ -310,7 +316,7 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
     noisy = cast(pl.LazyFrame, measurement(main)).collect()
     scale = {name: s for _, name, s in aggs}
     if cfg.features.category_votes:
-        votes = vote_rows(bounded, cfg, user_col=user_col, seed=seed).lazy()
+        votes = pl.concat(vote_parts).lazy()
         released_keys = noisy.select(DIMENSIONS)  # the config grid, or the privately chosen
         vm, vd_in, scale["_votes"] = _votes_measurement(dp, votes, cfg, released_keys)
         loss += vm.map(vd_in)
