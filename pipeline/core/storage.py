@@ -155,11 +155,7 @@ class Storage:
 
     def read(self, zone: Zone, day: date) -> pl.DataFrame:
         """The whole partition (every shard)."""
-        parts = self.parts(zone, day)
-        if not parts:
-            raise MissingInputError(f"{self.partition(zone, day)}: partition not found (has "
-                                    "the earlier stage run?)")
-        frames = [self.read_part(zone, day, p) for p in parts]
+        frames = list(Shards(self, zone, day))
         return frames[0] if len(frames) == 1 else pl.concat(frames)
 
     def read_part(self, zone: Zone, day: date, path: Path) -> pl.DataFrame:

@@ -50,9 +50,10 @@ def test_when_released_then_every_public_cohort_has_each_feature_with_its_accura
     assert abs(row["purchase_rate"] - 0.5) < 5 * row["purchase_rate_error95"]
     assert row["active_users_error95"] > 0 and (t["active_users"] >= 0).all()
     assert ((t["purchase_rate"] >= 0) & (t["purchase_rate"] <= 1)).all()
-    # A cohort with no data: its noise is the whole value, so it is flagged.
-    empty = t.filter(pl.col("cohort_id") == "Oregon|65+|tablet").row(0, named=True)
-    assert empty["active_users_unreliable"]
+    # Cohorts with no data: the noise is the whole value, so they are flagged, except where
+    # the noise happens to land above its own 95% bound (one-sided: ~2.5% of them).
+    empty = t.filter(~pl.col("cohort_id").str.starts_with("Texas|25-34|"))
+    assert empty.height > 200 and empty["active_users_unreliable"].mean() > 0.9
     # Budget shares: the user count got its share of epsilon, so its scale is 1 / (share eps).
     share = f.features.active_users.budget_share
     assert row["active_users_noise_scale"] == pytest.approx(1 / (share * f.epsilon), rel=1e-6)
