@@ -64,7 +64,6 @@ _MILITARY = (r"(?:\b(?:PSC|CMR|Unit)\s+\d{3,5},?\s+Box\s+\d{1,5}|\b(?:USNS|USNV|
 _FR_STREET = (r"\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|Rue|avenue|Avenue|boulevard|Boulevard|"
               r"place|Place|quai|Quai|allée|impasse|chemin)\s+(?:(?:de la|du|des|de|d')\s*)?"
               r"[A-ZÉÈ][\w'’-]+(?:[ -][A-ZÉÈ][\w'’-]+){0,3}")
-STREET_ADDRESS_REGEX = _US_STREET
 # The parts of an address written apart from the street: `Apt. 559`, `Suite 026`, `P.O. Box 63`.
 _ADDRESS_UNIT = (r"\b(?:Apt\.?|Apartment|Suite|Ste\.|Unit)\s*#?\s*\d{1,5}[A-Z]?\b"
                  r"|\bP\.?\s?O\.?\s?Box\s+\d{1,6}\b")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.transforms.pii.tokens import TOKEN_PATTERN
+
 RARE = "<RARE>"
 # A word, a detector's token, or any other single non-space character (kept as it is).
-_PIECES = r"<[A-Z][A-Z0-9_]*:[a-z]+>|[\p{L}\p{N}][\p{L}\p{N}'’_-]*|[^\s\p{L}\p{N}]"
+_PIECES = rf"{TOKEN_PATTERN}|[\p{{L}}\p{{N}}][\p{{L}}\p{{N}}'’_-]*|[^\s\p{{L}}\p{{N}}]"
 
 
 def strict_text(table: pl.DataFrame, column: str, user_col: str, k: int
@@ -23,12 +25,12 @@ def strict_text(table: pl.DataFrame, column: str, user_col: str, k: int
     detector tokens by their bare type. Returns (table, {words, kept, kept_share})."""
     rows = table.select(pl.int_range(pl.len()).alias("_row"), user_col,
                         pl.col(column).str.extract_all(_PIECES).alias("_w"))
-    words = rows.explode("_w").with_columns(pl.int_range(pl.len()).over("_row").alias("_i"))
+    words = rows.explode("_w").with_columns(pl.int_range(pl.len()).over("_row").alias("_i"),
+                                            pl.col("_w").str.to_lowercase().alias("_key"))
     is_word = pl.col("_w").str.contains(r"^[\p{L}\p{N}]")
-    users = (words.filter(is_word).with_columns(pl.col("_w").str.to_lowercase().alias("_key"))
-             .group_by("_key").agg(pl.col(user_col).n_unique().alias("_users")))
-    out = (words.with_columns(pl.col("_w").str.to_lowercase().alias("_key"))
-           .join(users, on="_key", how="left")
+    users = (words.filter(is_word).group_by("_key")
+             .agg(pl.col(user_col).n_unique().alias("_users")))
+    out = (words.join(users, on="_key", how="left")
            .with_columns(pl.when(pl.col("_w").str.starts_with("<"))
                          .then(pl.col("_w").str.replace(r":[a-z]+>$", ">"))
                          .when(is_word & (pl.col("_users") < k)).then(pl.lit(RARE))
