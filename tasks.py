@@ -39,7 +39,8 @@ def setup() -> None:
     if not (BIN / "python").exists():
         sh(sys.executable, "-m", "venv", VENV)
     sh(BIN / "python", "-m", "pip", "install", "--quiet", "uv")
-    sh(BIN / "uv", "pip", "install", "--python", BIN / "python", "-e", ".[dev,model-sm]")
+    sh(BIN / "uv", "pip", "install", "--python", BIN / "python", "-e",
+       ".[dev,model-sm,distributed]")
     STAMP.write_text(digest)
 
 

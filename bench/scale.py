@@ -15,8 +15,12 @@ flat from 1M to 10M (within 20%), every size published.
 
 `--rss-limit-gb` stops a run whose tree passes that much memory (this machine is shared), and
 reports it as not published. With `--json`, the last line is
-`{"1M": {"wall_s", "peak_rss_mb", "published", ...}, "10M": {...}, "distributed_equal": null}`
-(null: no distributed engine to compare yet).
+`{"1M": {"wall_s", "peak_rss_mb", "published", ...}, "10M": {...}, "distributed_equal": true}`.
+
+Distributed: the first size's day is run again, from the same raw file and key, with
+`scale.engine: dask` (a 2-worker cluster on this machine, started by the run); its published
+rows and k are compared with the embedded run's (`distributed_equal`; `--no-distributed`
+skips it, and the value is then null).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,9 +51,10 @@ EVENTS_PER_USER = 9.7  # the generator's mean events per user and day (measured)
 SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}  # 100k: a quick check
 
 
-def _config(root: Path) -> Path:
+def _config(root: Path, engine: str = "embedded") -> Path:
     """A copy of config/pipeline.yaml whose data root is `root`, key from the environment."""
     doc = yaml.safe_load((ROOT / "config" / "pipeline.yaml").read_text())
+    doc["scale"] = {**doc.get("scale", {}), "engine": engine}
     doc["paths"] = {**doc["paths"], "data_root": str(root / "data"),
                     "event_schema": str(ROOT / "schemas" / "events.yaml"),
                     "consent_schema": str(ROOT / "schemas" / "consent.yaml"),
@@ -146,11 +152,10 @@ def _run_as_tasks(config: Path, env: dict[str, str], limit_mb: float
     return 0, wall, stages, max(s["peak_rss_mb"] for s in stages.values())
 
 
-def run_size(label: str, events: int, work: Path, limit_mb: float, *, as_tasks: bool = False
-             ) -> dict[str, object]:
+def run_size(label: str, events: int, work: Path, limit_mb: float, key: str, *,
+             as_tasks: bool = False) -> dict[str, object]:
     work.mkdir(parents=True, exist_ok=True)
     config = _config(work)
-    key = f"bench-scale:{base64.b64encode(secrets.token_bytes(32)).decode()}"
     env = {**os.environ, "BENCH_SCALE_KEY": key}
     users = round(events / EVENTS_PER_USER)
     started = time.time()
@@ -181,6 +186,33 @@ def run_size(label: str, events: int, work: Path, limit_mb: float, *, as_tasks: 
     return result
 
 
+def _published(work: Path) -> tuple[pl.DataFrame, int]:
+    """The day's published rows (sorted) and the k its generalization achieved."""
+    data = work / "data"
+    table = pl.read_parquet(data / "published" / "personalization" / f"date={DAY}" / "*.parquet")
+    stats = json.loads((data / "runs" / "personalization" / f"date={DAY}" /
+                        "generalize.json").read_text())
+    return table.sort(table.columns), stats["details"]["k_achieved"]
+
+
+def run_distributed(work: Path, limit_mb: float, key: str) -> dict[str, object]:
+    """The day in `work` again, on a 2-worker Dask cluster, from a copy of its raw input."""
+    dask_work = work.with_name(f"{work.name}-dask")
+    config = _config(dask_work, engine="dask")
+    shutil.copytree(work / "data" / "raw", dask_work / "data" / "raw")
+    code, wall_s, samples = _watch(_cli(config, "run", "--date", DAY),
+                                   {**os.environ, "BENCH_SCALE_KEY": key}, limit_mb)
+    result: dict[str, object] = {
+        "wall_s": round(wall_s, 1), "peak_rss_mb": round(max((r for _, r in samples), default=0)),
+        "published": code == 0, "stages": _per_stage(dask_work / "data", samples)}
+    if code == 0:
+        (rows, k), (dask_rows, dask_k) = _published(work), _published(dask_work)
+        result.update(rows=rows.height, k=k, dask_k=dask_k,
+                      equal=rows.equals(dask_rows) and k == dask_k)
+    shutil.rmtree(dask_work)
+    return result
+
+
 def _print(label: str, r: dict) -> None:
     print(f"\n{label}: {r['events']:,} events ({r['users']:,} users, {r['raw_gb']} GB of JSON "
           f"lines); generated in {r['generate_s']} s, peak {r['generate_peak_rss_mb']:,} MB")
@@ -202,6 +234,8 @@ def main() -> None:
     parser.add_argument("--workdir", help="where the data roots go (default: a temp dir, "
                         "removed after)")
     parser.add_argument("--rss-limit-gb", type=float, default=20.0)
+    parser.add_argument("--no-distributed", action="store_true",
+                        help="skip the Dask run of the first size")
     parser.add_argument("--as-tasks", action="store_true",
                         help="each stage in its own process, as the DAG's tasks (default: one "
                              "`privacy-pipeline run` process)")
@@ -211,18 +245,28 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown sizes {unknown}; known: {list(SIZES)}")
     results: dict[str, object] = {}
+    limit, distributed = args.rss_limit_gb * 1024, None
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        for label in labels:
-            r = run_size(label, SIZES[label], Path(tmp) / label, args.rss_limit_gb * 1024,
+        for i, label in enumerate(labels):
+            key = f"bench-scale:{base64.b64encode(secrets.token_bytes(32)).decode()}"
+            r = run_size(label, SIZES[label], Path(tmp) / label, limit, key,
                          as_tasks=args.as_tasks)
             _print(label, r)
             results[label] = r
-    sized = [r for r in results.values() if isinstance(r, dict) and r["published"]]
+            if i == 0 and r["published"] and not args.no_distributed:
+                distributed = run_distributed(Path(tmp) / label, limit, key)
+                results[f"{label}_dask"] = distributed
+                print(f"\n{label} on Dask (2 local workers): {distributed['wall_s']} s "
+                      f"({distributed['wall_s'] / r['wall_s']:.2f}x the embedded run), peak "
+                      f"{distributed['peak_rss_mb']:,} MB; same published rows and k as "
+                      f"embedded: {distributed.get('equal', False)}")
+    sized = [results[lb] for lb in labels if results[lb]["published"]]  # type: ignore[index]
     if len(sized) >= 2:
         costs = [r["us_per_event"] for r in sized]
         print(f"\nper-event cost from smallest to largest: {costs[-1] / costs[0]:.2f}x "
               "(target: within 1.2x)")
-    results["distributed_equal"] = None
+    results["distributed_equal"] = (None if distributed is None
+                                    else bool(distributed.get("equal", False)))
     if args.json:
         print(json.dumps(results))
 

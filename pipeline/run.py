@@ -1,11 +1,12 @@
 """The engine: run the stages of `pipeline.stages.STAGES` for one date, one at a time (what an
 Airflow task calls) or all in order (the CLI), then `gate` the run on how every stage ended.
 
-A table stage's partition is read from its zone shard by shard, passed to its function in
-`pipeline.steps`, and what it yields written to its output zone in the same shards, with its
-row accounting; a task stage does its own I/O. Only paths cross stage boundaries. Rerunning a
-stage for a date overwrites its partition; the DP stage returns the ledger's stored release
-instead of drawing new noise.
+A table stage's function in `pipeline.steps` says what to do to each shard of its input
+(`ShardWork`); the shards run one after another in this process (`scale.engine: embedded`) or
+as tasks on a Dask cluster (`dask`, see `pipeline.distributed`), each written to the output
+zone as the same shard, with the row accounting over all; a task stage does its own I/O. Only
+paths cross stage boundaries. Rerunning a stage for a date overwrites its partition; the DP
+stage returns the ledger's stored release instead of drawing new noise.
 
 Every stage's outcome is recorded under the run's id (`running` first, so a killed stage shows)
 and an unexpected exception leaves only its type and frames: library messages can quote data.
@@ -14,13 +15,8 @@ and an unexpected exception leaves only its type and frames: library messages ca
 from __future__ import annotations
 
 import logging
-import sqlite3
-import traceback
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
-
-import polars as pl
 
 from pipeline import steps
 from pipeline.config import load_config
@@ -29,45 +25,24 @@ from pipeline.core.errors import (
     ConfigError,
     PipelineError,
     RunFailedError,
-    StageCrashedError,
-    TransientError,
+    safe_error,
 )
 from pipeline.core.locks import data_root_lock
-from pipeline.core.records import PublishRecord, RekeyRecord, StageOutcome, StageStats
+from pipeline.core.records import PublishRecord, RekeyRecord, StageOutcome
+from pipeline.core.shardwork import ShardJob, ShardWork, first_of, run_embedded
 from pipeline.core.storage import Shards
 from pipeline.stages import DAILY, KEYED, STAGES, Kind
 
 log = logging.getLogger("pipeline")
 
 
-# Errors of the machine, not of the data or config: a retry may find them gone (a full disk,
-# a locked SQLite file, Postgres or Redis unreachable).
-TRANSIENT = (OSError, sqlite3.OperationalError)
-TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "ConnectionError"}
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _safe(exc: Exception) -> PipelineError:
-    """The error to report and raise: a PipelineError's own (its messages hold no values), a
-    transient one's with its message (paths and hosts), else only its type and frames."""
-    if isinstance(exc, PipelineError):
-        return exc
-    if isinstance(exc, TRANSIENT) or type(exc).__name__ in TRANSIENT_NAMES:
-        return TransientError(f"{type(exc).__name__}: {exc}")
-    frames = traceback.extract_tb(exc.__traceback__)
-    log.error("unexpected %s (message withheld: it may quote data values); raised at:\n%s",
-              type(exc).__name__, "".join(traceback.format_list(frames)))
-    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    return StageCrashedError(f"unexpected {type(exc).__name__}{where}; its message is "
-                             "withheld (it may quote data values), the frames are in the log")
-
-
 def execute(ctx: RunContext, name: str, day: date) -> str:
     """Run one declared stage for `day` in `ctx` and record how it ended; returns the path
-    it wrote. Raises a PipelineError whatever went wrong (see `_safe`)."""
+    it wrote. Raises a PipelineError whatever went wrong (see `safe_error`)."""
     records = ctx.records(day)
     outcome = StageOutcome(stage=name, run_id=ctx.run_id, status="running", started_at=_now())
     records.save_outcome(outcome)
@@ -75,7 +50,7 @@ def execute(ctx: RunContext, name: str, day: date) -> str:
         with data_root_lock(ctx.root, exclusive=STAGES[name].maintenance):
             written = _execute(ctx, name, day)
     except Exception as exc:  # noqa: BLE001 - recorded, then raised as a safe PipelineError
-        safe = _safe(exc)
+        safe = safe_error(exc)
         records.save_outcome(outcome.model_copy(update={
             "status": "failed", "finished_at": _now(), "error": type(exc).__name__,
             "message": str(safe), "retryable": safe.retryable}))
@@ -93,14 +68,24 @@ def _execute(ctx: RunContext, name: str, day: date) -> str:
     if stage.kind is Kind.TASK:
         return str(target(ctx, day))
     source, sink = ctx.zone(stage.reads[0]), ctx.zone(stage.writes[0])  # one in, one out
-    shards = Shards(ctx.storage, source, day)  # one in memory at a time
-    done: list[StageStats] = []
+    shards = Shards(ctx.storage, source, day)
+    work: ShardWork = target(ctx, day, shards)
+    n = len(shards)
+    jobs = [ShardJob(source, sink, day, part, i, n) for i, part in enumerate(shards.parts)]
+    if ctx.cfg.scale.engine == "dask":
+        from pipeline.distributed import run_distributed  # dask: only when configured
 
-    def tables() -> Iterator[pl.DataFrame]:
-        done.append((yield from target(ctx, day, shards)))
-
-    written = ctx.storage.write_shards(sink, day, tables(), len(shards))
-    stats = done[0].check_balanced()
+        done = run_distributed(ctx, work, jobs)
+    else:
+        done = run_embedded(ctx, work, jobs)
+    parts = [s for s, _ in done]
+    if work.gather is None:
+        stats = work.finish(parts)
+        written = ctx.storage.commit_shards(sink, day, n)
+    else:
+        table, stats = work.gather([t for _, t in done if t is not None], parts)
+        written = ctx.storage.write_shards(sink, day, first_of(table, n), n)
+    stats.check_balanced()
     ctx.records(day).save_stats(stats)
     log.info("%s %s: rows in %d, out %d, dropped %s, quarantined %s", day, stats.stage,
              stats.rows_in, stats.rows_out, stats.dropped or "{}", stats.quarantined or "{}")

@@ -11,18 +11,21 @@ All imports are at the top except Great Expectations (7–14 s), which only `val
 
 from __future__ import annotations
 
-import itertools
 import shutil
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import polars as pl
 
+from pipeline.config import PurposeSpec
 from pipeline.core.context import RunContext
 from pipeline.core.errors import ConfigError, MissingInputError, ValidationFailedError
 from pipeline.core.records import (
+    ColumnFinding,
     ErasureRecord,
     InputRecord,
     LedgerRecord,
@@ -31,6 +34,7 @@ from pipeline.core.records import (
     StageStats,
     ValidationRecord,
 )
+from pipeline.core.shardwork import ShardFn, ShardWork
 from pipeline.core.storage import Shards, atomic_write_bytes, parquet_bytes
 from pipeline.ledger.store import PrivacyLedger, Release, WindowBudget, read_heads, write_head
 from pipeline.outputs.feast import materialize
@@ -49,6 +53,7 @@ from pipeline.transforms.generalize.coarsen import Generalizer
 from pipeline.transforms.generalize.kanon import short_of
 from pipeline.transforms.ingest import ingest_events, ingest_shards, read_records
 from pipeline.transforms.minimize import aggregate, allowlisted, apply_allowlist, group_counts
+from pipeline.transforms.pii.columns import scan_columns
 from pipeline.transforms.pii.scrub import (
     WORKERS_FROM_TEXTS,
     TextScrubber,
@@ -196,103 +201,130 @@ def _consent_path(ctx: RunContext) -> Path:
     return ctx.root / ctx.zone("raw_consent").path / "consent.jsonl"
 
 
-# A table stage yields one table per shard of its input, in order, and returns its stats over
-# all of them.
-Sharded = Generator[pl.DataFrame, None, StageStats]
+# A table stage returns what to do to each shard of its input (`ShardWork`); the engine runs it
+# on every shard, here or on a cluster, and writes the results (`pipeline.run`).
 
 
-def consent(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Sharded:
+def consent(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
     path = _consent_path(ctx)
     if not path.is_file():
         raise MissingInputError(f"{path}: no consent records (without them nobody has "
                                 "consented)")
+    return ShardWork(open=_consenting, finish=_consent_stats)
+
+
+@contextmanager
+def _consenting(ctx: RunContext) -> Iterator[ShardFn]:
+    """The consent records, read where the shards run, and each shard filtered by them."""
+    path = _consent_path(ctx)
     records = read_records(path, ctx.cfg.consent_schema, source_name=str(path))
-    parts = []
-    for events in shards:
-        kept, stats = filter_by_consent(events, records.table,
-                                        purpose=ctx.cfg.purpose_spec.consent_purpose)
-        parts.append(stats)
-        yield kept
+    rejected = records.stats.rows_in - records.stats.rows_out
+    purpose = ctx.cfg.purpose_spec.consent_purpose
+
+    def each(events: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
+        kept, stats = filter_by_consent(events, records.table, purpose=purpose)
+        stats.details["consent_records_rejected"] = rejected
+        return kept, stats
+
+    yield each
+
+
+def _consent_stats(parts: list[StageStats]) -> StageStats:
     stats = StageStats.merged(parts)
-    stats.details["consent_records_rejected"] = records.stats.rows_in - records.stats.rows_out
+    stats.details["consent_records_rejected"] = parts[0].details["consent_records_rejected"]
     return stats
 
 
-def detect_pii(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Sharded:
-    """One scrubber (model, workers) for all shards; which untagged columns hold PII is
-    decided on the first shard (a keyed-hash sample of users) and applied to all, so every
-    shard keeps the same columns."""
-    schema, key, purpose = ctx.cfg.event_schema, ctx.key, ctx.cfg.purpose
-    tables = iter(shards)
-    first = next(tables)
-    parts = []
-    with TextScrubber(ctx.cfg.pii, key.token_key(purpose),
-                      with_workers=distinct_texts(first, schema) >= WORKERS_FROM_TEXTS) as s:
-        findings = None
-        for events in itertools.chain([first], tables):
-            result = scrub_pii(events, schema, s, pseudonym_key=key.pseudonym_key(purpose),
-                               closed=ctx.cfg.purpose_spec.closed_columns, findings=findings)
-            findings = result.findings
-            parts.append(result.stats)
-            yield result.table
+def detect_pii(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
+    """Which untagged columns hold PII is decided on the first shard (a keyed-hash sample of
+    users) and applied to all, so every shard keeps the same columns."""
+    schema, pii = ctx.cfg.event_schema, ctx.cfg.pii
+    first = next(iter(shards))
+    findings = None  # one shard: found as it is scrubbed
+    if len(shards) > 1:
+        with fast_analyzer(pii) as analyzer:
+            findings = scan_columns(first, schema, analyzer, pii,
+                                    ctx.cfg.purpose_spec.closed_columns)
+    workers = distinct_texts(first, schema) >= WORKERS_FROM_TEXTS
+    return ShardWork(open=partial(_scrubbing, findings, workers),
+                     finish=partial(_merged_with, {"token_key_id": ctx.key.key_id}))
+
+
+@contextmanager
+def _scrubbing(findings: list[ColumnFinding] | None, workers: bool, ctx: RunContext
+               ) -> Iterator[ShardFn]:
+    """One scrubber (model, worker processes if this process may start them) for the shards
+    run here."""
+    cfg, key, purpose = ctx.cfg, ctx.key, ctx.cfg.purpose
+    with TextScrubber(cfg.pii, key.token_key(purpose),
+                      with_workers=workers and ctx.own_workers) as scrubber:
+
+        def each(events: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
+            result = scrub_pii(events, cfg.event_schema, scrubber,
+                               pseudonym_key=key.pseudonym_key(purpose),
+                               closed=cfg.purpose_spec.closed_columns, findings=findings)
+            return result.table, result.stats
+
+        yield each
+
+
+def _merged_with(details: dict[str, object], parts: list[StageStats]) -> StageStats:
     stats = StageStats.merged(parts)
-    stats.details["token_key_id"] = key.key_id
+    stats.details.update(details)
     return stats
 
 
-def pseudonymize(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Sharded:
-    parts = []
-    for table in shards:
-        out, stats = pseudonymize_columns(table, ctx.cfg.event_schema, ctx.key,
-                                          purpose=ctx.cfg.purpose)
-        parts.append(stats)
-        yield out
-    return StageStats.merged(parts)
+def pseudonymize(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
+    return ShardWork(open=_pseudonymizing)
 
 
-def generalize(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Sharded:
+def _pseudonymizing(ctx: RunContext) -> AbstractContextManager[ShardFn]:
+    return nullcontext(partial(pseudonymize_columns, schema=ctx.cfg.event_schema,
+                               master=ctx.key, purpose=ctx.cfg.purpose))
+
+
+def generalize(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
     """Two passes over the shards (see `Generalizer`): the k-anonymity plan over all users,
-    then each shard generalized by it."""
+    here, then each shard generalized by it."""
     spec, kcfg = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
     g = Generalizer(ctx.cfg.generalize, quasi_identifiers=spec.quasi_identifiers,
                     user_col=ctx.user_col, k=kcfg.k, l=kcfg.l,
                     sensitive=spec.sensitive_attribute, order=kcfg.generalize_order)
     g.plan(shards)
-    for table in shards:
-        yield g.apply(table)
-    return g.stats()
+    return ShardWork.each(g.apply, finish=g.stats)
 
 
-def minimize(ctx: RunContext, day: date, shards: Iterable[pl.DataFrame]) -> Sharded:
+def minimize(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
     """Shard by shard. Counts (an aggregate purpose) are summed over the shards and published
-    as one table, the first shard (the others empty); strict text counts the users of a word
-    over the whole day, so a purpose with it minimizes the day in one piece."""
+    as one table; strict text counts the users of a word over the whole day, so a purpose
+    with it minimizes the day in one piece."""
     spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity.k
     if any(d.strict_text for d in spec.domains.values()):
-        tables = list(shards)
-        out, stats = apply_allowlist(pl.concat(tables), spec, k=k)
-        yield from _first_of(out, len(tables))
-        return stats
-    counts, parts = [], []
-    for table in shards:
-        out, stats = allowlisted(table, spec, k=k)
-        parts.append(stats)
-        if spec.aggregate:
-            counts.append(group_counts(out, spec))
-        else:
-            yield out
-    if not spec.aggregate:
-        return StageStats.merged(parts)
-    published, stats = aggregate(list(zip(counts, parts, strict=True)), spec, k=k)
-    yield from _first_of(published, len(parts))
-    return stats
+        return ShardWork.each(_whole, gather=partial(_allowlisted_whole, spec, k))
+    if spec.aggregate:
+        return ShardWork.each(partial(_group_counts, spec, k),
+                              gather=partial(_aggregated, spec, k))
+    return ShardWork.each(partial(allowlisted, spec=spec, k=k))
 
 
-def _first_of(table: pl.DataFrame, n: int) -> Iterator[pl.DataFrame]:
-    """`table` as the first of `n` shards, the rest empty."""
-    yield table
-    for _ in range(n - 1):
-        yield table.clear()
+def _whole(table: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
+    return table, StageStats(stage="minimize", rows_in=table.height, rows_out=table.height)
+
+
+def _allowlisted_whole(spec: PurposeSpec, k: int, tables: list[pl.DataFrame],
+                       _parts: list[StageStats]) -> tuple[pl.DataFrame, StageStats]:
+    return apply_allowlist(pl.concat(tables), spec, k=k)
+
+
+def _group_counts(spec: PurposeSpec, k: int, table: pl.DataFrame
+                  ) -> tuple[pl.DataFrame, StageStats]:
+    out, stats = allowlisted(table, spec, k=k)
+    return group_counts(out, spec), stats
+
+
+def _aggregated(spec: PurposeSpec, k: int, counts: list[pl.DataFrame], parts: list[StageStats]
+                ) -> tuple[pl.DataFrame, StageStats]:
+    return aggregate(list(zip(counts, parts, strict=True)), spec, k=k)
 
 
 def validate(ctx: RunContext, day: date) -> str:

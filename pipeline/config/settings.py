@@ -343,10 +343,18 @@ class FeatureStoreConfig(Model):
 
 
 class ScaleConfig(Model):
-    """How a large day is split: by a keyed hash of the user into shards of about this many
-    raw lines, which the table stages (`Kind.TABLE`) process one at a time."""
+    """How a large day is split, and where its shards run.
+
+    A day is split by a keyed hash of the user into shards of about `events_per_shard` raw
+    lines. The table stages (`Kind.TABLE`) run shard by shard in the stage's own process
+    (`engine: embedded`) or as one task per shard on a Dask cluster (`engine: dask`): the
+    scheduler at `dask_scheduler`, or, when it is not set, a cluster of `dask_workers`
+    processes started on this machine for the run."""
 
     events_per_shard: Annotated[int, Field(gt=0)] = 1_000_000
+    engine: Literal["embedded", "dask"] = "embedded"
+    dask_scheduler: str | None = None  # e.g. tcp://scheduler:8786
+    dask_workers: Annotated[int, Field(gt=0)] = 2
 
 
 class PipelineConfig(Model):

@@ -43,6 +43,9 @@ class RunContext:
     # Which run a stage's outcome belongs to (Airflow's run id, or one per CLI run), so the
     # gate never counts a success left by an earlier run of the same date.
     run_id: str = field(default_factory=lambda: f"cli__{datetime.now(UTC).isoformat()}")
+    # May this process start worker processes of its own (the PII scrubber's)? Not inside a
+    # Dask worker, whose parallelism is the cluster's.
+    own_workers: bool = True
 
     @cached_property
     def keys(self) -> KeyRing:

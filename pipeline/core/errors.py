@@ -23,6 +23,13 @@ same config), so a scheduler should fail the run at once and tell someone.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import traceback
+from pathlib import Path
+
+log = logging.getLogger("pipeline")
+
 
 class PipelineError(Exception):
     """Base class: anything the pipeline raises on purpose."""
@@ -81,3 +88,24 @@ class TransientError(PipelineError):
 
 class RunFailedError(PipelineError):
     """The run's gate: a stage failed or never ran in this run, so the day is not published."""
+
+
+# Errors of the machine, not of the data or config: a retry may find them gone (a full disk,
+# a locked SQLite file, Postgres or Redis unreachable).
+TRANSIENT = (OSError, sqlite3.OperationalError)
+TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "ConnectionError"}
+
+
+def safe_error(exc: Exception) -> PipelineError:
+    """The error to report and raise: a PipelineError's own (its messages hold no values), a
+    transient one's with its message (paths and hosts), else only its type and frames."""
+    if isinstance(exc, PipelineError):
+        return exc
+    if isinstance(exc, TRANSIENT) or type(exc).__name__ in TRANSIENT_NAMES:
+        return TransientError(f"{type(exc).__name__}: {exc}")
+    frames = traceback.extract_tb(exc.__traceback__)
+    log.error("unexpected %s (message withheld: it may quote data values); raised at:\n%s",
+              type(exc).__name__, "".join(traceback.format_list(frames)))
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return StageCrashedError(f"unexpected {type(exc).__name__}{where}; its message is "
+                             "withheld (it may quote data values), the frames are in the log")

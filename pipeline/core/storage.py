@@ -138,19 +138,31 @@ class Storage:
                      ) -> Path:
         """Replace the partition by `n` shard files, written one frame at a time (so only one
         shard is in memory); with n = 1, the single `part` file. Returns the folder."""
-        if n == 1:
-            [df] = list(frames)
-            self.write(zone, day, df)
-            return self.partition_dir(zone, day)
-        written = set()
+        given = 0
         for i, df in enumerate(frames):
-            path = self.partition_dir(zone, day) / f"part-{i:05d}-of-{n:05d}{_suffix(zone)}"
-            self.write_file(zone, day, path, df)
-            written.add(path)
-        if len(written) != n:
-            raise StorageError(f"{self.partition_dir(zone, day)}: {len(written)} of {n} "
-                               "shards were given")
-        self._remove_other_parts(zone, day, keep=written)
+            self.write_file(zone, day, self.shard_file(zone, day, i, n), df)
+            given += 1
+        if given != n:
+            raise StorageError(f"{self.partition_dir(zone, day)}: {given} of {n} shards were "
+                               "given")
+        return self.commit_shards(zone, day, n)
+
+    def shard_file(self, zone: Zone, day: date, i: int, n: int) -> Path:
+        """Where shard `i` of `n` of a partition goes (`part` itself when n = 1); a writer
+        that fills them one by one, anywhere, ends with `commit_shards`."""
+        if n == 1:
+            return self.partition(zone, day)
+        return self.partition_dir(zone, day) / f"part-{i:05d}-of-{n:05d}{_suffix(zone)}"
+
+    def commit_shards(self, zone: Zone, day: date, n: int) -> Path:
+        """After every `shard_file` of `n` was written: remove the partition's other files
+        (an earlier run's shards, spills). Returns the folder."""
+        keep = {self.shard_file(zone, day, i, n) for i in range(n)}
+        missing = sorted(p.name for p in keep if not p.is_file())
+        if missing:
+            raise StorageError(f"{self.partition_dir(zone, day)}: {len(missing)} of {n} shards "
+                               f"were not written (first: {missing[0]})")
+        self._remove_other_parts(zone, day, keep=keep)
         return self.partition_dir(zone, day)
 
     def read(self, zone: Zone, day: date) -> pl.DataFrame:

@@ -235,9 +235,6 @@ class Generalizer:
         self.on = [*(src for h in self.ordered for src in h.sources),
                    *(q for q in self.qis if q not in stepped)]
         self.common: list[str] = []
-        self._rows_in = self._rows_out = 0
-        self._levels: dict[str, dict[int, int]] = {h.column: {} for h in self.ordered}
-        self._h3 = [0.0, 0.0, 0]  # sum of resolutions, sum of areas, cells
 
     def plan(self, shards: Iterable[pl.DataFrame]) -> None:
         """Pass 1 over the shards (iterated twice: device models, then the plan rows)."""
@@ -260,53 +257,58 @@ class Generalizer:
         self.l_achieved = (l_achieved(kept, self.qis, self.sensitive)
                            if self.sensitive and self.sensitive in kept.columns else None)
 
-    def apply(self, table: pl.DataFrame) -> pl.DataFrame:
-        """Pass 2: one shard generalized, its precise values dropped."""
+    def apply(self, table: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
+        """Pass 2: one shard generalized, its precise values dropped, and its tally (rows,
+        levels, H3 cells) for `stats`. Reads only the plan, so shards may run anywhere."""
         located = locate(table, self.cfg, common_models=self.common).drop(
             *(c for h in self.ordered for c in (h.column, h.level_column)))
         kept = located.join(self.mapping, on=self.on, how="inner", nulls_equal=True,
                             maintain_order="left")
-        self._rows_in += table.height
-        self._rows_out += kept.height
-        for h in self.ordered:
-            for level, n in kept.get_column(h.level_column).value_counts().iter_rows():
-                self._levels[h.column][level] = self._levels[h.column].get(level, 0) + n
+        levels = {h.column: dict(kept.get_column(h.level_column).value_counts().iter_rows())
+                  for h in self.ordered}
+        h3 = {"resolutions": 0.0, "area_km2": 0.0, "cells": 0}
         known = kept.select(pl.col("h3_cell").drop_nulls())
         if known.height:
             sums = known.select(polars_h3.get_resolution("h3_cell").sum().alias("r"),
                                 polars_h3.cell_area("h3_cell", "km^2").sum().alias("a"))
-            self._h3 = [self._h3[0] + float(sums["r"][0]), self._h3[1] + float(sums["a"][0]),
-                        self._h3[2] + known.height]
-        return (kept.with_columns(polars_h3.int_to_str("h3_cell").fill_null(UNKNOWN)
-                                  .alias("h3_cell"))
-                .drop(*PRECISE, *(c for c in kept.columns if c.startswith(("_h3_base",
-                                                                           "_place_",
-                                                                           "_level_"))),
-                      strict=False))
+            h3 = {"resolutions": float(sums["r"][0]), "area_km2": float(sums["a"][0]),
+                  "cells": known.height}
+        out = (kept.with_columns(polars_h3.int_to_str("h3_cell").fill_null(UNKNOWN)
+                                 .alias("h3_cell"))
+               .drop(*PRECISE, *(c for c in kept.columns if c.startswith(("_h3_base",
+                                                                          "_place_",
+                                                                          "_level_"))),
+                     strict=False))
+        return out, StageStats(stage="generalize", rows_in=table.height, rows_out=kept.height,
+                               details={"levels": levels, "h3": h3})
 
-    def stats(self) -> StageStats:
-        """The stage's stats over every shard applied."""
+    def stats(self, parts: Sequence[StageStats]) -> StageStats:
+        """The stage's stats from every shard's tally (`apply`)."""
+        tally = StageStats.merged(parts)
+        rows_in, rows_out = tally.rows_in, tally.rows_out
         loss: dict[str, dict[str, object]] = {}
         for h in self.ordered:
-            counts = dict(sorted(self._levels[h.column].items()))
+            counts = dict(sorted(tally.details["levels"][h.column].items()))
             n = sum(counts.values())
             mean = sum(lv * c for lv, c in counts.items()) / n if n else 0.0
             loss[h.column] = {"mean_level_share": round(mean / h.levels, 4) if h.levels else 0.0,
                               "rows_per_level": {str(lv): c for lv, c in counts.items()}}
-        r, a, cells = self._h3
+        h3 = tally.details["h3"]
+        cells = h3["cells"]
         loss["h3_cell"] = {**loss.get("h3_cell", {}),
-                           "mean_resolution": round(r / cells, 2) if cells else None,
-                           "mean_cell_area_km2": round(a / cells, 2) if cells else None}
-        suppressed = self._rows_in - self._rows_out
+                           "mean_resolution": round(h3["resolutions"] / cells, 2)
+                           if cells else None,
+                           "mean_cell_area_km2": round(h3["area_km2"] / cells, 2)
+                           if cells else None}
+        suppressed = rows_in - rows_out
         cfg = self.cfg
-        return StageStats(stage="generalize", rows_in=self._rows_in, rows_out=self._rows_out,
+        return StageStats(stage="generalize", rows_in=rows_in, rows_out=rows_out,
                           dropped={"k_anonymity_suppressed": suppressed} if suppressed else {},
                           details={
             "k_required": self.k, "k_achieved": self.k_achieved, "l_required": self.l,
             "sensitive_attribute": self.sensitive, "l_achieved": self.l_achieved,
             "quasi_identifiers": self.qis, "generalize_order": self.order,
-            "share_rows_suppressed": round(suppressed / self._rows_in, 4)
-            if self._rows_in else 0.0,
+            "share_rows_suppressed": round(suppressed / rows_in, 4) if rows_in else 0.0,
             "information_loss": loss, "h3_resolution": cfg.h3_resolution,
             "h3_floor_resolution": cfg.h3_floor_resolution, "region_level": cfg.region_level,
             "ip": cfg.ip, "postal_code": cfg.postal_code,
@@ -326,5 +328,5 @@ def generalize_table(table: pl.DataFrame, cfg: GeneralizeConfig, *,
     g = Generalizer(cfg, quasi_identifiers=quasi_identifiers, user_col=user_col, k=k, l=l,
                     sensitive=sensitive, order=order)
     g.plan([table])
-    out = g.apply(table)
-    return out, g.stats()
+    out, tally = g.apply(table)
+    return out, g.stats([tally])

@@ -1,0 +1,90 @@
+"""What a table stage does to the shards of its input, as a value an engine can run anywhere:
+in this process one shard after another (`run_shard` in a loop, the default), or one task per
+shard on a Dask cluster (`pipeline.distributed`). Same code either way, so both give the same
+rows.
+
+A `ShardWork` holds no key and no open resource: `open(ctx)` builds the per-shard function
+where it runs, from that process's own context (its key from its own secret store, its own
+spaCy model), so what is shipped to a worker is config and plan, never a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import date
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from pipeline.core.records import StageStats
+from pipeline.stages import Zone
+
+if TYPE_CHECKING:
+    from pipeline.core.context import RunContext
+
+ShardFn = Callable[[pl.DataFrame], tuple[pl.DataFrame, StageStats]]
+
+
+def _ready(fn: ShardFn, _ctx: RunContext) -> AbstractContextManager[ShardFn]:
+    return nullcontext(fn)
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """`open(ctx)` gives the function each shard goes through (opened once per process and
+    reused for every shard it runs there); `finish` makes the stage's stats of the shards'.
+    Without `gather`, each shard's output is written as the same shard of the output zone;
+    with it, the outputs come back (they must be small: counts) and `gather` makes the one
+    table published as the first shard, the others empty."""
+
+    open: Callable[[RunContext], AbstractContextManager[ShardFn]]
+    finish: Callable[[list[StageStats]], StageStats] = StageStats.merged
+    gather: Callable[[list[pl.DataFrame], list[StageStats]],
+                     tuple[pl.DataFrame, StageStats]] | None = None
+
+    @classmethod
+    def each(cls, fn: ShardFn, **kwargs: object) -> ShardWork:
+        """Work that needs nothing from the context: `fn` itself on every shard."""
+        return cls(open=partial(_ready, fn), **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Where a stage's shard `index` of `n` comes from and goes to (picklable)."""
+
+    source: Zone
+    sink: Zone
+    day: date
+    part: Path
+    index: int
+    n: int
+
+
+def run_shard(ctx: RunContext, fn: ShardFn, job: ShardJob, *, keep: bool
+              ) -> tuple[StageStats, pl.DataFrame | None]:
+    """Read one shard, put it through `fn`, and write the result as the same shard of the
+    sink (or return it, when `keep`: a gathering stage's small output)."""
+    out, stats = fn(ctx.storage.read_part(job.source, job.day, job.part))
+    if keep:
+        return stats, out
+    ctx.storage.write_file(job.sink, job.day,
+                           ctx.storage.shard_file(job.sink, job.day, job.index, job.n), out)
+    return stats, None
+
+
+def run_embedded(ctx: RunContext, work: ShardWork, jobs: list[ShardJob]
+                 ) -> list[tuple[StageStats, pl.DataFrame | None]]:
+    """Every shard in this process, one after another: one shard in memory at a time."""
+    with work.open(ctx) as fn:
+        return [run_shard(ctx, fn, job, keep=work.gather is not None) for job in jobs]
+
+
+def first_of(table: pl.DataFrame, n: int) -> Iterator[pl.DataFrame]:
+    """`table` as the first of `n` shards, the rest empty."""
+    yield table
+    for _ in range(n - 1):
+        yield table.clear()
