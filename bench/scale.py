@@ -198,8 +198,8 @@ def _published(work: Path) -> tuple[pl.DataFrame, int]:
 def run_distributed(work: Path, limit_mb: float, key: str) -> dict[str, object]:
     """The day in `work` again, on a 2-worker Dask cluster, from a copy of its raw input."""
     dask_work = work.with_name(f"{work.name}-dask")
-    config = _config(dask_work, engine="dask")
     shutil.copytree(work / "data" / "raw", dask_work / "data" / "raw")
+    config = _config(dask_work, engine="dask")
     code, wall_s, samples = _watch(_cli(config, "run", "--date", DAY),
                                    {**os.environ, "BENCH_SCALE_KEY": key}, limit_mb)
     result: dict[str, object] = {
