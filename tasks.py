@@ -40,7 +40,7 @@ def setup() -> None:
         sh(sys.executable, "-m", "venv", VENV)
     sh(BIN / "python", "-m", "pip", "install", "--quiet", "uv")
     sh(BIN / "uv", "pip", "install", "--python", BIN / "python", "-e",
-       ".[dev,model-sm,distributed]")
+       ".[dev,model-sm,distributed,s3]")
     STAMP.write_text(digest)
 
 

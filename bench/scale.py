@@ -18,9 +18,9 @@ reports it as not published. With `--json`, the last line is
 `{"1M": {"wall_s", "peak_rss_mb", "published", ...}, "10M": {...}, "distributed_equal": true}`.
 
 Distributed: the first size's day is run again, from the same raw file and key, with
-`scale.engine: dask` (a 2-worker cluster on this machine, started by the run); its published
-rows and k are compared with the embedded run's (`distributed_equal`; `--no-distributed`
-skips it, and the value is then null).
+`scale.engine: dask` (a 2-worker cluster on this machine, started by the run) in shards of
+250,000 lines; its published rows and k are compared with the embedded run's
+(`distributed_equal`; `--no-distributed` skips it, and the value is then null).
 """
 
 from __future__ import annotations
@@ -51,10 +51,11 @@ EVENTS_PER_USER = 9.7  # the generator's mean events per user and day (measured)
 SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}  # 100k: a quick check
 
 
-def _config(root: Path, engine: str = "embedded") -> Path:
-    """A copy of config/pipeline.yaml whose data root is `root`, key from the environment."""
+def _config(root: Path, **scale: object) -> Path:
+    """A copy of config/pipeline.yaml whose data root is `root`, key from the environment,
+    with these `scale` settings."""
     doc = yaml.safe_load((ROOT / "config" / "pipeline.yaml").read_text())
-    doc["scale"] = {**doc.get("scale", {}), "engine": engine}
+    doc["scale"] = {**doc.get("scale", {}), **scale}
     doc["paths"] = {**doc["paths"], "data_root": str(root / "data"),
                     "event_schema": str(ROOT / "schemas" / "events.yaml"),
                     "consent_schema": str(ROOT / "schemas" / "consent.yaml"),
@@ -196,10 +197,12 @@ def _published(work: Path) -> tuple[pl.DataFrame, int]:
 
 
 def run_distributed(work: Path, limit_mb: float, key: str) -> dict[str, object]:
-    """The day in `work` again, on a 2-worker Dask cluster, from a copy of its raw input."""
+    """The day in `work` again, on a 2-worker Dask cluster, from a copy of its raw input, in
+    shards of 250,000 lines (so the workers have several tasks each; sharding does not change
+    what is published)."""
     dask_work = work.with_name(f"{work.name}-dask")
     shutil.copytree(work / "data" / "raw", dask_work / "data" / "raw")
-    config = _config(dask_work, engine="dask")
+    config = _config(dask_work, engine="dask", dask_workers=2, events_per_shard=250_000)
     code, wall_s, samples = _watch(_cli(config, "run", "--date", DAY),
                                    {**os.environ, "BENCH_SCALE_KEY": key}, limit_mb)
     result: dict[str, object] = {

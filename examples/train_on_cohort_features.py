@@ -31,7 +31,8 @@ def main() -> None:
     store, fv = open_store(cfg), cfg.features.feature_set
 
     # Training: labels from the published table, features point in time from the offline store.
-    published = pl.read_parquet(cfg.paths.data_root / "published" / cfg.purpose / "*" / "*.parquet")
+    parts = sorted((cfg.paths.root / "published" / cfg.purpose).glob("*/*.parquet"))  # or s3://
+    published = pl.concat([pl.read_parquet(p.read_bytes()) for p in parts])
     events = published.filter(pl.col("content_category").is_not_null()).select(
         cohort_id=pl.concat_str("region", "age_band", "device_type", separator="|"),
         event_timestamp=(pl.col("event_date").cast(pl.Datetime("us", "UTC"))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.core.context import parse_day
 from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.fs import data_path
 from pipeline.stages import STAGES
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.demo.generate import generate
 
-    root = Path(args.out) if args.out else load_config(args.config).paths.data_root
+    root = data_path(args.out) if args.out else load_config(args.config).paths.root
     signal = {} if args.cohort_signal is None else {"cohort_signal": args.cohort_signal}
     out = generate(root, start=args.start, days=args.days, users=args.users, seed=args.seed,
                    **signal)
@@ -94,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.run import run_all
 
     cfg = load_config(args.config)
-    _setup_logging(cfg.paths.data_root / "logs" / f"date={args.date}" / "run.log")
+    _setup_logging(cfg.paths.local / "logs" / f"date={args.date}" / "run.log")
     started = time.perf_counter()
     ctx, published = run_all(args.date, args.config)
     _summary(ctx, args.date)
@@ -136,7 +137,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from pipeline.outputs.feast import features_dir
 
     cfg = load_config(args.config)
-    ledger = PrivacyLedger.from_config(cfg.budget, cfg.paths.data_root,
+    ledger = PrivacyLedger.from_config(cfg.budget, cfg.paths.local,
                                        load_key_ring(cfg.keys))
     budget = WindowBudget.from_config(cfg.budget)
     history = ledger.history(cfg.purpose)
@@ -175,7 +176,7 @@ def cmd_plan_features(args: argparse.Namespace) -> int:
         if not latest:
             raise PipelineError("no past release to size the cohorts from: pass --users N "
                                 f"(users per {f.period})")
-        total = pl.read_parquet(latest[-1])["active_users"].clip(0, None).sum()
+        total = pl.read_parquet(latest[-1].read_bytes())["active_users"].clip(0, None).sum()
         users, source = total / cells, f"the release of {latest[-1].parent.name[5:]}"
     unit = "ε" if f.mechanism.pure else "ρ"
     print(f"{f.feature_set}: {cells} cohorts ({len(f.regions)} regions x "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import os
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -41,12 +42,14 @@ _contexts: dict[tuple[str, date | None], RunContext] = {}
 def client_for(ctx: RunContext) -> Client:
     """A client of `scale.dask_scheduler`, or of a cluster of `scale.dask_workers` local
     processes, kept for the life of this process. A local cluster is started anew when the
-    active key changes: its workers read the key from the environment they started in."""
+    active key or the environment changes: its workers keep the environment they started
+    with (the key's variable, the object store's credentials)."""
     from distributed import Client, LocalCluster
 
     scale = ctx.cfg.scale
+    env = hashlib.sha256(repr(sorted(os.environ.items())).encode()).hexdigest()
     where = scale.dask_scheduler or (f"local:{scale.dask_workers}:{ctx.key.key_id}:"
-                                     f"{ctx.key.fingerprint()}")
+                                     f"{ctx.key.fingerprint()}:{env}")
     client = _clients.get(where)
     if client is not None and client.status == "running":
         return client
@@ -56,7 +59,7 @@ def client_for(ctx: RunContext) -> Client:
         for old in [k for k in _clients if k.startswith("local:")]:  # one at a time
             _close(_clients.pop(old))
         cluster = LocalCluster(n_workers=scale.dask_workers, threads_per_worker=1,
-                               processes=True, dashboard_address=None)
+                               processes=True, dashboard_address=":0")
         client = Client(cluster)
     _clients[where] = client
     return client

@@ -27,6 +27,7 @@ from pipeline.core.errors import (
     RunFailedError,
     safe_error,
 )
+from pipeline.core.fs import DataPath
 from pipeline.core.locks import data_root_lock
 from pipeline.core.records import PublishRecord, RekeyRecord, StageOutcome
 from pipeline.core.shardwork import ShardJob, ShardWork, first_of, run_embedded
@@ -47,7 +48,7 @@ def execute(ctx: RunContext, name: str, day: date) -> str:
     outcome = StageOutcome(stage=name, run_id=ctx.run_id, status="running", started_at=_now())
     records.save_outcome(outcome)
     try:
-        with data_root_lock(ctx.root, exclusive=STAGES[name].maintenance):
+        with data_root_lock(ctx.local, exclusive=STAGES[name].maintenance):
             written = _execute(ctx, name, day)
     except Exception as exc:  # noqa: BLE001 - recorded, then raised as a safe PipelineError
         safe = safe_error(exc)
@@ -155,7 +156,7 @@ def gate_daily_run(day: str | date, config_path: str | Path, run_id: str) -> Non
     gate(ctx, day, DAILY)
 
 
-def input_marker(day: str | date, config_path: str | Path) -> Path:
+def input_marker(day: str | date, config_path: str | Path) -> DataPath:
     """The file whose arrival says the day's raw input is complete."""
     ctx, day = _context(day, config_path)
     return steps.input_marker(ctx, day)
@@ -192,10 +193,10 @@ def rekey(day: str | date, config_path: str | Path) -> RekeyRecord:
     return info
 
 
-def output_paths(ctx: RunContext, day: date) -> dict[str, Path]:
+def output_paths(ctx: RunContext, day: date) -> dict[str, DataPath | Path]:
     """Where a run's outputs for `day` land (for the CLI and README)."""
     reports = ctx.storage.partition_dir(ctx.zone("reports"), day)
     return {"report": reports / "report.html", "manifest": reports / "manifest.json",
             "features": ctx.storage.partition(ctx.zone("features"), day),
             "published": ctx.storage.partition(ctx.zone("published"), day),
-            "feature_repo": ctx.root / ctx.zone("feature_store").path}
+            "feature_repo": ctx.local / ctx.zone("feature_store").path}

@@ -11,19 +11,18 @@ All imports are at the top except Great Expectations (7–14 s), which only `val
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from datetime import date, timedelta
 from functools import partial
-from pathlib import Path
 
 import polars as pl
 
 from pipeline.config import PurposeSpec
 from pipeline.core.context import RunContext
 from pipeline.core.errors import ConfigError, MissingInputError, ValidationFailedError
+from pipeline.core.fs import DataPath, remove_tree
 from pipeline.core.records import (
     ColumnFinding,
     ErasureRecord,
@@ -129,11 +128,11 @@ def retention(ctx: RunContext, day: date) -> str:
         windows_days=ctx.cfg.retention.model_dump())))
 
 
-def _raw_events(ctx: RunContext, day: date) -> Path:
+def _raw_events(ctx: RunContext, day: date) -> DataPath:
     return ctx.root / ctx.zone("raw_events").path / f"date={day}" / "events.jsonl"
 
 
-def input_marker(ctx: RunContext, day: date) -> Path:
+def input_marker(ctx: RunContext, day: date) -> DataPath:
     """The file whose arrival says the day's raw input is complete (landing side's)."""
     return _raw_events(ctx, day).with_name(INPUT_MARKER)
 
@@ -154,7 +153,7 @@ def ingest(ctx: RunContext, day: date) -> str:
         ctx.records(day).save_stats(result.stats)
         return str(storage.write(ingested, day, result.table))
     spills = storage.spill_dir(ingested, day)
-    shutil.rmtree(spills, ignore_errors=True)  # a crashed run's
+    remove_tree(spills)  # a crashed run's
     user, key = _raw_user_field(ctx), ctx.key.derive("shard")
 
     def shard_of(df: pl.DataFrame) -> pl.Series:
@@ -176,7 +175,7 @@ def ingest(ctx: RunContext, day: date) -> str:
     return str(written)
 
 
-def _lines(ctx: RunContext, day: date, source: Path) -> int:
+def _lines(ctx: RunContext, day: date, source: DataPath) -> int:
     """Lines of the day's raw file: as `check_input` counted them if the file is the one it
     saw (same size), else counted now."""
     seen = ctx.records(day).load(InputRecord)
@@ -197,7 +196,7 @@ def _raw_user_field(ctx: RunContext) -> str:
     return fields[0]
 
 
-def _consent_path(ctx: RunContext) -> Path:
+def _consent_path(ctx: RunContext) -> DataPath:
     return ctx.root / ctx.zone("raw_consent").path / "consent.jsonl"
 
 
@@ -337,7 +336,7 @@ def validate(ctx: RunContext, day: date) -> str:
     spec, k, l = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity.k, ctx.cfg.k_anonymity.l  # noqa: E741
     # A Great Expectations project per date: concurrent runs of other dates (a backfill)
     # never rewrite this one's suite or checkpoint.
-    gx_root = ctx.storage.partition_dir(ctx.zone("validation"), day)
+    gx_root = ctx.local / ctx.zone("validation").path / f"date={day}"
     run_name = f"{ctx.cfg.purpose}-{day}"
     with fast_analyzer(ctx.cfg.pii) as detector:
         if len(pending) == 1:
@@ -388,7 +387,7 @@ def features(ctx: RunContext, day: date) -> str:
     days = [first + timedelta(days=i) for i in range((day - first).days + 1)]
     for d in days:
         _require_validated(ctx, d)
-    ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.root, ctx.keys)
+    ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.local, ctx.keys)
     area = ctx.root / ctx.zone("features").path
     ledger.verify(ctx.cfg.purpose, read_heads(area))  # reset, truncated or edited: stop
     budget = WindowBudget.from_config(ctx.cfg.budget)

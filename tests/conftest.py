@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import socket
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,15 @@ def postgres_up() -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", 5432)) == 0
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _close_dask_clusters() -> Iterator[None]:
+    """Local Dask clusters a test run started are closed while pytest still captures output
+    (at interpreter exit their shutdown would log to closed streams)."""
+    yield
+    if "pipeline.distributed" in sys.modules:
+        sys.modules["pipeline.distributed"].close_clients()
 
 
 @pytest.fixture

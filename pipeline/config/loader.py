@@ -35,7 +35,9 @@ def _read_config(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _merge(_read_config((path.parent / parent).resolve(), (*seen, path)), raw)
 
 
-def _resolve(base: Path, value: Path | str) -> Path:
+def _resolve(base: Path, value: Path | str) -> Path | str:
+    if "://" in str(value):  # an object store URL
+        return str(value)
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
 

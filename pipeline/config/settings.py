@@ -9,13 +9,15 @@ import datetime
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
+import fsspec
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.contracts import Model, PurposeSpec, RecordSchema
 from pipeline.config.files import load_model
 from pipeline.core.errors import ConfigError
+from pipeline.core.fs import DataPath, data_path, is_local
 from pipeline.ledger.accounting import GAUSSIAN, LAPLACE, PURE, ZCDP, Accountant, Mechanism
 from pipeline.stages import ZONES, Zone
 
@@ -26,10 +28,51 @@ ACCOUNTANTS: dict[Privacy, Accountant] = {"pure": PURE, "zcdp": ZCDP}
 
 
 class PathsConfig(Model):
-    data_root: Path
+    """Where the data lives. `data_root` is a local folder or an object store URL
+    (`s3://bucket/prefix`, or any fsspec protocol whose package is installed: `gs://` with
+    gcsfs, `abfs://` with adlfs); `storage_options` are that store's settings (an endpoint, a
+    region; credentials come from its usual environment, never from here). What must be a local
+    file goes under `local_root`: the run lock, a SQLite ledger, the Feast registry and SQLite
+    online store, Great Expectations projects and logs. It defaults to a local data root and
+    must be set with a remote one."""
+
+    data_root: str
+    local_root: Path | None = None
+    storage_options: dict[str, Any] = {}
     event_schema: Path
     consent_schema: Path
     purposes_dir: Path
+
+    @field_validator("data_root", mode="before")
+    @classmethod
+    def _as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, Path) else value
+
+    @model_validator(mode="after")
+    def _local_root_for_remote_data(self) -> PathsConfig:
+        if is_local(self.root):
+            return self
+        protocol = self.data_root.split("://", 1)[0]
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except (ImportError, ValueError) as exc:
+            raise ValueError(f"data_root {self.data_root!r}: no filesystem for {protocol}:// "
+                             f"({exc})") from None
+        if self.local_root is None:
+            raise ValueError(f"local_root: required when data_root is an object store "
+                             f"({self.data_root}): the run lock, a SQLite ledger, the Feast "
+                             "registry and Great Expectations projects need a local folder")
+        return self
+
+    @property
+    def root(self) -> DataPath:
+        """The data root: a local path, or a path in the object store."""
+        return data_path(self.data_root, self.storage_options)
+
+    @property
+    def local(self) -> Path:
+        """Where what must be a local file goes (`local_root`, else the local data root)."""
+        return self.local_root or Path(self.data_root.removeprefix("file://"))
 
 
 class RotationConfig(Model):

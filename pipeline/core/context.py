@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.config import PipelineConfig
 from pipeline.core.errors import ConfigError, KeyUnavailableError
+from pipeline.core.fs import DataPath
 from pipeline.core.keys import KeyRing, MasterKey, check_fingerprints, load_key_ring
 from pipeline.core.records import RunRecords
 from pipeline.core.storage import Storage
@@ -60,7 +61,7 @@ class RunContext:
 
     @cached_property
     def storage(self) -> Storage:
-        return Storage(self.cfg.paths.data_root, encryption_key=self.key.staging_key(),
+        return Storage(self.cfg.paths.root, encryption_key=self.key.staging_key(),
                        key_id=self.key.key_id, read_key=self._retired_staging_key)
 
     def _retired_staging_key(self, key_id: str) -> bytes:
@@ -70,8 +71,14 @@ class RunContext:
         return self.keys.for_reading(key_id, on=self.run_date).staging_key()
 
     @property
-    def root(self) -> Path:
-        return self.cfg.paths.data_root
+    def root(self) -> DataPath:
+        """The data root (local, or in an object store)."""
+        return self.cfg.paths.root
+
+    @property
+    def local(self) -> Path:
+        """Where what must be a local file goes (`paths.local_root`)."""
+        return self.cfg.paths.local
 
     @property
     def user_col(self) -> str:

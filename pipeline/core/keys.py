@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pipeline.config import KeysConfig
 from pipeline.core.errors import KeyUnavailableError
+from pipeline.core.fs import DataPath, atomic_write_bytes
 
 MIN_KEY_BYTES = 32
 _KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -235,7 +236,7 @@ def load_key_ring(cfg: KeysConfig, providers: Sequence[KeyProvider] | None = Non
         "your secret store. The run stops rather than publish unkeyed data.")
 
 
-def check_fingerprints(ring: KeyRing, path: Path) -> None:
+def check_fingerprints(ring: KeyRing, path: DataPath) -> None:
     """Stop when a key id comes back with another secret: everything written under that id
     would silently change (pseudonyms, tokens, staging encryption). New ids are recorded in
     `path` (id -> fingerprint; no key material)."""
@@ -249,10 +250,7 @@ def check_fingerprints(ring: KeyRing, path: Path) -> None:
             "new key a new id.")
     new = {k.key_id: k.fingerprint() for k in ring.keys if k.key_id not in known}
     if new:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({**known, **new}, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_bytes(path, json.dumps({**known, **new}, indent=2, sort_keys=True).encode())
 
 
 def create_key_file(path: Path, *, key_id: str) -> MasterKey:

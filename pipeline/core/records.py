@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import date
-from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.fs import DataPath
 from pipeline.core.storage import atomic_write_json
 
 Count = int | str  # a count, or "<10" once coarsened for the external view
@@ -363,11 +363,11 @@ class RunRecords:
     """The records of one run date, in `runs/{purpose}/date=D/`: written atomically, read
     back typed."""
 
-    def __init__(self, area: Path, day: date) -> None:
+    def __init__(self, area: DataPath, day: date) -> None:
         self.day = day
         self.dir = area / f"date={day}"
 
-    def save(self, record: Record) -> Path:
+    def save(self, record: Record) -> DataPath:
         path = self.dir / record.file
         atomic_write_json(path, record.model_dump(mode="json"))
         return path
@@ -376,12 +376,12 @@ class RunRecords:
         path = self.dir / kind.file
         return kind.model_validate_json(path.read_text()) if path.is_file() else None
 
-    def save_stats(self, stats: StageStats) -> Path:
+    def save_stats(self, stats: StageStats) -> DataPath:
         path = self.dir / f"{stats.stage}.json"
         atomic_write_json(path, stats.model_dump(mode="json"))
         return path
 
-    def save_outcome(self, outcome: StageOutcome) -> Path:
+    def save_outcome(self, outcome: StageOutcome) -> DataPath:
         path = self.dir / "outcomes" / f"{outcome.stage}.json"
         atomic_write_json(path, outcome.model_dump(mode="json"))
         return path

@@ -15,11 +15,11 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
+from pipeline.core.fs import DataPath
 from pipeline.core.records import StageStats
 from pipeline.stages import Zone
 
@@ -59,7 +59,7 @@ class ShardJob:
     source: Zone
     sink: Zone
     day: date
-    part: Path
+    part: DataPath
     index: int
     n: int
 

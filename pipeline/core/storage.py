@@ -1,9 +1,10 @@
-"""Partitioned Parquet on disk: atomic writes, and encryption for sensitive zones.
+"""Partitioned Parquet under the data root (a local folder or an object store, see
+`pipeline.core.fs`): atomic writes, and encryption for sensitive zones.
 
 Layout under `data_root`: `<zone>/date=YYYY-MM-DD/part.parquet`, or for a large day the same
-folder split into shards by user (`part-00000-of-00008.parquet` ...; see `parts`). Every write
-goes to a temporary file in the same directory and is renamed into place, so a crash never
-leaves half a file, and a rerun simply replaces the partition.
+folder split into shards by user (`part-00000-of-00008.parquet` ...; see `parts`). Every file is
+written whole or not at all (a temporary file renamed into place, or one upload), so a crash
+never leaves half a file, and a rerun simply replaces the partition.
 
 Zones that still hold personal data (everything before `minimize`) are encrypted with AES-256-GCM
 under a key derived from the master key, with the partition's path as associated data so a file
@@ -16,53 +17,25 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import secrets
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
-from typing import BinaryIO
 
 import polars as pl
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.core.errors import MissingInputError, StorageError
+from pipeline.core.fs import AnyPath, DataPath, atomic_write_bytes, move, remove_tree
 from pipeline.stages import Zone
 
 _SHARD = re.compile(r"part-(\d{5})-of-(\d{5})\.")
 _MAGIC = b"PPENC2"  # then: key id length (1 byte), key id, 12-byte nonce, ciphertext
 
 
-@contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """A file to write `path` through: a temporary file in the same folder, renamed into
-    place when the block ends without error, so the file is whole or absent, however large."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file and rename; the file is whole or absent."""
-    with atomic_writer(path) as fh:
-        fh.write(data)
-
-
-def atomic_write_json(path: Path, obj: object) -> None:
+def atomic_write_json(path: AnyPath, obj: object) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
@@ -73,7 +46,7 @@ def parquet_bytes(df: pl.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def dated_partitions(area: Path) -> list[tuple[date, Path]]:
+def dated_partitions(area: DataPath) -> list[tuple[date, DataPath]]:
     """The `date=YYYY-MM-DD` folders of an area, oldest first. Anything else there (a stray
     `date=latest`, a temporary folder) is not a partition and is left alone."""
     out = []
@@ -85,7 +58,7 @@ def dated_partitions(area: Path) -> list[tuple[date, Path]]:
     return sorted(o for o in out if o[1].is_dir())
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: DataPath) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -97,19 +70,19 @@ class Storage:
     previous key (looked up with `read_key`) still opens them until they are re-keyed.
     """
 
-    root: Path
+    root: DataPath  # a local folder or a path in an object store (`pipeline.core.fs`)
     encryption_key: bytes | None = field(default=None, repr=False)  # never printed
     key_id: str = ""
     read_key: Callable[[str], bytes] | None = field(default=None, repr=False)
 
-    def partition_dir(self, zone: Zone, day: date) -> Path:
+    def partition_dir(self, zone: Zone, day: date) -> DataPath:
         return self.root / zone.path / f"date={day}"
 
-    def partition(self, zone: Zone, day: date) -> Path:
+    def partition(self, zone: Zone, day: date) -> DataPath:
         """The file of an unsharded partition (`part.parquet`, `.enc` when sensitive)."""
         return self.partition_dir(zone, day) / f"part{_suffix(zone)}"
 
-    def parts(self, zone: Zone, day: date) -> list[Path]:
+    def parts(self, zone: Zone, day: date) -> list[DataPath]:
         """The files a partition is made of: `part` alone, or one complete set of shards
         `part-00000-of-00004` ... (empty if the partition is absent). A mix, or a set with a
         shard missing (a crash while writing), is not a partition: StorageError; rerunning
@@ -127,7 +100,7 @@ class Storage:
     def exists(self, zone: Zone, day: date) -> bool:
         return bool(self.parts(zone, day))
 
-    def write(self, zone: Zone, day: date, df: pl.DataFrame) -> Path:
+    def write(self, zone: Zone, day: date, df: pl.DataFrame) -> DataPath:
         """Replace the partition by one file holding `df`."""
         path = self.partition(zone, day)
         self.write_file(zone, day, path, df)
@@ -135,7 +108,7 @@ class Storage:
         return path
 
     def write_shards(self, zone: Zone, day: date, frames: Iterable[pl.DataFrame], n: int
-                     ) -> Path:
+                     ) -> DataPath:
         """Replace the partition by `n` shard files, written one frame at a time (so only one
         shard is in memory); with n = 1, the single `part` file. Returns the folder."""
         given = 0
@@ -147,14 +120,14 @@ class Storage:
                                "given")
         return self.commit_shards(zone, day, n)
 
-    def shard_file(self, zone: Zone, day: date, i: int, n: int) -> Path:
+    def shard_file(self, zone: Zone, day: date, i: int, n: int) -> DataPath:
         """Where shard `i` of `n` of a partition goes (`part` itself when n = 1); a writer
         that fills them one by one, anywhere, ends with `commit_shards`."""
         if n == 1:
             return self.partition(zone, day)
         return self.partition_dir(zone, day) / f"part-{i:05d}-of-{n:05d}{_suffix(zone)}"
 
-    def commit_shards(self, zone: Zone, day: date, n: int) -> Path:
+    def commit_shards(self, zone: Zone, day: date, n: int) -> DataPath:
         """After every `shard_file` of `n` was written: remove the partition's other files
         (an earlier run's shards, spills). Returns the folder."""
         keep = {self.shard_file(zone, day, i, n) for i in range(n)}
@@ -170,7 +143,7 @@ class Storage:
         frames = list(Shards(self, zone, day))
         return frames[0] if len(frames) == 1 else pl.concat(frames)
 
-    def read_part(self, zone: Zone, day: date, path: Path) -> pl.DataFrame:
+    def read_part(self, zone: Zone, day: date, path: DataPath) -> pl.DataFrame:
         """One file of a partition (see `parts`)."""
         data = path.read_bytes()
         if zone.sensitive:
@@ -181,7 +154,7 @@ class Storage:
             raise StorageError(f"{path}: not a readable Parquet partition (truncated or "
                                "altered)") from None
 
-    def set_aside(self, zone: Zone, day: date) -> Path:
+    def set_aside(self, zone: Zone, day: date) -> DataPath:
         """Move an unreadable partition's files to `quarantine/corrupt/...`, out of every
         reader's way; rerunning its date rebuilds it. Returns where they went."""
         folder = self.partition_dir(zone, day)
@@ -189,7 +162,7 @@ class Storage:
         target = self.root / "quarantine" / "corrupt" / folder.relative_to(self.root)
         target.mkdir(parents=True, exist_ok=True)
         for path in files:
-            os.replace(path, target / path.name)
+            move(path, target / path.name)
         return target / files[0].name if len(files) == 1 else target
 
     def written_key_id(self, zone: Zone, day: date) -> str | None:
@@ -199,25 +172,25 @@ class Storage:
             return None
         return _header(parts[0].read_bytes()[:_MAX_HEADER], parts[0])[0]
 
-    def spill_dir(self, zone: Zone, day: date) -> Path:
+    def spill_dir(self, zone: Zone, day: date) -> DataPath:
         """Where a stage too large to hold may park pieces of a partition while it builds it
         (`write_file`/`read_part`, encrypted like the zone); cleared by the next write."""
         return self.partition_dir(zone, day) / "_spill"
 
-    def write_file(self, zone: Zone, day: date, path: Path, df: pl.DataFrame) -> None:
+    def write_file(self, zone: Zone, day: date, path: DataPath, df: pl.DataFrame) -> None:
         """One file of a partition (a shard, or a spilled piece), encrypted if the zone is."""
         data = parquet_bytes(df)
         if zone.sensitive:
             data = self._encrypt(data, aad=self._aad(zone, day, path))
         atomic_write_bytes(path, data)
 
-    def _remove_other_parts(self, zone: Zone, day: date, *, keep: set[Path]) -> None:
+    def _remove_other_parts(self, zone: Zone, day: date, *, keep: set[DataPath]) -> None:
         for path in self.partition_dir(zone, day).glob(f"part*{_suffix(zone)}"):
             if path not in keep:
                 path.unlink(missing_ok=True)
-        shutil.rmtree(self.spill_dir(zone, day), ignore_errors=True)
+        remove_tree(self.spill_dir(zone, day))
 
-    def _aad(self, zone: Zone, day: date, path: Path) -> bytes:
+    def _aad(self, zone: Zone, day: date, path: DataPath) -> bytes:
         """What an encrypted file is bound to: its zone and date, and for a shard its name,
         so no file can be swapped for another."""
         where = f"{zone.path}/date={day}"
@@ -234,7 +207,7 @@ class Storage:
         return _MAGIC + bytes([len(kid)]) + kid + nonce + AESGCM(self._key()).encrypt(
             nonce, data, aad)
 
-    def _decrypt(self, blob: bytes, *, aad: bytes, path: Path) -> bytes:
+    def _decrypt(self, blob: bytes, *, aad: bytes, path: DataPath) -> bytes:
         key_id, offset = _header(blob, path)
         if key_id == self.key_id:
             key = self._key()
@@ -275,7 +248,7 @@ def _suffix(zone: Zone) -> str:
     return ".parquet.enc" if zone.sensitive else ".parquet"
 
 
-def _header(blob: bytes, path: Path) -> tuple[str, int]:
+def _header(blob: bytes, path: DataPath) -> tuple[str, int]:
     """(key id, offset of the nonce) of an encrypted partition."""
     if not blob.startswith(_MAGIC) or len(blob) <= len(_MAGIC):
         raise StorageError(f"{path}: not an encrypted partition")

@@ -13,11 +13,10 @@ import random
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 from faker import Faker
 
-from pipeline.core.storage import atomic_write_bytes, atomic_writer
+from pipeline.core.fs import DataPath, atomic_write_bytes, atomic_writer
 from pipeline.stages import INPUT_MARKER
 
 # (city, latitude, longitude, weight). Most users live in the app's markets (config regions);
@@ -234,8 +233,8 @@ def _consent(profiles: list[Profile], start: date, days: int, rng: random.Random
 
 @dataclass(frozen=True)
 class GeneratedData:
-    event_files: list[Path]
-    consent_file: Path
+    event_files: list[DataPath]
+    consent_file: DataPath
     events: int
     malformed: int
 
@@ -243,7 +242,7 @@ class GeneratedData:
 USERS_PER_BATCH = 20_000  # users whose events are made (and held) at once
 
 
-def generate(out_root: Path, *, start: date, days: int = 1, users: int = 1000,
+def generate(out_root: DataPath, *, start: date, days: int = 1, users: int = 1000,
              seed: int = 7, malformed_share: float = 0.01,
              duplicate_share: float = 0.005, cohort_signal: float = COHORT_SIGNAL
              ) -> GeneratedData:

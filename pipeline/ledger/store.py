@@ -28,6 +28,7 @@ from typing import Any, NoReturn, Protocol, cast
 
 from pipeline.config import BudgetConfig
 from pipeline.core.errors import BudgetExceededError, ConfigError, LedgerIntegrityError
+from pipeline.core.fs import DataPath
 from pipeline.core.keys import KeyRing
 from pipeline.core.storage import atomic_write_json
 from pipeline.ledger.accounting import PURE, Accountant
@@ -204,13 +205,13 @@ class Head:
 HEAD_FILE = "_ledger_head.json"  # beside a released partition; "_" keeps Parquet readers off it
 
 
-def write_head(partition: Path, release: Release) -> None:
+def write_head(partition: DataPath, release: Release) -> None:
     atomic_write_json(partition.parent / HEAD_FILE, asdict(Head(
         release.purpose, release.feature_set, release.release_date, cast(int, release.seq),
         cast(str, release.mac))))
 
 
-def read_heads(area: Path) -> list[Head]:
+def read_heads(area: DataPath) -> list[Head]:
     """The heads kept beside every released partition of an area."""
     return [Head(**json.loads(p.read_text())) for p in sorted(area.glob(f"date=*/{HEAD_FILE}"))]
 

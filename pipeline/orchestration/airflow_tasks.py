@@ -83,21 +83,31 @@ def emit_publish_event(config: str, purpose: str, context: Any) -> bool:
 
 
 class DayInputSensor(BaseSensorOperator):
-    """Waits, deferred (no worker slot held), for the `_SUCCESS` marker of the run's day."""
+    """Waits for the `_SUCCESS` marker of the run's day: deferred (no worker slot held) on a
+    local data root; on an object store, by polling (`poke`, in the sensor's `mode`)."""
 
     def __init__(self, *, config: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config = config
 
+    def poke(self, context: Any) -> bool:
+        from pipeline.run import input_marker
+
+        return bool(input_marker(run_day(context), self.config).is_file())
+
     def execute(self, context: Any) -> None:
         from airflow.providers.standard.triggers.file import FileTrigger
 
+        from pipeline.core.fs import is_local
         from pipeline.run import input_marker
 
         marker = input_marker(run_day(context), self.config)
         if marker.is_file():
             return
         log.info("waiting for %s", marker)
+        if not is_local(marker):
+            super().execute(context)
+            return
         self.defer(trigger=FileTrigger(filepath=str(marker), poke_interval=self.poke_interval),
                    method_name="execute_complete", timeout=self.execution_timeout)
 

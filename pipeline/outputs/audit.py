@@ -9,8 +9,8 @@ only, never from data. The budget plot is inline SVG: no script, nothing fetched
 from __future__ import annotations
 
 from html import escape
-from pathlib import Path
 
+from pipeline.core.fs import DataPath
 from pipeline.core.records import Manifest
 from pipeline.core.storage import atomic_write_bytes
 from pipeline.outputs.html import html_table, page
@@ -18,7 +18,7 @@ from pipeline.outputs.html import html_table, page
 _W, _H, _PAD = 720, 260, 48
 
 
-def load_manifests(reports: Path) -> list[Manifest]:
+def load_manifests(reports: DataPath) -> list[Manifest]:
     return [Manifest.model_validate_json(p.read_text())
             for p in sorted(reports.glob("date=*/manifest.json"))]
 
@@ -105,7 +105,7 @@ def render_index(manifests: list[Manifest], *, external: bool) -> str:
     return page("Privacy pipeline audit: all runs", body, width=72)
 
 
-def write_index(reports: Path) -> Path:
+def write_index(reports: DataPath) -> DataPath:
     """Rewrite both indexes from the manifests under `reports`."""
     manifests = load_manifests(reports)
     atomic_write_bytes(reports / "index.html", render_index(manifests, external=False).encode())

@@ -21,6 +21,7 @@ import yaml
 
 from pipeline.config import FeatureStoreConfig, PipelineConfig, PostgresStore, RedisStore
 from pipeline.core.errors import ConfigError
+from pipeline.core.fs import DataPath
 from pipeline.core.records import PublishRecord
 from pipeline.core.storage import atomic_write_bytes
 from pipeline.transforms.features import DIMENSIONS, count_features, released_columns
@@ -34,11 +35,11 @@ JOIN_KEY = "cohort_id"
 
 
 def feature_repo_dir(cfg: PipelineConfig) -> Path:
-    return cfg.paths.data_root / cfg.zone("feature_store").path
+    return cfg.paths.local / cfg.zone("feature_store").path
 
 
-def features_dir(cfg: PipelineConfig) -> Path:
-    return cfg.paths.data_root / cfg.zone("features").path
+def features_dir(cfg: PipelineConfig) -> DataPath:
+    return cfg.paths.root / cfg.zone("features").path
 
 
 def _online_store(cfg: FeatureStoreConfig, repo: Path, *, secrets: bool) -> dict[str, Any]:
@@ -107,8 +108,9 @@ def feature_definitions(cfg: PipelineConfig) -> list:
         schema.append(Field(name=name, dtype=dtype))
     cohort = Entity(name=ENTITY, join_keys=[JOIN_KEY], value_type=ValueType.STRING,
                     description="region|age_band|device_type, from the public cohort grid")
+    endpoint = cfg.paths.storage_options.get("client_kwargs", {}).get("endpoint_url")
     source = FileSource(name=f"{cfg.features.feature_set}_source", path=str(features_dir(cfg)),
-                        timestamp_field="event_timestamp")
+                        timestamp_field="event_timestamp", s3_endpoint_override=endpoint)
     view = FeatureView(
         name=cfg.features.feature_set, entities=[cohort], schema=schema, source=source,
         ttl=timedelta(days=cfg.feature_store.ttl_days), online=True,

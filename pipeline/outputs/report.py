@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.core.context import RunContext
 from pipeline.core.errors import PipelineError
+from pipeline.core.fs import DataPath
 from pipeline.core.records import (
     Count,
     ErasureRecord,
@@ -319,7 +320,7 @@ def render_html(m: Manifest, data_docs: str | None, *, external: bool = False) -
     return page(f"Privacy pipeline run {m.date} ({m.purpose})", body)
 
 
-def write_report(ctx: RunContext, day: date) -> Path:
+def write_report(ctx: RunContext, day: date) -> DataPath:
     manifest = build_manifest(ctx, day)
     reports = ctx.root / ctx.zone("reports").path
     out = reports / f"date={day}"

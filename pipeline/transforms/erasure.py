@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.core.errors import ErasureRequestError, KeyUnavailableError, StorageError
+from pipeline.core.fs import DataPath
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import ErasureRecord
 from pipeline.core.storage import Storage, atomic_write_bytes, dated_partitions
@@ -34,7 +35,7 @@ from pipeline.transforms.pseudonymize import hmac_expr
 REQUESTS = Path("raw/erasure/requests.jsonl")
 
 
-def read_requests(root: Path) -> list[str]:
+def read_requests(root: DataPath) -> list[str]:
     """Account ids asked to be erased (none when there is no request file)."""
     path = root / REQUESTS
     if not path.is_file():
@@ -59,7 +60,7 @@ def pseudonyms_of(account_ids: Iterable[str], keys: Iterable[MasterKey], purpose
                                 .to_series().to_list() for k in keys)))
 
 
-def erase_raw_lines(path: Path, account_ids: list[str]) -> int:
+def erase_raw_lines(path: DataPath, account_ids: list[str]) -> int:
     """Replace every line of a JSON-lines file that holds one of the ids (as a JSON string, in
     any field, parsable or not) by the erased marker; atomic. Returns lines replaced."""
     if not account_ids or not path.is_file():
@@ -84,7 +85,7 @@ def drop_users(table: pl.DataFrame, account_ids: list[str], pseudonyms: list[str
     return table.filter(keep)
 
 
-def partition_dates(root: Path, zone: Zone) -> list[date]:
+def partition_dates(root: DataPath, zone: Zone) -> list[date]:
     return [day for day, _ in dated_partitions(root / zone.path)]
 
 

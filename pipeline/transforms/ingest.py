@@ -13,13 +13,13 @@ import gzip
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Annotated, Any, NotRequired, Optional, Required, TypedDict, cast
 
 import msgspec
 import polars as pl
 
 from pipeline.config import FieldSpec, RecordSchema
+from pipeline.core.fs import DataPath
 from pipeline.core.records import StageStats
 
 # What an erased user's raw line is replaced by: line numbers (and the quarantine's pointers to
@@ -76,14 +76,15 @@ def _classify(exc: Exception, line: bytes) -> tuple[str, str | None]:
     return "malformed_json", None
 
 
-def _open(path: Path) -> IO[bytes]:
+def _open(path: DataPath) -> IO[bytes]:
     """The file's bytes; a gzip-compressed file (by its magic number) is read through gzip."""
     with path.open("rb") as fh:
         magic = fh.read(2)
-    return cast(IO[bytes], gzip.open(path, "rb")) if magic == _GZIP else path.open("rb")
+    raw = path.open("rb")
+    return cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if magic == _GZIP else raw
 
 
-def _iter_batches(path: Path, batch_lines: int) -> Iterator[list[tuple[int, bytes]]]:
+def _iter_batches(path: DataPath, batch_lines: int) -> Iterator[list[tuple[int, bytes]]]:
     batch: list[tuple[int, bytes]] = []
     with _open(path) as fh:
         for number, line in enumerate(fh, start=1):
@@ -143,7 +144,7 @@ class DecodedBatch:
     erased: int
 
 
-def decoded_batches(path: Path, schema: RecordSchema, *, source_name: str,
+def decoded_batches(path: DataPath, schema: RecordSchema, *, source_name: str,
                     batch_lines: int = 100_000) -> Iterator[DecodedBatch]:
     """The file decoded against `schema` a batch at a time (memory stays flat)."""
     decode = _decoder(schema).decode
@@ -179,7 +180,7 @@ def _stats(stage: str, rows_in: int, rows_out: int, erased: int,
                       quarantined={reason: n for reason, n in counts})
 
 
-def read_records(path: Path, schema: RecordSchema, *, source_name: str,
+def read_records(path: DataPath, schema: RecordSchema, *, source_name: str,
                  batch_lines: int = 100_000) -> IngestResult:
     """Parse one JSON-lines file against `schema`. Rows in = rows out + quarantined."""
     batches = list(decoded_batches(path, schema, source_name=source_name,
@@ -193,7 +194,7 @@ def read_records(path: Path, schema: RecordSchema, *, source_name: str,
     return IngestResult(table.drop("_line"), quarantine, stats.check_balanced())
 
 
-def ingest_events(path: Path, schema: RecordSchema, *, source_name: str,
+def ingest_events(path: DataPath, schema: RecordSchema, *, source_name: str,
                   key: str = "event_id") -> IngestResult:
     """Parse events and drop exact re-deliveries of the same event id (at-least-once feeds)."""
     result = read_records(path, schema, source_name=source_name)
@@ -216,7 +217,7 @@ class ShardedIngest:
     stats: Callable[[], StageStats]
 
 
-def ingest_shards(path: Path, schema: RecordSchema, *, source_name: str, n: int,
+def ingest_shards(path: DataPath, schema: RecordSchema, *, source_name: str, n: int,
                   shard_of: Callable[[pl.DataFrame], pl.Series],
                   spill: Callable[[int, int, pl.DataFrame], None],
                   load: Callable[[int], list[pl.DataFrame]], key: str = "event_id",

@@ -7,12 +7,11 @@ half-deleted one. The result lists what went, for the report.
 
 from __future__ import annotations
 
-import shutil
 import time
 from datetime import date, timedelta
-from pathlib import Path
 
 from pipeline.config import RetentionConfig
+from pipeline.core.fs import DataPath, is_local, remove_tree
 from pipeline.core.records import PurgedPartition
 from pipeline.core.storage import dated_partitions
 from pipeline.stages import ZONES
@@ -28,7 +27,7 @@ def areas(cfg: RetentionConfig) -> dict[str, int]:
 STALE_TEMP_SECONDS = 3600  # older than any write in progress; younger may be another run's
 
 
-def finish_interrupted(root: Path, cfg: RetentionConfig, *, now: float | None = None
+def finish_interrupted(root: DataPath, cfg: RetentionConfig, *, now: float | None = None
                        ) -> list[str]:
     """Finish what a crash left half done: `.purging-date=D` folders renamed aside but not yet
     removed (they may hold raw personal data past its window), and atomic-write temporary
@@ -37,16 +36,16 @@ def finish_interrupted(root: Path, cfg: RetentionConfig, *, now: float | None = 
     leftovers = sorted(p for pattern in areas(cfg) for area in root.glob(pattern)
                        for p in area.glob(".purging-date=*") if p.is_dir())
     for p in leftovers:
-        shutil.rmtree(p)
+        remove_tree(p)
     cutoff = (time.time() if now is None else now) - STALE_TEMP_SECONDS
-    temps = sorted(p for p in root.rglob(".*.tmp") if p.is_file()
-                   and p.stat().st_mtime < cutoff)
+    temps = sorted(p for p in root.rglob(".*.tmp") if p.is_file()  # only local writes use them
+                   and p.stat().st_mtime < cutoff) if is_local(root) else []
     for p in temps:
         p.unlink(missing_ok=True)
     return [str(p.relative_to(root)) for p in (*leftovers, *temps)]
 
 
-def purge(root: Path, cfg: RetentionConfig, today: date) -> list[PurgedPartition]:
+def purge(root: DataPath, cfg: RetentionConfig, today: date) -> list[PurgedPartition]:
     """Delete every `date=D` partition with D older than its window; return what went."""
     purged = []
     for pattern, days in areas(cfg).items():
@@ -56,9 +55,11 @@ def purge(root: Path, cfg: RetentionConfig, today: date) -> list[PurgedPartition
                 if day >= oldest_kept:
                     continue
                 size = sum(f.stat().st_size for f in part.rglob("*") if f.is_file())
-                doomed = part.with_name(f".purging-{part.name}")
-                part.rename(doomed)
-                shutil.rmtree(doomed)
+                if is_local(root):  # out of readers' way at once, then removed
+                    doomed = part.with_name(f".purging-{part.name}")
+                    part.rename(doomed)
+                    part = doomed
+                remove_tree(part)  # an object store has no rename: a rerun finishes it
                 purged.append(PurgedPartition(area=str(area.relative_to(root)), date=str(day),
                                               bytes=size, retention_days=days))
     return purged

@@ -58,7 +58,7 @@ def test_when_a_dask_worker_holds_another_key_then_the_stage_stops_and_nothing_i
 
     other = "other-key:" + base64.b64encode(bytes(range(32))).decode()
     monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", other)
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
         config, _ = generated_day(tmp_path, monkeypatch, users=200, seed=3, scale={
             "events_per_shard": 1000, "engine": "dask",
             "dask_scheduler": cluster.scheduler_address})  # the run's own key, not the worker's

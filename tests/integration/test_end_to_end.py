@@ -123,7 +123,7 @@ def test_when_date_is_rerun_then_outputs_are_identical_and_budget_charged_once(
     assert again
     assert (features.read_bytes(), published.read_bytes()) == before
     cfg = load_config(run["config"])
-    ledger = PrivacyLedger(cfg.paths.data_root / cfg.budget.ledger_path)
+    ledger = PrivacyLedger(cfg.paths.local / cfg.budget.ledger_path)
     assert ledger.history("personalization") == [(DAY, "cohort_daily", 1.0, 0.5, 0.0)]
     ledger_json = json.loads((records_of(run["data"], DAY) / "ledger.json").read_text())
     assert ledger_json["reused_stored_release"] is True
