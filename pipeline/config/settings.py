@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from pipeline.config.contracts import Model, PurposeSpec, RecordSchema
 from pipeline.config.files import load_model
 from pipeline.core.errors import ConfigError
-from pipeline.core.fs import DataPath, data_path, is_local
+from pipeline.core.fs import DataPath, data_path
 from pipeline.ledger.accounting import GAUSSIAN, LAPLACE, PURE, ZCDP, Accountant, Mechanism
 from pipeline.stages import ZONES, Zone
 
@@ -50,9 +50,9 @@ class PathsConfig(Model):
 
     @model_validator(mode="after")
     def _local_root_for_remote_data(self) -> PathsConfig:
-        if is_local(self.root):
+        protocol = self.data_root.split("://", 1)[0] if "://" in self.data_root else "file"
+        if protocol == "file":
             return self
-        protocol = self.data_root.split("://", 1)[0]
         try:
             fsspec.get_filesystem_class(protocol)
         except (ImportError, ValueError) as exc:

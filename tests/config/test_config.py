@@ -59,3 +59,16 @@ def test_when_l_is_set_without_a_sensitive_attribute_then_load_fails(tmp_path: P
     path = write_config(tmp_path, paths__purposes_dir=str(purposes))
     with pytest.raises(ConfigError, match="declares no sensitive_attribute"):
         load_config(path)
+
+
+def test_when_the_data_root_is_an_object_store_then_a_local_root_is_required(
+        tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="local_root: required when data_root is an object "):
+        load_config(write_config(tmp_path, paths__data_root="s3://lake/data"))
+    with pytest.raises(ConfigError, match="no filesystem for nosuchstore://"):
+        load_config(write_config(tmp_path, paths__data_root="nosuchstore://lake/data",
+                                 paths__local_root=str(tmp_path)))
+    cfg = load_config(write_config(tmp_path, paths__data_root="s3://lake/data",
+                                   paths__local_root="local"))
+    assert str(cfg.paths.root) == "s3://lake/data"
+    assert cfg.paths.local == tmp_path / "local"  # relative to the config file, as any path
