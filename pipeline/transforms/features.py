@@ -247,27 +247,47 @@ def _measurement(dp: SimpleNamespace, bounded: pl.LazyFrame, cfg: FeaturesConfig
     return build(hi), d_in
 
 
+VOTE_CELL = (*DIMENSIONS, "content_category")
+
+
+class VoteCells:
+    """Vote cells (cohort, category) numbered as they are first seen, so a vote row is one
+    UInt32 instead of four strings: at M rows per user, most of a large release's memory."""
+
+    def __init__(self) -> None:
+        self.ids: pl.DataFrame | None = None
+
+    def number(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """`rows` (with the cell's columns) with their cell's number, new cells numbered."""
+        cells = rows.select(VOTE_CELL).unique(maintain_order=True)
+        seen = 0 if self.ids is None else self.ids.height
+        new = (cells if self.ids is None else
+               cells.join(self.ids, on=VOTE_CELL, how="anti", nulls_equal=True))
+        new = new.with_columns(_cell=pl.int_range(seen, seen + new.height, dtype=pl.UInt32))
+        self.ids = new if self.ids is None else pl.concat([self.ids, new])
+        return rows.join(self.ids, on=VOTE_CELL, how="left", nulls_equal=True)
+
+
 def _votes_measurement(dp: SimpleNamespace, votes: pl.LazyFrame, cfg: FeaturesConfig,
-                       keys: pl.DataFrame) -> tuple[Any, Any, float]:
-    """The category-vote histogram as one OpenDP measurement: a count per (cohort, category)
-    where each user holds at most k·M rows (k cohorts, M votes each). Its scale is calibrated
-    from OpenDP's own accounting at scale 1, so the charge is exactly the feature's share."""
+                       cells: pl.DataFrame) -> tuple[Any, Any, float]:
+    """The category-vote histogram as one OpenDP measurement: a count per released cell
+    (`cells`' `_cell`: a cohort and a category, see `VoteCells`) where each user holds at most
+    k·M rows (k cohorts, M votes each). Its scale is calibrated from OpenDP's own accounting
+    at scale 1, so the charge is exactly the feature's share."""
     from opendp.extras.polars import dp_len
 
     spec = cast(CategoryVotesFeature, cfg.features.category_votes)
     k, m = cfg.max_cohorts_per_user, spec.votes_per_user
-    by = [*DIMENSIONS, "content_category"]
     unit, d_in = dp.unit_of(contributions=[
         dp.Bound(per_group=k * m),
-        dp.Bound(by=by, per_group=m, num_groups=k * min(m, len(cfg.categories)))])
+        dp.Bound(by=["_cell"], per_group=m, num_groups=k * min(m, len(cfg.categories)))])
     domain = dp.with_margin(dp.domain_of(votes, infer=True),
-                            dp.Margin(by=by, max_length=MAX_ROWS_BOUND))
+                            dp.Margin(by=["_cell"], max_length=MAX_ROWS_BOUND))
     empty = pl.LazyFrame(schema=votes.collect_schema())
-    cells = keys.join(pl.DataFrame({"content_category": list(cfg.categories)}), how="cross")
 
     def build(scale: float) -> Any:
-        plan = (empty.group_by(by).agg(dp_len(signed=True, scale=scale).alias("_votes"))
-                .join(cells.lazy(), on=by, how="right"))
+        plan = (empty.group_by("_cell").agg(dp_len(signed=True, scale=scale).alias("_votes"))
+                .join(cells.lazy().select("_cell"), on="_cell", how="right"))
         return dp.make_private_lazyframe(domain, unit, cfg.mechanism.measure(dp), plan,
                                          global_scale=1.0)
 
@@ -293,7 +313,7 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
     dp = _opendp()
     seed = int(release_date.replace("-", ""))
     keys = cohort_keys(cfg, age_bands) if cfg.cohorts == "config" else None
-    rows_in, parts, vote_parts = 0, [], []
+    rows_in, users, parts, vote_parts, cells = 0, 0, [], [], VoteCells()
     for events in shards:
         rows_in += events.height
         # Rows outside the public grid (a region not served, an age band widened for
@@ -302,12 +322,14 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
                    else events.drop_nulls(list(DIMENSIONS)))
         bounded = bound_contributions(in_grid, cfg, user_col=user_col, seed=seed)
         if cfg.features.category_votes:
-            # Without the user: the measurement declares the bound on a user's vote rows,
-            # which holds by construction, and needs no identifier; at M rows per user, the
-            # pseudonyms would be most of the memory the release takes.
-            vote_parts.append(vote_rows(bounded, cfg, user_col=user_col, seed=seed)
-                              .drop(user_col))
-        parts.append(bounded.select(pl.exclude("^_n_.*$")))
+            # Only the cell: the measurement declares the bound on a user's vote rows, which
+            # holds by construction, and needs no identifier.
+            vote_parts.append(cells.number(vote_rows(bounded, cfg, user_col=user_col,
+                                                     seed=seed)).select("_cell"))
+        users += bounded.get_column(user_col).n_unique()  # shards hold disjoint users
+        # Without the user either: the measurement declares the bounds (k rows per user, one
+        # per cohort), which `bound_contributions` guarantees, and reads no identifier.
+        parts.append(bounded.select(pl.exclude(user_col, "^_n_.*$")))
     main = pl.concat(parts).lazy()
     aggs = _aggregations(cfg)
     measurement, d_in = _measurement(dp, main, cfg, keys, aggs)
@@ -317,11 +339,13 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
     scale = {name: s for _, name, s in aggs}
     if cfg.features.category_votes:
         votes = pl.concat(vote_parts).lazy()
-        released_keys = noisy.select(DIMENSIONS)  # the config grid, or the privately chosen
-        vm, vd_in, scale["_votes"] = _votes_measurement(dp, votes, cfg, released_keys)
+        # The cells of the released cohorts (the config grid, or the privately chosen).
+        released = cells.number(noisy.select(DIMENSIONS).join(
+            pl.DataFrame({"content_category": list(cfg.categories)}), how="cross"))
+        vm, vd_in, scale["_votes"] = _votes_measurement(dp, votes, cfg, released)
         loss += vm.map(vd_in)
-        noisy = noisy.join(_vote_columns(cast(pl.LazyFrame, vm(votes)).collect(), cfg),
-                           on=list(DIMENSIONS), how="left")
+        counted = cast(pl.LazyFrame, vm(votes)).collect().join(released, on="_cell")
+        noisy = noisy.join(_vote_columns(counted, cfg), on=list(DIMENSIONS), how="left")
     planned = cfg.budget
     if loss > planned * (1 + 1e-9) or delta > cfg.delta * (1 + 1e-9):
         raise BudgetExceededError(f"OpenDP accounts {loss}, δ={delta} for a release planned at "
@@ -352,7 +376,7 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
                           for name, spec in cfg.features.enabled().items()},
         "privacy_unit": f"user ({user_col}), up to {cfg.max_cohorts_per_user} cohort(s) each",
         "cohorts_released": table.height,
-        "users_counted": main.select(pl.col(user_col).n_unique()).collect().item(),
+        "users_counted": users,
         "error95_active_users": error95["active_users"],
         "errors": expected_and_realized(table, cfg)})
     return release, stats

@@ -246,7 +246,10 @@ class Generalizer:
                                                or self.k, top_n=cfg.device_model_top_n)
         keep = list(dict.fromkeys([self.user_col, *self.on, *self.qis,
                                    *([self.sensitive] if self.sensitive else [])]))
-        rows = pl.concat([locate(t, cfg, common_models=self.common).select(keep).unique()
+        # The user as a categorical (exact: one code per distinct pseudonym), so the plan rows
+        # of a large day hold 4 bytes per row for it, not a 64-character string.
+        rows = pl.concat([locate(t, cfg, common_models=self.common).select(keep)
+                          .with_columns(pl.col(self.user_col).cast(pl.Categorical)).unique()
                           for t in shards]).unique()
         kept, self.suppression = enforce(rows, self.qis, self.user_col, self.k,
                                          hierarchies=self.ordered, l=self.l,
