@@ -1,8 +1,9 @@
 """What each row of `pipeline.stages.STAGES` calls, by its `target` name.
 
 Table stages take the shards of the partition the engine reads (a day in one piece is one
-shard), yield a table per shard and return their stats; the engine writes the tables to the
-stage's zone and the stats to the run's records. Task stages do their own
+shard), do what needs all of them (a plan), and return what to do to each shard
+(`ShardWork`); the engine runs it on every shard, here or on a Dask cluster, and writes the
+results to the stage's zone and the stats to the run's records. Task stages do their own
 reading and writing and return the path they wrote. Every stage takes the run's day as a
 `date`, parsed once at the boundary (`pipeline.core.context.parse_day`).
 

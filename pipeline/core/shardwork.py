@@ -35,8 +35,9 @@ def _ready(fn: ShardFn, _ctx: RunContext) -> AbstractContextManager[ShardFn]:
 
 @dataclass(frozen=True)
 class ShardWork:
-    """`open(ctx)` gives the function each shard goes through (opened once per process and
-    reused for every shard it runs there); `finish` makes the stage's stats of the shards'.
+    """`open(ctx)` gives the function each shard goes through, where the shards run (once
+    for all of them in the embedded engine, once per task on a cluster); `finish` makes the
+    stage's stats of the shards'.
     Without `gather`, each shard's output is written as the same shard of the output zone;
     with it, the outputs come back (they must be small: counts) and `gather` makes the one
     table published as the first shard, the others empty."""
