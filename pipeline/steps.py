@@ -13,7 +13,7 @@ All imports are at the top except Great Expectations (7–14 s), which only `val
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import replace
 from datetime import date, timedelta
 from functools import partial
@@ -237,30 +237,32 @@ def _consent_stats(parts: list[StageStats]) -> StageStats:
 
 def detect_pii(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
     """Which untagged columns hold PII is decided on the first shard (a keyed-hash sample of
-    users) and applied to all, so every shard keeps the same columns."""
+    users) and applied to all, so every shard keeps the same columns. A day in one piece is
+    judged as it is scrubbed, and is read only once."""
     schema, pii = ctx.cfg.event_schema, ctx.cfg.pii
-    first = next(iter(shards))
-    findings = None  # one shard: found as it is scrubbed
+    findings = None
     if len(shards) > 1:
         with fast_analyzer(pii) as analyzer:
-            findings = scan_columns(first, schema, analyzer, pii,
+            findings = scan_columns(next(iter(shards)), schema, analyzer, pii,
                                     ctx.cfg.purpose_spec.closed_columns)
-    workers = distinct_texts(first, schema) >= WORKERS_FROM_TEXTS
-    return ShardWork(open=partial(_scrubbing, findings, workers),
+    return ShardWork(open=partial(_scrubbing, findings),
                      finish=partial(_merged_with, {"token_key_id": ctx.key.key_id}))
 
 
 @contextmanager
-def _scrubbing(findings: list[ColumnFinding] | None, workers: bool, ctx: RunContext
-               ) -> Iterator[ShardFn]:
-    """One scrubber (model, worker processes if this process may start them) for the shards
-    run here."""
+def _scrubbing(findings: list[ColumnFinding] | None, ctx: RunContext) -> Iterator[ShardFn]:
+    """One scrubber (model, and worker processes if this process may start them and its first
+    shard has enough distinct texts to be worth them) for the shards run here."""
     cfg, key, purpose = ctx.cfg, ctx.key, ctx.cfg.purpose
-    with TextScrubber(cfg.pii, key.token_key(purpose),
-                      with_workers=workers and ctx.own_workers) as scrubber:
+    with ExitStack() as stack:
+        scrubbers: list[TextScrubber] = []
 
         def each(events: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
-            result = scrub_pii(events, cfg.event_schema, scrubber,
+            if not scrubbers:
+                workers = distinct_texts(events, cfg.event_schema) >= WORKERS_FROM_TEXTS
+                scrubbers.append(stack.enter_context(TextScrubber(
+                    cfg.pii, key.token_key(purpose), with_workers=workers and ctx.own_workers)))
+            result = scrub_pii(events, cfg.event_schema, scrubbers[0],
                                pseudonym_key=key.pseudonym_key(purpose),
                                closed=cfg.purpose_spec.closed_columns, findings=findings)
             return result.table, result.stats
