@@ -93,29 +93,32 @@ def _execute(ctx: RunContext, name: str, day: date) -> str:
     return str(written)
 
 
-def _context(day: str | date, config_path: str | Path, run_id: str | None = None
-             ) -> tuple[RunContext, date]:
+def _context(day: str | date, config_path: str | Path, run_id: str | None = None, *,
+             accept_low_volume: bool = False) -> tuple[RunContext, date]:
     day = parse_day(day) if isinstance(day, str) else day
-    ctx = RunContext(load_config(config_path), run_date=day)
+    ctx = RunContext(load_config(config_path), run_date=day,
+                     accept_low_volume=accept_low_volume)
     if run_id is not None:
         ctx.run_id = run_id
     return ctx, day
 
 
 def run_stage(stage: str, day: str | date, config_path: str | Path,
-              run_id: str | None = None) -> str:
-    """Run one stage for one date; what a DAG task calls. Returns the path it wrote."""
+              run_id: str | None = None, *, accept_low_volume: bool = False) -> str:
+    """Run one stage for one date; what a DAG task calls. Returns the path it wrote.
+    `accept_low_volume`: the operator accepts a small day (see `GuardrailsConfig`)."""
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    ctx, day = _context(day, config_path, run_id)
+    ctx, day = _context(day, config_path, run_id, accept_low_volume=accept_low_volume)
     return execute(ctx, stage, day)
 
 
-def run_all(day: str | date, config_path: str | Path) -> tuple[RunContext, bool]:
+def run_all(day: str | date, config_path: str | Path, *, accept_low_volume: bool = False
+            ) -> tuple[RunContext, bool]:
     """Every stage in order, as the DAG runs them: after a failure (a failed validation
     included) only the `always` stages run, so the report still says why. Then the gate.
     Returns (context, published?): published only if the gate passed."""
-    ctx, day = _context(day, config_path)
+    ctx, day = _context(day, config_path, accept_low_volume=accept_low_volume)
     _ = ctx.key  # no key: stop before touching any data
     failed = False
     for stage in STAGES.values():

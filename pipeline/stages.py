@@ -117,6 +117,9 @@ _STAGES = (
     Stage("consent", "consent", Kind.TABLE, reads=("ingested", "raw_consent"),
           writes=("consented",), funnel=True,
           does="keep events of users who consented to the purpose"),
+    Stage("guardrails", "guardrails", Kind.TASK, reads=(), writes=(),
+          does="the day's rows, users and quarantine share look like a normal day's, "
+               "before anything is charged or published"),
     Stage("detect_pii", "detect_pii", Kind.TABLE, reads=("consented",), writes=("scrubbed",),
           funnel=True, keyed=True,
           does="drop direct identifiers, check untagged columns, tokenize PII in free text"),

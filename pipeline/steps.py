@@ -17,16 +17,23 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from dataclasses import replace
 from datetime import date, timedelta
 from functools import partial
+from pathlib import Path
 
 import polars as pl
 
 from pipeline.config import PurposeSpec
 from pipeline.core.context import RunContext
-from pipeline.core.errors import ConfigError, MissingInputError, ValidationFailedError
-from pipeline.core.fs import DataPath, remove_tree
+from pipeline.core.errors import (
+    ConfigError,
+    GuardrailError,
+    MissingInputError,
+    ValidationFailedError,
+)
+from pipeline.core.fs import DataPath, is_local, remove_tree
 from pipeline.core.records import (
     ColumnFinding,
     ErasureRecord,
+    GuardrailRecord,
     InputRecord,
     LedgerRecord,
     PublishRecord,
@@ -51,6 +58,7 @@ from pipeline.transforms.erasure import (
 from pipeline.transforms.features import release_from_shards
 from pipeline.transforms.generalize.coarsen import Generalizer
 from pipeline.transforms.generalize.kanon import short_of
+from pipeline.transforms.guardrails import DayInput, check_guardrails
 from pipeline.transforms.ingest import ingest_events, ingest_shards, read_records
 from pipeline.transforms.minimize import aggregate, allowlisted, apply_allowlist, group_counts
 from pipeline.transforms.pii.columns import scan_columns
@@ -114,6 +122,12 @@ def check_input(ctx: RunContext, day: date) -> str:
     if not input_marker(ctx, day).is_file():
         raise MissingInputError(f"{source.parent}: no {INPUT_MARKER} marker, so the day's "
                                 "input may be incomplete; nothing was run or deleted")
+    if is_local(source):
+        local, root = Path(source), Path(ctx.root).resolve()
+        if local.is_symlink() and not local.resolve().is_relative_to(root):
+            raise MissingInputError(f"{source}: a symbolic link to a file outside the data "
+                                    "root; raw input must be the landing side's own file, "
+                                    "never read through a link (nothing was run or deleted)")
     with source.open("rb") as fh:
         lines = sum(1 for _ in fh)
     return str(ctx.records(day).save(InputRecord(
@@ -235,6 +249,46 @@ def _consent_stats(parts: list[StageStats]) -> StageStats:
     return stats
 
 
+def guardrails(ctx: RunContext, day: date) -> str:
+    """The day's volume, users and quarantine share against the purpose's guardrails, before
+    anything is charged or published; a breach stops the run here (GuardrailError), unless
+    it is a low-volume one the operator accepted for this day."""
+    records, cfg = ctx.records(day), ctx.cfg.guardrails
+    stats = records.stats()
+    ingested, consented = stats.get("ingest"), stats.get("consent")
+    if ingested is None or consented is None:
+        raise MissingInputError(f"{day}: ingest and consent must run before the guardrails")
+    measured = DayInput(rows_in=ingested.rows_in, rows_valid=ingested.rows_out,
+                        rows_quarantined=sum(ingested.quarantined.values()),
+                        users_after_consent=int(consented.details.get("users_kept", 0)))
+    accept = ctx.accept_low_volume or day in cfg.accept_low_volume_dates
+    record = check_guardrails(measured, cfg, history=_published_volumes(ctx, day),
+                              accept_low_volume=accept)
+    path = records.save(record)
+    if not record.passed:
+        raise GuardrailError(
+            f"{day}: input guardrail breached: "
+            + "; ".join(c.describe() for c in record.breached)
+            + ". Nothing was charged or published. If the day is known to be small, rerun "
+              "with --accept-low-volume (or list it in guardrails.accept_low_volume_dates)")
+    return str(path)
+
+
+def _published_volumes(ctx: RunContext, day: date) -> list[tuple[str, int]]:
+    """(date, valid rows) of the days before `day` that passed the guardrails without an
+    override and were published, most recent first: what the volume check compares with."""
+    v = ctx.cfg.guardrails.volume
+    out: list[tuple[str, int]] = []
+    for back in range(1, (v.lookback_days if v else 0) + 1):
+        d = day - timedelta(days=back)
+        records = ctx.records(d)
+        guard, validation = records.load(GuardrailRecord), records.load(ValidationRecord)
+        if guard is not None and guard.passed and not guard.accepted and \
+                validation is not None and validation.success:
+            out.append((str(d), guard.rows_valid))
+    return out
+
+
 def detect_pii(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
     """Which untagged columns hold PII is decided on the first shard (a keyed-hash sample of
     users) and applied to all, so every shard keeps the same columns. A day in one piece is
@@ -335,6 +389,7 @@ def validate(ctx: RunContext, day: date) -> str:
     outcome)."""
     from pipeline.transforms.validate.suite import validate_shards, validate_table  # GX
 
+    _require_guarded(ctx, day)
     pending = Shards(ctx.storage, ctx.zone("pending"), day)
     spec, k, l = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity.k, ctx.cfg.k_anonymity.l  # noqa: E741
     # A Great Expectations project per date: concurrent runs of other dates (a backfill)
@@ -357,11 +412,21 @@ def validate(ctx: RunContext, day: date) -> str:
     return str(ctx.storage.write_shards(ctx.zone("published"), day, iter(pending), len(pending)))
 
 
+def _require_guarded(ctx: RunContext, day: date) -> None:
+    guard = ctx.records(day).load(GuardrailRecord)
+    if guard is None or not guard.passed:
+        raise GuardrailError(f"{day}: the day's input has not passed the guardrails; "
+                             "refusing to validate, release or publish it")
+
+
 def _require_validated(ctx: RunContext, day: date) -> None:
+    """The day passed validation and its input the guardrails (a re-run that breached one
+    leaves an earlier run's passing validation behind: that does not count)."""
     outcome = ctx.records(day).load(ValidationRecord)
     if outcome is None or not outcome.success:
         raise ValidationFailedError(f"{day}: no passing validation for this partition; "
                                     "refusing to release or publish")
+    _require_guarded(ctx, day)
 
 
 def release_period_start(period: str, day: date) -> date | None:

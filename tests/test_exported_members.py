@@ -6,5 +6,5 @@ def test_when_package_imported_then_public_surface_is_exactly_all() -> None:
     modules = {n for n in public if type(getattr(pipeline, n)).__name__ == "module"}
     assert public - modules == set(pipeline.__all__)
     assert list(pipeline.STAGES) == ["check_input", "erase", "retention", "ingest", "consent",
-                                     "detect_pii", "pseudonymize", "generalize", "minimize",
-                                     "validate", "features", "publish", "report"]
+                                     "guardrails", "detect_pii", "pseudonymize", "generalize",
+                                     "minimize", "validate", "features", "publish", "report"]

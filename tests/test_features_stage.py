@@ -11,10 +11,9 @@ import pytest
 from pipeline.config import load_config
 from pipeline.core.context import RunContext
 from pipeline.core.errors import BudgetExceededError, ValidationFailedError
-from pipeline.core.records import ValidationRecord
 from pipeline.ledger.store import PrivacyLedger
 from pipeline.steps import features, release_period_start
-from tests.conftest import PG, TEST_KEY_TEXT, postgres_up, write_config
+from tests.conftest import PG, TEST_KEY_TEXT, mark_validated, postgres_up, write_config
 
 SUNDAY = date(2026, 11, 8)
 
@@ -27,7 +26,7 @@ def _day(ctx: RunContext, day: date, users: range) -> None:
         "age_band": ["25-34"] * n, "device_type": ["mobile"] * n,
         "content_category": ["news"] * n, "event_type": ["view"] * n,
         "session_seconds": [60] * n}))
-    ctx.records(day).save(ValidationRecord(success=True))
+    mark_validated(ctx, day)
 
 
 @pytest.fixture

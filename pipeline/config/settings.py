@@ -356,6 +356,41 @@ class RetentionConfig(Model):
     published_days: Annotated[int, Field(gt=0)] = 90
 
 
+class VolumeGuardrail(Model):
+    """A day's valid rows against the median of the last `baseline_days` days that passed the
+    guardrails and were published: outside [median / factor, median x factor] is a breach.
+    Applies once `min_history` such days exist within `lookback_days` before the run's."""
+
+    baseline_days: Annotated[int, Field(ge=1, le=90)] = 7
+    factor: Annotated[float, Field(gt=1)] = 3.0
+    min_history: Annotated[int, Field(ge=1)] = 3
+    lookback_days: Annotated[int, Field(ge=1, le=366)] = 30
+
+    @model_validator(mode="after")
+    def _check(self) -> VolumeGuardrail:
+        if self.min_history > self.baseline_days:
+            raise ValueError(f"min_history ({self.min_history}) cannot exceed baseline_days "
+                             f"({self.baseline_days})")
+        return self
+
+
+class GuardrailsConfig(Model):
+    """What a day's input must look like before anything is charged or published.
+
+    A day that lost its input upstream (a renamed field quarantining every line, an empty or
+    truncated file) still runs every stage cleanly; these catch it. `min_rows_in`,
+    `min_users_after_consent` and `volume` are low-volume guardrails, which an operator may
+    accept for a known-small day (`run --accept-low-volume`, or the day listed in
+    `accept_low_volume_dates`); a quarantine share above `max_quarantine_share` is a broken
+    feed, which no override accepts (raise the limit in config if the share is expected)."""
+
+    min_rows_in: Annotated[int, Field(ge=0)] = 100  # raw lines read
+    min_users_after_consent: Annotated[int, Field(ge=0)] = 50
+    max_quarantine_share: Annotated[float, Field(ge=0, le=1)] = 0.2
+    volume: VolumeGuardrail | None = VolumeGuardrail()  # null: no comparison with past days
+    accept_low_volume_dates: list[datetime.date] = []
+
+
 class RedisStore(Model):
     type: Literal["redis"]
     connection_string: str = "127.0.0.1:6379"
@@ -412,6 +447,7 @@ class PipelineConfig(Model):
     features: FeaturesConfig
     budget: BudgetConfig = BudgetConfig()
     retention: RetentionConfig = RetentionConfig()
+    guardrails: GuardrailsConfig = GuardrailsConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
     scale: ScaleConfig = ScaleConfig()
     source_path: Path = Path(".")

@@ -47,6 +47,9 @@ class RunContext:
     # May this process start worker processes of its own (the PII scrubber's)? Not inside a
     # Dask worker, whose parallelism is the cluster's.
     own_workers: bool = True
+    # The operator accepts a low-volume day on purpose (`run --accept-low-volume`, or the
+    # Airflow run's conf): see `pipeline.transforms.guardrails`.
+    accept_low_volume: bool = False
 
     @cached_property
     def keys(self) -> KeyRing:

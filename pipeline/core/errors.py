@@ -10,10 +10,12 @@ up in logs, Airflow task output and reports, which must not carry personal data.
     │   └── MissingInputError  a stage's input partition does not exist
     ├── ErasureRequestError    a line of the erasure request file is not a request
     ├── PiiPolicyError         an untagged column holds PII and the policy says stop
+    ├── GuardrailError         the day's input breaches a guardrail: nothing charged or published
     ├── ValidationFailedError  the minimization suite failed: publishing is blocked
     ├── BudgetExceededError    a DP release would overspend its window: nothing released
     ├── LedgerIntegrityError   the ledger and a stored release disagree: no redraw
     ├── StageCrashedError      an unexpected error in a stage; its message is withheld
+    ├── NotFoundError          what was asked for does not exist (an unknown cohort)
     ├── TransientError         an I/O or connection error that may pass: worth a retry
     └── RunFailedError         a run's gate: a stage failed or did not run, nothing published
 
@@ -61,6 +63,17 @@ class ErasureRequestError(PipelineError):
 
 class PiiPolicyError(PipelineError):
     """A column not tagged as PII holds PII and the policy says to stop (`undeclared_columns`)."""
+
+
+class GuardrailError(PipelineError):
+    """The day's input is not what a normal day looks like (too few rows or users, too much
+    quarantined, far from recent days' volume): the day may have lost its input upstream, so
+    nothing is charged to the ledger or published (`pipeline.transforms.guardrails`)."""
+
+
+class NotFoundError(PipelineError):
+    """What was asked for does not exist: a cohort outside the public grid, a day never
+    released."""
 
 
 class ValidationFailedError(PipelineError):

@@ -187,6 +187,51 @@ class InputRecord(Record):
     lines: int
 
 
+class GuardrailCheck(BaseModel):
+    """One input guardrail: what was measured, the limit, and whether it held. `accepted`:
+    breached, but the operator accepted a low-volume day on purpose."""
+
+    name: str  # min_rows_in | min_users_after_consent | max_quarantine_share | volume_vs_recent
+    measured: float | None  # None: not applicable (no history yet)
+    limit: str  # as a reader reads it: ">= 100", "<= 20%", "within 3x of median 3,040"
+    passed: bool
+    accepted: bool = False
+    note: str = ""
+
+    def describe(self) -> str:
+        value = "n/a" if self.measured is None else (
+            f"{self.measured:.1%}" if self.name == "max_quarantine_share"
+            else f"{self.measured:,.0f}")
+        state = "ok" if self.passed else ("accepted by operator" if self.accepted
+                                          else "BREACHED")
+        return f"{self.name}: {value} (limit {self.limit}) {state}" + (
+            f"; {self.note}" if self.note else "")
+
+
+class GuardrailRecord(Record):
+    """The day's input against the purpose's guardrails (`pipeline.transforms.guardrails`),
+    checked before anything is charged or published. Counts only."""
+
+    file: ClassVar[str] = "guardrails.json"
+    rows_in: int
+    rows_valid: int  # parsed and fitting the schema
+    rows_quarantined: int
+    users_after_consent: int
+    baseline_dates: list[str] = []  # the published days the volume check compared with
+    baseline_median: float | None = None
+    checks: list[GuardrailCheck] = []
+    accept_low_volume: bool = False  # the operator's override was on for this run
+    passed: bool  # every check held, or was accepted
+
+    @property
+    def breached(self) -> list[GuardrailCheck]:
+        return [c for c in self.checks if not c.passed and not c.accepted]
+
+    @property
+    def accepted(self) -> list[GuardrailCheck]:
+        return [c for c in self.checks if c.accepted]
+
+
 class PublishRecord(Record):
     file: ClassVar[str] = "publish.json"
     materialized: bool = True
@@ -274,6 +319,18 @@ class KAnonymitySummary(BaseModel):
     @classmethod
     def from_stats(cls, stats: StageStats) -> KAnonymitySummary:
         return cls.model_validate({k: stats.details.get(k) for k in cls.model_fields})
+
+    def achieved(self, ran: bool = True) -> str:
+        """"k 7 (required 5), ℓ 2 (required 2)" as a reader reads it: on a table with no rows
+        neither is measured, which is said rather than shown as None."""
+        if not ran:
+            return "not run"
+        if self.k_achieved is None:
+            return (f"not applicable (no rows; required k {self.k_required}, "
+                    f"ℓ {self.l_required or 'none'})")
+        l_part = "ℓ not required" if not self.l_required else (
+            f"ℓ {self.l_achieved} (required {self.l_required})")
+        return f"k {self.k_achieved} (required {self.k_required}), {l_part}"
 
 
 class Totals(BaseModel):

@@ -38,12 +38,21 @@ def _fail_fast(exc: PipelineError, what: str) -> BaseException:
     return exc if exc.retryable else AirflowFailException(f"{what}: {exc}")
 
 
+def accept_low_volume(context: Any) -> bool:
+    """Did the operator trigger this run with `{"accept_low_volume": true}` in its conf (to
+    publish a known-small day)? See `pipeline.transforms.guardrails`."""
+    dag_run = context.get("dag_run")
+    conf = getattr(dag_run, "conf", None) or {}
+    return conf.get("accept_low_volume") is True
+
+
 def run_stage_task(stage: str, config: str, context: Any) -> str:
     """One daily or maintenance stage for the run's day, under the run's id."""
     from pipeline.run import run_stage
 
     try:
-        return run_stage(stage, run_day(context), config, run_id=context["run_id"])
+        return run_stage(stage, run_day(context), config, run_id=context["run_id"],
+                         accept_low_volume=accept_low_volume(context))
     except PipelineError as exc:
         raise _fail_fast(exc, stage) from exc
 

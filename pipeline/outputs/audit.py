@@ -77,14 +77,24 @@ def _row(m: Manifest) -> tuple[object, ...]:
     due = dp is not None and dp.release_due
     return (m.date, "yes" if m.published else "NO", m.funnel.rows_in, m.funnel.rows_out,
             n.quarantined, n.pii_replaced,
-            f"{ka.k_achieved if ka else None} / {ka.l_achieved if ka else None}",
+            "not run" if ka is None else "n/a (no rows)" if ka.k_achieved is None
+            else f"{ka.k_achieved} / {ka.l_achieved if ka.l_required else '-'}",
             f"{val.passed if val else 0}/{len(val.checks) if val else 0}",
             f"{dp.unit} {dp.cost:g}" if dp and due else "-",
             f"{dp.window_spent} of {dp.window_budget}" if dp and due else "-",
             m.erasure.requests if m.erasure else 0)
 
 
+def refused(m: Manifest) -> bool:
+    """A request refused at `check_input` (a date not over yet, a day whose input never
+    arrived): nothing ran, so it is not a run of the history, only a note under it."""
+    o = m.outcomes.get("check_input")
+    return o is not None and o.status == "failed"
+
+
 def render_index(manifests: list[Manifest], *, external: bool) -> str:
+    refusals = [m.date for m in manifests if refused(m)]
+    manifests = [m for m in manifests if not refused(m)]
     rows = [_row(m) for m in reversed(manifests)]
     links = " ".join(f'<a href="date={escape(m.date)}/report.html">{escape(m.date)}</a>'
                      for m in reversed(manifests))
@@ -101,7 +111,9 @@ def render_index(manifests: list[Manifest], *, external: bool) -> str:
 {html_table(rows, ("Date", "Published", "Rows in", "Rows published", "Quarantined",
                    "PII replaced", "k / ℓ", "Checks passed", "DP cost", "Window spent",
                    "Erasure requests"))}
-<p>Run reports: {links}</p>"""
+<p>Run reports: {links}</p>""" + (
+        f"<p>Refused before running (not runs: nothing was read, deleted or charged): "
+        f"{escape(', '.join(refusals))}; each date's report says why.</p>" if refusals else "")
     return page("Privacy pipeline audit: all runs", body, width=72)
 
 

@@ -70,7 +70,7 @@ def build_manifest(ctx: RunContext, day: date) -> Manifest:
     funnel stages that last succeeded, up to the first that did not: no figure from a stage
     that failed, or from after one, is shown."""
     records = ctx.records(day)
-    outcomes = records.outcomes()
+    outcomes = _this_run(records.outcomes(), ctx.run_id)
     ran = {n for n, o in outcomes.items() if o.status == "succeeded"}
     stats = records.stats()
     chain: list[StageStats] = []
@@ -117,6 +117,19 @@ def build_manifest(ctx: RunContext, day: date) -> Manifest:
         feature_store=publish)
 
 
+def _this_run(outcomes: dict[str, StageOutcome], run_id: str) -> dict[str, StageOutcome]:
+    """The outcomes the manifest shows: after a stage that failed in this run, an outcome an
+    earlier run left (its validation, its release) is not this run's and is left out, so a
+    blocked run never reads as if it had validated or released."""
+    failed = [n for n, o in outcomes.items() if o.run_id == run_id and o.status == "failed"]
+    if not failed:
+        return outcomes
+    order = list(STAGES)
+    first = min(order.index(n) for n in failed)
+    return {n: o for n, o in outcomes.items()
+            if n not in STAGES or order.index(n) <= first or o.run_id == run_id}
+
+
 def _count(n: Count | None) -> str:
     """A count with thousands separators, or as coarsened ("<10") in the external view."""
     return f"{n:,}" if isinstance(n, int) else str(n)
@@ -133,9 +146,7 @@ def summary_rows(m: Manifest) -> list[tuple[str, str]]:
                  f"{_count(n.dropped)} dropped + {_count(n.quarantined)} quarantined "
                  f"({'balanced' if f.balanced else 'NOT balanced'})"),
         ("Personal data replaced in free text", f"{_count(n.pii_replaced)} values"),
-        ("k-anonymity / ℓ-diversity",
-         f"k {ka.k_achieved} (required {ka.k_required}), "
-         f"ℓ {ka.l_achieved} (required {ka.l_required})"),
+        ("k-anonymity / ℓ-diversity", ka.achieved(ran=m.k_anonymity is not None)),
         ("Validation", f"{val.passed} of {len(val.checks)} checks passed"
          if val and val.checks else "not run"),
         ("Differential privacy", dp_summary(m.differential_privacy)),
@@ -239,7 +250,8 @@ def _k_anonymity(m: Manifest) -> str:
         l_sentence = "no sensitive attribute declared."
     else:
         l_sentence = escape(f"ℓ-diversity of {ka.sensitive_attribute}: required "
-                            f"{ka.l_required or 'none'}, achieved {ka.l_achieved}.")
+                            f"{ka.l_required or 'none'}, achieved "
+                            f"{'n/a' if ka.l_achieved is None else ka.l_achieved}.")
     loss = []
     for qi, info in sorted((ka.information_loss or {}).items()):
         detail = (f"mean resolution {info['mean_resolution']}, mean cell "
@@ -248,8 +260,7 @@ def _k_anonymity(m: Manifest) -> str:
                                                                      {}).items())
         loss.append((qi, info.get("mean_level_share", ""), levels, detail))
     return f"""<p>Over {escape(", ".join(ka.quasi_identifiers or []))}:
-required k = {escape(str(ka.k_required))},
-achieved k = {escape(str(ka.k_achieved))}; {l_sentence}
+{escape(ka.achieved(ran=m.k_anonymity is not None))}; {l_sentence}
 Groups short of that were generalized further
 ({escape(", ".join(ka.generalize_order or []))}, in that order), then suppressed:
 {escape(str(ka.rows_suppressed))} rows

@@ -117,21 +117,27 @@ def test_when_a_file_starts_with_a_bom_or_is_gzipped_then_its_events_are_read(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["empty day", "stray date=latest folders", "nobody consented"])
-def test_when_a_day_is_empty_or_odd_then_it_publishes_an_empty_reported_release(
+@pytest.mark.parametrize("case", ["empty day", "nobody consented", "empty day, accepted",
+                                  "stray date=latest folders"])
+def test_when_a_day_is_empty_or_odd_then_guardrails_stop_it_unless_accepted(
         case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config, data = generated_day(tmp_path, monkeypatch, users=50, seed=2)
-    if case == "empty day":
+    if case.startswith("empty day"):
         (data / "raw" / "events" / f"date={DAY}" / "events.jsonl").write_text("")
     elif case == "nobody consented":
         (data / "raw" / "consent" / "consent.jsonl").write_text("")
     else:
         for area in ("raw/events", "published/personalization", "staging/personalization/ingested"):
             (data / area / "date=latest").mkdir(parents=True)
-    ctx, published = run_all(DAY, config)
+    ctx, published = run_all(DAY, config, accept_low_volume=case.endswith("accepted"))
     manifest = json.loads((reports_of(data, DAY) / "manifest.json").read_text())
-    assert published and manifest["funnel"]["balanced"]
-    assert manifest["differential_privacy"]["release_due"]
+    assert manifest["funnel"]["balanced"]
+    if case in ("empty day", "nobody consented"):  # lost input: nothing charged or published
+        assert not published and manifest["outcomes"]["guardrails"]["status"] == "failed"
+        assert manifest["differential_privacy"] is None
+        assert not (data / "features" / "cohort_daily" / f"date={DAY}").exists()
+    else:  # an operator's known-small day, or a normal one beside stray folders
+        assert published and manifest["differential_privacy"]["release_due"]
 
 
 def test_when_a_key_id_comes_back_with_another_secret_then_the_run_stops(

@@ -13,9 +13,8 @@ import pytest
 from pipeline.config import load_config
 from pipeline.core.context import RunContext
 from pipeline.core.errors import ConfigError, LedgerIntegrityError
-from pipeline.core.records import ValidationRecord
 from pipeline.steps import features
-from tests.conftest import TEST_KEY_TEXT, write_config
+from tests.conftest import TEST_KEY_TEXT, mark_validated, write_config
 
 DAYS = [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)]
 
@@ -29,7 +28,7 @@ def _ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunContext:
             "age_band": ["25-34"] * 50, "device_type": ["mobile"] * 50,
             "content_category": ["news"] * 50, "event_type": ["view"] * 50,
             "session_seconds": [60] * 50}))
-        ctx.records(day).save(ValidationRecord(success=True))
+        mark_validated(ctx, day)
     for day in DAYS[:2]:
         features(ctx, day)
     return ctx

@@ -249,6 +249,33 @@ def test_when_a_day_fails_then_the_run_fails_and_the_notifiers_hear_of_it(
     assert "Stage consent failed: MissingInputError" in html
 
 
+@pytest.mark.slow
+def test_when_every_line_of_a_day_is_quarantined_then_the_dag_run_fails_on_the_guardrail(
+        airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.demo.generate import generate
+
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    config = write_config(tmp_path)
+    data = tmp_path / "data"
+    generate(data, start=date(2026, 11, 1), users=100, seed=3)
+    raw = data / "raw" / "events" / "date=2026-11-01" / "events.jsonl"
+    raw.write_text(raw.read_text().replace('"event_id"', '"evt_id"'))  # an upstream rename
+    alerts = tmp_path / "alerts.jsonl"
+    monkeypatch.setenv("PRIVACY_PIPELINE_DEPLOYMENT", str(write_deployment(
+        tmp_path, {"personalization": config}, notify=[{"type": "file", "path": str(alerts)}])))
+    run = _dagbag().dags[DAG_ID].test(logical_date=RUN_AFTER)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert states["ingest"] == states["consent"] == "success"
+    assert states["guardrails"] == "failed" and states["gate"] == "failed"
+    assert states["features"] == states["publish"] == "upstream_failed"
+    [alert] = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert "max_quarantine_share: 100.0% (limit <= 20%) BREACHED" in alert["error"]
+    # no ε charged, nothing published, Feast never opened
+    assert not (data / "ledger").exists() and not (data / "feature_repo").exists()
+    assert not (data / "published").exists() and not (data / "features").exists()
+
+
 def test_when_the_days_input_is_not_complete_then_the_sensor_defers_on_its_marker(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.sdk.exceptions import TaskDeferred

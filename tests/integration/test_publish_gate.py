@@ -14,7 +14,7 @@ from pipeline.core.context import RunContext
 from pipeline.core.errors import ValidationFailedError
 from pipeline.demo.generate import generate
 from pipeline.run import execute
-from pipeline.stages import FUNNEL
+from pipeline.stages import DAILY
 from tests.conftest import TEST_KEY_TEXT, reports_of, write_config
 
 DAY = date(2026, 11, 1)
@@ -27,7 +27,7 @@ def test_when_validation_fails_then_nothing_is_released_or_published(
     monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
     ctx = RunContext(load_config(write_config(tmp_path)))
     generate(ctx.root, start=DAY, users=250, seed=5)
-    for stage in FUNNEL:  # every stage up to the pending (minimized, unvalidated) table
+    for stage in DAILY[:DAILY.index("validate")]:  # up to the pending (unvalidated) table
         execute(ctx, stage, DAY)
     zone = ctx.zone("pending")
     tampered = ctx.storage.read(zone, DAY).with_columns(
@@ -68,7 +68,7 @@ def test_when_a_later_day_fails_validation_then_the_previous_features_stay_serve
     served = online_features(ctx.cfg, cohorts)
 
     day2 = date(2026, 11, 2)
-    for stage in FUNNEL:  # every stage up to the pending (minimized, unvalidated) table
+    for stage in DAILY[:DAILY.index("validate")]:  # up to the pending (unvalidated) table
         execute(ctx, stage, day2)
     zone = ctx.zone("pending")
     ctx.storage.write(zone, day2, ctx.storage.read(zone, day2).with_columns(
