@@ -5,7 +5,11 @@ Run after the demo: .venv/bin/python examples/train_on_cohort_features.py [--con
 The task, as an ML team would set it up: predict whether a user's next event is in a category
 (here "news") from their cohort's features. Labels come from the team's own data (here the
 published per-event table); features come from Feast, point in time: an event of day D is
-joined with the release of day D, dated 23:59:59, so the entity timestamp is the next midnight.
+joined with the latest release strictly before it, the release of day D-1. The release of day
+D is computed from day D's events (this event among them) and is dated D 23:59:59, so joining
+it would train on features that already saw the label: a leak serving never has. The entity
+timestamp is therefore the start of the event's day. Events with no earlier release (the first
+day) keep their row with null features and are left out of training, as counted.
 The shrunk share is the estimate to use; its standard error says how far to trust it.
 """
 
@@ -19,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from pipeline.config import load_config
-from pipeline.outputs.feast import open_store
+from pipeline.outputs.feast import open_store, training_features
 
 CATEGORY = "news"
 
@@ -35,18 +39,18 @@ def main() -> None:
     published = pl.concat([pl.read_parquet(p.read_bytes()) for p in parts])
     events = published.filter(pl.col("content_category").is_not_null()).select(
         cohort_id=pl.concat_str("region", "age_band", "device_type", separator="|"),
-        event_timestamp=(pl.col("event_date").cast(pl.Datetime("us", "UTC"))
-                         + pl.duration(days=1)),
+        # the start of the event's day: joins the release of the day before, never its own
+        event_timestamp=pl.col("event_date").cast(pl.Datetime("us", "UTC")),
         label=pl.col("content_category") == CATEGORY)
     features = [f"{fv}:share_{CATEGORY}_shrunk", f"{fv}:share_{CATEGORY}_se",
                 f"{fv}:active_users"]
-    # Feast keeps one row per (entity, timestamp): fetch those, then join back to the events.
-    keys = events.select("cohort_id", "event_timestamp").unique()
-    joined = pl.from_pandas(store.get_historical_features(
-        entity_df=keys.to_pandas(), features=features).to_df())
-    training = (events.join(joined.with_columns(pl.col("event_timestamp").dt.cast_time_unit("us")),
-                            on=["cohort_id", "event_timestamp"])
-                .drop_nulls().to_pandas())  # cohorts outside the public grid have no features
+    # Every event row comes back, in order, null where no release precedes it.
+    joined = training_features(cfg, events.to_pandas(), features, store=store)
+    training = joined.dropna()  # no earlier release (the first day), or outside the grid
+    print(f"{len(joined):,} events; {len(joined) - len(training):,} without an earlier "
+          "release of their cohort (first day, or cohort outside the grid): not trained on")
+    if training.empty:
+        raise SystemExit("no event has a release before it: publish at least two days")
     x = training[[f.split(":")[1] for f in features]].to_numpy()
     model = LogisticRegression().fit(x, training["label"])
     auc = roc_auc_score(training["label"], model.predict_proba(x)[:, 1])

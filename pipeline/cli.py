@@ -1,4 +1,11 @@
-"""`privacy-pipeline`: generate data, make a development key, run stages, read features."""
+"""`privacy-pipeline`: generate data, make a development key, run stages, read features.
+
+Exit codes (also in README "Exit codes"): 0 done (a run: published); 1 another pipeline error
+(storage, ledger integrity, a crash); 2 usage (a bad argument, a date not over yet); 3 the run
+ended but did not publish (a stage failed, validation blocked it); 4 an input guardrail was
+breached (nothing charged or published); 5 config, schema or key problem; 6 not found (a
+cohort outside the grid or without a released value).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,19 @@ import logging
 import sys
 import time
 from datetime import date as Date
+from datetime import timedelta
+from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.core.context import parse_day
-from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.errors import (
+    ConfigError,
+    GuardrailError,
+    KeyUnavailableError,
+    NotFoundError,
+    PipelineError,
+)
 from pipeline.core.fs import data_path
 from pipeline.stages import STAGES
 
@@ -23,12 +38,44 @@ DEFAULT_CONFIG = "config/pipeline.yaml"
 DEMO_DATE = "2026-11-01"
 
 
+class Exit(IntEnum):
+    """What the command's exit status says; scripts and schedulers branch on it."""
+
+    OK = 0
+    ERROR = 1  # another pipeline error: storage, ledger integrity, a crash (see the log)
+    USAGE = 2  # a bad argument (argparse's own code)
+    NOT_PUBLISHED = 3  # the run ended, but a stage failed or the gate blocked publishing
+    GUARDRAIL = 4  # the day's input breached a guardrail: nothing charged or published
+    CONFIG = 5  # config, schema or key: fix the setup, a rerun will fail the same way
+    NOT_FOUND = 6  # an unknown cohort, or one with no released value
+
+
+def exit_code(exc: PipelineError) -> Exit:
+    if isinstance(exc, GuardrailError):
+        return Exit.GUARDRAIL
+    if isinstance(exc, ConfigError | KeyUnavailableError):
+        return Exit.CONFIG
+    if isinstance(exc, NotFoundError):
+        return Exit.NOT_FOUND
+    return Exit.ERROR
+
+
 def _day(text: str) -> Date:
     """argparse `type=` for dates: a bad one is a usage error, not a traceback."""
     try:
         return parse_day(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _run_day(text: str) -> Date:
+    """A date to run: over already (a typo like 2099 is a usage error, refused before any
+    config is read or anything deleted)."""
+    day = _day(text)
+    if day > Date.today():
+        raise argparse.ArgumentTypeError(f"{day} has not happened yet (today is "
+                                         f"{Date.today()})")
+    return day
 
 
 def _setup_logging(log_file: Path | None = None) -> None:
@@ -97,17 +144,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     _setup_logging(cfg.paths.local / "logs" / f"date={args.date}" / "run.log")
     started = time.perf_counter()
-    ctx, published = run_all(args.date, args.config)
+    ctx, published = run_all(args.date, args.config, accept_low_volume=args.accept_low_volume)
     _summary(ctx, args.date)
     print(f"finished in {time.perf_counter() - started:.1f} s")
-    return 0 if published else 3
+    return Exit.OK if published else _run_exit(ctx, args.date)
+
+
+def _run_exit(ctx: RunContext, day: Date) -> Exit:
+    """A run that did not publish: guardrail (4), config or key (5), else not published (3)."""
+    failed = {o.error for o in ctx.records(day).outcomes().values()
+              if o.run_id == ctx.run_id and o.status == "failed"}
+    if "GuardrailError" in failed:
+        return Exit.GUARDRAIL
+    if failed & {"ConfigError", "KeyUnavailableError"}:
+        return Exit.CONFIG
+    return Exit.NOT_PUBLISHED
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
     from pipeline.run import run_stage
 
     _setup_logging()
-    print(run_stage(args.stage, args.date, args.config))
+    print(run_stage(args.stage, args.date, args.config,
+                    accept_low_volume=args.accept_low_volume))
     return 0
 
 
@@ -121,11 +180,23 @@ def cmd_rekey(args: argparse.Namespace) -> int:
 
 def cmd_features(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.outputs.feast import online_features
+    from pipeline.outputs.feast import online_features, unknown_cohorts
 
-    print(json.dumps(online_features(load_config(args.config), args.cohort), indent=2,
-                     default=str))
-    return 0
+    cfg = load_config(args.config)
+    if unknown := unknown_cohorts(cfg, args.cohort):
+        raise NotFoundError(f"not a cohort of {cfg.features.feature_set}: "
+                            f"{', '.join(map(repr, unknown))}; a cohort id is "
+                            "region|age_band|device_type from the grid in config `features`")
+    values = online_features(cfg, args.cohort)
+    print(json.dumps(values, indent=2, default=str))
+    empty = [c for i, c in enumerate(args.cohort)
+             if all(v[i] is None for k, v in values.items() if k != "cohort_id")]
+    if empty:
+        print(f"privacy-pipeline: no released value online for {', '.join(empty)} (not yet "
+              "published, suppressed by private selection, or expired after "
+              f"{cfg.feature_store.ttl_days} days)", file=sys.stderr)
+        return Exit.NOT_FOUND
+    return Exit.OK
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
@@ -192,11 +263,18 @@ def cmd_plan_features(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    args.out, args.start, args.days, args.seed, args.key_id = None, args.date, 1, 7, "dev-local-1"
+    """Two days, so a training set can join each event to the release before it (the first
+    day's events have none)."""
+    first = args.date
+    args.out, args.start, args.seed, args.key_id = None, first, 7, "dev-local-1"
     args.cohort_signal = None
     cmd_generate(args)
     cmd_init_key(args)
-    code = cmd_run(args)
+    args.accept_low_volume = False
+    code = Exit.OK
+    for i in range(args.days):
+        args.date = first + timedelta(days=i)
+        code = max(code, cmd_run(args))
     from pipeline.config import load_config
     from pipeline.outputs.feast import online_features
 
@@ -223,10 +301,11 @@ def cmd_scrub_text(args: argparse.Namespace) -> int:
         try:
             text = json.loads(line)["text"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise ConfigError(f"{args.input or 'stdin'} line {n}: not a JSON object with a "
-                              "string `text`") from None
-        if not isinstance(text, str):
-            raise ConfigError(f"{args.input or 'stdin'} line {n}: `text` is not a string")
+            text = None
+        if not isinstance(text, str):  # bad input to the command: a usage error
+            print(f"privacy-pipeline: error: {args.input or 'stdin'} line {n}: not a JSON "
+                  "object with a string `text`", file=sys.stderr)
+            return Exit.USAGE
         texts.append(text)
     unique = list(dict.fromkeys(texts))
     with TextScrubber(cfg.pii, ctx.key.token_key(cfg.purpose)) as scrubber:
@@ -237,6 +316,11 @@ def cmd_scrub_text(args: argparse.Namespace) -> int:
             {"entity_type": s.entity_type, "start": s.start, "end": s.end} for s in spans]},
             ensure_ascii=False))
     return 0
+
+
+LOW_VOLUME_HELP = ("publish a day known to be small on purpose: its low-volume guardrail "
+                   "breaches (rows, users, volume against recent days) are recorded as "
+                   "accepted; a quarantine share over the limit is never accepted")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,16 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_init_key)
 
     r = sub.add_parser("run", help="run every stage for one date")
-    r.add_argument("--date", type=_day, required=True)
+    r.add_argument("--date", type=_run_day, required=True)
+    r.add_argument("--accept-low-volume", action="store_true", help=LOW_VOLUME_HELP)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("stage", help="run one stage for one date (what a DAG task does)")
     s.add_argument("stage", choices=list(STAGES))
-    s.add_argument("--date", type=_day, required=True)
+    s.add_argument("--date", type=_run_day, required=True)
+    s.add_argument("--accept-low-volume", action="store_true", help=LOW_VOLUME_HELP)
     s.set_defaults(func=cmd_stage)
 
     rk = sub.add_parser("rekey", help="after a key rotation: move one date onto the active key")
-    rk.add_argument("--date", type=_day, required=True)
+    rk.add_argument("--date", type=_run_day, required=True)
     rk.set_defaults(func=cmd_rekey)
 
     f = sub.add_parser("features", help="read cohort features from the online store")
@@ -296,8 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("input", nargs="?", help="JSON-lines file (default: standard input)")
     st.set_defaults(func=cmd_scrub_text)
 
-    d = sub.add_parser("demo", help="generate a day, make a dev key, run everything")
-    d.add_argument("--date", type=_day, default=DEMO_DATE)
+    d = sub.add_parser("demo", help="generate two days, make a dev key, run everything")
+    d.add_argument("--date", type=_day, default=DEMO_DATE, help="first day (%(default)s)")
+    d.add_argument("--days", type=int, default=2, help="days generated and run (%(default)s)")
     d.add_argument("--users", type=int, default=4000)
     d.set_defaults(func=cmd_demo)
     return p
@@ -309,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except PipelineError as exc:
         print(f"privacy-pipeline: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -244,6 +244,10 @@ class PublishRecord(Record):
     feature_view: str | None = None
     online_store: str | None = None
     offline_source: str | None = None
+    # Serving moves only forward: cohorts written online, and those left alone because the
+    # online store holds a later day's value (a re-run or backfill of an older date).
+    online_written: int | None = None
+    online_kept_newer: int | None = None
 
 
 class RekeyRecord(Record):

@@ -13,7 +13,7 @@ ML teams read features with `pipeline.outputs.feast.open_store(cfg)` and Feast's
 from __future__ import annotations
 
 import os
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,8 @@ from pipeline.core.storage import atomic_write_bytes
 from pipeline.transforms.features import DIMENSIONS, count_features, released_columns
 
 if TYPE_CHECKING:
+    import pandas as pd
+    import polars as pl
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
@@ -122,16 +124,61 @@ def feature_definitions(cfg: PipelineConfig) -> list:
 
 
 def materialize(cfg: PipelineConfig, day: date) -> PublishRecord:
-    """Apply the definitions and materialize the day's features into the online store."""
+    """Apply the definitions and write the day's release to the online store, forward only.
+
+    A cohort's online value is replaced only by a release at least as recent as the one it
+    holds: re-running or backfilling an older date refreshes the offline store (its own
+    partition, which Feast reads for training) and never rolls serving back to that date's
+    values. Feast's own `materialize` writes whatever the window holds, so the release is
+    written with `write_to_online_store`, after reading the stored timestamps."""
+    import polars as pl
+
     write_feature_store_yaml(cfg)
     store = open_store(cfg)
-    store.apply(feature_definitions(cfg))
-    start = datetime.combine(day, time(), tzinfo=UTC)
-    store.materialize(start_date=start, end_date=start + timedelta(days=1))
+    definitions = feature_definitions(cfg)
+    store.apply(definitions)
+    view = definitions[1]
+    release = pl.read_parquet(
+        (features_dir(cfg) / f"date={day}" / "part.parquet").read_bytes())
+    stored = online_timestamps(store, cfg, release["cohort_id"].to_list())
+    ts = release["event_timestamp"].dt.replace_time_zone("UTC").to_list()
+    newer = [c for c, t in zip(release["cohort_id"], ts, strict=True)
+             if stored.get(c) is not None and stored[c] > t]
+    forward = release.filter(~pl.col("cohort_id").is_in(newer))
+    if forward.height:
+        store.write_to_online_store(view.name, df=forward.to_pandas())
     return PublishRecord(feature_repo=str(feature_repo_dir(cfg)),
                          feature_view=cfg.features.feature_set,
                          online_store=cfg.feature_store.online_store.type,
-                         offline_source=str(features_dir(cfg)))
+                         offline_source=str(features_dir(cfg)),
+                         online_written=forward.height, online_kept_newer=len(newer))
+
+
+def online_timestamps(store: FeatureStore, cfg: PipelineConfig, cohort_ids: list[str]
+                      ) -> dict[str, datetime | None]:
+    """cohort id -> the event timestamp of the value the online store holds (None: none),
+    from Feast's online response (each value carries its timestamp and status)."""
+    from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+    if not cohort_ids:
+        return {}
+    response = store.get_online_features(
+        features=[f"{cfg.features.feature_set}:active_users"],
+        entity_rows=[{JOIN_KEY: c} for c in cohort_ids]).proto
+    names = list(response.metadata.feature_names.val)
+    vector = response.results[names.index("active_users")]
+    held = {FieldStatus.PRESENT, FieldStatus.NULL_VALUE, FieldStatus.OUTSIDE_MAX_AGE}
+    return {c: ts.ToDatetime(tzinfo=UTC) if status in held else None
+            for c, status, ts in zip(cohort_ids, vector.statuses, vector.event_timestamps,
+                                     strict=True)}
+
+
+def unknown_cohorts(cfg: PipelineConfig, cohort_ids: list[str]) -> list[str]:
+    """The ids that are not cohorts of the public grid (region|age_band|device_type)."""
+    f = cfg.features
+    grid = {f"{r}|{a}|{d}" for r in f.regions for a in cfg.generalize.age_bands
+            for d in f.device_types}
+    return [c for c in cohort_ids if c not in grid]
 
 
 def online_features(cfg: PipelineConfig, cohort_ids: list[str],
@@ -142,3 +189,68 @@ def online_features(cfg: PipelineConfig, cohort_ids: list[str],
     refs = [f"{fv}:{f}" for f in (features or ["active_users", "mean_session_seconds"])]
     return store.get_online_features(features=refs,
                                      entity_rows=[{JOIN_KEY: c} for c in cohort_ids]).to_dict()
+
+
+def training_features(cfg: PipelineConfig, entity_df: pd.DataFrame, features: list[str], *,
+                      store: FeatureStore | None = None) -> pd.DataFrame:
+    """Feast's point-in-time join with every entity row kept, in its order.
+
+    `entity_df` holds `cohort_id` and `event_timestamp` (and anything else, carried through).
+    Each row gets the latest release dated at or before its timestamp and within the view's
+    TTL. A release of day D is dated D 23:59:59 and computed from day D's events, so give an
+    event of day D the start of its day (D 00:00 UTC) as `event_timestamp`: it then joins the
+    release of D-1, the one that existed before the event, never the one its own day made.
+
+    Rows no release precedes (before the first release, past the TTL, a cohort outside the
+    grid) come back with null features. Feast's file offline store drops such rows, returns
+    the rest in its own order, and on a larger frame mixing them with matched rows fails in
+    Dask ("Divisions calculation failed"); so only rows that have a release in their window
+    are sent to Feast, and the others are joined back as nulls."""
+    import pandas as pd
+    import polars as pl
+
+    store = store or open_store(cfg)
+    names = [f.split(":", 1)[1] for f in features]
+    on = [JOIN_KEY, "event_timestamp"]
+    keys = pl.from_pandas(entity_df[on].drop_duplicates()).with_columns(
+        pl.col("event_timestamp").dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
+    released = _release_times(cfg)
+    ttl = timedelta(days=cfg.feature_store.ttl_days)
+    if released.height:
+        keys = (keys.sort("event_timestamp")
+                .join_asof(released.sort("_released_at"), left_on="event_timestamp",
+                           right_on="_released_at", by=JOIN_KEY, strategy="backward",
+                           tolerance=ttl, check_sortedness=False))
+    else:
+        keys = keys.with_columns(_released_at=pl.lit(None, pl.Datetime("us", "UTC")))
+    matched = keys.filter(pl.col("_released_at").is_not_null()).select(on).with_row_index(
+        "_key_row")
+    values = matched.to_pandas()
+    if len(values):
+        joined = store.get_historical_features(entity_df=values, features=features).to_df()
+        values = values.merge(joined[["_key_row", *names]], on="_key_row", how="left",
+                              validate="one_to_one")
+    else:
+        values = values.assign(**{n: None for n in names})
+    values = values.drop(columns="_key_row")
+    rows = entity_df.reset_index(drop=True)
+    stamps = pd.to_datetime(rows["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
+    values["event_timestamp"] = values["event_timestamp"].astype("datetime64[us, UTC]")
+    out = rows.assign(_ts=stamps).merge(
+        values.rename(columns={"event_timestamp": "_ts"}), on=[JOIN_KEY, "_ts"], how="left",
+        validate="many_to_one")
+    return out.drop(columns="_ts")
+
+
+def _release_times(cfg: PipelineConfig) -> pl.DataFrame:
+    """(cohort_id, _released_at) of every release in the offline source."""
+    import polars as pl
+
+    parts = [pl.read_parquet(p.read_bytes(), columns=[JOIN_KEY, "event_timestamp"])
+             for p in sorted(features_dir(cfg).glob("date=*/part.parquet"))]
+    if not parts:
+        return pl.DataFrame(schema={JOIN_KEY: pl.String,
+                                    "_released_at": pl.Datetime("us", "UTC")})
+    return pl.concat(parts).select(
+        JOIN_KEY, _released_at=pl.col("event_timestamp").dt.replace_time_zone("UTC")
+        .dt.cast_time_unit("us"))

@@ -158,18 +158,3 @@ def test_when_reviewer_opens_the_bundle_then_chromium_renders_it(run: dict) -> N
     assert "Privacy budget over time" in pages["index"].read_text()
     external = pages["external-report"].read_text()
     assert "test-key-1" not in external and str(run["data"]) not in external
-
-
-def test_when_the_readme_training_example_runs_then_it_trains_and_serves(run: dict) -> None:
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT, TEST_KEY_TEXT
-
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "train_on_cohort_features.py"),
-         "--config", str(run["config"])], cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, "PRIVACY_PIPELINE_TEST_KEY": TEST_KEY_TEXT}, check=True).stdout
-    trained = int(out.split("trained on ")[1].split(" events")[0].replace(",", ""))
-    assert trained > 1000 and "p_next_event_is_news" in out
