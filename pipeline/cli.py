@@ -32,6 +32,7 @@ from pipeline.core.fs import data_path
 from pipeline.stages import STAGES
 
 if TYPE_CHECKING:
+    from pipeline.config import PipelineConfig
     from pipeline.core.context import RunContext
 
 DEFAULT_CONFIG = "config/pipeline.yaml"
@@ -231,35 +232,55 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 def cmd_plan_features(args: argparse.Namespace) -> int:
     """Expected error of each feature for the configured grid, and what would fix a miss."""
-    import polars as pl
-
     from pipeline.config import load_config
-    from pipeline.outputs.feast import features_dir
-    from pipeline.transforms.feature_plan import plan
+    from pipeline.transforms.feature_plan import max_release_budget, plan
 
     cfg = load_config(args.config)
     f = cfg.features
     cells = len(f.regions) * len(cfg.generalize.age_bands) * len(f.device_types)
     if args.users is not None:
-        users, source = args.users / cells, f"{args.users:,} users per {f.period} (--users)"
+        total, source = args.users, f"{args.users:,} users per {f.period} (--users)"
+    elif f.planned_users is not None:
+        total = f.planned_users
+        source = f"{total:,} users per {f.period} (features.planned_users)"
     else:
-        latest = sorted(features_dir(cfg).glob("date=*/part.parquet"))
-        if not latest:
-            raise PipelineError("no past release to size the cohorts from: pass --users N "
-                                f"(users per {f.period})")
-        total = pl.read_parquet(latest[-1].read_bytes())["active_users"].clip(0, None).sum()
-        users, source = total / cells, f"the release of {latest[-1].parent.name[5:]}"
+        total, source = _users_of_last_good_release(cfg)
+    users = total / cells
+    ceiling = max_release_budget(f, cfg.budget)
     unit = "ε" if f.mechanism.pure else "ρ"
     print(f"{f.feature_set}: {cells} cohorts ({len(f.regions)} regions x "
           f"{len(cfg.generalize.age_bands)} age bands x {len(f.device_types)} device types), "
-          f"{unit} = {f.budget:g} per {f.period}; {users:.1f} users per cohort from {source}; "
+          f"{unit} = {f.budget:g} per {f.period} (at most {ceiling:.3g}: the per-release cap "
+          f"and the {cfg.budget.window_days}-day window); {users:.1f} users per cohort from "
+          f"{source}; "
           f"target: relative error <= {args.target:g}")
     print(f"{'feature':<24}{'error95':>10}{'relative':>10}  to meet the target")
     for row in plan(f, users=users, age_bands=len(cfg.generalize.age_bands),
-                    target=args.target, weekly_factor=args.weekly_factor):
+                    target=args.target, weekly_factor=args.weekly_factor, max_budget=ceiling):
         print(f"{row.feature:<24}{row.error95:>10.4g}{row.relative:>10.2f}  "
               f"{row.fix or 'met'}")
     return 0
+
+
+def _users_of_last_good_release(cfg: PipelineConfig) -> tuple[float, str]:
+    """Users of the latest release whose days passed the input guardrails unaided (a day that
+    lost its input, or a small day accepted on purpose, says nothing about a normal one):
+    the sum of its noisy `active_users` (a DP output: reading it costs nothing)."""
+    import polars as pl
+
+    from pipeline.core.records import GuardrailRecord, RunRecords
+    from pipeline.outputs.feast import features_dir
+
+    runs = cfg.paths.root / cfg.zone("runs").path
+    for part in sorted(features_dir(cfg).glob("date=*/part.parquet"), reverse=True):
+        day = Date.fromisoformat(part.parent.name[5:])
+        guard = RunRecords(runs, day).load(GuardrailRecord)
+        if guard is not None and guard.passed and not guard.accepted:
+            users = pl.read_parquet(part.read_bytes())["active_users"].clip(0, None).sum()
+            return float(users), f"the release of {day} (passed the input guardrails)"
+    raise NotFoundError("no release whose day passed the input guardrails to size the "
+                        f"cohorts from: pass --users N or set features.planned_users (users "
+                        f"per {cfg.features.period})")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

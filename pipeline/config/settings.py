@@ -253,6 +253,9 @@ class FeaturesConfig(Model):
     cohorts: Literal["config", "private"] = "config"
     delta: Annotated[float, Field(ge=0, lt=1e-3)] = 0.0  # cohorts: private only
     max_cohorts_per_user: Annotated[int, Field(gt=0)] = 1
+    # Distinct users a release period is expected to hold: what `plan-features` sizes cohorts
+    # by (unset: the latest release whose day passed the input guardrails).
+    planned_users: Annotated[int, Field(gt=0)] | None = None
     # Rates and shares are also published shrunk toward their parents: an additive model with
     # one effect per value of each of these dimensions (() = the overall level), fitted on the
     # same release (empirical Bayes; see `pipeline.transforms.features`).

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import FeaturesConfig
+from pipeline.config import BudgetConfig, FeaturesConfig
 from pipeline.ledger.accounting import Mechanism
 
 
@@ -64,9 +64,23 @@ def feature_errors(cfg: FeaturesConfig, users: float) -> dict[str, tuple[float, 
     return out
 
 
+def max_release_budget(features: FeaturesConfig, budget: BudgetConfig) -> float:
+    """The largest ε (pure) or ρ (zCDP) a release may take: under the config's per-release cap
+    and small enough that a full window of releases fits the window's budget."""
+    pure = features.mechanism.pure
+    cap = budget.max_epsilon_per_release if pure else budget.max_rho_per_release
+    releases = budget.window_days if features.period == "day" else -(-budget.window_days // 7)
+    per_release = budget.limit / releases  # in the accountant's unit
+    if budget.accountant.zcdp and pure:  # a pure ε release costs ε²/2 in zCDP
+        per_release = (2 * per_release) ** 0.5
+    return min(cap, per_release)
+
+
 def plan(cfg: FeaturesConfig, *, users: float, age_bands: int, target: float,
-         weekly_factor: float = 3.0) -> list[FeatureError]:
-    """Expected errors at `users` per cohort, each with the smallest change meeting `target`."""
+         weekly_factor: float = 3.0, max_budget: float = float("inf")) -> list[FeatureError]:
+    """Expected errors at `users` per cohort, each with the smallest change meeting `target`.
+    Never suggests what config or the ledger would refuse: an ε (ρ) over `max_budget` is
+    named as out of reach instead, and a larger budget share keeps the shares adding up to 1."""
     now = feature_errors(cfg, users)
     grid = {"without device type": users * len(cfg.device_types),
             "without region": users * len(cfg.regions)}
@@ -77,11 +91,16 @@ def plan(cfg: FeaturesConfig, *, users: float, age_bands: int, target: float,
             spec_share = _share_of(cfg, name)
             # Error falls as 1/ε under Laplace noise, as 1/√ρ under Gaussian.
             factor = (rel / target) ** (1 if cfg.mechanism.pure else 2)
-            options = []
-            if spec_share * factor <= 1:
-                options.append(f"budget_share {spec_share:g} -> {spec_share * factor:.2f}")
-            options.append(f"{'ε' if cfg.mechanism.pure else 'ρ'} {cfg.budget:g} -> "
-                           f"{cfg.budget * factor:.3g}")
+            options, unit = [], "ε" if cfg.mechanism.pure else "ρ"
+            alone = len(cfg.features.enabled()) == 1
+            if spec_share * factor < 1 and not alone:
+                options.append(f"budget_share {spec_share:g} -> {spec_share * factor:.2f} "
+                               f"(the others scaled down to {1 - spec_share * factor:.2f} "
+                               "in all)")
+            if cfg.budget * factor <= max_budget:
+                options.append(f"{unit} {cfg.budget:g} -> {cfg.budget * factor:.3g}")
+            out_of_reach = f"{unit} would need {cfg.budget * factor:.3g}, over the " \
+                f"{max_budget:.3g} config and the window allow per release"
             for label, n in grid.items():
                 if feature_errors(cfg, n)[name][1] <= target:
                     options.append(f"grid {label} ({n:.0f} users per cohort)")
@@ -89,7 +108,9 @@ def plan(cfg: FeaturesConfig, *, users: float, age_bands: int, target: float,
             if cfg.period == "day" and feature_errors(cfg, users * weekly_factor)[name][1] \
                     <= target:
                 options.append(f"period: week (~{users * weekly_factor:.0f} users per cohort)")
-            fix = "; or ".join(options)
+            fix = "; or ".join(options) if options else ""
+            if cfg.budget * factor > max_budget:
+                fix = f"{fix} ({out_of_reach})" if fix else f"none within reach: {out_of_reach}"
         rows.append(FeatureError(name, e, rel, fix))
     return rows
 

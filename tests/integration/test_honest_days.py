@@ -217,3 +217,12 @@ def test_when_cli_input_is_wrong_then_exit_codes_say_which_kind(
             mp.setenv(k, v)
         assert main(["--config", config, "run", "--date", "2026-11-03"]) == 5
 
+
+def test_when_features_are_planned_then_days_that_failed_or_were_accepted_are_skipped(
+        days: dict, capsys: pytest.CaptureFixture) -> None:
+    capsys.readouterr()
+    assert main(["--config", str(days["config"]), "plan-features"]) == 0
+    out = capsys.readouterr().out
+    # 11-04..11-08 lost their input, 11-09 was accepted as small: neither sizes a normal day
+    assert "from the release of 2026-11-03 (passed the input guardrails)" in out
+    assert "at most 1.03" in out
