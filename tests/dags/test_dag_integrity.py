@@ -276,6 +276,29 @@ def test_when_every_line_of_a_day_is_quarantined_then_the_dag_run_fails_on_the_g
     assert not (data / "published").exists() and not (data / "features").exists()
 
 
+@pytest.mark.slow
+def test_when_a_small_day_is_triggered_with_accept_low_volume_then_it_publishes(
+        airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.demo.generate import generate
+
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    # 100 users where the purpose expects at least 500 after consent: a known-small day
+    config = write_config(tmp_path, guardrails__min_users_after_consent=500)
+    generate(tmp_path / "data", start=date(2026, 11, 1), users=100, seed=3)
+    monkeypatch.setenv("PRIVACY_PIPELINE_DEPLOYMENT",
+                       str(write_deployment(tmp_path, {"personalization": config})))
+    dag = _dagbag().dags[DAG_ID]
+    refused = dag.test(logical_date=RUN_AFTER)
+    assert refused.state == "failed"
+    assert {ti.task_id: ti.state for ti in refused.get_task_instances()}["guardrails"] == "failed"
+    accepted = dag.test(logical_date=RUN_AFTER, run_conf={"accept_low_volume": True})
+    assert accepted.state == "success"
+    guard = json.loads((tmp_path / "data" / "runs" / "personalization" / "date=2026-11-01" /
+                        "guardrails.json").read_text())
+    assert guard["accept_low_volume"] and [c["name"] for c in guard["checks"]
+                                           if c["accepted"]] == ["min_users_after_consent"]
+
+
 def test_when_the_days_input_is_not_complete_then_the_sensor_defers_on_its_marker(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.sdk.exceptions import TaskDeferred
