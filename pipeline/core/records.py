@@ -198,10 +198,14 @@ class GuardrailCheck(BaseModel):
     accepted: bool = False
     note: str = ""
 
+    def measured_text(self) -> str:
+        if self.measured is None:
+            return "n/a"
+        return (f"{self.measured:.1%}" if self.name == "max_quarantine_share"
+                else f"{self.measured:,.0f}")
+
     def describe(self) -> str:
-        value = "n/a" if self.measured is None else (
-            f"{self.measured:.1%}" if self.name == "max_quarantine_share"
-            else f"{self.measured:,.0f}")
+        value = self.measured_text()
         state = "ok" if self.passed else ("accepted by operator" if self.accepted
                                           else "BREACHED")
         return f"{self.name}: {value} (limit {self.limit}) {state}" + (
@@ -357,6 +361,7 @@ class Manifest(BaseModel):
     pii: PiiSummary
     pseudonymization: dict[str, Any] | None
     k_anonymity: KAnonymitySummary | None
+    guardrails: GuardrailRecord | None = None  # the day's input against the guardrails
     validation: ValidationRecord | None
     erasure: ErasureRecord | None
     retention: RetentionRecord | None
@@ -406,6 +411,14 @@ class Manifest(BaseModel):
                 success=ext.validation.success,
                 checks=[c.model_copy(update={"observed": None, "unexpected_count": None})
                         for c in ext.validation.checks])
+        if ext.guardrails:  # which checks held, not the day's exact counts
+            g = ext.guardrails
+            ext.guardrails = g.model_copy(update={
+                "rows_in": 0, "rows_valid": 0, "rows_quarantined": 0, "users_after_consent": 0,
+                "baseline_median": None,
+                "checks": [c.model_copy(update={"measured": None, "note": "",
+                                                "limit": c.limit.split(" (")[0]})
+                           for c in g.checks]})
         if ext.erasure:
             ext.erasure.removed = coarse_all(ext.erasure.removed)
         if ext.retention:

@@ -21,6 +21,7 @@ from pipeline.core.records import (
     Count,
     ErasureRecord,
     Funnel,
+    GuardrailRecord,
     KAnonymitySummary,
     LedgerRecord,
     Manifest,
@@ -108,6 +109,7 @@ def build_manifest(ctx: RunContext, day: date) -> Manifest:
         pii=PiiSummary.from_stats(shown.get("detect_pii")),
         pseudonymization=pseudo.details if pseudo else None,
         k_anonymity=KAnonymitySummary.from_stats(gen) if gen else None,
+        guardrails=record(GuardrailRecord, "guardrails"),
         validation=validation, erasure=record(ErasureRecord, "erase"),
         retention=record(RetentionRecord, "retention"),
         differential_privacy=record(LedgerRecord, "features"),
@@ -146,6 +148,7 @@ def summary_rows(m: Manifest) -> list[tuple[str, str]]:
                  f"{_count(n.dropped)} dropped + {_count(n.quarantined)} quarantined "
                  f"({'balanced' if f.balanced else 'NOT balanced'})"),
         ("Personal data replaced in free text", f"{_count(n.pii_replaced)} values"),
+        ("Input guardrails", _guardrail_summary(m.guardrails)),
         ("k-anonymity / ℓ-diversity", ka.achieved(ran=m.k_anonymity is not None)),
         ("Validation", f"{val.passed} of {len(val.checks)} checks passed"
          if val and val.checks else "not run"),
@@ -154,6 +157,28 @@ def summary_rows(m: Manifest) -> list[tuple[str, str]]:
          f"{er.partitions_rewritten} partition(s) rewritten; {len(ret.purged)} "
          "partition(s) past retention deleted"),
     ]
+
+
+def _guardrail_summary(g: GuardrailRecord | None) -> str:
+    if g is None:
+        return "not checked"
+    if g.breached:
+        return "BREACHED: " + "; ".join(c.name for c in g.breached)
+    held = f"held ({len(g.checks)} checks)"
+    return held + (f"; accepted by the operator: {', '.join(c.name for c in g.accepted)}"
+                   if g.accepted else "")
+
+
+def _guardrails(m: Manifest) -> str:
+    g = m.guardrails
+    if g is None:
+        return "<p>Not checked in this run (it stopped before the guardrails).</p>"
+    rows = [(c.name, c.measured_text(), c.limit, "held" if c.passed else
+             "accepted by the operator" if c.accepted else "BREACHED", c.note)
+            for c in g.checks]
+    return ("<p>What the day's input must look like before anything is charged to the "
+            "privacy ledger or published (config <code>guardrails</code>).</p>"
+            + html_table(rows, ("Guardrail", "Measured", "Limit", "Outcome", "Note")))
 
 
 def _error(o: StageOutcome) -> str:
@@ -318,6 +343,7 @@ def render_html(m: Manifest, data_docs: str | None, *, external: bool = False) -
         ("Summary", html_table(summary_rows(m), ("Question", "Answer"))),
         ("Stages", _stages(m)),
         ("Row funnel", _funnel(m)),
+        ("Input guardrails", _guardrails(m)),
         ("Personal data found in free text", _pii(m)),
         ("Pseudonymization", _pseudonymization(m)),
         ("k-anonymity and ℓ-diversity", _k_anonymity(m)),

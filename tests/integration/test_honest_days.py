@@ -170,8 +170,12 @@ def test_when_a_day_lost_its_input_then_nothing_is_charged_published_or_served(
     if stopped_at == "guardrails":
         guard = GuardrailRecord.model_validate_json(
             (records_of(data, day) / "guardrails.json").read_text())
-        assert guard.breached
-        assert "input guardrail breached" in (reports_of(data, day) / "report.html").read_text()
+        assert guard.breached and manifest.guardrails == guard
+        html = (reports_of(data, day) / "report.html").read_text()
+        assert "input guardrail breached" in html and "<h2>Input guardrails</h2>" in html
+        external = manifest.external_view().guardrails
+        assert external.rows_in == 0 and all(c.measured is None for c in external.checks)
+        assert [c.name for c in external.breached] == [c.name for c in guard.breached]
     else:  # refused before it ran: reported, but not a run of the audit history
         index = (data / "reports" / "personalization" / "index.html").read_text()
         assert "Refused before running" in index and day in index.split("Refused")[1]
