@@ -412,8 +412,14 @@ def validate(ctx: RunContext, day: date) -> str:
     return str(ctx.storage.write_shards(ctx.zone("published"), day, iter(pending), len(pending)))
 
 
-def _require_guarded(ctx: RunContext, day: date) -> None:
-    guard = ctx.records(day).load(GuardrailRecord)
+def _require_guarded(ctx: RunContext, day: date, *, validated_before: bool = False) -> None:
+    """The day's input passed the guardrails. `validated_before`: the day already passed
+    validation, and one the guardrails never ran on (validated before they existed) counts;
+    one they ran on must have passed them."""
+    records = ctx.records(day)
+    guard = records.load(GuardrailRecord)
+    if guard is None and validated_before and "guardrails" not in records.outcomes():
+        return
     if guard is None or not guard.passed:
         raise GuardrailError(f"{day}: the day's input has not passed the guardrails; "
                              "refusing to validate, release or publish it")
@@ -426,7 +432,7 @@ def _require_validated(ctx: RunContext, day: date) -> None:
     if outcome is None or not outcome.success:
         raise ValidationFailedError(f"{day}: no passing validation for this partition; "
                                     "refusing to release or publish")
-    _require_guarded(ctx, day)
+    _require_guarded(ctx, day, validated_before=True)
 
 
 def release_period_start(period: str, day: date) -> date | None:

@@ -100,3 +100,24 @@ def test_when_ledger_is_postgres_then_a_rerun_returns_the_same_bytes_and_charges
     finally:
         with psycopg.connect(PG, autocommit=True) as con:
             con.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_when_a_day_was_validated_before_guardrails_existed_then_a_week_still_releases(
+        ctx: RunContext) -> None:
+    from pipeline.core.errors import GuardrailError
+    from pipeline.core.records import GuardrailRecord, StageOutcome, ValidationRecord
+
+    for i in range(7):
+        _day(ctx, SUNDAY - timedelta(days=6 - i), range(100))
+    monday = SUNDAY - timedelta(days=6)
+    legacy = ctx.records(monday)
+    (legacy.dir / GuardrailRecord.file).unlink()  # run by a version without the stage
+    assert legacy.load(ValidationRecord).success
+    wednesday = ctx.records(SUNDAY - timedelta(days=4))  # the guardrails ran and failed
+    wednesday.save(wednesday.load(GuardrailRecord).model_copy(update={"passed": False}))
+    wednesday.save_outcome(StageOutcome(stage="guardrails", run_id="r", status="failed",
+                                        started_at="t"))
+    with pytest.raises(GuardrailError, match=str(SUNDAY - timedelta(days=4))):
+        features(ctx, SUNDAY)
+    wednesday.save(wednesday.load(GuardrailRecord).model_copy(update={"passed": True}))
+    assert features(ctx, SUNDAY)
