@@ -389,7 +389,8 @@ def validate(ctx: RunContext, day: date) -> str:
     outcome)."""
     from pipeline.transforms.validate.suite import validate_shards, validate_table  # GX
 
-    _require_guarded(ctx, day)
+    before = ctx.records(day).load(ValidationRecord)  # a rekey revalidates a validated day
+    _require_guarded(ctx, day, validated_before=before is not None and before.success)
     pending = Shards(ctx.storage, ctx.zone("pending"), day)
     spec, k, l = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity.k, ctx.cfg.k_anonymity.l  # noqa: E741
     # A Great Expectations project per date: concurrent runs of other dates (a backfill)

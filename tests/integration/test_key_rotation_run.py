@@ -49,6 +49,26 @@ def test_when_key_rotated_then_rekey_moves_the_date_onto_the_new_key_and_old_can
     assert run_stage("validate", DAY, write_config(tmp_path))
 
 
+def test_when_a_day_validated_before_the_guardrails_existed_is_rekeyed_then_it_validates(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.core.errors import GuardrailError
+
+    data = tmp_path / "data"
+    generate(data, start=date.fromisoformat(DAY), users=300, seed=5)
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    assert run_all(DAY, write_config(tmp_path))[1]
+    runs = data / "runs" / "personalization" / f"date={DAY}"
+    for path in (runs / "guardrails.json", runs / "outcomes" / "guardrails.json"):
+        path.unlink()  # as a version without the stage left the day
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", f"{NEW_KEY_TEXT}\n{TEST_KEY_TEXT}")
+    config = write_config(tmp_path, keys__rotation={"readable_days": 30,
+                                                     "retired": {"test-key-1": "2026-11-02"}})
+    assert rekey(DAY, config).stages_rerun
+    (runs / "validation.json").unlink()  # never validated, never guarded: refused
+    with pytest.raises(GuardrailError):
+        run_stage("validate", DAY, config)
+
+
 def test_when_a_key_is_planted_then_no_output_log_or_report_holds_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
