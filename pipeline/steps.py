@@ -59,7 +59,7 @@ from pipeline.transforms.features import release_from_shards
 from pipeline.transforms.generalize.coarsen import Generalizer
 from pipeline.transforms.generalize.kanon import short_of
 from pipeline.transforms.guardrails import DayInput, check_guardrails
-from pipeline.transforms.ingest import ingest_events, ingest_shards, read_records
+from pipeline.transforms.ingest import count_lines, ingest_events, ingest_shards, read_records
 from pipeline.transforms.minimize import aggregate, allowlisted, apply_allowlist, group_counts
 from pipeline.transforms.pii.columns import scan_columns
 from pipeline.transforms.pii.scrub import (
@@ -128,8 +128,7 @@ def check_input(ctx: RunContext, day: date) -> str:
             raise MissingInputError(f"{source}: a symbolic link to a file outside the data "
                                     "root; raw input must be the landing side's own file, "
                                     "never read through a link (nothing was run or deleted)")
-    with source.open("rb") as fh:
-        lines = sum(1 for _ in fh)
+    lines = count_lines(source, ctx.cfg.ingest)  # decompressed, as ingest reads them
     return str(ctx.records(day).save(InputRecord(
         source=str(source.relative_to(ctx.root)), bytes=source.stat().st_size, lines=lines)))
 
@@ -163,7 +162,8 @@ def ingest(ctx: RunContext, day: date) -> str:
     ingested, storage = ctx.zone("ingested"), ctx.storage
     n = max(1, -(-_lines(ctx, day, source) // ctx.cfg.scale.events_per_shard))
     if n == 1:
-        result = ingest_events(source, schema, source_name=name)
+        result = ingest_events(source, schema, source_name=name, limits=ctx.cfg.ingest,
+                               day=day)
         storage.write(ctx.zone("quarantine"), day, result.quarantine)
         ctx.records(day).save_stats(result.stats)
         return str(storage.write(ingested, day, result.table))
@@ -183,7 +183,7 @@ def ingest(ctx: RunContext, day: date) -> str:
                 for p in sorted(spills.glob(f"{shard:05d}-*.parquet"))]
 
     sharded = ingest_shards(source, schema, source_name=name, n=n, shard_of=shard_of,
-                            spill=spill, load=load)
+                            spill=spill, load=load, limits=ctx.cfg.ingest, day=day)
     storage.write(ctx.zone("quarantine"), day, sharded.quarantine)
     written = storage.write_shards(ingested, day, sharded.shards(), n)
     ctx.records(day).save_stats(sharded.stats())
@@ -196,8 +196,7 @@ def _lines(ctx: RunContext, day: date, source: DataPath) -> int:
     seen = ctx.records(day).load(InputRecord)
     if seen is not None and seen.bytes == source.stat().st_size:
         return seen.lines
-    with source.open("rb") as fh:
-        return sum(1 for _ in fh)
+    return count_lines(source, ctx.cfg.ingest)
 
 
 def _raw_user_field(ctx: RunContext) -> str:

@@ -99,5 +99,10 @@ def check_compatible(cfg: PipelineConfig) -> None:
     if unknown:
         problems.append(f"features.device_types {sorted(unknown)} are never produced by "
                         "generalize.device_type_by_os")
+    day_field = cfg.ingest.day_field
+    if day_field is not None and getattr(cfg.event_schema.fields.get(day_field), "type",
+                                         None) != "timestamp":
+        problems.append(f"ingest.day_field {day_field!r} is not a timestamp field of the "
+                        "event schema")
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))

@@ -423,6 +423,20 @@ class FeatureStoreConfig(Model):
     ttl_days: Annotated[int, Field(gt=0)] = 7
 
 
+class IngestConfig(Model):
+    """What one line or one file may cost. A line longer than `max_line_bytes` is read in
+    bounded chunks and quarantined (`line_too_long`), never held whole; a string value longer
+    than `max_field_chars` is quarantined (`field_too_long`: free text is scanned by spaCy,
+    whose models are not made for megabytes); a file that decompresses to more than
+    `max_decompressed_bytes` stops the day (a gzip bomb is not a day of events). Events whose
+    `day_field` falls outside the run's day are quarantined (`outside_day`)."""
+
+    max_line_bytes: Annotated[int, Field(ge=1024)] = 1 << 20
+    max_field_chars: Annotated[int, Field(ge=100, le=500_000)] = 20_000
+    max_decompressed_bytes: Annotated[int, Field(ge=1 << 20)] = 64 << 30
+    day_field: str | None = "event_time"  # null: no check that events belong to the day
+
+
 class ScaleConfig(Model):
     """How a large day is split, and where its shards run.
 
@@ -451,6 +465,7 @@ class PipelineConfig(Model):
     budget: BudgetConfig = BudgetConfig()
     retention: RetentionConfig = RetentionConfig()
     guardrails: GuardrailsConfig = GuardrailsConfig()
+    ingest: IngestConfig = IngestConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
     scale: ScaleConfig = ScaleConfig()
     source_path: Path = Path(".")

@@ -10,15 +10,19 @@ raw landing zone, which keeps its own access control and retention.
 from __future__ import annotations
 
 import gzip
+import io
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import IO, Annotated, Any, NotRequired, Optional, Required, TypedDict, cast
 
 import msgspec
 import polars as pl
 
-from pipeline.config import FieldSpec, RecordSchema
+from pipeline.config import FieldSpec, IngestConfig, RecordSchema
+from pipeline.core.errors import StorageError
 from pipeline.core.fs import DataPath
 from pipeline.core.records import StageStats
 
@@ -81,29 +85,122 @@ def _open(path: DataPath) -> IO[bytes]:
     with path.open("rb") as fh:
         magic = fh.read(2)
     raw = path.open("rb")
-    return cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if magic == _GZIP else raw
+    if magic == _GZIP:
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw))
+    # An object store's file (fsspec) reads lines without a size limit: buffer it so
+    # `readline(limit)` bounds every line read.
+    return raw if isinstance(raw, io.BufferedIOBase) else cast(
+        IO[bytes], io.BufferedReader(cast(io.RawIOBase, raw), buffer_size=1 << 20))
 
 
-def _iter_batches(path: DataPath, batch_lines: int) -> Iterator[list[tuple[int, bytes]]]:
-    batch: list[tuple[int, bytes]] = []
+class InputTooLargeError(StorageError):
+    """A raw file decompresses to more than `ingest.max_decompressed_bytes`."""
+
+
+def iter_lines(path: DataPath, limits: IngestConfig) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) of every line, decompressed as ingest reads it (gzip by its magic
+    number, a leading BOM removed); a line over `limits.max_line_bytes` comes as None, read
+    past in bounded chunks so it is never held whole."""
+    limit, total = limits.max_line_bytes, 0
     with _open(path) as fh:
-        for number, line in enumerate(fh, start=1):
-            if number == 1:
+        number = 0
+        while line := fh.readline(limit + 1):
+            number += 1
+            total += len(line)
+            too_long = len(line) > limit and not line.endswith(b"\n")
+            while too_long and (rest := fh.readline(1 << 20)):
+                total += len(rest)
+                if total > limits.max_decompressed_bytes or rest.endswith(b"\n"):
+                    break
+            if total > limits.max_decompressed_bytes:
+                raise InputTooLargeError(
+                    f"{path}: decompresses to more than ingest.max_decompressed_bytes "
+                    f"({limits.max_decompressed_bytes:,} bytes); refusing the file")
+            if number == 1 and not too_long:
                 line = line.removeprefix(_BOM)  # written by some editors and exporters
-            if line.strip():
-                batch.append((number, line))
-            if len(batch) >= batch_lines:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
+            yield number, None if too_long else line
 
 
-def _value_checks(df: pl.DataFrame, schema: RecordSchema) -> pl.DataFrame:
-    """First failing (reason, field) per row from range, allowed-value and timestamp checks."""
+def count_lines(path: DataPath, limits: IngestConfig) -> int:
+    """Lines as ingest will read them (a gzip file's decompressed lines)."""
+    return sum(1 for _ in iter_lines(path, limits))
+
+
+@dataclass(frozen=True)
+class _Batch:
+    lines: list[tuple[int, bytes]]  # non-blank lines within the length limit
+    blank: int
+    too_long: list[int]  # their line numbers
+
+
+def _iter_batches(path: DataPath, batch_lines: int, limits: IngestConfig) -> Iterator[_Batch]:
+    batch: list[tuple[int, bytes]] = []
+    blank, too_long = 0, []
+    for number, line in iter_lines(path, limits):
+        if line is None:
+            too_long.append(number)
+        elif line.strip():
+            batch.append((number, line))
+        else:
+            blank += 1
+        if len(batch) + blank + len(too_long) >= batch_lines:
+            yield _Batch(batch, blank, too_long)
+            batch, blank, too_long = [], 0, []
+    if batch or blank or too_long:
+        yield _Batch(batch, blank, too_long)
+
+
+def duplicate_keys(lines: list[bytes], present: list[int], names: list[str]
+                   ) -> list[str | None]:
+    """Per decoded line, a declared field name that occurs as a top-level key more than once
+    (the JSON decoder keeps the last silently, so a second `account_id` could smuggle another
+    user's id past the checks), else None. `present`: how many declared keys the decoder
+    kept for each line. A line whose text holds more declared-key tokens than that (or an
+    escaped key) may have one, and only those are parsed exactly."""
+    if not lines:
+        return []
+    raw = pl.Series(lines, dtype=pl.Binary)
+    try:
+        text = raw.cast(pl.String)
+    except pl.exceptions.ComputeError:  # invalid UTF-8 somewhere: decode line by line
+        text = pl.Series([line.decode("utf-8", "replace") for line in lines], dtype=pl.String)
+    tokens = text.str.count_matches("\"(?:" + "|".join(map(re.escape, names)) + ")\"\\s*:")
+    suspect = ((tokens > pl.Series(present, dtype=pl.UInt32))
+               | text.str.contains(r'\\[^"]*"\s*:'))
+    out: list[str | None] = [None] * len(lines)
+    wanted = set(names)
+    for i in suspect.arg_true().to_list():
+        out[i] = _duplicate_key(lines[i], wanted)
+    return out
+
+
+def _duplicate_key(line: bytes, wanted: set[str]) -> str | None:
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        keys = [k for k, _ in items if k in wanted]
+        if len(keys) != len(set(keys)):
+            found.append(next(k for k in keys if keys.count(k) > 1))
+        return dict(items)
+
+    try:
+        json.loads(line, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the decoder quarantines it for that
+    return found[-1] if found else None  # the outermost object is built last
+
+
+def _value_checks(df: pl.DataFrame, schema: RecordSchema, limits: IngestConfig,
+                  day: date | None) -> pl.DataFrame:
+    """First failing (reason, field) per row from length, range, allowed-value, timestamp and
+    day checks."""
     checks: list[tuple[pl.Expr, str, str]] = []
+    start = None if day is None else datetime.combine(day, datetime.min.time(), tzinfo=UTC)
     for name, spec in schema.fields.items():
         col = pl.col(name)
+        if spec.type == "string":
+            checks.append((col.str.len_chars() > limits.max_field_chars, "field_too_long",
+                           name))
         if spec.min is not None:
             checks.append((col < spec.min, "out_of_range", name))
         if spec.max is not None:
@@ -113,6 +210,9 @@ def _value_checks(df: pl.DataFrame, schema: RecordSchema) -> pl.DataFrame:
         if spec.type == "timestamp":
             parsed = col.str.to_datetime(time_zone="UTC", strict=False)
             checks.append((col.is_not_null() & parsed.is_null(), "wrong_type", name))
+            if start is not None and name == limits.day_field:
+                checks.append(((parsed < start) | (parsed >= start + timedelta(days=1)),
+                               "outside_day", name))
     reason = pl.lit(None, dtype=pl.String)
     field_expr = pl.lit(None, dtype=pl.String)
     for cond, why, name in reversed(checks):  # first declared check wins
@@ -136,68 +236,89 @@ def _cast_timestamps(df: pl.DataFrame, fields: dict[str, FieldSpec]) -> pl.DataF
 @dataclass(frozen=True)
 class DecodedBatch:
     """Up to `batch_lines` lines of a file: the rows that fit (typed, with their `_line`
-    number), where the others went, how many lines it held and how many were erased."""
+    number), where the others went, how many lines it held, how many were erased and how
+    many blank."""
 
     table: pl.DataFrame
     quarantine: list[dict]
     lines: int
     erased: int
+    blank: int = 0
 
 
 def decoded_batches(path: DataPath, schema: RecordSchema, *, source_name: str,
-                    batch_lines: int = 100_000) -> Iterator[DecodedBatch]:
-    """The file decoded against `schema` a batch at a time (memory stays flat)."""
+                    batch_lines: int = 100_000, limits: IngestConfig | None = None,
+                    day: date | None = None) -> Iterator[DecodedBatch]:
+    """The file decoded against `schema` a batch at a time (memory stays flat). `day`: the
+    partition's date, which `limits.day_field` must fall in."""
+    limits = limits or IngestConfig()
     decode = _decoder(schema).decode
-    for batch in _iter_batches(path, batch_lines):
-        records, numbers, bad, erased = [], [], [], 0
-        for number, line in batch:
+    names = list(schema.fields)
+    for batch in _iter_batches(path, batch_lines, limits):
+        records, numbers, erased = [], [], 0
+        bad = [{"source_file": source_name, "line_number": n, "reason": "line_too_long",
+                "field": None} for n in batch.too_long]
+        decoded: list[bytes] = []
+        for number, line in batch.lines:
             if line.rstrip() == ERASED_LINE:  # an erased user's line (see `erasure`)
                 erased += 1
                 continue
             try:
                 records.append(decode(line))
                 numbers.append(number)
+                decoded.append(line)
             except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError,
                     RecursionError) as exc:
                 reason, field_name = _classify(exc, line)
                 bad.append({"source_file": source_name, "line_number": number,
                             "reason": reason, "field": field_name})
+        dups = duplicate_keys(decoded, [len(r) for r in records], names)
+        if any(d is not None for d in dups):
+            bad.extend({"source_file": source_name, "line_number": n,
+                        "reason": "duplicate_key", "field": d}
+                       for n, d in zip(numbers, dups, strict=True) if d is not None)
+            kept = [i for i, d in enumerate(dups) if d is None]
+            records, numbers = [records[i] for i in kept], [numbers[i] for i in kept]
         df = _value_checks(_typed(schema, records).with_columns(
-            _line=pl.Series(numbers, dtype=pl.Int64)), schema)
+            _line=pl.Series(numbers, dtype=pl.Int64)), schema, limits, day)
         failed = df.filter(pl.col("_reason").is_not_null())
         bad.extend(failed.select(source_file=pl.lit(source_name), line_number="_line",
                                  reason="_reason", field="_field").to_dicts())
         yield DecodedBatch(_cast_timestamps(df.filter(pl.col("_reason").is_null())
                                             .drop("_reason", "_field"), schema.fields),
-                           bad, len(batch), erased)
+                           bad, len(batch.lines) + batch.blank + len(batch.too_long),
+                           erased, batch.blank)
 
 
-def _stats(stage: str, rows_in: int, rows_out: int, erased: int,
+def _stats(stage: str, rows_in: int, rows_out: int, erased: int, blank: int,
            quarantine: pl.DataFrame) -> StageStats:
     counts = quarantine.group_by("reason").len().sort("reason").rows()
-    return StageStats(stage=stage, rows_in=rows_in, rows_out=rows_out,
-                      dropped={"erased": erased} if erased else {},
+    dropped = {k: v for k, v in {"erased": erased, "blank_line": blank}.items() if v}
+    return StageStats(stage=stage, rows_in=rows_in, rows_out=rows_out, dropped=dropped,
                       quarantined={reason: n for reason, n in counts})
 
 
 def read_records(path: DataPath, schema: RecordSchema, *, source_name: str,
-                 batch_lines: int = 100_000) -> IngestResult:
-    """Parse one JSON-lines file against `schema`. Rows in = rows out + quarantined."""
+                 batch_lines: int = 100_000, limits: IngestConfig | None = None,
+                 day: date | None = None) -> IngestResult:
+    """Parse one JSON-lines file against `schema`. Rows in = rows out + dropped (erased,
+    blank) + quarantined."""
     batches = list(decoded_batches(path, schema, source_name=source_name,
-                                   batch_lines=batch_lines))
+                                   batch_lines=batch_lines, limits=limits, day=day))
     table = pl.concat([b.table for b in batches]) if batches else _cast_timestamps(
         _typed(schema, []).with_columns(_line=pl.lit(None, dtype=pl.Int64)), schema.fields)
     quarantine = pl.DataFrame([q for b in batches for q in b.quarantine],
                               schema=QUARANTINE_SCHEMA).sort("line_number")
     stats = _stats("ingest", sum(b.lines for b in batches), table.height,
-                   sum(b.erased for b in batches), quarantine)
+                   sum(b.erased for b in batches), sum(b.blank for b in batches), quarantine)
     return IngestResult(table.drop("_line"), quarantine, stats.check_balanced())
 
 
 def ingest_events(path: DataPath, schema: RecordSchema, *, source_name: str,
-                  key: str = "event_id") -> IngestResult:
+                  key: str = "event_id", limits: IngestConfig | None = None,
+                  day: date | None = None) -> IngestResult:
     """Parse events and drop exact re-deliveries of the same event id (at-least-once feeds)."""
-    result = read_records(path, schema, source_name=source_name)
+    result = read_records(path, schema, source_name=source_name, limits=limits, day=day)
     deduped = result.table.unique(subset=[key], keep="first", maintain_order=True)
     stats = result.stats
     duplicates = result.table.height - deduped.height
@@ -221,16 +342,18 @@ def ingest_shards(path: DataPath, schema: RecordSchema, *, source_name: str, n: 
                   shard_of: Callable[[pl.DataFrame], pl.Series],
                   spill: Callable[[int, int, pl.DataFrame], None],
                   load: Callable[[int], list[pl.DataFrame]], key: str = "event_id",
-                  batch_lines: int = 100_000) -> ShardedIngest:
+                  batch_lines: int = 100_000, limits: IngestConfig | None = None,
+                  day: date | None = None) -> ShardedIngest:
     """`ingest_events` for a day too large to hold: each decoded batch is split by
     `shard_of` (a user's shard, 0..n-1) and each piece handed to `spill(shard, batch, rows)`;
     `load(shard)` gives a shard's pieces back. Re-deliveries of an event carry the same user,
     so they meet in one shard and are dropped there."""
-    lines = erased = 0
+    lines = erased = blank = 0
     bad: list[dict] = []
     for b, batch in enumerate(decoded_batches(path, schema, source_name=source_name,
-                                              batch_lines=batch_lines)):
-        lines, erased = lines + batch.lines, erased + batch.erased
+                                              batch_lines=batch_lines, limits=limits,
+                                              day=day)):
+        lines, erased, blank = lines + batch.lines, erased + batch.erased, blank + batch.blank
         bad.extend(batch.quarantine)
         shard = shard_of(batch.table)
         for i, piece in batch.table.with_columns(_shard=shard).partition_by(
@@ -251,7 +374,7 @@ def ingest_shards(path: DataPath, schema: RecordSchema, *, source_name: str, n: 
             yield deduped.drop("_line")
 
     def stats() -> StageStats:
-        out = _stats("ingest", lines, counts["out"], erased, quarantine)
+        out = _stats("ingest", lines, counts["out"], erased, blank, quarantine)
         if counts["duplicates"]:
             out.dropped["duplicate_event"] = counts["duplicates"]
         return out.check_balanced()

@@ -14,7 +14,14 @@ from pipeline.core.errors import ConfigError, KeyUnavailableError, MissingInputE
 from pipeline.core.keys import FileProvider
 from pipeline.core.storage import Storage
 from pipeline.run import run_all
-from tests.conftest import TEST_KEY_TEXT, TEST_SECRET, generated_day, reports_of, write_config
+from tests.conftest import (
+    TEST_KEY_TEXT,
+    TEST_SECRET,
+    generated_day,
+    records_of,
+    reports_of,
+    write_config,
+)
 
 DAY = "2026-11-01"
 
@@ -86,6 +93,15 @@ FUZZ = {  # one bad line each, followed by a good one
     "integer above int64": (json.dumps({**GOOD, "email": SECRET, "session_seconds": 10**30})
                             .encode(), "out_of_range"),
     "not JSON": (f'{{"email": "{SECRET}", '.encode(), "malformed_json"),
+    # a second account_id would be kept silently (last wins) and smuggle in another user
+    "duplicate key": (json.dumps({**GOOD, "email": SECRET}).encode()[:-1]
+                      + b', "account_id": "acct-2"}', "duplicate_key"),
+    "duplicate key, escaped": (json.dumps({**GOOD, "email": SECRET}).encode()[:-1]
+                               + b', "acc\\u006funt_id": "acct-2"}', "duplicate_key"),
+    "1 MB free text": (json.dumps({**GOOD, "text": f"{SECRET} " + "x" * 1_000_000}).encode(),
+                       "field_too_long"),
+    "5 MB line": (json.dumps({**GOOD, "text": f"{SECRET} " + "x" * 5_000_000}).encode(),
+                  "line_too_long"),
 }
 
 
@@ -100,6 +116,59 @@ def test_when_a_line_is_malformed_then_it_is_quarantined_by_reason_and_no_value_
     result = ingest_events(path, cfg.event_schema, source_name="events.jsonl")
     assert result.table.height == 1 and result.stats.quarantined == {reason: 1}
     assert SECRET not in result.quarantine.write_csv()
+
+
+def test_when_events_fall_outside_the_day_then_they_are_quarantined(tmp_path: Path,
+                                                                    cfg) -> None:  # noqa: ANN001
+    from datetime import date
+
+    from pipeline.transforms.ingest import ingest_events
+
+    times = {"e1": "2026-11-01T00:00:00Z", "e2": "2026-11-01T23:59:59.999Z",
+             "e3": "9999-12-31T00:00:00Z", "e4": "2026-10-31T23:59:59Z",
+             "e5": "2026-11-02T00:00:00Z"}
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps({**GOOD, "event_id": e, "event_time": t}) + "\n"
+                            for e, t in times.items()))
+    result = ingest_events(path, cfg.event_schema, source_name="events.jsonl",
+                           limits=cfg.ingest, day=date(2026, 11, 1))
+    assert result.table["event_id"].to_list() == ["e1", "e2"]
+    assert result.stats.quarantined == {"outside_day": 3}
+    assert set(result.quarantine["field"]) == {"event_time"}
+
+
+def test_when_a_file_has_blank_lines_then_they_are_counted_and_the_funnel_balances(
+        tmp_path: Path, cfg) -> None:  # noqa: ANN001
+    from pipeline.transforms.ingest import ingest_events
+
+    path = tmp_path / "events.jsonl"
+    path.write_text(f"{json.dumps(GOOD)}\n\n   \n{json.dumps({**GOOD, 'event_id': 'e2'})}\n\n")
+    stats = ingest_events(path, cfg.event_schema, source_name="events.jsonl").stats
+    assert (stats.rows_in, stats.rows_out, stats.dropped) == (5, 2, {"blank_line": 3})
+
+
+def test_when_a_gzip_holds_one_huge_line_then_memory_stays_bounded(tmp_path: Path,
+                                                                  cfg) -> None:  # noqa: ANN001
+    import tracemalloc
+
+    from pipeline.transforms.ingest import InputTooLargeError, ingest_events
+
+    path = tmp_path / "events.jsonl"
+    with gzip.open(path, "wb") as fh:  # 200 MB of one line, 200 KB on disk
+        fh.write(json.dumps(GOOD).encode() + b"\n" + b'{"text": "')
+        for _ in range(200):
+            fh.write(b"x" * (1 << 20))
+        fh.write(b'"}\n' + json.dumps({**GOOD, "event_id": "e2"}).encode() + b"\n")
+    tracemalloc.start()
+    result = ingest_events(path, cfg.event_schema, source_name="events.jsonl",
+                           limits=cfg.ingest)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert result.table.height == 2 and result.stats.quarantined == {"line_too_long": 1}
+    assert peak < 40 * (1 << 20), f"peak {peak / (1 << 20):.0f} MB"
+    small = cfg.ingest.model_copy(update={"max_decompressed_bytes": 50 << 20})
+    with pytest.raises(InputTooLargeError, match="max_decompressed_bytes"):
+        ingest_events(path, cfg.event_schema, source_name="events.jsonl", limits=small)
 
 
 def test_when_a_file_starts_with_a_bom_or_is_gzipped_then_its_events_are_read(
@@ -158,3 +227,21 @@ def test_when_a_key_id_comes_back_with_another_secret_then_the_run_stops(
         _ = RunContext(load_config(config)).keys
     forms = key_material(parse_key(TEST_KEY_TEXT, source="test"))
     assert files_holding([tmp_path / "data" / "keys"], forms) == []
+
+
+@pytest.mark.slow
+def test_when_a_day_arrives_gzipped_then_its_lines_are_counted_and_it_is_sharded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.run import run_stage
+
+    config, data = generated_day(tmp_path, monkeypatch, users=200, seed=3,
+                                 scale__events_per_shard=800)
+    raw = data / "raw" / "events" / f"date={DAY}" / "events.jsonl"
+    plain = raw.read_bytes()
+    raw.write_bytes(gzip.compress(plain))  # same name: the landing side compressed it
+    run_stage("check_input", DAY, config)
+    seen = json.loads((records_of(data, DAY) / "input.json").read_text())
+    assert seen["lines"] == plain.count(b"\n") > 1600
+    run_stage("ingest", DAY, config)
+    parts = list((data / "staging" / "personalization" / "ingested" / f"date={DAY}").iterdir())
+    assert len(parts) == -(-seen["lines"] // 800)
