@@ -69,6 +69,17 @@ def _day(text: str) -> Date:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _positive(text: str) -> int:
+    """argparse `type=` for counts that must be at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is not at least 1")
+    return n
+
+
 def _run_day(text: str) -> Date:
     """A date to run: over already (a typo like 2099 is a usage error, refused before any
     config is read or anything deleted)."""
@@ -351,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write seeded synthetic raw events and consent")
     g.add_argument("--start", type=_day, default=DEMO_DATE)
-    g.add_argument("--days", type=int, default=1)
-    g.add_argument("--users", type=int, default=1000)
+    g.add_argument("--days", type=_positive, default=1)
+    g.add_argument("--users", type=_positive, default=1000)
     g.add_argument("--seed", type=int, default=7)
     g.add_argument("--out", help="data root (default: paths.data_root of the config)")
     g.add_argument("--cohort-signal", type=float,
@@ -391,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pf = sub.add_parser("plan-features", help="expected error of each DP feature, and the "
                         "smallest change that meets a target")
-    pf.add_argument("--users", type=int, help="users per period (default: the latest release)")
+    pf.add_argument("--users", type=_positive,
+                    help="users per period (default: the latest release)")
     pf.add_argument("--target", type=float, default=0.5,
                     help="largest acceptable relative 95%% error (%(default)s)")
     pf.add_argument("--weekly-factor", type=float, default=3.0,
@@ -405,8 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="generate two days, make a dev key, run everything")
     d.add_argument("--date", type=_day, default=DEMO_DATE, help="first day (%(default)s)")
-    d.add_argument("--days", type=int, default=2, help="days generated and run (%(default)s)")
-    d.add_argument("--users", type=int, default=4000)
+    d.add_argument("--days", type=_positive, default=2,
+                   help="days generated and run (%(default)s)")
+    d.add_argument("--users", type=_positive, default=4000)
     d.set_defaults(func=cmd_demo)
     return p
 

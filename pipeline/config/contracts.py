@@ -14,9 +14,11 @@ Handling = Literal["keep", "drop", "pseudonymize", "generalize", "scan"]
 
 
 class Model(BaseModel):
-    """Frozen and strict: an unknown key is an error, named with its path, at load."""
+    """Frozen and strict: an unknown key is an error, named with its path, at load; so is
+    an infinite or NaN number."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inf and nan are refused: `epsilon_per_window: .inf` would disable the budget
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class FieldSpec(Model):

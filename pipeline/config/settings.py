@@ -245,7 +245,8 @@ class FeaturesConfig(Model):
     """
 
     enabled: bool = True  # false: a purpose that releases no features (nothing to Feast)
-    feature_set: str = "cohort_daily"
+    # a folder and a Feast view name: a plain identifier, never a path (`../published/...`)
+    feature_set: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")] = "cohort_daily"
     period: Literal["day", "week"] = "day"  # week: released on Sundays, over Monday..Sunday
     privacy: Privacy = "pure"
     epsilon: Annotated[float, Field(gt=0)] | None = None  # privacy: pure (default 1.0)
@@ -455,7 +456,7 @@ class ScaleConfig(Model):
 class PipelineConfig(Model):
     """The whole run configuration (`config/pipeline.yaml`)."""
 
-    purpose: str
+    purpose: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]  # names folders
     paths: PathsConfig
     keys: KeysConfig = KeysConfig()
     pii: PiiConfig

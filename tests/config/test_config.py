@@ -72,3 +72,39 @@ def test_when_the_data_root_is_an_object_store_then_a_local_root_is_required(
                                    paths__local_root="local"))
     assert str(cfg.paths.root) == "s3://lake/data"
     assert cfg.paths.local == tmp_path / "local"  # relative to the config file, as any path
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"budget__epsilon_per_window": float("inf")}, "budget.epsilon_per_window"),
+    ({"features__epsilon": float("nan")}, "features.epsilon"),
+    ({"features__feature_set": "../published/personalization"}, "features.feature_set"),
+    ({"ingest__day_field": "os"}, "ingest.day_field 'os' is not a timestamp"),
+])
+def test_when_a_value_would_disable_a_guarantee_or_escape_its_folder_then_load_fails(
+        tmp_path: Path, override: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, **override))
+
+
+def test_when_a_yaml_key_is_given_twice_then_load_fails_naming_it(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    text = path.read_text().replace("k_anonymity:\n", "k_anonymity:\n  k: 50\n", 1)
+    path.write_text(text)  # k: 50, then the file's own k: 5 below it
+    with pytest.raises(ConfigError, match=r"key 'k' given twice"):
+        load_config(path)
+
+
+def test_when_a_purpose_name_is_a_path_then_load_fails(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("purpose: personalization",
+                                             "purpose: ../../etc"))
+    with pytest.raises(ConfigError, match="purpose"):
+        load_config(path)
+
+
+def test_when_generate_is_asked_for_no_days_then_it_is_a_usage_error(tmp_path: Path) -> None:
+    from pipeline.cli import main
+
+    with pytest.raises(SystemExit) as usage:
+        main(["--config", str(write_config(tmp_path)), "generate", "--days", "0"])
+    assert usage.value.code == 2
