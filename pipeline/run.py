@@ -28,7 +28,7 @@ from pipeline.core.errors import (
     safe_error,
 )
 from pipeline.core.fs import DataPath
-from pipeline.core.locks import data_root_lock
+from pipeline.core.locks import data_root_lock, run_date_lock
 from pipeline.core.records import PublishRecord, RekeyRecord, StageOutcome
 from pipeline.core.shardwork import ShardJob, ShardWork, first_of, run_embedded
 from pipeline.core.storage import Shards
@@ -110,7 +110,8 @@ def run_stage(stage: str, day: str | date, config_path: str | Path,
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     ctx, day = _context(day, config_path, run_id, accept_low_volume=accept_low_volume)
-    return execute(ctx, stage, day)
+    with _date_lock(ctx, day):
+        return execute(ctx, stage, day)
 
 
 def run_all(day: str | date, config_path: str | Path, *, accept_low_volume: bool = False
@@ -121,20 +122,28 @@ def run_all(day: str | date, config_path: str | Path, *, accept_low_volume: bool
     ctx, day = _context(day, config_path, accept_low_volume=accept_low_volume)
     _ = ctx.key  # no key: stop before touching any data
     failed = False
-    for stage in STAGES.values():
-        if failed and not stage.always:
-            continue
+    with _date_lock(ctx, day):
+        for stage in STAGES.values():
+            if failed and not stage.always:
+                continue
+            try:
+                execute(ctx, stage.name, day)
+            except PipelineError as exc:
+                log.error("%s %s failed: %s", day, stage.name, exc)
+                failed = True
         try:
-            execute(ctx, stage.name, day)
-        except PipelineError as exc:
-            log.error("%s %s failed: %s", day, stage.name, exc)
-            failed = True
-    try:
-        gate(ctx, day)
-    except RunFailedError as exc:
-        log.error("%s", exc)
-        return ctx, False
+            gate(ctx, day)
+        except RunFailedError as exc:
+            log.error("%s", exc)
+            return ctx, False
     return ctx, True
+
+
+def _date_lock(ctx: RunContext, day: date):  # noqa: ANN202 - a context manager
+    """One run of a purpose's date at a time (see `run_date_lock`)."""
+    return run_date_lock(ctx.local, ctx.cfg.purpose, day, on_wait=lambda: log.warning(
+        "%s (%s): another run of this date is in progress; waiting for it", day,
+        ctx.cfg.purpose))
 
 
 def gate(ctx: RunContext, day: date, stages: tuple[str, ...] = tuple(STAGES)) -> None:

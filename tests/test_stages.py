@@ -1,6 +1,7 @@
 """The stage table is the one declaration of the pipeline: everything else follows it."""
 
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,28 @@ def test_when_a_date_is_not_a_date_then_the_cli_says_so_without_a_traceback(
         main(argv)
     assert exc.value.code == 2
     assert "is not YYYY-MM-DD" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_when_three_runs_of_one_date_start_at_once_then_they_take_turns_and_all_publish(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from pipeline.config import load_config
+    from pipeline.core.context import RunContext
+    from pipeline.ledger.store import PrivacyLedger
+    from tests.conftest import generated_day
+
+    config, data = generated_day(tmp_path, monkeypatch, users=150, seed=8)
+    cmd = [sys.executable, "-m", "pipeline.cli", "--config", str(config), "run", "--date",
+           "2026-11-01"]
+    runs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(3)]
+    outs = [r.communicate(timeout=600) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0, 0], [e[-2000:] for _, e in outs]
+    assert sum("another run of this date is in progress" in e for _, e in outs) >= 1
+    cfg = load_config(config)
+    ctx = RunContext(cfg)
+    assert len(PrivacyLedger.from_config(cfg.budget, ctx.local, ctx.keys).history(
+        cfg.purpose)) == 1
