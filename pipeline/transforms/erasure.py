@@ -14,22 +14,27 @@ anonymous; Feast holds only those cohort features (entity `cohort_id`), no per-u
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Iterable
+from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
+from typing import IO, cast
 
+import msgspec
 import polars as pl
 
 from pipeline.core.errors import ErasureRequestError, KeyUnavailableError, StorageError
-from pipeline.core.fs import DataPath
+from pipeline.core.fs import DataPath, atomic_writer
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import ErasureRecord
-from pipeline.core.storage import Storage, atomic_write_bytes, dated_partitions
+from pipeline.core.storage import Storage, dated_partitions
 from pipeline.stages import Zone
 from pipeline.transforms.consent import withdrawn_users
-from pipeline.transforms.ingest import ERASED_LINE
+from pipeline.transforms.ingest import BOM as _BOM
+from pipeline.transforms.ingest import ERASED_LINE, GZIP_MAGIC, open_raw
 from pipeline.transforms.pseudonymize import hmac_expr
 
 REQUESTS = Path("raw/erasure/requests.jsonl")
@@ -61,18 +66,64 @@ def pseudonyms_of(account_ids: Iterable[str], keys: Iterable[MasterKey], purpose
 
 
 def erase_raw_lines(path: DataPath, account_ids: list[str]) -> int:
-    """Replace every line of a JSON-lines file that holds one of the ids (as a JSON string, in
-    any field, parsable or not) by the erased marker; atomic. Returns lines replaced."""
+    """Replace every line of a JSON-lines file that holds one of the ids by the erased marker,
+    reading the file as ingest does (gzip by its magic number, a leading BOM) and matching by
+    meaning: a string value equal to the id however it is escaped (`acct\\u002d...`), in any
+    field or nested object, or, on a line that is not JSON, the id as a JSON string once its
+    `\\uXXXX` escapes are decoded. Streamed twice (find, then rewrite through an atomic
+    writer; a gzip file is written back compressed); returns lines replaced."""
     if not account_ids or not path.is_file():
         return 0
-    pattern = re.compile(b"|".join(re.escape(json.dumps(i).encode()) for i in account_ids))
-    lines = path.read_bytes().splitlines(keepends=True)
-    hit = [i for i, line in enumerate(lines) if pattern.search(line)]
-    for i in hit:
-        lines[i] = ERASED_LINE + b"\n"
-    if hit:
-        atomic_write_bytes(path, b"".join(lines))
-    return len(hit)
+    ids = set(account_ids)
+    literal = re.compile(b"|".join(re.escape(json.dumps(i).encode()) for i in account_ids))
+    with open_raw(path) as src:
+        hits = {n for n, line in enumerate(src, start=1)
+                if _holds(line.removeprefix(_BOM) if n == 1 else line, ids, literal)}
+    if not hits:
+        return 0
+    with ExitStack() as stack:
+        out: IO[bytes] = stack.enter_context(atomic_writer(path))
+        if _is_gzip(path):
+            out = cast(IO[bytes], stack.enter_context(
+                gzip.GzipFile(fileobj=out, mode="wb", mtime=0)))
+        with open_raw(path) as src:
+            for n, line in enumerate(src, start=1):
+                out.write((ERASED_LINE + b"\n") if n in hits else line)
+    return len(hits)
+
+
+_UNICODE_ESCAPE = re.compile(rb"\\u([0-9a-fA-F]{4})")
+
+
+def _holds(line: bytes, ids: set[str], literal: re.Pattern[bytes]) -> bool:
+    """Does this raw line hold one of `ids` by meaning (see `erase_raw_lines`)?"""
+    if line.rstrip() == ERASED_LINE:
+        return False
+    if literal.search(line):
+        return True
+    if b"\\" not in line:  # nothing escaped: the literal search was exact
+        return False
+    try:
+        return bool(_strings(msgspec.json.decode(line)) & ids)
+    except (msgspec.DecodeError, RecursionError):
+        unescaped = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)).encode(), line)
+        return bool(literal.search(unescaped))
+
+
+def _strings(value: object) -> set[str]:
+    """Every string in a decoded JSON value (keys too)."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return {*value, *(s for v in value.values() for s in _strings(v))}
+    if isinstance(value, list):
+        return {s for v in value for s in _strings(v)}
+    return set()
+
+
+def _is_gzip(path: DataPath) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(2) == GZIP_MAGIC
 
 
 def drop_users(table: pl.DataFrame, account_ids: list[str], pseudonyms: list[str]
@@ -96,15 +147,22 @@ def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
     `short`, rows it marks afterwards (groups now short of k or ℓ) go too.
 
     A partition whose pseudonyms were made under a key id not in `key_ids` cannot be searched
-    for these users: that stops the run (a silent pass would leave them published). An
-    unreadable partition is set aside and reported, not a blocker."""
+    for these users: that stops the run (a silent pass would leave them published); so does
+    an encrypted partition that does not decrypt (a key problem, never "corrupt" data). An
+    unreadable published (plaintext) partition is set aside and reported, not a blocker."""
     known = set(key_ids)
     for day in partition_dates(storage.root, zone):
         try:
             if not storage.exists(zone, day):
                 continue
             table = storage.read(zone, day)
-        except StorageError:
+        except StorageError as exc:
+            if zone.sensitive:  # encrypted: unreadable means the key, not the file
+                raise KeyUnavailableError(
+                    f"{storage.partition_dir(zone, day)}: cannot be decrypted under key id "
+                    f"{storage.written_key_id(zone, day)!r} ({exc}); erasure stopped and "
+                    "moved nothing: restore that key (as retired if rotated) and rerun"
+                ) from None
             result.set_aside.append(str(storage.set_aside(zone, day).relative_to(storage.root)))
             continue
         if known and "pseudonym_key_id" in table.columns:

@@ -35,8 +35,8 @@ QUARANTINE_SCHEMA = {"source_file": pl.String, "line_number": pl.Int64, "reason"
 _INT64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 _PY_TYPES: dict[str, Any] = {"string": str, "integer": _INT64, "number": float, "boolean": bool,
                              "timestamp": str}
-_BOM = b"\xef\xbb\xbf"
-_GZIP = b"\x1f\x8b"
+BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
 _PL_TYPES: dict[str, pl.DataType] = {"string": pl.String(), "integer": pl.Int64(),
                                      "number": pl.Float64(), "boolean": pl.Boolean(),
                                      "timestamp": pl.String()}
@@ -80,12 +80,12 @@ def _classify(exc: Exception, line: bytes) -> tuple[str, str | None]:
     return "malformed_json", None
 
 
-def _open(path: DataPath) -> IO[bytes]:
+def open_raw(path: DataPath) -> IO[bytes]:
     """The file's bytes; a gzip-compressed file (by its magic number) is read through gzip."""
     with path.open("rb") as fh:
         magic = fh.read(2)
     raw = path.open("rb")
-    if magic == _GZIP:
+    if magic == GZIP_MAGIC:
         return cast(IO[bytes], gzip.GzipFile(fileobj=raw))
     # An object store's file (fsspec) reads lines without a size limit: buffer it so
     # `readline(limit)` bounds every line read.
@@ -102,7 +102,7 @@ def iter_lines(path: DataPath, limits: IngestConfig) -> Iterator[tuple[int, byte
     number, a leading BOM removed); a line over `limits.max_line_bytes` comes as None, read
     past in bounded chunks so it is never held whole."""
     limit, total = limits.max_line_bytes, 0
-    with _open(path) as fh:
+    with open_raw(path) as fh:
         number = 0
         while line := fh.readline(limit + 1):
             number += 1
@@ -117,7 +117,7 @@ def iter_lines(path: DataPath, limits: IngestConfig) -> Iterator[tuple[int, byte
                     f"{path}: decompresses to more than ingest.max_decompressed_bytes "
                     f"({limits.max_decompressed_bytes:,} bytes); refusing the file")
             if number == 1 and not too_long:
-                line = line.removeprefix(_BOM)  # written by some editors and exporters
+                line = line.removeprefix(BOM)  # written by some editors and exporters
             yield number, None if too_long else line
 
 

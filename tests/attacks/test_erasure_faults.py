@@ -85,3 +85,25 @@ def test_when_a_published_partition_is_truncated_then_later_runs_go_on_and_a_rer
     assert not part.exists()
     run_all(DAY, config)
     assert pl.read_parquet(part).height > 0  # rebuilt by rerunning its date
+
+
+@pytest.mark.slow
+def test_when_staging_does_not_decrypt_during_erasure_then_it_stops_naming_the_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    config, data = generated_day(tmp_path, monkeypatch, users=200, seed=6)
+    assert run_all(DAY, config)[1]
+    account = json.loads((data / "raw" / "events" / f"date={DAY}" / "events.jsonl")
+                         .read_text().splitlines()[0])["account_id"]
+    (data / "keys" / "fingerprints.json").unlink()  # the guard against a reused id is gone
+    other = base64.b64encode(b"TEST-ONLY-another-secret-0000002").decode()
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", f"test-key-1:{other}")  # same id
+    (data / REQUESTS).parent.mkdir(parents=True, exist_ok=True)
+    (data / REQUESTS).write_text(json.dumps({"account_id": account}) + "\n")
+    staging = sorted(p.relative_to(data) for p in (data / "staging").rglob("*") if p.is_file())
+    with pytest.raises(KeyUnavailableError, match="test-key-1.*moved nothing"):
+        run_stage("erase", DAY, config)
+    assert not (data / "quarantine" / "corrupt").exists()
+    assert sorted(p.relative_to(data) for p in (data / "staging").rglob("*")
+                  if p.is_file()) == staging

@@ -54,3 +54,43 @@ def test_when_a_request_line_is_not_a_request_then_the_error_names_the_line_not_
             as err:
         read_requests(tmp_path)
     assert "acct-secret-7" not in str(err.value)
+
+
+ACCOUNT = "acct-000002-7f31c4"
+
+
+@pytest.mark.parametrize("form", ["escaped", "gzip", "bom", "nested", "not json, escaped"])
+def test_when_raw_lines_hold_the_id_in_another_form_then_erasure_finds_them_by_meaning(
+        tmp_path: Path, form: str) -> None:
+    import gzip
+
+    escaped = ACCOUNT.replace("-", "\\u002d")
+    other = json.dumps({"account_id": "acct-000009-aaaaaa", "email": "x@example.org"})
+    if form == "escaped":
+        target = '{"account_id": "' + escaped + '", "email": "jane@example.org"}'
+    elif form == "nested":
+        target = json.dumps({"account_id": "acct-000003-bbbbbb", "ref": {"by": ACCOUNT}})
+    elif form == "not json, escaped":
+        target = '{"account_id": "' + escaped + '", "email": "jane@exa'
+    else:
+        target = json.dumps({"account_id": ACCOUNT, "email": "jane@example.org"})
+    data = f"{target}\n{other}\n".encode()
+    if form == "bom":
+        data = b"\xef\xbb\xbf" + data
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(gzip.compress(data) if form == "gzip" else data)
+
+    assert erase_raw_lines(path, [ACCOUNT]) == 1
+    text = gzip.decompress(path.read_bytes()) if form == "gzip" else path.read_bytes()
+    assert text.splitlines() == [ERASED_LINE, other.encode()]  # line numbers hold
+    assert b"jane" not in text
+    assert erase_raw_lines(path, [ACCOUNT]) == 0  # a rerun finds nothing more
+
+
+def test_when_ids_only_look_alike_then_nothing_is_erased(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    lines = [json.dumps({"account_id": ACCOUNT + "0", "text": f"not {ACCOUNT[:-1]}"}),
+             json.dumps({"account_id": "acct-000004-cccccc", "text": "caf\u00e9 \n ok"})]
+    path.write_text("\n".join(lines) + "\n")
+    before = path.read_bytes()
+    assert erase_raw_lines(path, [ACCOUNT]) == 0 and path.read_bytes() == before
