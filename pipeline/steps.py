@@ -26,6 +26,7 @@ from pipeline.core.context import RunContext
 from pipeline.core.errors import (
     ConfigError,
     GuardrailError,
+    LedgerIntegrityError,
     MissingInputError,
     ValidationFailedError,
 )
@@ -464,6 +465,7 @@ def features(ctx: RunContext, day: date) -> str:
     ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.local, ctx.keys)
     area = ctx.root / ctx.zone("features").path
     ledger.verify(ctx.cfg.purpose, read_heads(area))  # reset, truncated or edited: stop
+    _witnessed(ctx, ledger)  # the run records of every release agree with the ledger
     budget = WindowBudget.from_config(ctx.cfg.budget)
     plan = Release(purpose=ctx.cfg.purpose, feature_set=fcfg.feature_set,
                    release_date=str(day), period_start=str(first), epsilon=fcfg.epsilon,
@@ -503,6 +505,29 @@ def features(ctx: RunContext, day: date) -> str:
     if stored.mac is not None:
         write_head(path, stored)
     return str(path)
+
+
+def _witnessed(ctx: RunContext, ledger: PrivacyLedger) -> None:
+    """The run records are a witness kept apart from the ledger: every release they say was
+    made (its date and payload digest) must still be in the ledger as made. A ledger rewound
+    to an older copy, or a row deleted with its head file and partition, would otherwise let
+    the day be released again with fresh noise."""
+    runs = ctx.root / ctx.zone("runs").path
+    fset = ctx.cfg.features.feature_set
+    for path in sorted(runs.glob(f"date=*/{LedgerRecord.file}")):
+        seen = LedgerRecord.model_validate_json(path.read_text())
+        if not seen.release_due or seen.feature_set != fset or not seen.payload_sha256:
+            continue
+        stored = ledger.get(ctx.cfg.purpose, fset, seen.date)
+        if stored is None or stored.payload_sha256 != seen.payload_sha256:
+            raise LedgerIntegrityError(
+                f"ledger {ledger.where}, purpose {ctx.cfg.purpose!r}: the run records "
+                f"({path.parent.name}) say the release of {seen.date} was made (payload "
+                f"{seen.payload_sha256[:12]}…) but the ledger "
+                + ("no longer holds it" if stored is None else "holds another")
+                + ". The ledger was reset, truncated or edited; nothing is released from it "
+                  "(a fresh draw could be averaged against what was published). Restore it "
+                  "from backup.")
 
 
 def publish(ctx: RunContext, day: date) -> str:

@@ -266,10 +266,20 @@ class PrivacyLedger:
         for i, r in enumerate(sealed, start=1):
             if r.seq != i or r.prev_mac != prev or r.mac is None:
                 self._tampered(purpose, f"the chain breaks at release {r.release_date}")
-            if self.sealer and r.mac_key_id in self.sealer.keys and r.mac != self.sealer.mac(
-                    cast(str, r.mac_key_id), r, i, prev):
+            if self.sealer and r.mac_key_id not in self.sealer.keys:
+                # an unknown key id must not mean "unchecked": keep retired keys in the
+                # ring (as retired) for as long as the ledger holds rows they sealed
+                self._tampered(purpose, f"release {r.release_date} is sealed under key id "
+                                        f"{r.mac_key_id!r}, which the key ring does not hold "
+                                        "(if it was rotated out, put it back as retired)")
+            if self.sealer and r.mac != self.sealer.mac(cast(str, r.mac_key_id), r, i, prev):
                 self._tampered(purpose, f"release {r.release_date} was altered")
             prev = r.mac
+        if sealed:  # rows from before chaining all precede the chain's first row
+            late = self._query(f"SELECT release_date FROM {TABLE} WHERE purpose=? AND seq IS "
+                               "NULL AND release_date >= ?", (purpose, sealed[0].release_date))
+            if late:
+                self._tampered(purpose, f"release {late[0][0]} is not sealed in the chain")
         by_seq = {r.seq: r.mac for r in sealed}
         for h in heads:
             if h.purpose == purpose and by_seq.get(h.seq) != h.mac:

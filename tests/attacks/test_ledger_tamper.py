@@ -3,6 +3,7 @@ noticing; one release cannot be made arbitrarily expensive."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from datetime import date
 from pathlib import Path
@@ -44,20 +45,36 @@ def _sql(ctx: RunContext, statement: str) -> None:
     "DELETE FROM privacy_releases WHERE release_date = '2026-11-02'",
     "DELETE FROM privacy_releases",
     "delete the file",
+    # every row under a key id the ring does not hold, with its ε lowered
+    "UPDATE privacy_releases SET mac_key_id = 'unknown-key', epsilon = 0.001",
+    # a forged, unsealed release for the next day, charged nothing
+    "INSERT INTO privacy_releases (purpose, feature_set, release_date, period_start, "
+    "period_end, epsilon, rho, delta, mechanism, library, created_at, payload_sha256, "
+    "payload, seq, prev_mac, mac, mac_key_id) SELECT purpose, feature_set, '2026-11-03', "
+    "'2026-11-03', '2026-11-03', 0, 0, 0, mechanism, library, created_at, payload_sha256, "
+    "payload, NULL, NULL, NULL, NULL FROM privacy_releases WHERE release_date = '2026-11-01'",
+    # the last release gone with its head file and partition (as restoring a copy of the
+    # ledger taken before it, then deleting the partition, leaves it): the run records remember
+    "delete the last release, its head and its partition",
 ])
 def test_when_the_ledger_is_tampered_with_then_no_release_is_made(
         tamper: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = _ctx(tmp_path, monkeypatch)
     before = ctx.storage.partition(ctx.zone("features"), DAYS[1]).read_bytes()
+    partition = ctx.storage.partition(ctx.zone("features"), DAYS[1])
     if tamper == "delete the file":
         for p in (ctx.root / "ledger").glob("privacy_ledger.sqlite*"):
             p.unlink()
+    elif tamper.startswith("delete the last"):
+        _sql(ctx, "DELETE FROM privacy_releases WHERE release_date = '2026-11-02'")
+        shutil.rmtree(partition.parent)
     else:
         _sql(ctx, tamper)
     for day in (DAYS[1], DAYS[2]):  # neither a rerun (fresh noise) nor a new release
         with pytest.raises(LedgerIntegrityError, match="reset, truncated or edited"):
             features(ctx, day)
-    assert ctx.storage.partition(ctx.zone("features"), DAYS[1]).read_bytes() == before
+    if partition.exists():
+        assert partition.read_bytes() == before
     assert not ctx.storage.partition(ctx.zone("features"), DAYS[2]).exists()
 
 
