@@ -338,6 +338,11 @@ def cmd_scrub_text(args: argparse.Namespace) -> int:
             print(f"privacy-pipeline: error: {args.input or 'stdin'} line {n}: not a JSON "
                   "object with a string `text`", file=sys.stderr)
             return Exit.USAGE
+        if len(text) > cfg.ingest.max_field_chars:  # as ingest quarantines it: field_too_long
+            print(f"privacy-pipeline: error: {args.input or 'stdin'} line {n}: `text` is "
+                  f"{len(text):,} characters, over ingest.max_field_chars "
+                  f"({cfg.ingest.max_field_chars:,})", file=sys.stderr)
+            return Exit.USAGE
         texts.append(text)
     unique = list(dict.fromkeys(texts))
     with TextScrubber(cfg.pii, ctx.key.token_key(cfg.purpose)) as scrubber:

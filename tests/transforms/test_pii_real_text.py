@@ -135,3 +135,5 @@ def test_when_json_lines_go_through_scrub_text_then_spans_index_the_input_and_or
     assert second == {"text": "nothing here", "spans": []}
     bad = _scrub_text(['{"text": "ok"}', "not json"], tmp_path)
     assert bad.returncode == 2 and "stdin line 2" in bad.stderr
+    huge = _scrub_text([json.dumps({"text": "x " * 600_000})], tmp_path)  # over spaCy's limit
+    assert huge.returncode == 2 and "max_field_chars" in huge.stderr
