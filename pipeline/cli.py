@@ -27,6 +27,7 @@ from pipeline.core.errors import (
     KeyUnavailableError,
     NotFoundError,
     PipelineError,
+    safe_error,
 )
 from pipeline.core.fs import data_path
 from pipeline.stages import STAGES
@@ -433,9 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except PipelineError as exc:
-        print(f"privacy-pipeline: error: {exc}", file=sys.stderr)
-        return exit_code(exc)
+    except Exception as exc:  # noqa: BLE001 - told safely, never as a traceback
+        safe = safe_error(exc)
+        print(f"privacy-pipeline: error: {safe}", file=sys.stderr)
+        return exit_code(safe)
 
 
 if __name__ == "__main__":

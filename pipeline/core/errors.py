@@ -109,11 +109,23 @@ TRANSIENT = (OSError, sqlite3.OperationalError)
 TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "ConnectionError"}
 
 
+# An object store refusing us for want of credentials: a setup problem, told plainly (botocore's
+# messages name the missing setting, never data).
+CREDENTIAL_NAMES = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+                    "NoAuthTokenError"}
+
+
 def safe_error(exc: Exception) -> PipelineError:
     """The error to report and raise: a PipelineError's own (its messages hold no values), a
-    transient one's with its message (paths and hosts), else only its type and frames."""
+    transient one's with its message (paths and hosts), a missing object-store credential as
+    a config error, else only its type and frames."""
     if isinstance(exc, PipelineError):
         return exc
+    if type(exc).__name__ in CREDENTIAL_NAMES:
+        return ConfigError(f"the object store refused the data root: {type(exc).__name__}: "
+                           f"{exc}. Provide its credentials in the environment (for S3: "
+                           "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile) or in "
+                           "paths.storage_options")
     if isinstance(exc, TRANSIENT) or type(exc).__name__ in TRANSIENT_NAMES:
         return TransientError(f"{type(exc).__name__}: {exc}")
     frames = traceback.extract_tb(exc.__traceback__)

@@ -108,3 +108,24 @@ def test_when_generate_is_asked_for_no_days_then_it_is_a_usage_error(tmp_path: P
     with pytest.raises(SystemExit) as usage:
         main(["--config", str(write_config(tmp_path)), "generate", "--days", "0"])
     assert usage.value.code == 2
+
+
+def test_when_an_object_store_root_has_no_credentials_then_the_error_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from pipeline.cli import main
+    from tests.conftest import TEST_KEY_TEXT
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata probe
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    monkeypatch.setattr("pipeline.cli._setup_logging", lambda *a, **k: None)
+    config = write_config(tmp_path, paths__data_root="s3://no-such-bucket/pp",
+                          paths__local_root=str(tmp_path / "local"))
+    assert main(["--config", str(config), "run", "--date", "2026-11-01"]) == 5
+    err = capsys.readouterr().err
+    assert "NoCredentialsError" in err and "AWS_ACCESS_KEY_ID" in err
+    assert "Traceback" not in err
