@@ -280,13 +280,14 @@ def _users_of_last_good_release(cfg: PipelineConfig) -> tuple[float, str]:
     the sum of its noisy `active_users` (a DP output: reading it costs nothing)."""
     import polars as pl
 
-    from pipeline.core.records import GuardrailRecord, RunRecords
+    from pipeline.core.context import RunContext
+    from pipeline.core.records import GuardrailRecord
     from pipeline.outputs.feast import features_dir
 
-    runs = cfg.paths.root / cfg.zone("runs").path
+    ctx = RunContext(cfg)  # only its records: no key is loaded
     for part in sorted(features_dir(cfg).glob("date=*/part.parquet"), reverse=True):
         day = Date.fromisoformat(part.parent.name[5:])
-        guard = RunRecords(runs, day).load(GuardrailRecord)
+        guard = ctx.records(day).load(GuardrailRecord)
         if guard is not None and guard.passed and not guard.accepted:
             users = pl.read_parquet(part.read_bytes())["active_users"].clip(0, None).sum()
             return float(users), f"the release of {day} (passed the input guardrails)"

@@ -33,8 +33,7 @@ from pipeline.core.records import ErasureRecord
 from pipeline.core.storage import Storage, dated_partitions
 from pipeline.stages import Zone
 from pipeline.transforms.consent import withdrawn_users
-from pipeline.transforms.ingest import BOM as _BOM
-from pipeline.transforms.ingest import ERASED_LINE, GZIP_MAGIC, open_raw
+from pipeline.transforms.ingest import BOM, ERASED_LINE, is_gzip, open_raw
 from pipeline.transforms.pseudonymize import hmac_expr
 
 REQUESTS = Path("raw/erasure/requests.jsonl")
@@ -78,12 +77,12 @@ def erase_raw_lines(path: DataPath, account_ids: list[str]) -> int:
     literal = re.compile(b"|".join(re.escape(json.dumps(i).encode()) for i in account_ids))
     with open_raw(path) as src:
         hits = {n for n, line in enumerate(src, start=1)
-                if _holds(line.removeprefix(_BOM) if n == 1 else line, ids, literal)}
+                if _holds(line.removeprefix(BOM) if n == 1 else line, ids, literal)}
     if not hits:
         return 0
     with ExitStack() as stack:
         out: IO[bytes] = stack.enter_context(atomic_writer(path))
-        if _is_gzip(path):
+        if is_gzip(path):
             out = cast(IO[bytes], stack.enter_context(
                 gzip.GzipFile(fileobj=out, mode="wb", mtime=0)))
         with open_raw(path) as src:
@@ -119,11 +118,6 @@ def _strings(value: object) -> set[str]:
     if isinstance(value, list):
         return {s for v in value for s in _strings(v)}
     return set()
-
-
-def _is_gzip(path: DataPath) -> bool:
-    with path.open("rb") as fh:
-        return fh.read(2) == GZIP_MAGIC
 
 
 def drop_users(table: pl.DataFrame, account_ids: list[str], pseudonyms: list[str]

@@ -80,12 +80,17 @@ def _classify(exc: Exception, line: bytes) -> tuple[str, str | None]:
     return "malformed_json", None
 
 
-def open_raw(path: DataPath) -> IO[bytes]:
-    """The file's bytes; a gzip-compressed file (by its magic number) is read through gzip."""
+def is_gzip(path: DataPath) -> bool:
+    """Is the file gzip-compressed (by its magic number, whatever its name)?"""
     with path.open("rb") as fh:
-        magic = fh.read(2)
+        return fh.read(2) == GZIP_MAGIC
+
+
+def open_raw(path: DataPath) -> IO[bytes]:
+    """The file's bytes; a gzip-compressed file (`is_gzip`) is read through gzip."""
+    compressed = is_gzip(path)
     raw = path.open("rb")
-    if magic == GZIP_MAGIC:
+    if compressed:
         return cast(IO[bytes], gzip.GzipFile(fileobj=raw))
     # An object store's file (fsspec) reads lines without a size limit: buffer it so
     # `readline(limit)` bounds every line read.
