@@ -88,8 +88,10 @@ def erase(ctx: RunContext, day: date) -> str:
     if ids:
         events = ctx.root / ctx.zone("raw_events").path
         for raw in sorted(events.glob("date=*/events.jsonl")):
-            result.add_removed("raw/events", erase_raw_lines(raw, ids))
-        result.add_removed("raw/consent", erase_raw_lines(consent_path, ids))
+            result.add_removed("raw/events", erase_raw_lines(
+                raw, ids, max_line_bytes=ctx.cfg.ingest.max_line_bytes))
+        result.add_removed("raw/consent", erase_raw_lines(
+            consent_path, ids, max_line_bytes=ctx.cfg.ingest.max_line_bytes))
         for zone in ctx.staging():
             erase_from_zone(ctx.storage, zone, ids, erased, result, key_ids=key_ids)
     gone = []

@@ -15,9 +15,10 @@ anonymous; Feast holds only those cohort features (entity `cohort_id`), no per-u
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
@@ -64,20 +65,36 @@ def pseudonyms_of(account_ids: Iterable[str], keys: Iterable[MasterKey], purpose
                                 .to_series().to_list() for k in keys)))
 
 
-def erase_raw_lines(path: DataPath, account_ids: list[str]) -> int:
+def erase_raw_lines(path: DataPath, account_ids: list[str], *,
+                    max_line_bytes: int = 1 << 20) -> int:
     """Replace every line of a JSON-lines file that holds one of the ids by the erased marker,
     reading the file as ingest does (gzip by its magic number, a leading BOM) and matching by
     meaning: a string value equal to the id however it is escaped (`acct\\u002d...`), in any
     field or nested object, or, on a line that is not JSON, the id as a JSON string once its
-    `\\uXXXX` escapes are decoded. Streamed twice (find, then rewrite through an atomic
-    writer; a gzip file is written back compressed); returns lines replaced."""
+    `\\uXXXX` escapes are decoded. A line longer than `max_line_bytes` (which ingest
+    quarantines unread) is searched in bounded chunks, never held whole. Streamed twice
+    (find, then rewrite through an atomic writer; a gzip file is written back compressed);
+    returns lines replaced."""
     if not account_ids or not path.is_file():
         return 0
     ids = set(account_ids)
     literal = re.compile(b"|".join(re.escape(json.dumps(i).encode()) for i in account_ids))
+    # How far back a match may start in the previous chunk: an id escaped char by char.
+    overlap = 6 * max(len(json.dumps(i).encode()) for i in account_ids)
+    hits = set()
     with open_raw(path) as src:
-        hits = {n for n, line in enumerate(src, start=1)
-                if _holds(line.removeprefix(BOM) if n == 1 else line, ids, literal)}
+        for n, chunks in _lines(src, max_line_bytes):
+            first = next(chunks)
+            if n == 1:
+                first = first.removeprefix(BOM)
+            if len(first) <= max_line_bytes or first.endswith(b"\n"):
+                found = _holds(first, ids, literal)
+            else:
+                found = _long_holds(itertools.chain([first], chunks), literal, overlap)
+            for _ in chunks:  # the rest of a long line
+                pass
+            if found:
+                hits.add(n)
     if not hits:
         return 0
     with ExitStack() as stack:
@@ -86,9 +103,46 @@ def erase_raw_lines(path: DataPath, account_ids: list[str]) -> int:
             out = cast(IO[bytes], stack.enter_context(
                 gzip.GzipFile(fileobj=out, mode="wb", mtime=0)))
         with open_raw(path) as src:
-            for n, line in enumerate(src, start=1):
-                out.write((ERASED_LINE + b"\n") if n in hits else line)
+            for n, chunks in _lines(src, max_line_bytes):
+                if n in hits:
+                    out.write(ERASED_LINE + b"\n")
+                    for _ in chunks:
+                        pass
+                else:
+                    for chunk in chunks:
+                        out.write(chunk)
     return len(hits)
+
+
+def _lines(fh: IO[bytes], limit: int) -> Iterator[tuple[int, Iterator[bytes]]]:
+    """(line number, the line's chunks): a line within `limit` is one chunk; a longer one
+    comes in chunks of at most 1 MiB. Each line's chunks must be consumed before the next."""
+    number = 0
+    while head := fh.readline(limit + 1):
+        number += 1
+        yield number, _chunks(fh, head, limit)
+
+
+def _chunks(fh: IO[bytes], head: bytes, limit: int) -> Iterator[bytes]:
+    yield head
+    if len(head) > limit and not head.endswith(b"\n"):
+        while rest := fh.readline(1 << 20):
+            yield rest
+            if rest.endswith(b"\n"):
+                return
+
+
+def _long_holds(chunks: Iterable[bytes], literal: re.Pattern[bytes], overlap: int) -> bool:
+    """Does an over-long line hold an id, as a JSON string or with its `\\uXXXX` escapes
+    decoded? Searched chunk by chunk, each with the end of the one before."""
+    tail = b""
+    for chunk in chunks:
+        window = tail + chunk
+        unescaped = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)).encode(), window)
+        if literal.search(window) or literal.search(unescaped):
+            return True
+        tail = window[-overlap:]
+    return False
 
 
 _UNICODE_ESCAPE = re.compile(rb"\\u([0-9a-fA-F]{4})")

@@ -94,3 +94,33 @@ def test_when_ids_only_look_alike_then_nothing_is_erased(tmp_path: Path) -> None
     path.write_text("\n".join(lines) + "\n")
     before = path.read_bytes()
     assert erase_raw_lines(path, [ACCOUNT]) == 0 and path.read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["start", "chunk boundary", "escaped", "absent"])
+def test_when_a_raw_line_is_over_the_length_limit_then_it_is_searched_in_bounded_chunks(
+        tmp_path: Path, where: str) -> None:
+    """Ingest quarantines such a line unread, but it still holds whatever the user sent; the
+    search reads it 1 MiB at a time, with the end of the chunk before (a match may straddle)."""
+    limit = 4096
+    pad = "x" * (1 << 20)  # the first chunk read past the limit ends here
+    ident = ACCOUNT.replace("-", "\\u002d") if where == "escaped" else ACCOUNT
+    if where == "start":
+        line = '{"account_id": "' + ident + '", "text": "' + pad * 3 + '"}'
+    elif where == "absent":
+        line = '{"account_id": "acct-000009-aaaaaa", "text": "' + pad * 3 + '"}'
+    else:  # the id's JSON string across the boundary between two chunks read
+        head = '{"text": "' + (pad * 2)[:(1 << 20) + limit + 1 - 32] + '", "account_id": "'
+        line = head + ident + '", "more": "' + pad + '"}'
+        boundary = limit + 1 + (1 << 20)  # where the second chunk ends
+        assert line.index(ident) < boundary < line.index(ident) + len(ident)
+    other = json.dumps({"account_id": "acct-000002-ffffff", "n": 2})
+    path = tmp_path / "events.jsonl"
+    path.write_text(f"{other}\n{line}\n{other}\n")
+    before = path.read_bytes()
+
+    found = erase_raw_lines(path, [ACCOUNT], max_line_bytes=limit)
+    if where == "absent":
+        assert found == 0 and path.read_bytes() == before
+        return
+    assert found == 1
+    assert path.read_bytes().splitlines() == [other.encode(), ERASED_LINE, other.encode()]

@@ -40,6 +40,27 @@ def test_when_pii_in_free_text_then_replaced_by_typed_token(
     assert found[entity] >= 1
 
 
+@pytest.mark.parametrize("number", [
+    # Faker's US numbers: area codes no carrier was given, which `phonenumbers` rejects (the
+    # attack probe found these in scrubbed text); to a reader they are someone's number
+    "(349)592-9361", "397-318-5876", "294.869.5199x5133", "001-756-390-9353x4974",
+    "(486)795-8969x35049",
+])
+def test_when_a_north_american_number_is_unassigned_then_it_is_still_replaced(
+        scrubber: TextScrubber, number: str) -> None:
+    [out], [found] = scrubber.scrub([f"My phone number changed, call me on {number} instead."])
+    assert number not in out and found["PHONE_NUMBER"] == 1
+
+
+def test_when_ten_bare_digits_have_no_phone_words_then_they_stay(scrubber: TextScrubber
+                                                                ) -> None:
+    texts = ["Order 5905075466 shipped on 2024-11-01, ref 123-45-6789, version 1.234.567",
+             "call me on 5905075466 please"]
+    out, found = scrubber.scrub(texts)
+    assert out[0] == texts[0]
+    assert "5905075466" not in out[1] and found[1]["PHONE_NUMBER"] == 1
+
+
 def test_when_text_has_no_pii_then_unchanged(scrubber: TextScrubber) -> None:
     texts = ["noise cancelling headphones", "How do I change my notification settings?"]
     out, found = scrubber.scrub(texts)

@@ -84,6 +84,19 @@ LOOSE_EMAIL_REGEX = r"(?i)\b[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+\b"
 # An international number as written, valid or not (`phonenumbers` drops numbers it cannot
 # place, such as reserved or fictional ranges, yet they are still someone's number to a reader).
 INTERNATIONAL_PHONE_REGEX = r"(?<![\w+])\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){2,6}\b"
+# A North American number as written, valid or not: `phonenumbers` drops numbers in unassigned
+# area codes (`(349)592-9361`, `001-756-390-9353x4974`), which are still someone's number to a
+# reader. Grouped as phones are (3-3-4, optional 1/001 and extension); ten bare digits only
+# next to the words that say so.
+NANP_PHONE_REGEX = (r"(?<![\w+.-])(?:(?:\+?1|001)[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}"
+                    r"(?:(?: ?x| ?ext\.? ?)\d{1,6})?(?![\w-])")
+BARE_PHONE_REGEX = r"(?<![\w+.-])\d{10}(?![\w-])"
+# After the words that say so (Presidio's `regex` allows a variable lookbehind; "call" is a
+# spaCy stop word, so context words cannot carry it).
+SPOKEN_PHONE_REGEX = (r"(?<=\b(?:call|text|ring|reach|whatsapp|sms)(?:\s+me)?(?:\s+(?:on|at))?"
+                      r"\s+)\d{10}(?![\w-])")
+PHONE_CONTEXT = ["phone", "call", "number", "tel", "mobile", "cell", "text", "sms", "whatsapp",
+                 "reach", "contact"]
 # 12-19 digits, single spaces or dashes allowed between them.
 CARD_NUMBER_REGEX = r"(?<![+\d])\b\d(?:[ -]?\d){11,18}\b"  # `+44 ...` is a phone
 
@@ -154,7 +167,14 @@ def written_out_recognizers(language: str) -> list[Any]:
             PatternRecognizer(
                 supported_entity="PHONE_NUMBER", supported_language=language,
                 name="InternationalPhoneRecognizer",
-                patterns=[Pattern("international_phone", INTERNATIONAL_PHONE_REGEX, 0.5)])]
+                patterns=[Pattern("international_phone", INTERNATIONAL_PHONE_REGEX, 0.5)]),
+            PatternRecognizer(
+                supported_entity="PHONE_NUMBER", supported_language=language,
+                name="NorthAmericanPhoneShapeRecognizer",
+                patterns=[Pattern("nanp_grouped", NANP_PHONE_REGEX, 0.4),
+                          Pattern("bare_ten_digits", BARE_PHONE_REGEX, 0.05),
+                          Pattern("spoken_ten_digits", SPOKEN_PHONE_REGEX, 0.5)],
+                context=PHONE_CONTEXT)]
 
 
 def luhn_ok(digits: str) -> bool:
