@@ -221,8 +221,16 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from pipeline.outputs.feast import features_dir
 
     cfg = load_config(args.config)
-    ledger = PrivacyLedger.from_config(cfg.budget, cfg.paths.local,
-                                       load_key_ring(cfg.keys))
+    ring = load_key_ring(cfg.keys)
+    if args.export_mac_keys:
+        from pipeline.ledger.store import mac_key_lines
+
+        print(f"# Ledger MAC keys (secret: they can seal rows under these key ids, nothing "
+              f"else). Keep them in ${cfg.budget.retired_mac_keys_env} before removing a "
+              "retired master key from the ring.", file=sys.stderr)
+        print("\n".join(mac_key_lines(ring)))
+        return 0
+    ledger = PrivacyLedger.from_config(cfg.budget, cfg.paths.local, ring)
     budget = WindowBudget.from_config(cfg.budget)
     history = ledger.history(cfg.purpose)
     sealed = ledger.verify(cfg.purpose, read_heads(features_dir(cfg)))
@@ -305,7 +313,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_generate(args)
     cmd_init_key(args)
     args.accept_low_volume = False
-    code = Exit.OK
+    code: int = Exit.OK
     for i in range(args.days):
         args.date = first + timedelta(days=i)
         code = max(code, cmd_run(args))
@@ -405,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     lg = sub.add_parser("ledger", help="privacy ledger: releases and a window's spend")
     lg.add_argument("--date", type=_day,
                     help="last day of the window (default: the latest release)")
+    lg.add_argument("--export-mac-keys", action="store_true",
+                    help="print the ring's ledger MAC keys, to keep before a retired master "
+                         "key is removed (README \"Keys and rotation\")")
     lg.set_defaults(func=cmd_ledger)
 
     pf = sub.add_parser("plan-features", help="expected error of each DP feature, and the "

@@ -45,6 +45,7 @@ from pipeline.core.records import (
 from pipeline.core.shardwork import ShardFn, ShardWork
 from pipeline.core.storage import Shards, atomic_write_bytes, parquet_bytes
 from pipeline.ledger.store import PrivacyLedger, Release, WindowBudget, read_heads, write_head
+from pipeline.ledger.witness import ReleaseWitness
 from pipeline.outputs.feast import materialize
 from pipeline.outputs.report import write_report
 from pipeline.stages import INPUT_MARKER
@@ -126,7 +127,7 @@ def check_input(ctx: RunContext, day: date) -> str:
         raise MissingInputError(f"{source.parent}: no {INPUT_MARKER} marker, so the day's "
                                 "input may be incomplete; nothing was run or deleted")
     if is_local(source):
-        local, root = Path(source), Path(ctx.root).resolve()
+        local, root = Path(str(source)), Path(str(ctx.root)).resolve()
         if local.is_symlink() and not local.resolve().is_relative_to(root):
             raise MissingInputError(f"{source}: a symbolic link to a file outside the data "
                                     "root; raw input must be the landing side's own file, "
@@ -468,6 +469,9 @@ def features(ctx: RunContext, day: date) -> str:
     area = ctx.root / ctx.zone("features").path
     ledger.verify(ctx.cfg.purpose, read_heads(area))  # reset, truncated or edited: stop
     _witnessed(ctx, ledger)  # the run records of every release agree with the ledger
+    witness = ReleaseWitness.from_env(ctx.cfg.budget.witness_dsn_env)
+    if witness is not None:  # and so does the external append-only witness
+        _externally_witnessed(ctx, ledger, witness)
     budget = WindowBudget.from_config(ctx.cfg.budget)
     plan = Release(purpose=ctx.cfg.purpose, feature_set=fcfg.feature_set,
                    release_date=str(day), period_start=str(first), epsilon=fcfg.epsilon,
@@ -489,6 +493,10 @@ def features(ctx: RunContext, day: date) -> str:
                        payload=parquet_bytes(rel.table))
 
     stored, reused = ledger.release_once(plan, budget, draw)
+    if witness is not None:
+        witness.record(stored.purpose, stored.feature_set, stored.release_date,
+                       stored.payload_sha256, epsilon=stored.epsilon, rho=stored.rho,
+                       delta=stored.delta)
     window = ledger.window_spend(ctx.cfg.purpose, day, budget)
     records.save(LedgerRecord(
         release_due=True, period=fcfg.period, purpose=stored.purpose,
@@ -530,6 +538,23 @@ def _witnessed(ctx: RunContext, ledger: PrivacyLedger) -> None:
                 + ". The ledger was reset, truncated or edited; nothing is released from it "
                   "(a fresh draw could be averaged against what was published). Restore it "
                   "from backup.")
+
+
+def _externally_witnessed(ctx: RunContext, ledger: PrivacyLedger,
+                          witness: ReleaseWitness) -> None:
+    """Every release the append-only witness saw must still be in the ledger as made: the
+    check a restored ledger *and* restored run records cannot pass."""
+    fset = ctx.cfg.features.feature_set
+    for seen in witness.known(ctx.cfg.purpose, fset):
+        stored = ledger.get(ctx.cfg.purpose, fset, seen.release_date)
+        if stored is None or stored.payload_sha256 != seen.payload_sha256:
+            raise LedgerIntegrityError(
+                f"ledger {ledger.where}, purpose {ctx.cfg.purpose!r}: the release witness "
+                f"({witness.where}) saw the release of {seen.release_date} (payload "
+                f"{seen.payload_sha256[:12]}…) but the ledger "
+                + ("no longer holds it" if stored is None else "holds another")
+                + ". The ledger was rewound or edited; nothing is released from it. Restore "
+                  "it from backup.")
 
 
 def publish(ctx: RunContext, day: date) -> str:

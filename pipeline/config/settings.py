@@ -322,6 +322,12 @@ class BudgetConfig(Model):
 
     ledger_path: Path = Path("ledger/privacy_ledger.sqlite")  # relative to paths.data_root
     ledger_dsn_env: str | None = None
+    # An environment variable holding a Postgres DSN for the append-only release witness
+    # (`pipeline.ledger.witness`); unset, the run records are the only witness.
+    witness_dsn_env: str | None = None
+    # An environment variable holding the ledger MAC keys of master keys removed from the ring
+    # (`privacy-pipeline ledger --export-mac-keys`): their rows are still checked.
+    retired_mac_keys_env: str | None = "PRIVACY_LEDGER_RETIRED_MAC_KEYS"
     accounting: Privacy = "pure"
     window_days: Annotated[int, Field(gt=0)] = 30
     epsilon_per_window: Annotated[float, Field(gt=0)] | None = 30.0  # accounting: pure

@@ -14,10 +14,12 @@ both.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
@@ -168,6 +170,33 @@ class _Postgres:
         return statement.replace("{blob}", "BYTEA").replace("?", "%s")
 
 
+MAC_USE = "ledger-mac"
+
+
+def mac_key_lines(ring: KeyRing) -> list[str]:
+    """`<key id>:<base64 MAC key>` for every key in the ring: what to keep (in the variable
+    `budget.retired_mac_keys_env` names) before a retired master key is removed, so the ledger
+    rows it sealed are still checked."""
+    return [f"{k.key_id}:{base64.b64encode(k.derive(MAC_USE)).decode()}" for k in ring.keys]
+
+
+def parse_mac_keys(text: str, *, source: str) -> dict[str, bytes]:
+    """The inverse of `mac_key_lines` (lines or commas); errors name the source, never the
+    content."""
+    out = {}
+    for n, entry in enumerate((e for e in re.split(r"[\s,]+", text) if e), start=1):
+        key_id, sep, b64 = entry.partition(":")
+        try:
+            key = base64.b64decode(b64, validate=True)
+        except ValueError:
+            key = b""
+        if not sep or not key_id or len(key) != 32:
+            raise ConfigError(f"{source}: entry {n} is not `<key id>:<base64 of a 32-byte MAC "
+                              "key>` (as `privacy-pipeline ledger --export-mac-keys` prints)")
+        out[key_id] = key
+    return out
+
+
 @dataclass(frozen=True)
 class Sealer:
     """MACs ledger rows into a chain per purpose, under a key derived from the master key (the
@@ -178,8 +207,13 @@ class Sealer:
     active: str
 
     @classmethod
-    def from_ring(cls, ring: KeyRing) -> Sealer:
-        return cls({k.key_id: k.derive("ledger-mac") for k in ring.keys}, ring.active.key_id)
+    def from_ring(cls, ring: KeyRing, verify_only: Mapping[str, bytes] | None = None
+                  ) -> Sealer:
+        """The ring's MAC keys, plus `verify_only` ones: the MAC keys of master keys removed
+        after a rotation (`mac_key_lines`), which check the rows they sealed and can do
+        nothing else (no pseudonym, token or staging key derives from them)."""
+        return cls({**(verify_only or {}), **{k.key_id: k.derive(MAC_USE) for k in ring.keys}},
+                   ring.active.key_id)
 
     def mac(self, key_id: str, release: Release, seq: int, prev: str) -> str:
         fields = [release.purpose, release.feature_set, release.release_date,
@@ -246,7 +280,9 @@ class PrivacyLedger:
 
     @classmethod
     def from_config(cls, cfg: BudgetConfig, data_root: Path, keys: KeyRing) -> PrivacyLedger:
-        sealer = Sealer.from_ring(keys)
+        extra = os.environ.get(cfg.retired_mac_keys_env or "")
+        sealer = Sealer.from_ring(keys, parse_mac_keys(
+            extra, source=f"${cfg.retired_mac_keys_env}") if extra else None)
         if cfg.ledger_dsn_env is None:
             return cls(data_root / cfg.ledger_path, sealer=sealer)
         dsn = os.environ.get(cfg.ledger_dsn_env)
@@ -271,7 +307,8 @@ class PrivacyLedger:
                 # ring (as retired) for as long as the ledger holds rows they sealed
                 self._tampered(purpose, f"release {r.release_date} is sealed under key id "
                                         f"{r.mac_key_id!r}, which the key ring does not hold "
-                                        "(if it was rotated out, put it back as retired)")
+                                        "(if it was rotated out, put it back as retired, or "
+                                        "its MAC key in budget.retired_mac_keys_env)")
             if self.sealer and r.mac != self.sealer.mac(cast(str, r.mac_key_id), r, i, prev):
                 self._tampered(purpose, f"release {r.release_date} was altered")
             prev = r.mac

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import uuid
 from datetime import date
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from pipeline.config import load_config
 from pipeline.core.context import RunContext
 from pipeline.core.errors import ConfigError, LedgerIntegrityError
 from pipeline.steps import features
-from tests.conftest import TEST_KEY_TEXT, mark_validated, write_config
+from tests.conftest import PG, TEST_KEY_TEXT, mark_validated, postgres_up, write_config
 
 DAYS = [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)]
 
@@ -45,6 +46,10 @@ def _sql(ctx: RunContext, statement: str) -> None:
     "DELETE FROM privacy_releases WHERE release_date = '2026-11-02'",
     "DELETE FROM privacy_releases",
     "delete the file",
+    # a forged table with a digest to match (a client with no key can compute SHA-256)
+    "UPDATE privacy_releases SET payload = X'00', payload_sha256 = "
+    "'6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d' "
+    "WHERE release_date = '2026-11-02'",
     # every row under a key id the ring does not hold, with its ε lowered
     "UPDATE privacy_releases SET mac_key_id = 'unknown-key', epsilon = 0.001",
     # a forged, unsealed release for the next day, charged nothing
@@ -91,3 +96,63 @@ def test_when_one_release_would_cost_a_billion_epsilon_then_config_refuses_it(
     with pytest.raises(ConfigError, match="max_epsilon_per_release"):
         load_config(write_config(tmp_path, features__epsilon=1e9,
                                  budget__epsilon_per_window=1e12))
+
+
+def _rewind_everything(ctx: RunContext) -> None:
+    """What restoring a backup of the data root taken before day 2's release leaves: no ledger
+    row, head file, partition or run record of it."""
+    _sql(ctx, "DELETE FROM privacy_releases WHERE release_date = '2026-11-02'")
+    shutil.rmtree(ctx.storage.partition(ctx.zone("features"), DAYS[1]).parent)
+    (ctx.records(DAYS[1]).dir / "ledger.json").unlink()
+
+
+@pytest.mark.skipif(not postgres_up(), reason="PostgreSQL is not running on 127.0.0.1:5432")
+def test_when_ledger_and_run_records_are_rewound_then_the_external_witness_stops_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    schema = f"witness_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG, autocommit=True) as con:
+        con.execute(f"CREATE SCHEMA {schema}")
+    try:
+        dsn = f"{PG}?options=-csearch_path%3D{schema}"
+        monkeypatch.setenv("TEST_WITNESS_DSN", dsn)
+        monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+        ctx = RunContext(load_config(write_config(
+            tmp_path, budget__witness_dsn_env="TEST_WITNESS_DSN")), run_date=DAYS[-1])
+        for day in DAYS:
+            ctx.storage.write(ctx.zone("generalized"), day, pl.DataFrame({
+                "user_pseudonym": [f"u{i}" for i in range(50)], "region": ["Texas"] * 50,
+                "age_band": ["25-34"] * 50, "device_type": ["mobile"] * 50,
+                "content_category": ["news"] * 50, "event_type": ["view"] * 50,
+                "session_seconds": [60] * 50}))
+            mark_validated(ctx, day)
+        for day in DAYS[:2]:
+            features(ctx, day)
+        features(ctx, DAYS[1])  # a rerun: the same release, witnessed once
+        with psycopg.connect(dsn, autocommit=True) as con:
+            assert con.execute("SELECT release_date FROM privacy_release_witness ORDER BY 1"
+                               ).fetchall() == [("2026-11-01",), ("2026-11-02",)]
+            for change in ("UPDATE privacy_release_witness SET payload_sha256 = 'x'",
+                           "DELETE FROM privacy_release_witness",
+                           "TRUNCATE privacy_release_witness"):
+                with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                    con.execute(change)
+
+        _rewind_everything(ctx)
+        for day in (DAYS[1], DAYS[2]):  # neither a fresh draw of day 2 nor a new release
+            with pytest.raises(LedgerIntegrityError, match="release witness"):
+                features(ctx, day)
+        assert not ctx.storage.partition(ctx.zone("features"), DAYS[1]).exists()
+    finally:
+        with psycopg.connect(PG, autocommit=True) as con:
+            con.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_when_all_is_rewound_and_no_witness_is_set_then_the_day_is_drawn_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why the external witness exists: the data root alone cannot tell a restored backup."""
+    ctx = _ctx(tmp_path, monkeypatch)
+    before = ctx.storage.partition(ctx.zone("features"), DAYS[1]).read_bytes()
+    _rewind_everything(ctx)
+    assert Path(features(ctx, DAYS[1])).read_bytes() != before

@@ -183,3 +183,44 @@ def test_when_postgres_dsn_env_is_unset_then_the_run_stops(monkeypatch: pytest.M
     with pytest.raises(ConfigError, match="LEDGER_DSN_FOR_TEST is not set"):
         PrivacyLedger.from_config(BudgetConfig(ledger_dsn_env="LEDGER_DSN_FOR_TEST"), tmp_path,
                                   ring)
+
+
+def test_when_a_retired_key_is_removed_then_its_kept_mac_key_still_checks_its_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a rotation the old master key may leave the ring (it derives pseudonyms and the
+    staging key); its ledger MAC key, kept apart, still checks the rows it sealed."""
+    import base64
+
+    from pipeline.config import BudgetConfig
+    from pipeline.core.errors import LedgerIntegrityError
+    from pipeline.core.keys import KeyRing, parse_key
+    from pipeline.ledger.store import mac_key_lines
+
+    old = parse_key("old-1:" + base64.b64encode(b"o" * 32).decode(), source="test")
+    new = parse_key("new-2:" + base64.b64encode(b"n" * 32).decode(), source="test")
+    cfg, budget = BudgetConfig(), WindowBudget(days=30, limit=10)
+    monkeypatch.delenv(cfg.retired_mac_keys_env, raising=False)
+    PrivacyLedger.from_config(cfg, tmp_path, KeyRing(active=old)).record(
+        _release("2026-11-01"), budget)
+    rotated = KeyRing(active=new, retired=(old,))
+    PrivacyLedger.from_config(cfg, tmp_path, rotated).record(_release("2026-11-02"), budget)
+    exported = mac_key_lines(rotated)
+
+    without_old = KeyRing(active=new)
+    with pytest.raises(LedgerIntegrityError, match="old-1"):
+        PrivacyLedger.from_config(cfg, tmp_path, without_old).verify("personalization")
+    monkeypatch.setenv(cfg.retired_mac_keys_env, "\n".join(exported))
+    ledger = PrivacyLedger.from_config(cfg, tmp_path, without_old)
+    assert ledger.verify("personalization") == 2
+    ledger.record(_release("2026-11-03"), budget)  # new rows: under the active key
+    with sqlite3.connect(tmp_path / cfg.ledger_path) as con:
+        assert con.execute("SELECT mac_key_id FROM privacy_releases ORDER BY seq").fetchall() \
+            == [("old-1",), ("new-2",), ("new-2",)]
+        con.execute("UPDATE privacy_releases SET epsilon = 0.001 WHERE release_date = "
+                    "'2026-11-01'")  # an old row's ε, edited
+    with pytest.raises(LedgerIntegrityError, match="2026-11-01 was altered"):
+        PrivacyLedger.from_config(cfg, tmp_path, without_old).verify("personalization")
+    monkeypatch.setenv(cfg.retired_mac_keys_env, "old-1:not-base64")
+    with pytest.raises(ConfigError, match="entry 1 is not") as err:
+        PrivacyLedger.from_config(cfg, tmp_path, without_old)
+    assert "not-base64" not in str(err.value)
