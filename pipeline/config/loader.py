@@ -88,10 +88,11 @@ def check_compatible(cfg: PipelineConfig) -> None:
     if f.delta > b.delta_per_window:
         problems.append(f"features.delta {f.delta:g} is over budget.delta_per_window "
                         f"{b.delta_per_window:g}")
-    if cfg.k_anonymity.l and not spec.sensitive_attribute:
+    if cfg.k_anonymity.l and not spec.event_sensitive_attribute:
         problems.append(f"k_anonymity.l is set but purpose {spec.purpose!r} declares no "
                         "sensitive_attribute")
-    stray = [q for q in cfg.k_anonymity.generalize_order if q not in spec.quasi_identifiers]
+    stray = [q for q in cfg.k_anonymity.generalize_order
+             if q not in spec.event_quasi_identifiers]
     if stray:
         problems.append(f"k_anonymity.generalize_order names {stray}, which are not "
                         f"quasi-identifiers of purpose {spec.purpose!r}")

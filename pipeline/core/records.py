@@ -361,6 +361,8 @@ class Manifest(BaseModel):
     pii: PiiSummary
     pseudonymization: dict[str, Any] | None
     k_anonymity: KAnonymitySummary | None
+    # A profile purpose: k over each user's whole profile (`pipeline.transforms.profile`)
+    profiles: dict[str, Any] | None = None
     guardrails: GuardrailRecord | None = None  # the day's input against the guardrails
     validation: ValidationRecord | None
     erasure: ErasureRecord | None

@@ -109,6 +109,7 @@ def build_manifest(ctx: RunContext, day: date) -> Manifest:
         pii=PiiSummary.from_stats(shown.get("detect_pii")),
         pseudonymization=pseudo.details if pseudo else None,
         k_anonymity=KAnonymitySummary.from_stats(gen) if gen else None,
+        profiles=shown["minimize"].details.get("profiles") if "minimize" in shown else None,
         guardrails=record(GuardrailRecord, "guardrails"),
         validation=validation, erasure=record(ErasureRecord, "erase"),
         retention=record(RetentionRecord, "retention"),
@@ -293,7 +294,24 @@ Groups short of that were generalized further
 {escape(str(ka.users_suppressed))} users in {escape(str(ka.groups_suppressed))}
 groups; {escape(str(ka.groups_kept))} groups published.</p>
 {html_table(loss, ("Quasi-identifier", "Generalization (0 = finest, 1 = coarsest)",
-                   "Rows per level", "Detail"))}"""
+                   "Rows per level", "Detail"))}{_profiles(m)}"""
+
+
+def _profiles(m: Manifest) -> str:
+    """What k over each user's whole profile cost (a profile purpose only)."""
+    pr = m.profiles
+    if not pr:
+        return ""
+    kept = [(c, f"{share:.1%}" if share is not None else "n/a")
+            for c, share in (pr.get("exact_share") or {}).items()]
+    return f"""
+<p>Published as one profile per user and {escape(str(pr.get("epoch")))} (a new pseudonym each
+{escape(str(pr.get("epoch")))}), k-anonymous over every published column, because an insider
+holding the raw events can recompute each: {escape(f"{pr.get('users_published', 0):,}")} of
+{escape(f"{pr.get('users', 0):,}")} users published in {escape(f"{pr.get('groups', 0):,}")}
+groups, {escape(f"{pr.get('users_suppressed', 0):,}")} suppressed. Share of published users
+whose value was kept exact (the rest gave it up as their group fell short of k):</p>
+{html_table(kept, ("Profile column", "Kept exact"))}"""
 
 
 def _data_protection(m: Manifest) -> str:

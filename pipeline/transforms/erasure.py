@@ -18,7 +18,7 @@ import gzip
 import itertools
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import IO, cast
 import msgspec
 import polars as pl
 
+from pipeline.config import PurposeSpec
 from pipeline.core.errors import ErasureRequestError, KeyUnavailableError, StorageError
 from pipeline.core.fs import DataPath, atomic_writer
 from pipeline.core.keys import MasterKey
@@ -35,6 +36,7 @@ from pipeline.core.storage import Storage, dated_partitions
 from pipeline.stages import Zone
 from pipeline.transforms.consent import withdrawn_users
 from pipeline.transforms.ingest import BOM, ERASED_LINE, is_gzip, open_raw
+from pipeline.transforms.profile import epoch_of, epoch_pseudonyms
 from pipeline.transforms.pseudonymize import hmac_expr
 
 REQUESTS = Path("raw/erasure/requests.jsonl")
@@ -63,6 +65,17 @@ def pseudonyms_of(account_ids: Iterable[str], keys: Iterable[MasterKey], purpose
     ids = pl.DataFrame({"account_id": list(account_ids)}, schema={"account_id": pl.String})
     return sorted(set().union(*(ids.select(hmac_expr("account_id", k.pseudonym_key(purpose)))
                                 .to_series().to_list() for k in keys)))
+
+
+def published_pseudonyms(pseudonyms: Sequence[str], keys: Iterable[MasterKey],
+                         spec: PurposeSpec, days: Iterable[date]) -> list[str]:
+    """What these users' staging pseudonyms (`pseudonyms_of`) are in the published partitions
+    of `days`: themselves, or for a profile purpose their epoch pseudonyms (a new one each
+    epoch, `pipeline.transforms.profile`)."""
+    if spec.profile is None:
+        return sorted(pseudonyms)
+    epochs = sorted({epoch_of(d, spec.profile.epoch) for d in days})
+    return epoch_pseudonyms(list(pseudonyms), keys, spec.purpose, epochs)
 
 
 def erase_raw_lines(path: DataPath, account_ids: list[str], *,

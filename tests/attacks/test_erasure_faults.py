@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from pipeline.config import load_config
 from pipeline.core.errors import KeyUnavailableError
 from pipeline.core.keys import parse_key
 from pipeline.run import run_all, run_stage
-from pipeline.transforms.erasure import REQUESTS, pseudonyms_of
+from pipeline.transforms.erasure import REQUESTS, pseudonyms_of, published_pseudonyms
 from tests.conftest import TEST_KEY_TEXT, generated_day, records_of, write_config
 from tests.core.test_key_rotation import NEW_KEY_TEXT
 
@@ -19,7 +21,16 @@ DAY = "2026-11-01"
 ROTATED = {"readable_days": 30, "retired": {"test-key-1": "2026-11-02"}}
 
 
-def _published_user(data: Path) -> tuple[str, str]:
+def _shown(account: str, key_text: str, config: Path) -> str:
+    """The account's pseudonym under this key in DAY's published table."""
+    key = parse_key(key_text, source="test")
+    (stable,) = pseudonyms_of([account], [key], "personalization")
+    (shown,) = published_pseudonyms([stable], [key], load_config(config).purpose_spec,
+                                    [date.fromisoformat(DAY)])
+    return shown
+
+
+def _published_user(data: Path, config: Path) -> tuple[str, str]:
     """(account id, pseudonym under the first key) of someone in the published table."""
     table = pl.read_parquet(data / "published" / "personalization" / f"date={DAY}" /
                             "part.parquet")
@@ -30,9 +41,8 @@ def _published_user(data: Path) -> tuple[str, str]:
             accounts.add(json.loads(line)["account_id"])
         except (ValueError, KeyError, TypeError):
             continue  # the generator plants malformed lines
-    key = parse_key(TEST_KEY_TEXT, source="test")
     for account in sorted(accounts):
-        (pseudonym,) = pseudonyms_of([account], [key], "personalization")
+        pseudonym = _shown(account, TEST_KEY_TEXT, config)
         if pseudonym in set(table["user_pseudonym"]):
             return account, pseudonym
     raise AssertionError("nobody published")
@@ -43,7 +53,7 @@ def test_when_a_retired_key_left_the_ring_then_erasure_stops_instead_of_missing_
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config, data = generated_day(tmp_path, monkeypatch, users=300, seed=5)
     assert run_all(DAY, config)[1]
-    account, pseudonym = _published_user(data)
+    account, pseudonym = _published_user(data, config)
     (data / REQUESTS).parent.mkdir(parents=True, exist_ok=True)
     (data / REQUESTS).write_text(json.dumps({"account_id": account}) + "\n")
 
@@ -62,9 +72,7 @@ def test_when_a_retired_key_left_the_ring_then_erasure_stops_instead_of_missing_
     run_stage("erase", DAY, write_config(tmp_path, keys__rotation=ROTATED))
     table = pl.read_parquet(data / "published" / "personalization" / f"date={DAY}" /
                             "part.parquet")
-    new_key = parse_key(NEW_KEY_TEXT, source="test")
-    assert not set(pseudonyms_of([account], [new_key], "personalization")) & set(
-        table["user_pseudonym"])
+    assert _shown(account, NEW_KEY_TEXT, config) not in set(table["user_pseudonym"])
     assert pseudonym not in set(table["user_pseudonym"])
 
 

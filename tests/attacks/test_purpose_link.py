@@ -47,4 +47,4 @@ def test_when_both_purposes_outputs_are_held_then_no_user_links_across_them(
     k = load_config(analytics).k_anonymity.k
     assert counts["users"].min() >= k
     shared = sorted(set(rows.columns) & set(counts.columns))
-    assert shared == ["content_category", "device_type", "event_date", "event_type", "region"]
+    assert shared == ["device_type", "event_date", "region"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -10,7 +11,7 @@ import pytest
 
 from pipeline.core.context import RunContext
 from pipeline.run import run_all
-from pipeline.transforms.erasure import pseudonyms_of
+from pipeline.transforms.erasure import pseudonyms_of, published_pseudonyms
 from tests.conftest import generated_day, records_of
 
 DAY = "2026-11-01"
@@ -21,8 +22,16 @@ def _published_accounts(ctx: RunContext, raw: list[dict]) -> list[dict]:
     """Raw events of users whose rows were published, with the strings that identify them."""
     published = set(ctx.storage.read(ctx.zone("published"), DAY)["user_pseudonym"])
     ids = sorted({e["account_id"] for e in raw})
-    pseudo = {i: pseudonyms_of([i], [ctx.key], ctx.cfg.purpose)[0] for i in ids}
+    pseudo = {i: _published_as(ctx, i) for i in ids}
     return [e for e in raw if pseudo[e["account_id"]] in published]
+
+
+def _published_as(ctx: RunContext, account: str) -> str:
+    """The account's pseudonym in the day's published table (a profile's: the day's)."""
+    (stable,) = pseudonyms_of([account], [ctx.key], ctx.cfg.purpose)
+    (shown,) = published_pseudonyms([stable], [ctx.key], ctx.cfg.purpose_spec,
+                                    [date.fromisoformat(DAY)])
+    return shown
 
 
 def _identifying(events: list[dict], account: str, pseudonym: str) -> set[bytes]:
@@ -50,7 +59,8 @@ def test_when_a_user_is_erased_then_no_file_or_store_holds_them(
         e["account_id"] for e in shown if e["account_id"] != shown[0]["account_id"])
     erased_pseudo, withdrawn_pseudo = (pseudonyms_of([a], [ctx.key], ctx.cfg.purpose)[0]
                                        for a in (erased, withdrawn))
-    forms = _identifying(raw, erased, erased_pseudo)
+    withdrawn_shown = _published_as(ctx, withdrawn)
+    forms = _identifying(raw, erased, erased_pseudo) | {_published_as(ctx, erased).encode()}
 
     requests = data / "raw" / "erasure" / "requests.jsonl"
     requests.parent.mkdir(parents=True)
@@ -83,6 +93,7 @@ def test_when_a_user_is_erased_then_no_file_or_store_holds_them(
                          if any(f.decode() in v for f in forms)]
     assert hits == []
     table = ctx.storage.read(ctx.zone("published"), DAY)
+    assert withdrawn_shown not in set(table["user_pseudonym"])
     assert withdrawn_pseudo not in set(table["user_pseudonym"])
     funnel = json.loads((records_of(data, DAY) / "ingest.json").read_text())
     assert funnel["dropped"]["erased"] >= 1

@@ -31,8 +31,8 @@ def test_when_validation_fails_then_nothing_is_released_or_published(
         execute(ctx, stage, DAY)
     zone = ctx.zone("pending")
     tampered = ctx.storage.read(zone, DAY).with_columns(
-        content_category=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(LEAK))
-        .otherwise("content_category"))
+        top_category=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(LEAK))
+        .otherwise("top_category"))
     ctx.storage.write(zone, DAY, tampered)
 
     with pytest.raises(ValidationFailedError, match="not_match_regex_list"):

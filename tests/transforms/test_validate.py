@@ -4,12 +4,17 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import PipelineConfig, PurposeSpec, load_config
+from pipeline.config.files import read_yaml
 from pipeline.transforms.pii.detect import FastAnalyzer
 from pipeline.transforms.pii.scrub import fast_analyzer
 from pipeline.transforms.validate.suite import validate_table
 from tests.conftest import ROOT
 
+# The suite over event rows with an ℓ-diverse sensitive attribute: a purpose without `profile:`
+# (personalization's profiles are checked end to end in tests/integration and tests/attacks).
+EVENT_ROWS = PurposeSpec.model_validate(read_yaml(
+    ROOT / "examples" / "purposes" / "personalization_events.yaml"))
 PLANTED_EMAIL = "planted.leak.7731@example.com"
 PLANTED_ID = "RAW-ACCOUNT-99887766"
 PLANTED_NAME = "Message from Deborah Cameron"  # no regex shape: only the detector sees it
@@ -35,7 +40,7 @@ def _table(n: int = 60) -> pl.DataFrame:
 @pytest.mark.slow
 def test_when_table_is_minimized_then_suite_passes_and_k_and_l_are_observed(
         tmp_path: Path, cfg: PipelineConfig, detector: FastAnalyzer) -> None:
-    outcome = validate_table(_table(), cfg.purpose_spec, k=5, l=2, gx_root=tmp_path,
+    outcome = validate_table(_table(), EVENT_ROWS, k=5, l=2, gx_root=tmp_path,
                              run_name="ok", detector=detector)
     assert outcome.success
     observed = {c.expectation: c.observed for c in outcome.checks}
@@ -48,7 +53,7 @@ def test_when_table_is_minimized_then_suite_passes_and_k_and_l_are_observed(
 def test_when_a_group_shows_one_sensitive_value_then_l_diversity_fails(
         tmp_path: Path, cfg: PipelineConfig, detector: FastAnalyzer) -> None:
     one_value = _table().with_columns(content_category=pl.lit("news"))
-    outcome = validate_table(one_value, cfg.purpose_spec, k=5, l=2, gx_root=tmp_path,
+    outcome = validate_table(one_value, EVENT_ROWS, k=5, l=2, gx_root=tmp_path,
                              run_name="l", detector=detector)
     assert [(c.expectation, c.observed) for c in outcome.failures] == [
         ("expect_table_to_be_l_diverse", 1)]
@@ -64,7 +69,7 @@ def test_when_pii_is_planted_then_suite_fails_and_no_gx_file_holds_it(
         event_type=pl.when(index < 3).then(pl.lit(PLANTED_NAME)).otherwise("event_type"),
         device_type=pl.when(index == 7).then(pl.lit(PLANTED_CARD)).otherwise("device_type"),
         extra_column=pl.lit("x"))
-    outcome = validate_table(bad, cfg.purpose_spec, k=5, gx_root=tmp_path, run_name="bad",
+    outcome = validate_table(bad, EVENT_ROWS, k=5, gx_root=tmp_path, run_name="bad",
                              detector=detector)
     failed = {(c.expectation, c.column) for c in outcome.failures}
     assert not outcome.success
@@ -113,9 +118,9 @@ def test_when_a_day_is_validated_in_shards_then_k_l_and_findings_are_those_of_th
     half = pl.col("user_pseudonym").str.slice(0, 1).is_in(list("012345678"))
     shards = [table.filter(half), table.filter(~half)]
     assert all(s.select(pl.col("user_pseudonym").n_unique()).item() < 12 for s in shards)
-    whole = validate_table(table, cfg.purpose_spec, k=5, l=2, gx_root=tmp_path / "w",
+    whole = validate_table(table, EVENT_ROWS, k=5, l=2, gx_root=tmp_path / "w",
                            run_name="w", detector=detector)
-    parts = validate_shards(shards, cfg.purpose_spec, k=5, l=2, gx_root=tmp_path / "s",
+    parts = validate_shards(shards, EVENT_ROWS, k=5, l=2, gx_root=tmp_path / "s",
                             run_name="s", detector=detector)
 
     def seen(record: object) -> dict:
