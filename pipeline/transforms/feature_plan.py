@@ -30,9 +30,9 @@ class FeatureError:
 
 def _accuracy(mechanism: Mechanism, scale: float) -> float:
     """OpenDP's 95% bound for one draw at `scale`."""
-    from pipeline.transforms.features import _opendp
+    from pipeline.transforms.opendp_api import opendp_api
 
-    return float(mechanism.accuracy(_opendp())(scale, 0.05))
+    return float(mechanism.accuracy(opendp_api())(scale, 0.05))
 
 
 def feature_errors(cfg: FeaturesConfig, users: float) -> dict[str, tuple[float, float]]:

@@ -40,7 +40,6 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
-from importlib.metadata import version
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -50,6 +49,7 @@ import polars as pl
 from pipeline.config import CategoryVotesFeature, FeaturesConfig
 from pipeline.core.errors import BudgetExceededError
 from pipeline.core.records import StageStats
+from pipeline.transforms.opendp_api import opendp_api
 
 DIMENSIONS = ("region", "age_band", "device_type")
 MAX_ROWS_BOUND = 1_000_000_000  # public bound on table length, for OpenDP's overflow checks
@@ -188,30 +188,6 @@ def _aggregations(cfg: FeaturesConfig) -> list[tuple[pl.Expr, str, float]]:
     return [(expr.alias(name), name, s) for expr, name, s in out]
 
 
-def _opendp() -> SimpleNamespace:
-    """The OpenDP functions used here, imported from their modules: `opendp.prelude` also
-    imports scikit-learn when it is installed, which costs ~5 s per task."""
-    from opendp.accuracy import (
-        discrete_gaussian_scale_to_accuracy,
-        discrete_laplacian_scale_to_accuracy,
-    )
-    from opendp.context import domain_of, unit_of
-    from opendp.domains import with_margin
-    from opendp.extras.polars import Bound, Margin
-    from opendp.measurements import make_private_lazyframe
-    from opendp.measures import approximate, max_divergence, zero_concentrated_divergence
-    from opendp.mod import enable_features
-
-    enable_features("contrib")
-    return SimpleNamespace(
-        laplace_accuracy=discrete_laplacian_scale_to_accuracy,
-        gaussian_accuracy=discrete_gaussian_scale_to_accuracy, domain_of=domain_of,
-        unit_of=unit_of, with_margin=with_margin, Bound=Bound, Margin=Margin,
-        make_private_lazyframe=make_private_lazyframe, approximate=approximate,
-        max_divergence=max_divergence, zero_concentrated_divergence=zero_concentrated_divergence,
-        version=version("opendp"))
-
-
 def _measurement(dp: SimpleNamespace, bounded: pl.LazyFrame, cfg: FeaturesConfig,
                  keys: pl.DataFrame | None, aggs: list[tuple[pl.Expr, str, float]]
                  ) -> tuple[Any, Any]:
@@ -310,7 +286,7 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
     one shard): each shard is reduced to its users' bounded contributions (at most
     `max_cohorts_per_user` rows each), which is per user and so exact; the measurement then
     runs once on all of them, with the sensitivity the bounding guarantees."""
-    dp = _opendp()
+    dp = opendp_api()
     seed = int(release_date.replace("-", ""))
     keys = cohort_keys(cfg, age_bands) if cfg.cohorts == "config" else None
     rows_in, users, parts, vote_parts, cells = 0, 0, [], [], VoteCells()
