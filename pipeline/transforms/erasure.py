@@ -18,7 +18,7 @@ import gzip
 import itertools
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
@@ -35,7 +35,7 @@ from pipeline.core.records import ErasureRecord
 from pipeline.core.storage import Storage, dated_partitions
 from pipeline.stages import Zone
 from pipeline.transforms.consent import withdrawn_users
-from pipeline.transforms.ingest import BOM, ERASED_LINE, is_gzip, open_raw
+from pipeline.transforms.ingest import BOM, ERASED_LINE, is_gzip, line_chunks, open_raw
 from pipeline.transforms.profile import epoch_of, epoch_pseudonyms
 from pipeline.transforms.pseudonymize import hmac_expr
 
@@ -96,18 +96,14 @@ def erase_raw_lines(path: DataPath, account_ids: list[str], *,
     overlap = 6 * max(len(json.dumps(i).encode()) for i in account_ids)
     hits = set()
     with open_raw(path) as src:
-        for n, chunks in _lines(src, max_line_bytes):
-            first = next(chunks)
-            if n == 1:
-                first = first.removeprefix(BOM)
-            if len(first) <= max_line_bytes or first.endswith(b"\n"):
-                found = _holds(first, ids, literal)
-            else:
-                found = _long_holds(itertools.chain([first], chunks), literal, overlap)
-            for _ in chunks:  # the rest of a long line
-                pass
+        for line in line_chunks(src, max_line_bytes):
+            head = line.head.removeprefix(BOM) if line.number == 1 else line.head
+            found = (_long_holds(itertools.chain([head], line.rest), literal, overlap)
+                     if line.too_long else _holds(head, ids, literal))
             if found:
-                hits.add(n)
+                hits.add(line.number)
+            for _ in line.rest:  # what a match left unread of a long line
+                pass
     if not hits:
         return 0
     with ExitStack() as stack:
@@ -116,33 +112,16 @@ def erase_raw_lines(path: DataPath, account_ids: list[str], *,
             out = cast(IO[bytes], stack.enter_context(
                 gzip.GzipFile(fileobj=out, mode="wb", mtime=0)))
         with open_raw(path) as src:
-            for n, chunks in _lines(src, max_line_bytes):
-                if n in hits:
+            for line in line_chunks(src, max_line_bytes):
+                if line.number in hits:
                     out.write(ERASED_LINE + b"\n")
-                    for _ in chunks:
+                    for _ in line.rest:
                         pass
                 else:
-                    for chunk in chunks:
+                    out.write(line.head)
+                    for chunk in line.rest:
                         out.write(chunk)
     return len(hits)
-
-
-def _lines(fh: IO[bytes], limit: int) -> Iterator[tuple[int, Iterator[bytes]]]:
-    """(line number, the line's chunks): a line within `limit` is one chunk; a longer one
-    comes in chunks of at most 1 MiB. Each line's chunks must be consumed before the next."""
-    number = 0
-    while head := fh.readline(limit + 1):
-        number += 1
-        yield number, _chunks(fh, head, limit)
-
-
-def _chunks(fh: IO[bytes], head: bytes, limit: int) -> Iterator[bytes]:
-    yield head
-    if len(head) > limit and not head.endswith(b"\n"):
-        while rest := fh.readline(1 << 20):
-            yield rest
-            if rest.endswith(b"\n"):
-                return
 
 
 def _long_holds(chunks: Iterable[bytes], literal: re.Pattern[bytes], overlap: int) -> bool:

@@ -102,28 +102,56 @@ class InputTooLargeError(StorageError):
     """A raw file decompresses to more than `ingest.max_decompressed_bytes`."""
 
 
+@dataclass(frozen=True)
+class RawLine:
+    """One line of a raw file, read in bounded pieces: `head` is the whole line, or for a line
+    over the limit its first limit + 1 bytes, with the rest to come from `rest` 1 MiB at a
+    time (consume it before the next line)."""
+
+    number: int
+    head: bytes
+    rest: Iterator[bytes]
+    too_long: bool
+
+
+def line_chunks(fh: IO[bytes], limit: int) -> Iterator[RawLine]:
+    """Every line of `fh` (see `RawLine`): no line is ever held whole beyond `limit` + 1
+    bytes, so a 5 GB line costs no more memory than a short one."""
+    number = 0
+    while head := fh.readline(limit + 1):
+        number += 1
+        too_long = len(head) > limit and not head.endswith(b"\n")
+        yield RawLine(number, head, _rest_of_line(fh) if too_long else iter(()), too_long)
+
+
+def _rest_of_line(fh: IO[bytes]) -> Iterator[bytes]:
+    while rest := fh.readline(1 << 20):
+        yield rest
+        if rest.endswith(b"\n"):
+            return
+
+
 def iter_lines(path: DataPath, limits: IngestConfig) -> Iterator[tuple[int, bytes | None]]:
     """(line number, bytes) of every line, decompressed as ingest reads it (gzip by its magic
     number, a leading BOM removed); a line over `limits.max_line_bytes` comes as None, read
     past in bounded chunks so it is never held whole."""
-    limit, total = limits.max_line_bytes, 0
+    total = 0
     with open_raw(path) as fh:
-        number = 0
-        while line := fh.readline(limit + 1):
-            number += 1
-            total += len(line)
-            too_long = len(line) > limit and not line.endswith(b"\n")
-            while too_long and (rest := fh.readline(1 << 20)):
+        for line in line_chunks(fh, limits.max_line_bytes):
+            total += len(line.head)
+            for rest in line.rest:
                 total += len(rest)
-                if total > limits.max_decompressed_bytes or rest.endswith(b"\n"):
+                if total > limits.max_decompressed_bytes:
                     break
             if total > limits.max_decompressed_bytes:
                 raise InputTooLargeError(
                     f"{path}: decompresses to more than ingest.max_decompressed_bytes "
                     f"({limits.max_decompressed_bytes:,} bytes); refusing the file")
-            if number == 1 and not too_long:
-                line = line.removeprefix(BOM)  # written by some editors and exporters
-            yield number, None if too_long else line
+            if line.too_long:
+                yield line.number, None
+            else:  # a BOM is written by some editors and exporters
+                yield line.number, line.head.removeprefix(BOM) if line.number == 1 \
+                    else line.head
 
 
 def count_lines(path: DataPath, limits: IngestConfig) -> int:
