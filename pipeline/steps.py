@@ -529,10 +529,9 @@ def features(ctx: RunContext, day: date) -> str:
     ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.local, ctx.keys)
     area = ctx.root / ctx.zone("features").path
     ledger.verify(ctx.cfg.purpose, read_heads(area))  # reset, truncated or edited: stop
-    _witnessed(ctx, ledger)  # the run records of every release agree with the ledger
+    # the run records of every release, and the external witness if set, agree with it
     witness = ReleaseWitness.from_env(ctx.cfg.budget.witness_dsn_env)
-    if witness is not None:  # and so does the external append-only witness
-        _externally_witnessed(ctx, ledger, witness)
+    _witnessed(ctx, ledger, witness)
     budget = WindowBudget.from_config(ctx.cfg.budget)
     plan = Release(purpose=ctx.cfg.purpose, feature_set=fcfg.feature_set,
                    release_date=str(day), period_start=str(first), epsilon=fcfg.epsilon,
@@ -578,44 +577,35 @@ def features(ctx: RunContext, day: date) -> str:
     return str(path)
 
 
-def _witnessed(ctx: RunContext, ledger: PrivacyLedger) -> None:
-    """The run records are a witness kept apart from the ledger: every release they say was
-    made (its date and payload digest) must still be in the ledger as made. A ledger rewound
-    to an older copy, or a row deleted with its head file and partition, would otherwise let
-    the day be released again with fresh noise."""
+def _witnessed(ctx: RunContext, ledger: PrivacyLedger, witness: ReleaseWitness | None
+               ) -> None:
+    """Every release a witness kept apart from the ledger says was made (its date and payload
+    digest) must still be in the ledger as made. The run records are one witness: a ledger
+    rewound to an older copy, or a row deleted with its head file and partition, would
+    otherwise let the day be released again with fresh noise. The optional append-only
+    witness is the other: the check a restored ledger *and* restored run records cannot
+    pass."""
     runs = ctx.root / ctx.zone("runs").path
     fset = ctx.cfg.features.feature_set
+    claims: list[tuple[str, str, str]] = []  # (who says so, release date, payload digest)
     for path in sorted(runs.glob(f"date=*/{LedgerRecord.file}")):
         seen = LedgerRecord.model_validate_json(path.read_text())
-        if not seen.release_due or seen.feature_set != fset or not seen.payload_sha256:
-            continue
-        stored = ledger.get(ctx.cfg.purpose, fset, seen.date)
-        if stored is None or stored.payload_sha256 != seen.payload_sha256:
+        if seen.release_due and seen.feature_set == fset and seen.payload_sha256:
+            claims.append((f"the run records ({path.parent.name}) say",
+                           seen.date, seen.payload_sha256))
+    if witness is not None:
+        claims += [(f"the release witness ({witness.where}) saw", w.release_date,
+                    w.payload_sha256) for w in witness.known(ctx.cfg.purpose, fset)]
+    for who, day, digest in claims:
+        stored = ledger.get(ctx.cfg.purpose, fset, day)
+        if stored is None or stored.payload_sha256 != digest:
             raise LedgerIntegrityError(
-                f"ledger {ledger.where}, purpose {ctx.cfg.purpose!r}: the run records "
-                f"({path.parent.name}) say the release of {seen.date} was made (payload "
-                f"{seen.payload_sha256[:12]}…) but the ledger "
+                f"ledger {ledger.where}, purpose {ctx.cfg.purpose!r}: {who} the release of "
+                f"{day} was made (payload {digest[:12]}…) but the ledger "
                 + ("no longer holds it" if stored is None else "holds another")
                 + ". The ledger was reset, truncated or edited; nothing is released from it "
                   "(a fresh draw could be averaged against what was published). Restore it "
                   "from backup.")
-
-
-def _externally_witnessed(ctx: RunContext, ledger: PrivacyLedger,
-                          witness: ReleaseWitness) -> None:
-    """Every release the append-only witness saw must still be in the ledger as made: the
-    check a restored ledger *and* restored run records cannot pass."""
-    fset = ctx.cfg.features.feature_set
-    for seen in witness.known(ctx.cfg.purpose, fset):
-        stored = ledger.get(ctx.cfg.purpose, fset, seen.release_date)
-        if stored is None or stored.payload_sha256 != seen.payload_sha256:
-            raise LedgerIntegrityError(
-                f"ledger {ledger.where}, purpose {ctx.cfg.purpose!r}: the release witness "
-                f"({witness.where}) saw the release of {seen.release_date} (payload "
-                f"{seen.payload_sha256[:12]}…) but the ledger "
-                + ("no longer holds it" if stored is None else "holds another")
-                + ". The ledger was rewound or edited; nothing is released from it. Restore "
-                  "it from backup.")
 
 
 def publish(ctx: RunContext, day: date) -> str:
