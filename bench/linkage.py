@@ -49,10 +49,11 @@ from pipeline.transforms.profile import (
     ANY,
     EVENTS,
     UNKNOWN,
-    coarser_band,
+    coarser_bands,
     epoch_of,
     history_of,
     publish_profiles,
+    shard_profiles,
     user_profiles,
     with_epoch_pseudonym,
 )
@@ -158,13 +159,11 @@ def attack(published: pl.DataFrame, raw: pl.DataFrame, truth: dict[str, str], ms
 
 
 def _with_coarser(table: pl.DataFrame, coarser: list[list[int]]) -> pl.DataFrame:
-    """The exact age band's coarser bands, as columns `age_band~1`, ... (computed once)."""
+    """The exact age band's coarser bands, as columns `age_band~1`, ..."""
     if "age_band" not in table.columns:
         return table
-    bands = table["age_band"].unique().to_list()
-    return table.with_columns(
-        pl.col("age_band").replace_strict({b: coarser_band(b, edges) for b in bands})
-        .alias(f"age_band~{i}") for i, edges in enumerate(coarser, start=1))
+    return table.with_columns(coarser_bands(table["age_band"], edges).alias(f"age_band~{i}")
+                              for i, edges in enumerate(coarser, start=1))
 
 
 def _fits(published: str, column: str, coarser: list[list[int]]) -> pl.Expr:
@@ -185,14 +184,11 @@ def republish(generalized: dict[date, pl.DataFrame], spec: PurposeSpec, key: Mas
     out: dict[date, pl.DataFrame] = {}
     for d in sorted(generalized):
         epoch = epoch_of(d, spec.profile.epoch)
-        profiles = with_epoch_pseudonym(user_profiles(generalized[d], spec.profile,
-                                                      spec.user_col),
-                                        spec.user_col, key, spec.purpose, epoch)
-        kept, _ = allowlisted(profiles.drop(EVENTS), spec, k=k)
+        profiles, _ = shard_profiles(generalized[d], spec, key=key, epoch=epoch, k=k)
         history = history_of([t for e, t in out.items() if e < d
                               and epoch_of(e, spec.profile.epoch) == epoch], spec)
-        table, _ = publish_profiles(kept.with_columns(profiles[EVENTS]), spec, k=k,
-                                    coarser_age_edges=coarser, history=history)
+        table, _ = publish_profiles(profiles, spec, k=k, coarser_age_edges=coarser,
+                                    history=history)
         out[d] = table.drop(EVENTS)
     return out
 

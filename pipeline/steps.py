@@ -75,13 +75,11 @@ from pipeline.transforms.pii.scrub import (
     scrub_pii,
 )
 from pipeline.transforms.profile import (
-    EVENTS,
     epoch_of,
     history_of,
     profile_stats,
     publish_profiles,
-    user_profiles,
-    with_epoch_pseudonym,
+    shard_profiles,
 )
 from pipeline.transforms.pseudonymize import hmac_expr, pseudonymize_columns
 from pipeline.transforms.retention import finish_interrupted, purge
@@ -394,16 +392,10 @@ def _profiling(day: date, ctx: RunContext) -> AbstractContextManager[ShardFn]:
 
 def _shard_profiles(spec: PurposeSpec, k: int, key: MasterKey, epoch: str,
                     table: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
-    """One shard's users as profiles under their epoch pseudonyms, within their domains;
-    stats in events, for the gather."""
-    assert spec.profile is not None
-    user = spec.user_col
-    profiles = with_epoch_pseudonym(user_profiles(table, spec.profile, user), user, key,
-                                    spec.purpose, epoch)
-    kept, stats = allowlisted(profiles.drop(EVENTS), spec, k=k)
-    out = kept.with_columns(profiles[EVENTS])
+    """`shard_profiles`, with stats in events for the gather."""
+    out, details = shard_profiles(table, spec, key=key, epoch=epoch, k=k)
     return out, StageStats(stage="minimize", rows_in=table.height, rows_out=table.height,
-                           details=stats.details)
+                           details=details)
 
 
 def _profiled(spec: PurposeSpec, k: int, coarser: Sequence[Sequence[int]], history: pl.DataFrame,

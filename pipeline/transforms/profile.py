@@ -34,6 +34,7 @@ from pipeline.config.settings import age_band_labels
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import StageStats
 from pipeline.transforms.generalize.kanon import Hierarchy, enforce
+from pipeline.transforms.minimize import allowlisted
 from pipeline.transforms.pseudonymize import hmac_expr
 
 ANY, NONE, UNKNOWN = "any", "none", "unknown"
@@ -108,6 +109,19 @@ def user_profiles(table: pl.DataFrame, profile: Profile, user_col: str) -> pl.Da
     return out.sort(user_col)
 
 
+def shard_profiles(table: pl.DataFrame, spec: PurposeSpec, *, key: MasterKey, epoch: str,
+                   k: int) -> tuple[pl.DataFrame, dict]:
+    """One shard's users as profiles under their epoch pseudonyms, each value within its
+    domain (`minimize.allowlisted`), with the events behind each (`EVENTS`); and what the
+    domains replaced. What `publish_profiles` gathers from every shard."""
+    assert spec.profile is not None
+    user = spec.user_col
+    profiles = with_epoch_pseudonym(user_profiles(table, spec.profile, user), user, key,
+                                    spec.purpose, epoch)
+    kept, stats = allowlisted(profiles.drop(EVENTS), spec, k=k)
+    return kept.with_columns(profiles[EVENTS]), stats.details
+
+
 def _bounds(label: str) -> tuple[int, int] | None:
     if label.startswith("under-"):
         return 0, int(label[6:]) - 1
@@ -130,6 +144,12 @@ def coarser_band(label: str, edges: Sequence[int]) -> str:
     return UNKNOWN
 
 
+def coarser_bands(bands: pl.Series, edges: Sequence[int]) -> pl.Series:
+    """`coarser_band` of every value, worked out once per distinct band."""
+    mapping = {b: coarser_band(b, edges) for b in bands.drop_nulls().unique()}
+    return bands.replace_strict(mapping, default=None, return_dtype=pl.String)
+
+
 def hierarchies(profile: Profile, coarser_age_edges: Sequence[Sequence[int]]
                 ) -> list[Hierarchy]:
     """Each `give_up` column's steps: age bands through each coarser set of edges, then
@@ -147,8 +167,8 @@ def hierarchies(profile: Profile, coarser_age_edges: Sequence[Sequence[int]]
                     return pl.col(src)
                 if level <= len(ladders):
                     edges = ladders[level - 1]
-                    return pl.col(src).map_elements(lambda b: coarser_band(b, edges),
-                                                    return_dtype=pl.String)
+                    return pl.col(src).map_batches(lambda s: coarser_bands(s, edges),
+                                                   return_dtype=pl.String)
                 return pl.lit(UNKNOWN)
             out.append(Hierarchy(c, len(ladders) + 1, value, (src,)))
         else:
