@@ -21,9 +21,10 @@ from tests.conftest import PG, TEST_KEY_TEXT, mark_validated, postgres_up, write
 DAYS = [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)]
 
 
-def _ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunContext:
+def _ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides: object) -> RunContext:
+    """Three validated days, the first two released (config `overrides` as for write_config)."""
     monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
-    ctx = RunContext(load_config(write_config(tmp_path)), run_date=DAYS[-1])
+    ctx = RunContext(load_config(write_config(tmp_path, **overrides)), run_date=DAYS[-1])
     for day in DAYS:  # a validated published partition a day
         ctx.storage.write(ctx.zone("generalized"), day, pl.DataFrame({
             "user_pseudonym": [f"u{i}" for i in range(50)], "region": ["Texas"] * 50,
@@ -117,18 +118,7 @@ def test_when_ledger_and_run_records_are_rewound_then_the_external_witness_stops
     try:
         dsn = f"{PG}?options=-csearch_path%3D{schema}"
         monkeypatch.setenv("TEST_WITNESS_DSN", dsn)
-        monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
-        ctx = RunContext(load_config(write_config(
-            tmp_path, budget__witness_dsn_env="TEST_WITNESS_DSN")), run_date=DAYS[-1])
-        for day in DAYS:
-            ctx.storage.write(ctx.zone("generalized"), day, pl.DataFrame({
-                "user_pseudonym": [f"u{i}" for i in range(50)], "region": ["Texas"] * 50,
-                "age_band": ["25-34"] * 50, "device_type": ["mobile"] * 50,
-                "content_category": ["news"] * 50, "event_type": ["view"] * 50,
-                "session_seconds": [60] * 50}))
-            mark_validated(ctx, day)
-        for day in DAYS[:2]:
-            features(ctx, day)
+        ctx = _ctx(tmp_path, monkeypatch, budget__witness_dsn_env="TEST_WITNESS_DSN")
         features(ctx, DAYS[1])  # a rerun: the same release, witnessed once
         with psycopg.connect(dsn, autocommit=True) as con:
             assert con.execute("SELECT release_date FROM privacy_release_witness ORDER BY 1"
