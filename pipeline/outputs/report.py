@@ -229,7 +229,9 @@ def _funnel(m: Manifest) -> str:
     rows: list[tuple[str, Count]] = [("Rows in (raw lines)", f.rows_in)]
     rows += [(f"Quarantined: {r}", n) for r, n in sorted(f.quarantined.items())]
     rows += [(f"Dropped: {r}", n) for r, n in sorted(f.dropped.items())]
-    rows += [("Rows out (published per-event table)", f.rows_out),
+    out = (f"Rows out (events of the {m.profiles.get('users_published', 0):,} users whose "
+           "profiles were published)" if m.profiles else "Rows out (published per-event table)")
+    rows += [(out, f.rows_out),
              ("Balanced", "yes" if f.balanced else "NO")]
     return html_table(rows, ("Step", "Rows"))
 
