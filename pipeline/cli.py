@@ -267,10 +267,10 @@ def cmd_plan_features(args: argparse.Namespace) -> int:
         total, source = _users_of_last_good_release(cfg)
     users = total / cells
     ceiling = max_release_budget(f, cfg.budget)
-    unit = "ε" if f.mechanism.pure else "ρ"
     print(f"{f.feature_set}: {cells} cohorts ({len(f.regions)} regions x "
           f"{len(cfg.generalize.age_bands)} age bands x {len(f.device_types)} device types), "
-          f"{unit} = {f.budget:g} per {f.period} (at most {ceiling:.3g}: the per-release cap "
+          f"{f.release_budget.describe()} per {f.period} (at most {ceiling.value:.3g}: the "
+          "per-release cap "
           f"and the {cfg.budget.window_days}-day window); {users:.1f} users per cohort from "
           f"{source}; "
           f"target: relative error <= {args.target:g}")

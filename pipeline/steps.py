@@ -525,9 +525,9 @@ def features(ctx: RunContext, day: date) -> str:
     witness = ReleaseWitness.from_env(ctx.cfg.budget.witness_dsn_env)
     _witnessed(ctx, ledger, witness)
     budget = WindowBudget.from_config(ctx.cfg.budget)
-    plan = Release(purpose=ctx.cfg.purpose, feature_set=fcfg.feature_set,
-                   release_date=str(day), period_start=str(first), epsilon=fcfg.epsilon,
-                   rho=fcfg.rho_cost, delta=fcfg.delta, mechanism="", library="", payload=b"")
+    plan = Release.charged(fcfg.release_budget, delta=fcfg.delta, purpose=ctx.cfg.purpose,
+                           feature_set=fcfg.feature_set, release_date=str(day),
+                           period_start=str(first), mechanism="", library="", payload=b"")
 
     def draw() -> Release:
         # The exact values of validated days (encrypted staging): DP protects the output,
@@ -550,6 +550,7 @@ def features(ctx: RunContext, day: date) -> str:
                        stored.payload_sha256, epsilon=stored.epsilon, rho=stored.rho,
                        delta=stored.delta)
     window = ledger.window_spend(ctx.cfg.purpose, day, budget)
+    stated = window.total.restated(budget.conversion_delta)  # a zCDP spend as (ε, δ)-DP
     records.save(LedgerRecord(
         release_due=True, period=fcfg.period, purpose=stored.purpose,
         feature_set=stored.feature_set, date=stored.release_date,
@@ -557,11 +558,11 @@ def features(ctx: RunContext, day: date) -> str:
         rho=stored.rho, delta=stored.delta, mechanism=stored.mechanism, library=stored.library,
         recorded_at=stored.created_at, payload_sha256=stored.payload_sha256,
         reused_stored_release=reused, ledger=ledger.where, accounting=ctx.cfg.budget.accounting,
-        unit=budget.unit, cost=budget.accountant.cost(stored), window_days=budget.days,
+        unit=budget.unit, cost=budget.accountant.cost(stored).value, window_days=budget.days,
         window_budget=budget.limit, window_spent=window.spent,
         window_delta_budget=budget.delta, window_delta_spent=window.delta,
-        window_as_epsilon=budget.as_epsilon(window.spent),
-        window_as_epsilon_delta=budget.conversion_delta if budget.accountant.zcdp else None))
+        window_as_epsilon=stated.epsilon if stated else None,
+        window_as_epsilon_delta=stated.delta if stated else None))
     path = ctx.storage.partition(ctx.zone("features"), day)
     atomic_write_bytes(path, stored.payload)
     if stored.mac is not None:

@@ -80,11 +80,10 @@ def check_compatible(cfg: PipelineConfig) -> None:
     if f.period == "week" and cfg.retention.staging_days < 7:
         problems.append("a weekly feature set reads 7 days of generalized (staging) "
                         "partitions: retention.staging_days must be at least 7")
-    cap = b.max_epsilon_per_release if f.mechanism.pure else b.max_rho_per_release
-    if f.budget > cap:
-        problems.append(f"features: a release of {'ε' if f.mechanism.pure else 'ρ'} = "
-                        f"{f.budget:g} is over budget.max_"
-                        f"{'epsilon' if f.mechanism.pure else 'rho'}_per_release ({cap:g})")
+    cap = b.release_cap(f.mechanism)
+    if not f.release_budget.within(cap):
+        problems.append(f"features: a release of {f.release_budget.describe()} is over "
+                        f"budget.max_{cap.param}_per_release ({cap.value:g})")
     if f.delta > b.delta_per_window:
         problems.append(f"features.delta {f.delta:g} is over budget.delta_per_window "
                         f"{b.delta_per_window:g}")

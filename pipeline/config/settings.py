@@ -19,6 +19,7 @@ from pipeline.config.files import load_model
 from pipeline.core.errors import ConfigError
 from pipeline.core.fs import DataPath, data_path
 from pipeline.ledger.accounting import GAUSSIAN, LAPLACE, PURE, ZCDP, Accountant, Mechanism
+from pipeline.ledger.budget import PrivacyBudget
 from pipeline.stages import ZONES, Zone
 
 Privacy = Literal["pure", "zcdp"]
@@ -301,14 +302,11 @@ class FeaturesConfig(Model):
         return MECHANISMS[self.privacy]
 
     @property
-    def budget(self) -> float:
-        """The release's privacy parameter in its mechanism's measure: ε (pure) or ρ (zCDP)."""
-        return cast(float, self.epsilon if self.mechanism.pure else self.rho)
-
-    @property
-    def rho_cost(self) -> float:
-        """The release's cost in zCDP: ρ, or ε²/2 for a pure ε-DP release."""
-        return self.rho if self.rho is not None else cast(float, self.epsilon) ** 2 / 2
+    def release_budget(self) -> PrivacyBudget:
+        """What one release may spend, in its mechanism's budget type: ε (pure) or ρ (zCDP);
+        the validator above makes sure exactly that one is set."""
+        param = getattr(self, self.mechanism.budget_type.param)
+        return self.mechanism.budget(cast(float, param))
 
 
 class BudgetConfig(Model):
@@ -353,8 +351,12 @@ class BudgetConfig(Model):
     @property
     def limit(self) -> float:
         """The window's budget in the accountant's unit (ε or ρ)."""
-        return cast(float, self.rho_per_window if self.accountant.zcdp
-                    else self.epsilon_per_window)
+        return cast(float, getattr(self, f"{self.accountant.kind.param}_per_window"))
+
+    def release_cap(self, mechanism: Mechanism) -> PrivacyBudget:
+        """The most one release of `mechanism` may cost (`max_epsilon_per_release` or
+        `max_rho_per_release`)."""
+        return mechanism.budget(getattr(self, f"max_{mechanism.budget_type.param}_per_release"))
 
 
 class RetentionConfig(Model):

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import DataPath
 from pipeline.core.storage import atomic_write_json
+from pipeline.ledger.budget import PrivacyBudget, release_budget
 
 Count = int | str  # a count, or "<10" once coarsened for the external view
 R = TypeVar("R", bound="Record")
@@ -144,6 +145,11 @@ class LedgerRecord(Record):
     window_delta_spent: float = 0.0
     window_as_epsilon: float | None = None  # zCDP stated as (ε, δ)-DP
     window_as_epsilon_delta: float | None = None
+
+    @property
+    def budget(self) -> PrivacyBudget:
+        """What the release cost, as a budget value."""
+        return release_budget(epsilon=self.epsilon, rho=self.rho, delta=self.delta)
 
 
 class ErasureRecord(Record):

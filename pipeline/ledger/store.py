@@ -34,6 +34,7 @@ from pipeline.core.fs import DataPath
 from pipeline.core.keys import KeyRing
 from pipeline.core.storage import atomic_write_json
 from pipeline.ledger.accounting import PURE, Accountant
+from pipeline.ledger.budget import PrivacyBudget, RhoZCDP, ledger_epsilon, release_budget
 
 TABLE = "privacy_releases"
 _COLUMNS = ("purpose", "feature_set", "release_date", "period_start", "period_end", "epsilon",
@@ -89,6 +90,18 @@ class Release:
     def payload_sha256(self) -> str:
         return hashlib.sha256(self.payload).hexdigest()
 
+    @property
+    def budget(self) -> PrivacyBudget:
+        """What the release cost, as a budget value (`pipeline.ledger.budget`)."""
+        return release_budget(epsilon=self.epsilon, rho=self.rho, delta=self.delta)
+
+    @classmethod
+    def charged(cls, budget: PrivacyBudget, *, delta: float, **fields: Any) -> Release:
+        """A release of `budget` (ε or ρ) plus the `delta` private selection adds: its ledger
+        columns (ε, or none for a zCDP release; ρ, a pure release's ε²/2; δ)."""
+        return cls(epsilon=ledger_epsilon(budget), rho=budget.to(RhoZCDP).rho,
+                   delta=budget.delta + delta, **fields)
+
 
 @dataclass(frozen=True)
 class WindowBudget:
@@ -108,21 +121,35 @@ class WindowBudget:
         return self.accountant.unit
 
     @property
+    def allowed(self) -> PrivacyBudget:
+        """The window's limit as a budget in the accountant's type."""
+        return self.accountant.budget(self.limit, self.delta)
+
+    @property
     def conversion_delta(self) -> float:
         """The δ at which a zCDP spend is stated as (ε, δ)-DP: the window's δ, or 1e-6."""
         return self.delta or 1e-6
 
     def as_epsilon(self, spent: float) -> float | None:
         """A zCDP spend as the ε of (ε, `conversion_delta`)-DP; None under pure accounting."""
-        return self.accountant.as_epsilon(spent, self.conversion_delta)
+        stated = self.accountant.budget(spent).restated(self.conversion_delta)
+        return None if stated is None else stated.epsilon
 
 
 @dataclass(frozen=True)
 class WindowSpend:
     start: date
     end: date
-    spent: float  # ε or ρ, as the budget accounts
-    delta: float
+    total: PrivacyBudget  # in the accountant's type
+
+    @property
+    def spent(self) -> float:
+        """ε or ρ, as the budget accounts."""
+        return self.total.value
+
+    @property
+    def delta(self) -> float:
+        return self.total.delta
 
 
 class _Backend(Protocol):
@@ -382,8 +409,7 @@ class PrivacyLedger:
         """What releases overlapping the window ending on `end` have spent."""
         start = end - timedelta(days=budget.days - 1)
         rows = self._overlapping(None, purpose, start, end)
-        return WindowSpend(start, end, sum(budget.accountant.cost(r) for r in rows),
-                           sum(r.delta for r in rows))
+        return WindowSpend(start, end, _spent(budget, rows))
 
     def _overlapping(self, con: Any, purpose: str, start: date, end: date) -> list[Release]:
         statement = (f"SELECT {', '.join(_COLUMNS)} FROM {TABLE} WHERE purpose=? "
@@ -410,12 +436,8 @@ class PrivacyLedger:
             start = end - span
             inside = [r for r in rows if r.period_end >= start.isoformat()
                       and r.period_start <= end.isoformat()]
-            window = WindowSpend(start, end,
-                                 budget.accountant.cost(release)
-                                 + sum(budget.accountant.cost(r) for r in inside),
-                                 release.delta + sum(r.delta for r in inside))
-            if window.spent > budget.limit * (1 + 1e-12) or \
-                    window.delta > budget.delta * (1 + 1e-12):
+            window = WindowSpend(start, end, _spent(budget, [release, *inside]))
+            if not window.total.within(budget.allowed, rel=1e-12):
                 raise BudgetExceededError(
                     f"purpose {release.purpose!r}: releasing {release.feature_set} for "
                     f"{release.release_date} would spend {budget.unit}={window.spent:g}, "
@@ -460,6 +482,14 @@ class PrivacyLedger:
             self._execute(con, f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES "
                           f"({', '.join('?' for _ in _COLUMNS)})", list(values.values()))
         return stored
+
+
+def _spent(budget: WindowBudget, releases: Sequence[Release]) -> PrivacyBudget:
+    """The releases' total in the window's accounting (each converted, then composed)."""
+    total = budget.accountant.zero()
+    for r in releases:
+        total = total + budget.accountant.cost(r)
+    return total
 
 
 def _migrate_v1(con: sqlite3.Connection) -> None:

@@ -52,7 +52,8 @@ def dp_summary(dp: LedgerRecord | None) -> str:
     if not dp.release_due:
         return (f"No release due: the {PERIOD_WORDS[dp.period]} feature set is next released "
                 f"on {dp.next_release}.")
-    cost = f"ρ = {dp.rho:g}" if dp.epsilon is None else f"ε = {dp.epsilon:g}"
+    charged = dp.budget
+    cost = f"{charged.unit} = {charged.value:g}"
     first, last = dp.covers or (dp.date, dp.date)
     data = f"data of {last}" if first == last else f"data of {first} to {last}"
     text = (f"{dp.mechanism}; {data}; {cost}, "

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pipeline.config import BudgetConfig, FeaturesConfig
 from pipeline.ledger.accounting import Mechanism
+from pipeline.ledger.budget import PrivacyBudget
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ def feature_errors(cfg: FeaturesConfig, users: float) -> dict[str, tuple[float, 
     n = max(users, 1.0)
 
     def err(share: float, bound: float) -> float:
-        return _accuracy(mech, mech.scale(budget=cfg.budget, share=share, n_stats=1,
-                                          per_user=k, bound=bound))
+        return _accuracy(mech, mech.scale(cfg.release_budget * share / 1, per_user=k,
+                                          bound=bound))
 
     out = {"active_users": (err(f.active_users.budget_share, 1), 0.0)}
     out["active_users"] = (out["active_users"][0], out["active_users"][0] / n)
@@ -64,20 +65,21 @@ def feature_errors(cfg: FeaturesConfig, users: float) -> dict[str, tuple[float, 
     return out
 
 
-def max_release_budget(features: FeaturesConfig, budget: BudgetConfig) -> float:
+def max_release_budget(features: FeaturesConfig, budget: BudgetConfig) -> PrivacyBudget:
     """The largest ε (pure) or ρ (zCDP) a release may take: under the config's per-release cap
-    and small enough that a full window of releases fits the window's budget."""
-    pure = features.mechanism.pure
-    cap = budget.max_epsilon_per_release if pure else budget.max_rho_per_release
+    and small enough that a full window of releases fits the window's budget (a pure ε
+    release costs ε²/2 in a zCDP window)."""
+    kind = features.mechanism.budget_type
     releases = budget.window_days if features.period == "day" else -(-budget.window_days // 7)
-    per_release = budget.limit / releases  # in the accountant's unit
-    if budget.accountant.zcdp and pure:  # a pure ε release costs ε²/2 in zCDP
-        per_release = (2 * per_release) ** 0.5
-    return min(cap, per_release)
+    per_release = budget.accountant.budget(budget.limit / releases)
+    fits = kind.largest_within(per_release)
+    cap = budget.release_cap(features.mechanism)
+    return cap if cap.value <= fits.value else fits
 
 
 def plan(cfg: FeaturesConfig, *, users: float, age_bands: int, target: float,
-         weekly_factor: float = 3.0, max_budget: float = float("inf")) -> list[FeatureError]:
+         weekly_factor: float = 3.0, max_budget: PrivacyBudget | None = None
+         ) -> list[FeatureError]:
     """Expected errors at `users` per cohort, each with the smallest change meeting `target`.
     Never suggests what config or the ledger would refuse: an ε (ρ) over `max_budget` is
     named as out of reach instead, and a larger budget share keeps the shares adding up to 1."""
@@ -89,18 +91,21 @@ def plan(cfg: FeaturesConfig, *, users: float, age_bands: int, target: float,
         fix = ""
         if rel > target:
             spec_share = _share_of(cfg, name)
-            # Error falls as 1/ε under Laplace noise, as 1/√ρ under Gaussian.
-            factor = (rel / target) ** (1 if cfg.mechanism.pure else 2)
-            options, unit = [], "ε" if cfg.mechanism.pure else "ρ"
+            now_budget = cfg.release_budget
+            factor = cfg.mechanism.budget_growth(rel / target)
+            needed = now_budget * factor
+            options, unit = [], now_budget.unit
             alone = len(cfg.features.enabled()) == 1
             if spec_share * factor < 1 and not alone:
                 options.append(f"budget_share {spec_share:g} -> {spec_share * factor:.2f} "
                                f"(the others scaled down to {1 - spec_share * factor:.2f} "
                                "in all)")
-            if cfg.budget * factor <= max_budget:
-                options.append(f"{unit} {cfg.budget:g} -> {cfg.budget * factor:.3g}")
-            out_of_reach = f"{unit} would need {cfg.budget * factor:.3g}, over the " \
-                f"{max_budget:.3g} config and the window allow per release"
+            reachable = max_budget is None or needed.within(max_budget)
+            if reachable:
+                options.append(f"{unit} {now_budget.value:g} -> {needed.value:.3g}")
+            out_of_reach = f"{unit} would need {needed.value:.3g}, over the " \
+                f"{max_budget.value if max_budget else float('inf'):.3g} config and the " \
+                "window allow per release"
             for label, n in grid.items():
                 if feature_errors(cfg, n)[name][1] <= target:
                     options.append(f"grid {label} ({n:.0f} users per cohort)")
@@ -109,7 +114,7 @@ def plan(cfg: FeaturesConfig, *, users: float, age_bands: int, target: float,
                     <= target:
                 options.append(f"period: week (~{users * weekly_factor:.0f} users per cohort)")
             fix = "; or ".join(options) if options else ""
-            if cfg.budget * factor > max_budget:
+            if not reachable:
                 fix = f"{fix} ({out_of_reach})" if fix else f"none within reach: {out_of_reach}"
         rows.append(FeatureError(name, e, rel, fix))
     return rows

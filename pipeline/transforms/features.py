@@ -49,6 +49,7 @@ import polars as pl
 from pipeline.config import CategoryVotesFeature, FeaturesConfig
 from pipeline.core.errors import BudgetExceededError
 from pipeline.core.records import StageStats
+from pipeline.ledger.budget import PrivacyBudget, RhoZCDP, ledger_epsilon
 from pipeline.transforms.opendp_api import opendp_api
 
 DIMENSIONS = ("region", "age_band", "device_type")
@@ -58,11 +59,20 @@ MAX_ROWS_BOUND = 1_000_000_000  # public bound on table length, for OpenDP's ove
 @dataclass(frozen=True)
 class FeatureRelease:
     table: pl.DataFrame
-    epsilon: float | None  # None for a zCDP release
-    rho: float  # its cost in zCDP (ε²/2 for a pure release)
+    budget: PrivacyBudget  # as planned: ε or ρ (`delta` is what private selection added)
     delta: float
     mechanism: str
     library: str
+
+    @property
+    def epsilon(self) -> float | None:
+        """The ledger's ε column: None for a zCDP release."""
+        return ledger_epsilon(self.budget)
+
+    @property
+    def rho(self) -> float:
+        """The ledger's ρ column: the cost in zCDP (ε²/2 for a pure release)."""
+        return self.budget.to(RhoZCDP).rho
 
 
 def cohort_keys(cfg: FeaturesConfig, age_bands: tuple[str, ...]) -> pl.DataFrame:
@@ -170,7 +180,7 @@ def _aggregations(cfg: FeaturesConfig) -> list[tuple[pl.Expr, str, float]]:
     f = cfg.features
 
     def scale(share: float, n_stats: int, bound: float) -> float:
-        return cfg.mechanism.scale(budget=cfg.budget, share=share, n_stats=n_stats,
+        return cfg.mechanism.scale(cfg.release_budget * share / n_stats,
                                    per_user=cfg.max_cohorts_per_user, bound=bound)
 
     s = scale(f.active_users.budget_share, 1, 1)
@@ -267,7 +277,7 @@ def _votes_measurement(dp: SimpleNamespace, votes: pl.LazyFrame, cfg: FeaturesCo
         return dp.make_private_lazyframe(domain, unit, cfg.mechanism.measure(dp), plan,
                                          global_scale=1.0)
 
-    scale = cfg.mechanism.calibrate(build(1.0).map(d_in), cfg.budget * spec.budget_share)
+    scale = cfg.mechanism.calibrate(build(1.0).map(d_in), cfg.release_budget * spec.budget_share)
     return build(scale), d_in, scale
 
 
@@ -322,7 +332,7 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
         loss += vm.map(vd_in)
         counted = cast(pl.LazyFrame, vm(votes)).collect().join(released, on="_cell")
         noisy = noisy.join(_vote_columns(counted, cfg), on=list(DIMENSIONS), how="left")
-    planned = cfg.budget
+    planned = cfg.release_budget.value
     if loss > planned * (1 + 1e-9) or delta > cfg.delta * (1 + 1e-9):
         raise BudgetExceededError(f"OpenDP accounts {loss}, δ={delta} for a release planned at "
                                   f"{planned}, δ={cfg.delta}: the scales are wrong; nothing "
@@ -341,12 +351,12 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
     noise = cfg.mechanism.label
     cohorts = "private cohort selection" if cfg.cohorts == "private" else "public cohort keys"
     release = FeatureRelease(
-        table=table, epsilon=cfg.epsilon, rho=cfg.rho_cost, delta=float(delta),
+        table=table, budget=cfg.release_budget, delta=float(delta),
         mechanism=f"OpenDP Polars: integer {noise}, user-level, {cohorts}",
         library=f"opendp {dp.version}")
     stats = StageStats(stage="features", rows_in=rows_in, rows_out=table.height, details={
         "feature_set": cfg.feature_set, "period": cfg.period, "privacy": cfg.privacy,
-        "epsilon": cfg.epsilon, "rho": cfg.rho_cost, "delta": float(delta),
+        "epsilon": cfg.epsilon, "rho": release.rho, "delta": float(delta),
         "accounted_by_opendp": loss, "cohorts": cfg.cohorts,
         "budget_shares": {name: spec.budget_share
                           for name, spec in cfg.features.enabled().items()},

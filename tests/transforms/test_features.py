@@ -291,14 +291,17 @@ def test_when_a_plan_would_need_more_budget_than_config_allows_then_it_never_sug
     from pipeline.transforms.feature_plan import max_release_budget, plan
 
     ceiling = max_release_budget(cfg.features, cfg.budget)
-    assert ceiling == pytest.approx(min(cfg.budget.max_epsilon_per_release,
-                                        cfg.budget.epsilon_per_window / cfg.budget.window_days))
+    assert ceiling.value == pytest.approx(min(
+        cfg.budget.max_epsilon_per_release,
+        cfg.budget.epsilon_per_window / cfg.budget.window_days))
     generous = cfg.budget.model_copy(update={"epsilon_per_window": 3000.0})
-    assert max_release_budget(cfg.features, generous) == cfg.budget.max_epsilon_per_release
-    for limit in (ceiling, cfg.budget.max_epsilon_per_release):
+    assert max_release_budget(cfg.features, generous).value == \
+        cfg.budget.max_epsilon_per_release
+    for limit in (ceiling, cfg.budget.release_cap(cfg.features.mechanism)):
         # 3.4 users per cohort: the all-quarantined day's noise once made it suggest ε 34.4
         rows = plan(cfg.features, users=3.4, age_bands=7, target=0.5, max_budget=limit)
         suggested = [float(x) for r in rows for x in re.findall(r"(?<!need )ε 1 -> ([0-9.]+)",
                                                                r.fix)]
-        assert all(x <= limit for x in suggested)
-        assert any(f"over the {limit:.3g} config and the window allow" in r.fix for r in rows)
+        assert all(x <= limit.value for x in suggested)
+        assert any(f"over the {limit.value:.3g} config and the window allow" in r.fix
+                   for r in rows)
