@@ -277,7 +277,7 @@ def cmd_plan_features(args: argparse.Namespace) -> int:
     print(f"{'feature':<24}{'error95':>10}{'relative':>10}  to meet the target")
     for row in plan(f, users=users, age_bands=len(cfg.generalize.age_bands),
                     target=args.target, weekly_factor=args.weekly_factor, max_budget=ceiling):
-        print(f"{row.feature:<24}{row.error95:>10.4g}{row.relative:>10.2f}  "
+        print(f"{row.label:<24}{row.error95:>10.4g}{row.relative:>10.2f}  "
               f"{row.fix or 'met'}")
     return 0
 

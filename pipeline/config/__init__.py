@@ -18,10 +18,7 @@ from pipeline.config.loader import check_compatible, load_config
 from pipeline.config.settings import (
     GENERALIZABLE,
     BudgetConfig,
-    CategoryVotesFeature,
-    EventCountsFeature,
     FeaturesConfig,
-    FeatureShare,
     FeatureSpecs,
     FeatureStoreConfig,
     GeneralizeConfig,
@@ -29,7 +26,6 @@ from pipeline.config.settings import (
     IngestConfig,
     KAnonymityConfig,
     KeysConfig,
-    MeanFeature,
     PathsConfig,
     PiiConfig,
     PipelineConfig,
@@ -40,6 +36,10 @@ from pipeline.config.settings import (
     SqliteStore,
     age_band_labels,
 )
+from pipeline.features.base import FeatureShare
+from pipeline.features.category_votes import CategoryVotesFeature
+from pipeline.features.events_per_category import EventCountsFeature
+from pipeline.features.mean_session import MeanFeature
 
 __all__ = [
     "GENERALIZABLE", "BudgetConfig", "CategoryVotesFeature", "Domain", "EventCountsFeature",

@@ -7,18 +7,12 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from pipeline.core.model import Model
 
 FieldType = Literal["string", "integer", "number", "boolean", "timestamp"]
 Handling = Literal["keep", "drop", "pseudonymize", "generalize", "scan"]
-
-
-class Model(BaseModel):
-    """Frozen and strict: an unknown key is an error, named with its path, at load; so is
-    an infinite or NaN number."""
-
-    # inf and nan are refused: `epsilon_per_window: .inf` would disable the budget
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class FieldSpec(Model):

@@ -9,15 +9,16 @@ import datetime
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import fsspec
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from pipeline.config.contracts import Model, PurposeSpec, RecordSchema
 from pipeline.config.files import load_model
 from pipeline.core.errors import ConfigError
 from pipeline.core.fs import DataPath, data_path
+from pipeline.features import REGISTRY, FeatureShare
 from pipeline.ledger.accounting import GAUSSIAN, LAPLACE, PURE, ZCDP, Accountant, Mechanism
 from pipeline.ledger.budget import PrivacyBudget
 from pipeline.stages import ZONES, Zone
@@ -180,51 +181,13 @@ class KAnonymityConfig(Model):
         "h3_cell", "age_band")
 
 
-class FeatureShare(Model):
-    """A released feature and its share of the release's ε."""
-
-    budget_share: Annotated[float, Field(gt=0, le=1)]
-
-
-class EventCountsFeature(FeatureShare):
-    """Events per content category, each user's count per category clipped to `max_per_user`."""
-
-    max_per_user: Annotated[int, Field(gt=0)] = 20
-
-
-class CategoryVotesFeature(FeatureShare):
-    """Each user's category mix as `votes_per_user` unit votes (their shares of events per
-    category, rounded by largest remainder): one user moves the whole histogram by one user's
-    worth (L1 = 1 in users), however many categories there are, so no budget is split per
-    category. Released as shares per cohort, with a shrunk estimate and its standard error."""
-
-    votes_per_user: Annotated[int, Field(ge=1, le=100)] = 20
-
-
-class MeanFeature(FeatureShare):
-    """A per-user mean (computed per user first, clipped to `bounds`), then averaged."""
-
-    bounds: tuple[int, int] = (0, 3600)
+class FeatureSpecsBase(Model):
+    """What each cohort gets: one optional block per feature of `pipeline.features.REGISTRY`
+    (its own config model), `active_users` required (rates and means divide by it). The model
+    is made from the registry (`FeatureSpecs`), so a new feature needs no field here."""
 
     @model_validator(mode="after")
-    def _check(self) -> MeanFeature:
-        lo, hi = self.bounds
-        if not 0 <= lo < hi:
-            raise ValueError("bounds must be (low, high) with 0 <= low < high")
-        return self
-
-
-class FeatureSpecs(Model):
-    """What each cohort gets. `active_users` is required: rates and means divide by it."""
-
-    active_users: FeatureShare
-    category_votes: CategoryVotesFeature | None = None
-    events_per_category: EventCountsFeature | None = None
-    purchase_rate: FeatureShare | None = None  # share of active users with a purchase
-    mean_session_seconds: MeanFeature | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> FeatureSpecs:
+    def _check(self) -> FeatureSpecsBase:
         total = sum(f.budget_share for f in self.enabled().values())
         if abs(total - 1) > 1e-9:
             raise ValueError(f"budget_share of the enabled features must add up to 1, not "
@@ -232,8 +195,19 @@ class FeatureSpecs(Model):
         return self
 
     def enabled(self) -> dict[str, FeatureShare]:
+        """Feature name -> its config, for the features this config turns on (registry
+        order)."""
         return {name: spec for name in type(self).model_fields
                 if (spec := getattr(self, name)) is not None}
+
+
+if TYPE_CHECKING:
+    FeatureSpecs = FeatureSpecsBase
+else:
+    FeatureSpecs = create_model(
+        "FeatureSpecs", __base__=FeatureSpecsBase, __doc__=FeatureSpecsBase.__doc__,
+        **{name: (f.config, ...) if f.required else (f.config | None, None)
+           for name, f in REGISTRY.items()})
 
 
 class FeaturesConfig(Model):
@@ -266,11 +240,11 @@ class FeaturesConfig(Model):
     regions: tuple[str, ...] = ()
     device_types: tuple[str, ...] = ()
     categories: tuple[str, ...]
-    features: FeatureSpecs = FeatureSpecs(
-        active_users=FeatureShare(budget_share=0.15),
-        category_votes=CategoryVotesFeature(budget_share=0.6),
-        purchase_rate=FeatureShare(budget_share=0.15),
-        mean_session_seconds=MeanFeature(budget_share=0.1))
+    features: FeatureSpecs = FeatureSpecs.model_validate({
+        "active_users": {"budget_share": 0.15},
+        "category_votes": {"budget_share": 0.6},
+        "purchase_rate": {"budget_share": 0.15},
+        "mean_session_seconds": {"budget_share": 0.1}})
 
     @model_validator(mode="before")
     @classmethod

@@ -24,7 +24,8 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.fs import DataPath
 from pipeline.core.records import PublishRecord
 from pipeline.core.storage import atomic_write_bytes
-from pipeline.transforms.features import DIMENSIONS, count_features, released_columns
+from pipeline.features import DIMENSIONS
+from pipeline.transforms.features import Release
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,11 +104,11 @@ def feature_definitions(cfg: PipelineConfig) -> list:
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Bool, Float64, Int64, String
 
-    counts = count_features(cfg.features)
-    schema = [Field(name=n, dtype=String) for n in DIMENSIONS]
-    for name in released_columns(cfg.features):
-        dtype = (Bool if name.endswith("_unreliable") else Int64 if name in counts else Float64)
-        schema.append(Field(name=name, dtype=dtype))
+    dtypes = {"int": Int64, "float": Float64, "bool": Bool}
+    schema = [Field(name=n, dtype=String, description=f"cohort {n.replace('_', ' ')} (public "
+                    "grid)") for n in DIMENSIONS]
+    schema += [Field(name=c.name, dtype=dtypes[c.dtype], description=c.description)
+               for c in Release.of(cfg.features).columns()]
     cohort = Entity(name=ENTITY, join_keys=[JOIN_KEY], value_type=ValueType.STRING,
                     description="region|age_band|device_type, from the public cohort grid")
     endpoint = cfg.paths.storage_options.get("client_kwargs", {}).get("endpoint_url")
@@ -183,10 +184,11 @@ def unknown_cohorts(cfg: PipelineConfig, cohort_ids: list[str]) -> list[str]:
 
 def online_features(cfg: PipelineConfig, cohort_ids: list[str],
                     features: list[str] | None = None) -> dict[str, list]:
-    """Read features for cohorts from the online store, as ML serving would."""
+    """Read features for cohorts from the online store, as ML serving would (by default
+    every enabled feature's values, without their noise scales, bounds and flags)."""
     store = open_store(cfg)
     fv = cfg.features.feature_set
-    refs = [f"{fv}:{f}" for f in (features or ["active_users", "mean_session_seconds"])]
+    refs = [f"{fv}:{f}" for f in (features or Release.of(cfg.features).values())]
     return store.get_online_features(features=refs,
                                      entity_rows=[{JOIN_KEY: c} for c in cohort_ids]).to_dict()
 
