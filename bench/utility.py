@@ -68,6 +68,7 @@ from pipeline.config import (
     age_band_labels,
     load_config,
 )
+from pipeline.core.details import ProfileDetails
 from pipeline.outputs.reader import category_scores
 from pipeline.transforms.features import release_features
 from pipeline.transforms.profile import publish_profiles, user_profiles
@@ -179,7 +180,7 @@ class Task:
         self.users = counts.filter(pl.col("n") >= min_test)["user_pseudonym"].sort().to_list()
         self.truth = user_shares(test, self.users, categories)
         self.overall = self.truth.mean(axis=0)
-        self.profile_details: dict[int, dict] = {}
+        self.profile_details: dict[int, ProfileDetails] = {}
         self.cohort = (pl.DataFrame({"user_pseudonym": self.users})
                        .join(cohorts, on="user_pseudonym", how="left")["cohort_id"].to_list())
 
@@ -284,9 +285,9 @@ def summarize(base: dict[str, dict[str, float]], runs: dict[str, list[dict[str, 
 def print_profile(title: str, task: Task) -> None:
     """What k-anonymity over each user's whole profile kept (see `Task.profile_scores`)."""
     d = task.profile_details[PROFILE_K]
-    shares = ", ".join(f"{c} {v:.0%}" for c, v in d["exact_share"].items() if v is not None)
-    print(f"\n{title}: published profiles at k = {PROFILE_K}: {d['users_published']:,} of "
-          f"{d['users']:,} users ({d['users_suppressed']:,} suppressed), {d['groups']:,} "
+    shares = ", ".join(f"{c} {v:.0%}" for c, v in d.exact_share.items() if v is not None)
+    print(f"\n{title}: published profiles at k = {PROFILE_K}: {d.users_published:,} of "
+          f"{d.users:,} users ({d.users_suppressed:,} suppressed), {d.groups:,} "
           f"groups; exact (not given up): {shares}")
 
 

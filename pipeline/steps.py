@@ -23,6 +23,7 @@ import polars as pl
 
 from pipeline.config import PurposeSpec
 from pipeline.core.context import RunContext
+from pipeline.core.details import ColumnFinding, ConsentDetails, PiiDetails
 from pipeline.core.errors import (
     ConfigError,
     GuardrailError,
@@ -33,7 +34,6 @@ from pipeline.core.errors import (
 from pipeline.core.fs import DataPath, is_local, remove_tree
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import (
-    ColumnFinding,
     ErasureRecord,
     GuardrailRecord,
     InputRecord,
@@ -240,7 +240,7 @@ def consent(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
     if not path.is_file():
         raise MissingInputError(f"{path}: no consent records (without them nobody has "
                                 "consented)")
-    return ShardWork(open=_consenting, finish=_consent_stats)
+    return ShardWork(open=_consenting)
 
 
 @contextmanager
@@ -253,16 +253,11 @@ def _consenting(ctx: RunContext) -> Iterator[ShardFn]:
 
     def each(events: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
         kept, stats = filter_by_consent(events, records.table, purpose=purpose)
-        stats.details["consent_records_rejected"] = rejected
+        stats.details = stats.details_of(ConsentDetails).model_copy(
+            update={"consent_records_rejected": rejected})
         return kept, stats
 
     yield each
-
-
-def _consent_stats(parts: list[StageStats]) -> StageStats:
-    stats = StageStats.merged(parts)
-    stats.details["consent_records_rejected"] = parts[0].details["consent_records_rejected"]
-    return stats
 
 
 def guardrails(ctx: RunContext, day: date) -> str:
@@ -276,7 +271,7 @@ def guardrails(ctx: RunContext, day: date) -> str:
         raise MissingInputError(f"{day}: ingest and consent must run before the guardrails")
     measured = DayInput(rows_in=ingested.rows_in, rows_valid=ingested.rows_out,
                         rows_quarantined=sum(ingested.quarantined.values()),
-                        users_after_consent=int(consented.details.get("users_kept", 0)))
+                        users_after_consent=consented.details_of(ConsentDetails).users_kept)
     accept = ctx.accept_low_volume or day in cfg.accept_low_volume_dates
     record = check_guardrails(measured, cfg, history=_published_volumes(ctx, day),
                               accept_low_volume=accept)
@@ -316,7 +311,7 @@ def detect_pii(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
             findings = scan_columns(next(iter(shards)), schema, analyzer, pii,
                                     ctx.cfg.purpose_spec.closed_columns)
     return ShardWork(open=partial(_scrubbing, findings),
-                     finish=partial(_merged_with, {"token_key_id": ctx.key.key_id}))
+                     finish=partial(_with_token_key, ctx.key.key_id))
 
 
 @contextmanager
@@ -340,9 +335,9 @@ def _scrubbing(findings: list[ColumnFinding] | None, ctx: RunContext) -> Iterato
         yield each
 
 
-def _merged_with(details: dict[str, object], parts: list[StageStats]) -> StageStats:
+def _with_token_key(key_id: str, parts: list[StageStats]) -> StageStats:
     stats = StageStats.merged(parts)
-    stats.details.update(details)
+    stats.details = stats.details_of(PiiDetails).model_copy(update={"token_key_id": key_id})
     return stats
 
 

@@ -16,8 +16,23 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializeAsAny, field_validator, model_validator
 
+from pipeline.core.details import (
+    STAGE_DETAILS,
+    SUM,
+    D,
+    Details,
+    FeatureErrorDetail,
+    NoDetails,
+    PiiDetails,
+    ProfileDetails,
+    PseudonymizeDetails,
+    errors_by_label,
+)
+from pipeline.core.details import ColumnFinding as ColumnFinding
+from pipeline.core.details import ColumnScan as ColumnScan
+from pipeline.core.details import KAnonymitySummary as KAnonymitySummary
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import DataPath
 from pipeline.core.storage import atomic_write_json
@@ -35,23 +50,42 @@ class Record(BaseModel):
 
 
 class StageStats(Record):
+    """Rows in, out and removed (by reason) of a stage, and its typed details
+    (`pipeline.core.details`; which model is the stage's is `STAGE_DETAILS`)."""
+
     stage: str
     rows_in: int
     rows_out: int
     dropped: dict[str, int] = {}
     quarantined: dict[str, int] = {}
-    details: dict[str, Any] = {}
+    details: SerializeAsAny[Details] = NoDetails()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_details(cls, data: Any) -> Any:
+        """A record read back from JSON: its details as the stage's model."""
+        if isinstance(data, dict) and isinstance(data.get("details"), dict):
+            kind = STAGE_DETAILS.get(str(data.get("stage")), NoDetails)
+            return {**data, "details": kind.model_validate(data["details"])}
+        return data
+
+    def details_of(self, kind: type[D]) -> D:
+        """The details, as the stage's model (a programming error if they are another's)."""
+        if not isinstance(self.details, kind):
+            raise TypeError(f"stage {self.stage}: details are {type(self.details).__name__}, "
+                            f"not {kind.__name__}")
+        return self.details
 
     @classmethod
     def merged(cls, parts: Sequence[StageStats]) -> StageStats:
         """One stage's stats over the shards it ran on: counts add up (shards hold disjoint
-        users); anything else in `details` (a key id, a list of columns) is the first's."""
+        users); the details merge field by field, as their model declares (`Merge`)."""
         first = parts[0]
         return cls(stage=first.stage, rows_in=sum(p.rows_in for p in parts),
                    rows_out=sum(p.rows_out for p in parts),
-                   dropped=added_up([p.dropped for p in parts]),
-                   quarantined=added_up([p.quarantined for p in parts]),
-                   details=added_up([p.details for p in parts]))
+                   dropped=SUM.apply([p.dropped for p in parts]),
+                   quarantined=SUM.apply([p.quarantined for p in parts]),
+                   details=type(first.details).merged([p.details for p in parts]))
 
     def check_balanced(self) -> StageStats:
         removed = sum(self.dropped.values()) + sum(self.quarantined.values())
@@ -60,18 +94,6 @@ class StageStats(Record):
                 f"stage {self.stage}: rows do not add up: in={self.rows_in} out={self.rows_out} "
                 f"dropped+quarantined={removed}")
         return self
-
-
-def added_up(values: Sequence[Any]) -> Any:
-    """Numbers summed, dicts merged key by key the same way, anything else the first's."""
-    first = values[0]
-    if isinstance(first, int | float) and not isinstance(first, bool):
-        return sum(v for v in values if isinstance(v, int | float))
-    if isinstance(first, dict):
-        keys = list(dict.fromkeys(k for v in values if isinstance(v, dict) for k in v))
-        return {k: added_up([v[k] for v in values if isinstance(v, dict) and k in v])
-                for k in keys}
-    return first
 
 
 class StageOutcome(Record):
@@ -282,22 +304,6 @@ class RowsInOut(BaseModel):
     rows_out: int
 
 
-class ColumnFinding(BaseModel):
-    """An untagged column flagged by the column scan (`pipeline.transforms.pii.columns`)."""
-
-    column: str
-    reasons: list[str]
-    entities: dict[str, int]
-    share_with_pii: float
-    sampled: int
-    action: str
-
-
-class ColumnScan(BaseModel):
-    checked: list[str] = []
-    flagged: list[ColumnFinding] = []
-
-
 class PiiSummary(BaseModel):
     found: dict[str, Count] | None = None
     found_by_column: dict[str, dict[str, int]] | None = None
@@ -309,42 +315,10 @@ class PiiSummary(BaseModel):
     def from_stats(cls, stats: StageStats | None) -> PiiSummary:
         if stats is None:
             return cls()
-        d = stats.details
-        return cls(found=d["pii_found"], found_by_column=d["pii_found_by_column"],
-                   dropped_columns=d["dropped_columns"], column_scan=d.get("column_scan"),
-                   token_key_id=d.get("token_key_id"))
-
-
-class KAnonymitySummary(BaseModel):
-    k_required: int | None = None
-    k_achieved: int | None = None
-    l_required: int | None = None
-    l_achieved: int | None = None
-    sensitive_attribute: str | None = None
-    quasi_identifiers: list[str] | None = None
-    generalize_order: list[str] | None = None
-    rows_suppressed: Count | None = None
-    share_rows_suppressed: float | None = None
-    users_suppressed: Count | None = None
-    groups_suppressed: Count | None = None
-    groups_kept: int | None = None
-    information_loss: dict[str, dict[str, Any]] | None = None
-
-    @classmethod
-    def from_stats(cls, stats: StageStats) -> KAnonymitySummary:
-        return cls.model_validate({k: stats.details.get(k) for k in cls.model_fields})
-
-    def achieved(self, ran: bool = True) -> str:
-        """"k 7 (required 5), ℓ 2 (required 2)" as a reader reads it: on a table with no rows
-        neither is measured, which is said rather than shown as None."""
-        if not ran:
-            return "not run"
-        if self.k_achieved is None:
-            return (f"not applicable (no rows; required k {self.k_required}, "
-                    f"ℓ {self.l_required or 'none'})")
-        l_part = "ℓ not required" if not self.l_required else (
-            f"ℓ {self.l_achieved} (required {self.l_required})")
-        return f"k {self.k_achieved} (required {self.k_required}), {l_part}"
+        d = stats.details_of(PiiDetails)
+        return cls(found=dict(d.pii_found), found_by_column=d.pii_found_by_column,
+                   dropped_columns=d.dropped_columns, column_scan=d.column_scan,
+                   token_key_id=d.token_key_id)
 
 
 class Totals(BaseModel):
@@ -365,17 +339,19 @@ class Manifest(BaseModel):
     funnel: Funnel
     stages: dict[str, RowsInOut]
     pii: PiiSummary
-    pseudonymization: dict[str, Any] | None
+    pseudonymization: PseudonymizeDetails | None
     k_anonymity: KAnonymitySummary | None
     # A profile purpose: k over each user's whole profile (`pipeline.transforms.profile`)
-    profiles: dict[str, Any] | None = None
+    profiles: ProfileDetails | None = None
     guardrails: GuardrailRecord | None = None  # the day's input against the guardrails
     validation: ValidationRecord | None
     erasure: ErasureRecord | None
     retention: RetentionRecord | None
     differential_privacy: LedgerRecord | None
-    # feature -> expected_error95 (the planner's) and median_error95 (the release's bounds)
-    feature_errors: dict[str, dict[str, float | None]] | None = None
+    # per feature: expected_error95 (the planner's) and median_error95 (the release's bounds)
+    feature_errors: list[FeatureErrorDetail] | None = None
+
+    _old_errors = field_validator("feature_errors", mode="before")(errors_by_label)
     published: bool
     feature_store: PublishRecord | None
     totals: Totals | None = None  # set in the external view, whose funnel counts are coarse
@@ -409,7 +385,8 @@ class Manifest(BaseModel):
                                                       coarse_all(self.funnel.quarantined))
         ext.pii = PiiSummary(found=coarse_all(self.pii.found or {}),
                              dropped_columns=self.pii.dropped_columns)
-        ext.pseudonymization = {"algorithm": (self.pseudonymization or {}).get("algorithm")}
+        ext.pseudonymization = PseudonymizeDetails(
+            algorithm=self.pseudonymization.algorithm if self.pseudonymization else None)
         if ka := ext.k_anonymity:
             ka.rows_suppressed, ka.users_suppressed, ka.groups_suppressed = (
                 None if c is None else coarse(c)

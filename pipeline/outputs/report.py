@@ -15,6 +15,12 @@ from html import escape
 from pathlib import Path
 
 from pipeline.core.context import RunContext
+from pipeline.core.details import (
+    FeaturesDetails,
+    GeneralizeDetails,
+    MinimizeDetails,
+    PseudonymizeDetails,
+)
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import DataPath
 from pipeline.core.records import (
@@ -108,14 +114,15 @@ def build_manifest(ctx: RunContext, day: date) -> Manifest:
                       last_stage=chain[-1].stage if chain else None),
         stages={s.stage: RowsInOut(rows_in=s.rows_in, rows_out=s.rows_out) for s in chain},
         pii=PiiSummary.from_stats(shown.get("detect_pii")),
-        pseudonymization=pseudo.details if pseudo else None,
-        k_anonymity=KAnonymitySummary.from_stats(gen) if gen else None,
-        profiles=shown["minimize"].details.get("profiles") if "minimize" in shown else None,
+        pseudonymization=pseudo.details_of(PseudonymizeDetails) if pseudo else None,
+        k_anonymity=gen.details_of(GeneralizeDetails).summary() if gen else None,
+        profiles=shown["minimize"].details_of(MinimizeDetails).profiles
+        if "minimize" in shown else None,
         guardrails=record(GuardrailRecord, "guardrails"),
         validation=validation, erasure=record(ErasureRecord, "erase"),
         retention=record(RetentionRecord, "retention"),
         differential_privacy=record(LedgerRecord, "features"),
-        feature_errors=stats["features"].details.get("errors")
+        feature_errors=stats["features"].details_of(FeaturesDetails).errors
         if "features" in stats and "features" in ran else None,
         published=all(n in ran for n in DAILY if not STAGES[n].always),
         feature_store=publish)
@@ -230,7 +237,7 @@ def _funnel(m: Manifest) -> str:
     rows: list[tuple[str, Count]] = [("Rows in (raw lines)", f.rows_in)]
     rows += [(f"Quarantined: {r}", n) for r, n in sorted(f.quarantined.items())]
     rows += [(f"Dropped: {r}", n) for r, n in sorted(f.dropped.items())]
-    out = (f"Rows out (events of the {m.profiles.get('users_published', 0):,} users whose "
+    out = (f"Rows out (events of the {m.profiles.users_published:,} users whose "
            "profiles were published)" if m.profiles else "Rows out (published per-event table)")
     rows += [(out, f.rows_out),
              ("Balanced", "yes" if f.balanced else "NO")]
@@ -266,10 +273,10 @@ def _pii(m: Manifest) -> str:
 
 
 def _pseudonymization(m: Manifest) -> str:
-    ps = m.pseudonymization or {}
-    return "<p>" + escape(ps.get("algorithm") or "") + (
-        f" with key id <code>{escape(str(ps['key_id']))}</code>, key derived per purpose "
-        f"({escape(str(ps.get('purpose', '')))})." if ps.get("key_id") else
+    ps = m.pseudonymization or PseudonymizeDetails()
+    return "<p>" + escape(ps.algorithm or "") + (
+        f" with key id <code>{escape(ps.key_id)}</code>, key derived per purpose "
+        f"({escape(ps.purpose or '')})." if ps.key_id else
         ", with a secret key derived per purpose.") + "</p>"
 
 
@@ -283,11 +290,11 @@ def _k_anonymity(m: Manifest) -> str:
                             f"{'n/a' if ka.l_achieved is None else ka.l_achieved}.")
     loss = []
     for qi, info in sorted((ka.information_loss or {}).items()):
-        detail = (f"mean resolution {info['mean_resolution']}, mean cell "
-                  f"{info['mean_cell_area_km2']} km²" if "mean_resolution" in info else "")
-        levels = ", ".join(f"level {lv}: {n}" for lv, n in info.get("rows_per_level",
-                                                                     {}).items())
-        loss.append((qi, info.get("mean_level_share", ""), levels, detail))
+        detail = (f"mean resolution {info.mean_resolution}, mean cell "
+                  f"{info.mean_cell_area_km2} km²" if info.mean_resolution is not None else "")
+        levels = ", ".join(f"level {lv}: {n}" for lv, n in info.rows_per_level.items())
+        share = "" if info.mean_level_share is None else info.mean_level_share
+        loss.append((qi, share, levels, detail))
     return f"""<p>Over {escape(", ".join(ka.quasi_identifiers or []))}:
 {escape(ka.achieved(ran=m.k_anonymity is not None))}; {l_sentence}
 Groups short of that were generalized further
@@ -306,13 +313,13 @@ def _profiles(m: Manifest) -> str:
     if not pr:
         return ""
     kept = [(c, f"{share:.1%}" if share is not None else "n/a")
-            for c, share in (pr.get("exact_share") or {}).items()]
+            for c, share in pr.exact_share.items()]
     return f"""
-<p>Published as one profile per user and {escape(str(pr.get("epoch")))} (a new pseudonym each
-{escape(str(pr.get("epoch")))}), k-anonymous over every published column, because an insider
-holding the raw events can recompute each: {escape(f"{pr.get('users_published', 0):,}")} of
-{escape(f"{pr.get('users', 0):,}")} users published in {escape(f"{pr.get('groups', 0):,}")}
-groups, {escape(f"{pr.get('users_suppressed', 0):,}")} suppressed. Share of published users
+<p>Published as one profile per user and {escape(pr.epoch)} (a new pseudonym each
+{escape(pr.epoch)}), k-anonymous over every published column, because an insider
+holding the raw events can recompute each: {escape(f"{pr.users_published:,}")} of
+{escape(f"{pr.users:,}")} users published in {escape(f"{pr.groups:,}")}
+groups, {escape(f"{pr.users_suppressed:,}")} suppressed. Share of published users
 whose value was kept exact (the rest gave it up as their group fell short of k):</p>
 {html_table(kept, ("Profile column", "Kept exact"))}"""
 
@@ -342,8 +349,9 @@ def _feature_errors(m: Manifest) -> str:
     """Expected error (the planner's, at this release's users per cohort) next to realized."""
     if not m.feature_errors:
         return ""
-    rows = [(name, f"{e['expected_error95']:.4g}", "" if e["median_error95"] is None
-             else f"{e['median_error95']:.4g}") for name, e in m.feature_errors.items()]
+    rows = [(e.label, f"{e.expected_error95:.4g}", "" if e.median_error95 is None
+             else f"{e.median_error95:.4g}")
+            for e in sorted(m.feature_errors, key=lambda e: e.label)]
     return html_table(rows, ("Feature", "Expected 95% error (plan)",
                              "Median 95% error bound of the release"))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.core.details import ConsentDetails
 from pipeline.core.records import StageStats
 
 
@@ -32,8 +33,9 @@ def filter_by_consent(events: pl.DataFrame, consent: pl.DataFrame, *, purpose: s
     dropped = {k: v for k, v in {"no_consent": n_none, "consent_revoked": n_revoked,
                                  "consent_withdrawn_since": n_withdrawn}.items() if v}
     stats = StageStats(stage="consent", rows_in=events.height, rows_out=kept.height,
-                       dropped=dropped, details={"purpose": purpose,
-                                "users_kept": kept.select(pl.col(user_col).n_unique()).item()})
+                       dropped=dropped, details=ConsentDetails(
+                           purpose=purpose,
+                           users_kept=kept.select(pl.col(user_col).n_unique()).item()))
     return kept.drop("_order", "_decided_at", "_status"), stats.check_balanced()
 
 

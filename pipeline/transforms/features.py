@@ -41,6 +41,7 @@ from typing import Any, cast
 import polars as pl
 
 from pipeline.config import FeaturesConfig
+from pipeline.core.details import FeatureErrorDetail, FeaturesDetails
 from pipeline.core.errors import BudgetExceededError
 from pipeline.core.records import StageStats
 from pipeline.features import REGISTRY, DPFeature, Grid
@@ -277,17 +278,17 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
         table=table, budget=cfg.release_budget, delta=float(delta),
         mechanism=f"OpenDP Polars: integer {label}, user-level, {kind}",
         library=f"opendp {dp.version}")
-    stats = StageStats(stage="features", rows_in=rows_in, rows_out=table.height, details={
-        "feature_set": cfg.feature_set, "period": cfg.period, "privacy": cfg.privacy,
-        "epsilon": cfg.epsilon, "rho": out.rho, "delta": float(delta),
-        "accounted_by_opendp": loss, "cohorts": cfg.cohorts,
-        "budget_shares": {name: spec.budget_share
-                          for name, (_, spec, _) in release.features.items()},
-        "privacy_unit": f"user ({user_col}), up to {cfg.max_cohorts_per_user} cohort(s) each",
-        "cohorts_released": table.height,
-        "users_counted": users,
-        "error95_active_users": noise.error95["active_users"],
-        "errors": expected_and_realized(table, release)})
+    stats = StageStats(stage="features", rows_in=rows_in, rows_out=table.height,
+                       details=FeaturesDetails(
+        feature_set=cfg.feature_set, period=cfg.period, privacy=cfg.privacy,
+        epsilon=cfg.epsilon, rho=out.rho, delta=float(delta), accounted_by_opendp=loss,
+        cohorts=cfg.cohorts,
+        budget_shares={name: spec.budget_share for name, (_, spec, _) in
+                       release.features.items()},
+        privacy_unit=f"user ({user_col}), up to {cfg.max_cohorts_per_user} cohort(s) each",
+        cohorts_released=table.height, users_counted=users,
+        error95_active_users=noise.error95["active_users"],
+        errors=expected_and_realized(table, release)))
     return out, stats
 
 
@@ -303,18 +304,17 @@ def _published(noisy: pl.DataFrame, release: Release, noise: Noise) -> pl.DataFr
     return out.with_columns(f for r in done for f in r.flags)
 
 
-def expected_and_realized(table: pl.DataFrame, release: Release
-                          ) -> dict[str, dict[str, float | None]]:
+def expected_and_realized(table: pl.DataFrame, release: Release) -> list[FeatureErrorDetail]:
     """Per feature: the planner's 95% error at this release's mean users per cohort (noisy
     counts: post-processing), next to the median of the release's own 95% bounds."""
     users = cast(float, table["active_users"].clip(0, None).mean() or 0.0)
     accuracy = release.grid.mechanism.accuracy(opendp_api())
-    out = {}
+    out = []
     for f, expected, _ in release.errors(users, accuracy):
         spec = release.features[f.name][1]
         bounds = f.error_columns(spec, release.grid)
         realized = table.select(pl.concat_list(bounds).explode().median()).item()
-        out[f.label] = {"expected_error95": round(expected, 6),
-                        "median_error95": round(float(realized), 6) if realized is not None
-                        else None}
+        out.append(FeatureErrorDetail(
+            feature=f.name, label=f.label, expected_error95=round(expected, 6),
+            median_error95=round(float(realized), 6) if realized is not None else None))
     return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.config import Domain, PurposeSpec
+from pipeline.core.details import GroupCounts, MinimizeDetails, StrictTextCounts
 from pipeline.core.errors import PipelineError
 from pipeline.core.records import StageStats
 from pipeline.transforms.pii.strict import strict_text
@@ -54,7 +55,7 @@ def allowlisted(table: pl.DataFrame, spec: PurposeSpec, *, k: int
         raise PipelineError(f"purpose {spec.purpose!r}: string columns {free} have no declared "
                             "domain (schemas/purposes/*.yaml `domains`); refusing to publish "
                             "free-form values")
-    strict = {}
+    strict: dict[str, StrictTextCounts] = {}
     for c in [c for c, d in spec.domains.items() if d.strict_text and c in out.columns]:
         out, strict[c] = strict_text(out.with_columns(table[spec.user_col]), c, spec.user_col,
                                      k)
@@ -65,11 +66,10 @@ def allowlisted(table: pl.DataFrame, spec: PurposeSpec, *, k: int
     out = out.with_columns(
         pl.when(outside(c, d)).then(pl.lit(d.other, dtype=out.schema[c])).otherwise(pl.col(c))
         .alias(c) for c, d in domains.items() if counts[c])
-    details = {"purpose": spec.purpose, "columns_kept": list(spec.columns),
-               "columns_removed": removed,
-               "out_of_domain": {c: n for c, n in counts.items() if n}}
-    if strict:
-        details["strict_text"] = strict  # per column: words, kept, kept_share
+    details = MinimizeDetails(purpose=spec.purpose, columns_kept=list(spec.columns),
+                              columns_removed=removed,
+                              out_of_domain={c: n for c, n in counts.items() if n},
+                              strict_text=strict or None)
     return out, StageStats(stage="minimize", rows_in=table.height, rows_out=out.height,
                            details=details).check_balanced()
 
@@ -104,8 +104,8 @@ def aggregate(parts: list[tuple[pl.DataFrame, StageStats]], spec: PurposeSpec, *
               .sort(list(agg.by), nulls_last=True))
     kept = counts.filter(pl.col(agg.users) >= k).select(spec.columns)
     stats = StageStats.merged([s for _, s in parts])
-    stats.details["groups"] = {"published": kept.height,
-                               "suppressed": counts.height - kept.height}
+    stats.details = stats.details_of(MinimizeDetails).model_copy(update={"groups": GroupCounts(
+        published=kept.height, suppressed=counts.height - kept.height)})
     stats.rows_out = int(kept[agg.events].sum() or 0)
     if stats.rows_in > stats.rows_out:
         stats.dropped = {"group_under_k": stats.rows_in - stats.rows_out}

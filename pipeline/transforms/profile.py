@@ -31,6 +31,7 @@ import polars as pl
 from pipeline.config import PurposeSpec
 from pipeline.config.contracts import Profile
 from pipeline.config.settings import age_band_labels
+from pipeline.core.details import MinimizeDetails, ProfileDetails
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import StageStats
 from pipeline.transforms.generalize.kanon import Hierarchy, enforce
@@ -110,7 +111,7 @@ def user_profiles(table: pl.DataFrame, profile: Profile, user_col: str) -> pl.Da
 
 
 def shard_profiles(table: pl.DataFrame, spec: PurposeSpec, *, key: MasterKey, epoch: str,
-                   k: int) -> tuple[pl.DataFrame, dict]:
+                   k: int) -> tuple[pl.DataFrame, MinimizeDetails]:
     """One shard's users as profiles under their epoch pseudonyms, each value within its
     domain (`minimize.allowlisted`), with the events behind each (`EVENTS`); and what the
     domains replaced. What `publish_profiles` gathers from every shard."""
@@ -119,7 +120,7 @@ def shard_profiles(table: pl.DataFrame, spec: PurposeSpec, *, key: MasterKey, ep
     profiles = with_epoch_pseudonym(user_profiles(table, spec.profile, user), user, key,
                                     spec.purpose, epoch)
     kept, stats = allowlisted(profiles.drop(EVENTS), spec, k=k)
-    return kept.with_columns(profiles[EVENTS]), stats.details
+    return kept.with_columns(profiles[EVENTS]), stats.details_of(MinimizeDetails)
 
 
 def _bounds(label: str) -> tuple[int, int] | None:
@@ -182,7 +183,8 @@ def hierarchies(profile: Profile, coarser_age_edges: Sequence[Sequence[int]]
 
 def publish_profiles(profiles: pl.DataFrame, spec: PurposeSpec, *, k: int,
                      coarser_age_edges: Sequence[Sequence[int]],
-                     history: pl.DataFrame | None = None) -> tuple[pl.DataFrame, dict]:
+                     history: pl.DataFrame | None = None
+                     ) -> tuple[pl.DataFrame, ProfileDetails]:
     """The day's k-anonymous profile table from every shard's `user_profiles` (already under
     their epoch pseudonyms and within their domains), and what enforcement did. `history`:
     (user column, `_history`) for users with earlier rows in the epoch."""
@@ -202,25 +204,25 @@ def publish_profiles(profiles: pl.DataFrame, spec: PurposeSpec, *, k: int,
     levels = {h.column: dict(sorted(kept[h.level_column].value_counts().iter_rows()))
               for h in hs}
     out = kept.sort(user).select(*spec.columns, EVENTS)
-    details = {
-        "users": profiles.height, "users_published": out.height,
-        "users_suppressed": suppression["users_suppressed"],
-        "groups": suppression["groups_kept"], "epoch": profile.epoch,
-        "given_up": {c: {int(lv): int(n) for lv, n in counts.items()}
-                     for c, counts in levels.items()},
-        "exact_share": {c: (round(counts.get(0, 0) / out.height, 4) if out.height else None)
-                        for c, counts in levels.items()},
-    }
+    details = ProfileDetails(
+        users=profiles.height, users_published=out.height,
+        users_suppressed=suppression.users_suppressed, groups=suppression.groups_kept,
+        epoch=profile.epoch,
+        given_up={c: {int(lv): int(n) for lv, n in counts.items()}
+                  for c, counts in levels.items()},
+        exact_share={c: (round(counts.get(0, 0) / out.height, 4) if out.height else None)
+                     for c, counts in levels.items()})
     return out, details
 
 
-def profile_stats(events_in: int, out: pl.DataFrame, details: dict,
+def profile_stats(events_in: int, out: pl.DataFrame, details: ProfileDetails,
                   minimize: StageStats) -> tuple[pl.DataFrame, StageStats]:
     """The stage's stats in events (the funnel's unit): events of users whose profile is
     published are out; those of suppressed users are dropped, by reason."""
     events_out = int(out[EVENTS].sum() or 0)
     stats = StageStats(stage="minimize", rows_in=events_in, rows_out=events_out,
-                       details={**minimize.details, "profiles": details})
+                       details=minimize.details_of(MinimizeDetails).model_copy(
+                           update={"profiles": details}))
     if events_in > events_out:
         stats.dropped = {"user_profile_under_k": events_in - events_out}
     return out.drop(EVENTS), stats.check_balanced()

@@ -13,6 +13,7 @@ import polars as pl
 import polars_hash  # noqa: F401  (registers the `chash` namespace)
 
 from pipeline.config import RecordSchema
+from pipeline.core.details import PseudonymizeDetails
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import StageStats
 
@@ -40,8 +41,9 @@ def pseudonymize_columns(table: pl.DataFrame, schema: RecordSchema, master: Mast
         *(hmac_expr(src, key).alias(dst) for src, dst in mapping.items() if dst),
         pseudonym_key_id=pl.lit(master.key_id),
     ).drop(list(mapping))
-    stats = StageStats(stage="pseudonymize", rows_in=table.height, rows_out=out.height, details={
-        "key_id": master.key_id, "purpose": purpose, "algorithm": "HMAC-SHA256",
-        "key_derivation": "HKDF-SHA256(master, info=privacy-pipeline/pseudonym:<purpose>)",
-        "columns": {src: dst for src, dst in mapping.items()}})
+    stats = StageStats(stage="pseudonymize", rows_in=table.height, rows_out=out.height,
+                       details=PseudonymizeDetails(
+        key_id=master.key_id, purpose=purpose, algorithm="HMAC-SHA256",
+        key_derivation="HKDF-SHA256(master, info=privacy-pipeline/pseudonym:<purpose>)",
+        columns=dict(mapping)))
     return out, stats.check_balanced()

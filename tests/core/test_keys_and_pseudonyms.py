@@ -25,7 +25,7 @@ def test_when_hashed_then_digest_equals_python_hmac(master_key: MasterKey,
         hmac.new(key, b"acct-2", hashlib.sha256).hexdigest()]
     assert out["device_pseudonym"][1] is None
     assert "account_id" not in out.columns and "device_id" not in out.columns
-    assert set(out["pseudonym_key_id"]) == {"test-key-1"} and stats.details["key_id"]
+    assert set(out["pseudonym_key_id"]) == {"test-key-1"} and stats.details.key_id
     assert all(is_pseudonym(p) for p in out["user_pseudonym"])
 
 

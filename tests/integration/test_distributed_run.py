@@ -43,7 +43,7 @@ def test_when_shards_run_on_a_dask_cluster_then_the_published_rows_and_k_are_the
         assert (b.rows_in, b.rows_out, b.dropped, b.quarantined) == (
             a.rows_in, a.rows_out, a.dropped, a.quarantined), stage
     generalized = [c.records(DAY).stats()["generalize"].details for c in (embedded, dask)]
-    assert generalized[0] == generalized[1] and generalized[0]["k_achieved"] >= 5
+    assert generalized[0] == generalized[1] and generalized[0].k_achieved >= 5
     checks = [{(c.expectation, c.column): (c.success, c.observed)
                for c in c_.records(DAY).load(ValidationRecord).checks}
               for c_ in (embedded, dask)]

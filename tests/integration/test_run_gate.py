@@ -94,10 +94,10 @@ def test_when_a_published_closed_column_holds_emails_then_the_run_still_publishe
     raw.write_text("\n".join(lines) + "\n")
     ctx, published = run_all(DAY, config)
     assert published
-    [finding] = ctx.records(DAY).stats()["detect_pii"].details["column_scan"]["flagged"]
-    assert finding["column"] == "content_category" and finding["action"].startswith("kept")
+    [finding] = ctx.records(DAY).stats()["detect_pii"].details.column_scan.flagged
+    assert finding.column == "content_category" and finding.action.startswith("kept")
     table = pl.read_parquet(data / "published" / "personalization" / f"date={DAY}")
     for column in ("top_category", "second_category"):
         assert not table[column].str.contains("@").any()
     minimize = ctx.records(DAY).stats()["minimize"].details
-    assert sum(minimize["out_of_domain"].values()) > 0  # became `other`, counted
+    assert sum(minimize.out_of_domain.values()) > 0  # became `other`, counted

@@ -48,7 +48,7 @@ def test_when_a_day_is_split_into_shards_then_it_publishes_what_one_piece_publis
         a, b = (c.records(DAY).stats()[stage] for c in (one, sharded))
         assert (b.rows_in, b.rows_out, b.dropped, b.quarantined) == (
             a.rows_in, a.rows_out, a.dropped, a.quarantined), stage
-    pii = [c.records(DAY).stats()["detect_pii"].details["pii_found"] for c in (one, sharded)]
+    pii = [c.records(DAY).stats()["detect_pii"].details.pii_found for c in (one, sharded)]
     assert pii[0] == pii[1] and pii[0]
     # k-anonymity planned over all shards at once: the same k, l, suppression and loss.
     generalized = [c.records(DAY).stats()["generalize"].details for c in (one, sharded)]
@@ -62,5 +62,5 @@ def test_when_a_day_is_split_into_shards_then_it_publishes_what_one_piece_publis
     # DP features from shards bounded one at a time: the same users and rows go in (the noise
     # is fresh in each run, so the released values differ).
     released = [c.records(DAY).stats()["features"] for c in (one, sharded)]
-    counted = [(r.rows_in, r.rows_out, r.details["users_counted"]) for r in released]
+    counted = [(r.rows_in, r.rows_out, r.details.users_counted) for r in released]
     assert counted[0] == counted[1]

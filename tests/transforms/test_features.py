@@ -57,7 +57,7 @@ def test_when_released_then_every_public_cohort_has_each_feature_with_its_accura
     # Budget shares: the user count got its share of epsilon, so its scale is 1 / (share eps).
     share = f.features.active_users.budget_share
     assert row["active_users_noise_scale"] == pytest.approx(1 / (share * f.epsilon), rel=1e-6)
-    assert stats.details["epsilon"] == f.epsilon
+    assert stats.details.epsilon == f.epsilon
 
 
 def test_when_many_cohorts_are_released_then_noise_follows_the_declared_laplace(
@@ -111,7 +111,7 @@ def test_when_data_holds_cells_and_values_outside_config_then_keys_still_come_fr
     assert release.table.select("region", "age_band", "device_type").sort(
         pl.all()).equals(expected.sort(pl.all()))
     assert "h3_cell" not in release.table.columns
-    assert stats.details["users_counted"] == n  # every user counted in Texas|25-34
+    assert stats.details.users_counted == n  # every user counted in Texas|25-34
     row = release.table.filter(pl.col("cohort_id") == "Texas|25-34|mobile").row(0, named=True)
     assert abs(row["active_users"] - n) < 5 * row["active_users_error95"]
 
@@ -141,7 +141,7 @@ def test_when_privacy_is_zcdp_then_noise_follows_the_declared_gaussian(
     sigma = release.table["active_users_noise_scale"][0]
     assert sigma == pytest.approx(2 ** 0.5 / (2 * 0.02) ** 0.5)  # = 7.07
     assert (release.epsilon, release.rho, release.delta) == (None, 0.02, 0.0)
-    assert stats.details["accounted_by_opendp"] == pytest.approx(0.02)
+    assert stats.details.accounted_by_opendp == pytest.approx(0.02)
     assert "Gaussian" in release.mechanism
     noise = (release.table["active_users"] - 60).to_numpy()
     support = np.arange(-59, 60)
@@ -176,7 +176,7 @@ def test_when_cohorts_are_private_then_only_cohorts_many_users_share_appear(
     assert set(release.table["cohort_id"]) == {"Texas|25-34|mobile", "Nevada|25-34|mobile"}
     assert 0 < release.delta <= 1e-7
     assert "private cohort selection" in release.mechanism
-    assert stats.details["accounted_by_opendp"] == pytest.approx(fcfg.epsilon)
+    assert stats.details.accounted_by_opendp == pytest.approx(fcfg.epsilon)
 
 
 def test_when_one_user_behaves_extremely_then_no_statistic_moves_more_than_its_sensitivity(

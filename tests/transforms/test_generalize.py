@@ -59,7 +59,7 @@ def test_when_k_counted_then_users_not_rows() -> None:
     df = pl.DataFrame({"u": ["a"] * 10 + ["b", "c"], "qi": ["x"] * 10 + ["y", "y"]})
     assert k_achieved(df, ["qi"], "u") == 1
     kept, info = enforce(df, ["qi"], "u", k=2)
-    assert kept["qi"].unique().to_list() == ["y"] and info["rows_suppressed"] == 10
+    assert kept["qi"].unique().to_list() == ["y"] and info.rows_suppressed == 10
 
 
 def test_when_cells_are_sparse_then_they_coarsen_until_k_users_and_the_rest_is_suppressed(
@@ -76,7 +76,7 @@ def test_when_cells_are_sparse_then_they_coarsen_until_k_users_and_the_rest_is_s
     res = kept.select(polars_h3.get_resolution("h3_cell").alias("r"), "user_pseudonym")
     assert set(res.filter(pl.col("user_pseudonym").str.starts_with("dense"))["r"]) == {9}
     assert set(res.filter(pl.col("user_pseudonym").str.starts_with("s"))["r"]) < {5, 6, 7, 8}
-    assert info["users_suppressed"] == 1 and "alone0" not in kept["user_pseudonym"].to_list()
+    assert info.users_suppressed == 1 and "alone0" not in kept["user_pseudonym"].to_list()
     assert k_achieved(kept, ["h3_cell"], "user_pseudonym") >= 5
 
 
@@ -97,8 +97,9 @@ def test_when_generalized_then_precise_values_gone_and_every_group_has_k_users(
     assert out["device_model_group"].unique().to_list() == ["iPhone 15"]
     # The two 70-year-olds: no finer cell or wider age band ("55+") gives them 3 users.
     assert stats.dropped == {"k_anonymity_suppressed": 2}
-    assert stats.details["k_achieved"] >= 3
-    assert stats.details["share_rows_suppressed"] == pytest.approx(2 / 6, abs=1e-4)
+    assert stats.details.k_achieved >= 3  # type: ignore[attr-defined]
+    assert stats.details.share_rows_suppressed == pytest.approx(  # type: ignore[attr-defined]
+        2 / 6, abs=1e-4)
 
 
 def test_when_a_group_is_short_then_age_widens_before_rows_are_suppressed(
@@ -110,9 +111,9 @@ def test_when_a_group_is_short_then_age_widens_before_rows_are_suppressed(
                             user_col="user_pseudonym", k=5)
     assert out.height == 5 and stats.dropped == {}
     assert out["age_band"].unique().to_list() == ["18-34"]
-    loss = stats.details["information_loss"]
-    assert loss["age_band"]["mean_level_share"] == 1.0
-    assert loss["h3_cell"]["mean_resolution"] == cfg.generalize.h3_floor_resolution
+    loss = stats.details.information_loss  # type: ignore[attr-defined]
+    assert loss["age_band"].mean_level_share == 1.0
+    assert loss["h3_cell"].mean_resolution == cfg.generalize.h3_floor_resolution
 
 
 def test_when_groups_have_one_sensitive_value_then_l_diversity_merges_them(
@@ -123,12 +124,12 @@ def test_when_groups_have_one_sensitive_value_then_l_diversity_merges_them(
                        events(5, lat=40.7218, prefix="f", category="food")])
     _, plain = generalize_table(table, cfg.generalize, quasi_identifiers=QIS, k=5,
                           sensitive="content_category", user_col="user_pseudonym")
-    assert plain.details["l_achieved"] == 1
+    assert plain.details.l_achieved == 1  # type: ignore[attr-defined]
     out, stats = generalize_table(table, cfg.generalize, quasi_identifiers=QIS, k=5, l=2,
                             sensitive="content_category", user_col="user_pseudonym")
-    assert stats.dropped == {} and stats.details["l_achieved"] == 2
+    assert stats.dropped == {} and stats.details.l_achieved == 2  # type: ignore[attr-defined]
     assert l_achieved(out, QIS, "content_category") == 2 and out["h3_cell"].n_unique() == 1
-    assert stats.details["information_loss"]["h3_cell"]["mean_resolution"] < 8
+    assert stats.details.information_loss["h3_cell"].mean_resolution < 8  # type: ignore[attr-defined]
 
 
 def test_when_region_level_is_city_then_short_groups_climb_to_state() -> None:

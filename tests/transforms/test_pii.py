@@ -76,7 +76,7 @@ def test_when_scrubbing_a_table_then_direct_identifiers_dropped_and_counts_weigh
     assert "email" not in result.table.columns and "name" not in result.table.columns
     email_token = token(TOKEN_KEY, "EMAIL_ADDRESS", "maria.lopez77@gmail.com")
     assert result.table["text"].to_list()[:2] == [f"Please contact me at {email_token}"] * 2
-    assert result.stats.details["pii_found"] == {"EMAIL_ADDRESS": 2}
+    assert result.stats.details.pii_found == {"EMAIL_ADDRESS": 2}
 
 
 def test_when_same_value_in_two_texts_then_same_token_and_other_key_gives_other_token(

@@ -53,10 +53,10 @@ def test_when_undeclared_column_holds_emails_then_dropped_and_reported_without_v
     table = _events(notes=emails)  # a name that says nothing: found by content
     result = scrub_pii(table, cfg.event_schema, _scrubber(cfg, "drop"), pseudonym_key=KEY)
     assert "notes" not in result.table.columns and result.table.height == N
-    [finding] = result.stats.details["column_scan"]["flagged"]
-    assert finding["column"] == "notes" and finding["reasons"] == ["content"]
-    assert finding["entities"] == {"EMAIL_ADDRESS": 30} and finding["action"] == "drop"
-    assert finding["share_with_pii"] == 1.0
+    [finding] = result.stats.details.column_scan.flagged
+    assert finding.column == "notes" and finding.reasons == ["content"]
+    assert finding.entities == {"EMAIL_ADDRESS": 30} and finding.action == "drop"
+    assert finding.share_with_pii == 1.0
     assert "example.org" not in json.dumps(result.stats.model_dump())
 
 
@@ -82,10 +82,10 @@ def test_when_column_name_says_pii_then_flagged_even_if_values_look_harmless(
         cfg: PipelineConfig) -> None:
     result = scrub_pii(_events(phone_hash=["a1b2"] * N), cfg.event_schema,
                        _scrubber(cfg, "drop"), pseudonym_key=KEY)
-    [finding] = result.stats.details["column_scan"]["flagged"]
-    assert finding["column"] == "phone_hash" and finding["reasons"] == ["name"]
+    [finding] = result.stats.details.column_scan.flagged
+    assert finding.column == "phone_hash" and finding.reasons == ["name"]
 
 
 def test_when_columns_hold_ordinary_values_then_nothing_is_flagged(cfg: PipelineConfig) -> None:
     result = scrub_pii(_events(), cfg.event_schema, _scrubber(cfg, "fail"), pseudonym_key=KEY)
-    assert result.stats.details["column_scan"]["flagged"] == []
+    assert result.stats.details.column_scan.flagged == []

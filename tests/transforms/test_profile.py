@@ -76,14 +76,14 @@ def test_when_groups_are_short_of_k_then_they_give_up_columns_in_order_then_are_
     assert set(odd["activity"]) == {"10+"} and set(odd["top_category"]) == {"news"}
     same = table.filter(pl.col("user_pseudonym").str.starts_with("a"))
     assert set(same["second_category"]) == {"food"}  # a group that holds k keeps its values
-    assert details["users_suppressed"] == 0 and details["exact_share"]["top_category"] == 1.0
-    assert details["exact_share"]["second_category"] == round(5 / 11, 4)
+    assert details.users_suppressed == 0 and details.exact_share["top_category"] == 1.0
+    assert details.exact_share["second_category"] == round(5 / 11, 4)
 
     table, _ = publish_profiles(_profiles(5, 4), SPEC, k=5, coarser_age_edges=COARSER)
     assert table.height == 5  # four alike are never enough, whatever they give up
 
     table, details = publish_profiles(_profiles(0, 3), SPEC, k=5, coarser_age_edges=COARSER)
-    assert table.is_empty() and details["users_suppressed"] == 3
+    assert table.is_empty() and details.users_suppressed == 3
 
 
 def test_when_the_epoch_is_a_week_then_earlier_rows_count_as_part_of_the_user(
@@ -98,7 +98,7 @@ def test_when_the_epoch_is_a_week_then_earlier_rows_count_as_part_of_the_user(
     history = history_of([yesterday], SPEC)
     table, details = publish_profiles(today, SPEC, k=5, coarser_age_edges=COARSER,
                                       history=history)
-    assert details["users_suppressed"] == 5  # 3 + 2 chains, all short of 5
+    assert details.users_suppressed == 5  # 3 + 2 chains, all short of 5
     table, _ = publish_profiles(today, SPEC, k=5, coarser_age_edges=COARSER)
     assert table.height == 5  # without the history, all five would be published
 

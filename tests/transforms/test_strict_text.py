@@ -22,7 +22,7 @@ def test_when_words_are_rare_then_they_become_rare_tokens_and_detector_tokens_lo
         f"order {RARE} {RARE}", f"is my order {RARE} ?",
         f"{RARE} {RARE} {RARE} {RARE} my order", None]
     assert not out["text"].str.contains("Dlamini|abcdefghijkl").any()
-    assert stats == {"words": 22, "kept": 12, "kept_share": 0.5455}
+    assert stats.model_dump() == {"words": 22, "kept": 12, "kept_share": 0.5455}
 
 
 def test_when_a_purpose_publishes_text_strictly_then_minimize_applies_it_and_reports_the_share(
@@ -34,4 +34,4 @@ def test_when_a_purpose_publishes_text_strictly_then_minimize_applies_it_and_rep
     out, stats = apply_allowlist(table, spec, k=3)
     assert out.columns == ["user_pseudonym", "text"]
     assert not out["text"].str.contains("Dlamini").any()
-    assert stats.details["strict_text"]["text"]["kept_share"] == 0.5455
+    assert stats.details.strict_text["text"].kept_share == 0.5455  # type: ignore[attr-defined]

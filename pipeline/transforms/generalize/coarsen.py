@@ -24,9 +24,11 @@ import polars as pl
 import polars_h3
 
 from pipeline.config import GeneralizeConfig, age_band_labels
+from pipeline.core.details import GeneralizeDetails, GeneralizeTally, H3Tally, InformationLoss
 from pipeline.core.records import StageStats
 from pipeline.transforms.generalize.kanon import (
     Hierarchy,
+    Suppression,
     at_levels,
     enforce,
     k_achieved,
@@ -63,7 +65,7 @@ def h3_base(cfg: GeneralizeConfig) -> pl.Expr:
 
 
 def adaptive_h3_cells(points: pl.DataFrame, cfg: GeneralizeConfig, *, user_col: str, k: int
-                      ) -> tuple[pl.DataFrame, dict[str, int]]:
+                      ) -> tuple[pl.DataFrame, Suppression]:
     """GPS points to the finest H3 cell holding >= k users, coarsened cell by cell to the floor;
     points whose floor cell is still short are suppressed. `h3_cell` comes back as UInt64."""
     h3 = h3_hierarchy(cfg)
@@ -269,13 +271,13 @@ class Generalizer:
                             maintain_order="left")
         levels = {h.column: dict(kept.get_column(h.level_column).value_counts().iter_rows())
                   for h in self.ordered}
-        h3 = {"resolutions": 0.0, "area_km2": 0.0, "cells": 0}
+        h3 = H3Tally()
         known = kept.select(pl.col("h3_cell").drop_nulls())
         if known.height:
             sums = known.select(polars_h3.get_resolution("h3_cell").sum().alias("r"),
                                 polars_h3.cell_area("h3_cell", "km^2").sum().alias("a"))
-            h3 = {"resolutions": float(sums["r"][0]), "area_km2": float(sums["a"][0]),
-                  "cells": known.height}
+            h3 = H3Tally(resolutions=float(sums["r"][0]), area_km2=float(sums["a"][0]),
+                         cells=known.height)
         out = (kept.with_columns(polars_h3.int_to_str("h3_cell").fill_null(UNKNOWN)
                                  .alias("h3_cell"))
                .drop(*PRECISE, *(c for c in kept.columns if c.startswith(("_h3_base",
@@ -283,40 +285,41 @@ class Generalizer:
                                                                           "_level_"))),
                      strict=False))
         return out, StageStats(stage="generalize", rows_in=table.height, rows_out=kept.height,
-                               details={"levels": levels, "h3": h3})
+                               details=GeneralizeTally(levels=levels, h3=h3))
 
     def stats(self, parts: Sequence[StageStats]) -> StageStats:
         """The stage's stats from every shard's tally (`apply`)."""
         tally = StageStats.merged(parts)
         rows_in, rows_out = tally.rows_in, tally.rows_out
-        loss: dict[str, dict[str, object]] = {}
+        done = tally.details_of(GeneralizeTally)
+        loss: dict[str, InformationLoss] = {}
         for h in self.ordered:
-            counts = dict(sorted(tally.details["levels"][h.column].items()))
+            counts = dict(sorted(done.levels[h.column].items()))
             n = sum(counts.values())
             mean = sum(lv * c for lv, c in counts.items()) / n if n else 0.0
-            loss[h.column] = {"mean_level_share": round(mean / h.levels, 4) if h.levels else 0.0,
-                              "rows_per_level": {str(lv): c for lv, c in counts.items()}}
-        h3 = tally.details["h3"]
-        cells = h3["cells"]
-        loss["h3_cell"] = {**loss.get("h3_cell", {}),
-                           "mean_resolution": round(h3["resolutions"] / cells, 2)
-                           if cells else None,
-                           "mean_cell_area_km2": round(h3["area_km2"] / cells, 2)
-                           if cells else None}
+            loss[h.column] = InformationLoss(
+                mean_level_share=round(mean / h.levels, 4) if h.levels else 0.0,
+                rows_per_level={str(lv): c for lv, c in counts.items()})
+        cells = done.h3.cells
+        loss["h3_cell"] = (loss.get("h3_cell") or InformationLoss()).model_copy(update={
+            "mean_resolution": round(done.h3.resolutions / cells, 2) if cells else None,
+            "mean_cell_area_km2": round(done.h3.area_km2 / cells, 2) if cells else None})
         suppressed = rows_in - rows_out
         cfg = self.cfg
         return StageStats(stage="generalize", rows_in=rows_in, rows_out=rows_out,
                           dropped={"k_anonymity_suppressed": suppressed} if suppressed else {},
-                          details={
-            "k_required": self.k, "k_achieved": self.k_achieved, "l_required": self.l,
-            "sensitive_attribute": self.sensitive, "l_achieved": self.l_achieved,
-            "quasi_identifiers": self.qis, "generalize_order": self.order,
-            "share_rows_suppressed": round(suppressed / rows_in, 4) if rows_in else 0.0,
-            "information_loss": loss, "h3_resolution": cfg.h3_resolution,
-            "h3_floor_resolution": cfg.h3_floor_resolution, "region_level": cfg.region_level,
-            "ip": cfg.ip, "postal_code": cfg.postal_code,
-            "time_granularity": cfg.time_granularity, **self.suppression,
-            "rows_suppressed": suppressed}).check_balanced()
+                          details=GeneralizeDetails(
+            k_required=self.k, k_achieved=self.k_achieved, l_required=self.l,
+            sensitive_attribute=self.sensitive, l_achieved=self.l_achieved,
+            quasi_identifiers=list(self.qis), generalize_order=list(self.order),
+            share_rows_suppressed=round(suppressed / rows_in, 4) if rows_in else 0.0,
+            information_loss=loss, h3_resolution=cfg.h3_resolution,
+            h3_floor_resolution=cfg.h3_floor_resolution, region_level=cfg.region_level,
+            ip=cfg.ip, postal_code=cfg.postal_code, time_granularity=cfg.time_granularity,
+            users_suppressed=self.suppression.users_suppressed,
+            groups_suppressed=self.suppression.groups_suppressed,
+            groups_kept=self.suppression.groups_kept,
+            rows_suppressed=suppressed)).check_balanced()
 
 
 def generalize_table(table: pl.DataFrame, cfg: GeneralizeConfig, *,

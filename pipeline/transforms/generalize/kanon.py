@@ -88,9 +88,19 @@ def short_of(qis: Sequence[str], user_col: str, k: int, *, l: int | None = None,
     return short
 
 
+@dataclass(frozen=True)
+class Suppression:
+    """What `enforce` could not publish, and the groups it kept."""
+
+    rows_suppressed: int
+    users_suppressed: int
+    groups_suppressed: int
+    groups_kept: int
+
+
 def enforce(df: pl.DataFrame, qis: Sequence[str], user_col: str, k: int, *,
             hierarchies: Sequence[Hierarchy] = (), l: int | None = None,  # noqa: E741
-            sensitive: str | None = None) -> tuple[pl.DataFrame, dict[str, int]]:
+            sensitive: str | None = None) -> tuple[pl.DataFrame, Suppression]:
     """Generalize short groups along `hierarchies` (in order), then suppress what is still short.
 
     `df` holds what each hierarchy's `value` reads. Returns the kept rows, with their `_level_*`
@@ -112,9 +122,8 @@ def enforce(df: pl.DataFrame, qis: Sequence[str], user_col: str, k: int, *,
         if pending.is_empty():
             break
     kept = pl.concat(settled)
-    return kept, {
-        "rows_suppressed": pending.height,
-        "users_suppressed": pending.select(pl.col(user_col).n_unique()).item(),
-        "groups_suppressed": pending.select(list(qis)).unique().height,
-        "groups_kept": kept.select(list(qis)).unique().height,
-    }
+    return kept, Suppression(
+        rows_suppressed=pending.height,
+        users_suppressed=pending.select(pl.col(user_col).n_unique()).item(),
+        groups_suppressed=pending.select(list(qis)).unique().height,
+        groups_kept=kept.select(list(qis)).unique().height)

@@ -18,8 +18,8 @@ from collections.abc import Collection
 import polars as pl
 
 from pipeline.config import PiiConfig, RecordSchema
+from pipeline.core.details import ColumnFinding
 from pipeline.core.errors import PiiPolicyError
-from pipeline.core.records import ColumnFinding
 from pipeline.transforms.pii.detect import FastAnalyzer
 from pipeline.transforms.pseudonymize import hmac_expr
 

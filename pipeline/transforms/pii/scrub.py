@@ -18,7 +18,8 @@ from typing import Any
 import polars as pl
 
 from pipeline.config import PiiConfig, RecordSchema
-from pipeline.core.records import ColumnFinding, StageStats
+from pipeline.core.details import ColumnFinding, ColumnScan, PiiDetails
+from pipeline.core.records import StageStats
 from pipeline.transforms.pii.columns import apply_policy, columns_to_check, scan_columns
 from pipeline.transforms.pii.detect import FastAnalyzer, PiiSpan, WorkerPool, build_analyzer
 from pipeline.transforms.pii.keyed import keyed_value_recognizers
@@ -302,9 +303,10 @@ def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber
     total: Counter[str] = Counter()
     for per_col in found_by_column.values():
         total.update(per_col)
-    stats = StageStats(stage="detect_pii", rows_in=events.height, rows_out=table.height, details={
-        "dropped_columns": drop, "pii_found": dict(sorted(total.items())),
-        "column_scan": {"checked": columns_to_check(events.drop(drop), schema),
-                        "flagged": [f.model_dump() for f in findings]},
-        "pii_found_by_column": found_by_column})
+    stats = StageStats(stage="detect_pii", rows_in=events.height, rows_out=table.height,
+                       details=PiiDetails(
+        dropped_columns=drop, pii_found=dict(sorted(total.items())),
+        column_scan=ColumnScan(checked=columns_to_check(events.drop(drop), schema),
+                               flagged=findings),
+        pii_found_by_column=found_by_column))
     return ScrubResult(table, stats.check_balanced(), findings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.core.details import StrictTextCounts
 from pipeline.transforms.pii.tokens import TOKEN_PATTERN
 
 RARE = "<RARE>"
@@ -20,9 +21,9 @@ _PIECES = rf"{TOKEN_PATTERN}|[\p{{L}}\p{{N}}][\p{{L}}\p{{N}}'’_-]*|[^\s\p{{L}}
 
 
 def strict_text(table: pl.DataFrame, column: str, user_col: str, k: int
-                ) -> tuple[pl.DataFrame, dict[str, float | int]]:
+                ) -> tuple[pl.DataFrame, StrictTextCounts]:
     """`column` with every word fewer than `k` distinct users wrote replaced by `<RARE>` and
-    detector tokens by their bare type. Returns (table, {words, kept, kept_share})."""
+    detector tokens by their bare type. Returns (table, words, kept and kept share)."""
     rows = table.select(pl.int_range(pl.len()).alias("_row"), user_col,
                         pl.col(column).str.extract_all(_PIECES).alias("_w"))
     words = rows.explode("_w").with_columns(pl.int_range(pl.len()).over("_row").alias("_i"),
@@ -42,5 +43,5 @@ def strict_text(table: pl.DataFrame, column: str, user_col: str, k: int
     result = table.with_columns(
         pl.when(pl.col(column).is_null()).then(None)
         .otherwise(joined.get_column(column)).alias(column))
-    return result, {"words": n_words, "kept": kept,
-                    "kept_share": round(kept / n_words, 4) if n_words else 1.0}
+    return result, StrictTextCounts(words=n_words, kept=kept,
+                                    kept_share=round(kept / n_words, 4) if n_words else 1.0)

@@ -11,14 +11,14 @@ counts only, so neither the results nor Data Docs can carry a raw value.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from pipeline.config import PurposeSpec
-from pipeline.core.records import CheckResult, ValidationRecord, added_up
+from pipeline.core.records import CheckResult, ValidationRecord
 from pipeline.transforms.generalize.kanon import group_sizes, l_achieved
 from pipeline.transforms.pseudonymize import PSEUDONYM_PATTERN
 from pipeline.transforms.validate import expectations as gx_expectations  # noqa: F401  (registers the k and ℓ expectations)
@@ -157,7 +157,7 @@ def validate_shards(shards: Iterable[pl.DataFrame], spec: PurposeSpec, *, k: int
     checks = [CheckResult(
         expectation=same[0].expectation, column=same[0].column,
         success=all(c.success for c in same),
-        observed=added_up([c.observed for c in same]),
+        observed=_added_up([c.observed for c in same]),
         unexpected_count=(None if all(c.unexpected_count is None for c in same)
                           else sum(c.unexpected_count or 0 for c in same)))
         for same in zip(*(r.checks for r in records), strict=True)]
@@ -174,3 +174,16 @@ def validate_shards(shards: Iterable[pl.DataFrame], spec: PurposeSpec, *, k: int
                                       observed="no rows" if l_seen is None else l_seen))
     return ValidationRecord(success=all(c.success for c in checks), checks=checks,
                             data_docs_index=records[-1].data_docs_index if records else None)
+
+
+def _added_up(values: Sequence[Any]) -> Any:
+    """Shards' observed values as one: numbers summed, dicts merged key by key the same way,
+    anything else (a ratio, a list of sample columns) the first shard's."""
+    first = values[0]
+    if isinstance(first, int | float) and not isinstance(first, bool):
+        return sum(v for v in values if isinstance(v, int | float))
+    if isinstance(first, dict):
+        keys = list(dict.fromkeys(k for v in values if isinstance(v, dict) for k in v))
+        return {k: _added_up([v[k] for v in values if isinstance(v, dict) and k in v])
+                for k in keys}
+    return first
