@@ -197,7 +197,7 @@ def _strict(scrubbed: list[str]) -> tuple[list[str], float]:
 
     table = pl.DataFrame({"user": [str(i) for i in range(len(scrubbed))], "text": scrubbed})
     out, stats = strict_text(table, "text", "user", STRICT_K)
-    return out["text"].to_list(), float(stats["kept_share"])
+    return out["text"].to_list(), stats.kept_share
 
 
 def _presidio_batch(cfg: PiiConfig) -> Callable[[list[str]], list]:
