@@ -38,7 +38,7 @@ from pathlib import Path
 
 from pipeline.config import PiiConfig, load_config
 from pipeline.demo.generate import SEARCH_TERMS, generate
-from pipeline.transforms.pii.detect import build_analyzer
+from pipeline.transforms.pii.registry import presidio_default_analyzer
 from pipeline.transforms.pii.scrub import TextScrubber, build_pii_analyzer
 from pipeline.transforms.pii.strict import strict_text
 
@@ -156,7 +156,7 @@ def _presidio(cfg: PiiConfig) -> Callable[[list[str]], tuple[list[list[Span]], l
     AnonymizerEngine (replace). Returns (spans, scrubbed texts)."""
     from presidio_anonymizer import AnonymizerEngine
 
-    engine, anonymizer = build_analyzer(cfg), AnonymizerEngine()
+    engine, anonymizer = presidio_default_analyzer(cfg), AnonymizerEngine()
     supported = set(engine.get_supported_entities(cfg.language))
     entities = [e for e in cfg.entities if e in supported]
 

@@ -54,6 +54,10 @@ def load_config(path: str | Path) -> PipelineConfig:
     paths = raw.get("paths")
     if isinstance(paths, dict):
         raw["paths"] = {k: _resolve(base, v) if isinstance(v, str) else v for k, v in paths.items()}
+    pii = raw.get("pii")
+    if isinstance(pii, dict) and isinstance(pii.get("recognizers"), str) \
+            and pii["recognizers"] != "default":
+        pii["recognizers"] = str(_resolve(base, pii["recognizers"]))
     keys = raw.get("keys")
     if isinstance(keys, dict) and keys.get("file"):
         keys["file"] = _resolve(base, keys["file"])

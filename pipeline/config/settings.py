@@ -102,6 +102,9 @@ class PiiConfig(Model):
     # Where numbers written without a country code are read as phone numbers (ISO 3166 codes as
     # `phonenumbers` knows them: GB, not UK). Each region is one more pass over a text.
     phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")
+    # The recognizer registry (`pipeline/transforms/pii/recognizers.yaml` as shipped, or a file
+    # of the same shape, relative to this config's directory): which recognizers run.
+    recognizers: str = "default"
     score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.35
     batch_size: Annotated[int, Field(gt=0)] = 128
     n_process: Annotated[int, Field(gt=0)] = 1

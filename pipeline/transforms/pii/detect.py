@@ -5,9 +5,10 @@ Python; that is why it manages a few hundred short texts/s. This analyzer gets P
 from Presidio's own registry, recognizers and context enhancer while doing most texts no work:
 
 1. Identical texts are analysed once (callers pass unique texts).
-2. Each pattern entity has a prefilter: a Rust regex, run over the whole column by Polars, that
-   every match of Presidio's recognizer must satisfy (an `@` for e-mail, 7+ digits for a phone).
-   A recognizer runs only on the texts its prefilter flags.
+2. Each recognizer carries a prefilter (`pipeline.transforms.pii.registry`): a Rust regex, run
+   over the whole column by Polars, that every match of the recognizer satisfies (an `@` for
+   e-mail, 7+ digits for a phone). An entity's recognizers run only on the texts one of their
+   prefilters flags.
 3. Pattern recognizers (regex + checksum, phonenumbers) run before any NLP; a text where they
    find nothing and NER is not needed is done without being tokenized.
 4. spaCy runs only the `ner` component (measured: the same entities as the full pipeline on
@@ -16,67 +17,35 @@ from Presidio's own registry, recognizers and context enhancer while doing most 
 5. Lemmas are the lowercased tokens, so Presidio's context words still raise scores.
 6. Large inputs are shared with `n_process - 1` worker processes (`WorkerPool`).
 
-Entities without a prefilter (e.g. a recognizer a user added from YAML) run on every text.
+Entities with a recognizer that has no prefilter run on every text. Only public Presidio and
+spaCy calls are made (`presidio_api`), so a Presidio upgrade that keeps its API keeps this.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import multiprocessing as mp
 import os
 import re
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from multiprocessing.pool import AsyncResult, Pool
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
 
 from pipeline.config import PiiConfig
+from pipeline.transforms.pii import presidio_api
 from pipeline.transforms.pii.decode import decode
-from pipeline.transforms.pii.keyed import key_hint
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine, RecognizerResult
 
-os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
-# Necessary conditions for a match of each of Presidio's recognizers (which run with
-# re.IGNORECASE). Wider is safe (more texts checked); narrower would lose recall.
-PREFILTERS: dict[str, str] = {
-    "EMAIL_ADDRESS": r"(?i)@|\bat\b|\[at\]|\(at\)|\{at\}|" + key_hint("EMAIL_ADDRESS"),
-    "IP_ADDRESS": r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|:[0-9A-Fa-f]{0,4}:",
-    "CREDIT_CARD": r"\d(?:[- ]?\d){11}",
-    "US_SSN": r"\d{3}\D?\d{2}\D?\d{4}",
-    "IBAN_CODE": r"(?i)\b[a-z]{2}[ -]?\d{2}(?:[ -]?[a-z0-9]){9}",
-    "PHONE_NUMBER": r"(?:\d[^\d\n]{0,3}){6,}\d|" + key_hint("PHONE_NUMBER"),
-    "US_STREET_ADDRESS": r"(?i)\d{1,6}[a-z]{0,2}[\s+]+[a-z0-9]|[a-z.]\s+\d|#\s*\d|"
-                         + key_hint("US_STREET_ADDRESS"),
-    # Names are looked for in every text with a letter (the gazetteer in `names` is cheap);
-    # the NER model still runs only where `needs_ner` says.
-    "PERSON": r"[^\W\d_]",
-    "URL": r"(?i)[a-z0-9]\.[a-z]{2,}",
-}
-# Entities that come from the spaCy NER model (Presidio's SpacyRecognizer).
-NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME"})
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 _CAPITALIZED = r"\b\p{Lu}[\p{L}'’.-]*"  # any script: `Δημήτρης`, `İlker`
 _SURFACE_LEMMA = "pp_surface_lemma"
 _MIN_TEXTS_PER_CHUNK = 250  # smaller chunks cost more in hand-over than they save
-
-# Presidio's own NER mapping (conf/default.yaml); a custom NLP config must repeat it or it loses
-# labels_to_ignore and floods results with ORGANIZATION/CARDINAL hits.
-NER_CONFIGURATION = {
-    "model_to_presidio_entity_mapping": {
-        "PER": "PERSON", "PERSON": "PERSON", "NORP": "NRP", "FAC": "LOCATION",
-        "LOC": "LOCATION", "GPE": "LOCATION", "LOCATION": "LOCATION", "ORG": "ORGANIZATION",
-        "ORGANIZATION": "ORGANIZATION", "DATE": "DATE_TIME", "TIME": "DATE_TIME"},
-    "low_confidence_score_multiplier": 0.4,
-    "low_score_entity_names": [],
-    "labels_to_ignore": ["ORGANIZATION", "CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY",
-                         "ORDINAL", "PERCENT", "PRODUCT", "QUANTITY", "WORK_OF_ART"],
-}
-
 
 def _register_surface_lemma() -> None:
     from spacy.language import Language
@@ -90,35 +59,6 @@ def _register_surface_lemma() -> None:
         for token in doc:
             token.lemma_ = token.lower_
         return doc
-
-
-def build_analyzer(cfg: PiiConfig, extra_recognizers: Sequence[Any] = ()) -> AnalyzerEngine:
-    """A Presidio AnalyzerEngine with an explicit spaCy model (never downloaded at run time)."""
-    from presidio_analyzer import AnalyzerEngine
-    from presidio_analyzer.nlp_engine import NlpEngineProvider
-
-    nlp_engine = NlpEngineProvider(nlp_configuration={
-        "nlp_engine_name": cfg.nlp_engine,
-        "models": [{"lang_code": cfg.language, "model_name": cfg.spacy_model}],
-        "ner_model_configuration": NER_CONFIGURATION,
-    }).create_engine()
-    # Presidio warns about every recognizer of another language on each start; not news.
-    presidio_log = logging.getLogger("presidio-analyzer")
-    level = presidio_log.level
-    presidio_log.setLevel(logging.ERROR)
-    try:
-        analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=[cfg.language],
-                                  default_score_threshold=cfg.score_threshold)
-    finally:
-        presidio_log.setLevel(level)
-    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
-
-    analyzer.registry.remove_recognizer("PhoneRecognizer")
-    analyzer.registry.add_recognizer(PhoneRecognizer(supported_language=cfg.language,
-                                                     supported_regions=cfg.phone_regions))
-    for recognizer in extra_recognizers:
-        analyzer.registry.add_recognizer(recognizer)
-    return analyzer
 
 
 def needs_ner(texts: pl.Series) -> pl.Series:
@@ -216,20 +156,20 @@ class FastAnalyzer:
     def __init__(self, analyzer: AnalyzerEngine, cfg: PiiConfig,
                  workers: WorkerPool | None = None) -> None:
         """With `workers`, large inputs are shared with those processes (see `analyze`)."""
+        from pipeline.transforms.pii.registry import entity_plan
+
         _register_surface_lemma()
         self.analyzer = analyzer
         self.cfg = cfg
         engine: Any = analyzer.nlp_engine
         self._engine = engine
-        self._nlp = engine.nlp[cfg.language]
-        if _SURFACE_LEMMA not in self._nlp.pipe_names:
-            self._nlp.add_pipe(_SURFACE_LEMMA, last=True)
-        self._ner_only = [p for p in self._nlp.pipe_names if p not in ("ner", _SURFACE_LEMMA)]
-        self._surface = self._nlp.get_pipe(_SURFACE_LEMMA)
-        entities = set(cfg.entities)
-        self.prefiltered = {e: rx for e, rx in PREFILTERS.items() if e in entities}
-        self.ner_entities = sorted(entities & NER_ENTITIES)
-        self.unfiltered = sorted(entities - NER_ENTITIES - set(self.prefiltered))
+        nlp = engine.nlp[cfg.language]
+        if _SURFACE_LEMMA not in nlp.pipe_names:
+            nlp.add_pipe(_SURFACE_LEMMA, last=True)
+        self._ner_only = [p for p in nlp.pipe_names if p not in ("ner", _SURFACE_LEMMA)]
+        plan = entity_plan(analyzer, cfg.entities, cfg.language, _needs_no_nlp)
+        self.prefiltered, self.ner_entities = plan.prefiltered, plan.ner
+        self.unfiltered = plan.unfiltered
         self._recognizers: dict[frozenset[str], tuple[list[Any], list[Any], list[Any]]] = {}
         self.workers = workers
 
@@ -294,16 +234,26 @@ class FastAnalyzer:
     def analyze_planned(self, texts: list[str], wanted: list[set[str]],
                         ner: list[bool]) -> list[list[PiiSpan]]:
         """The per-text work in this process: what `AnalyzerEngine.analyze` does, minus the
-        NLP pipeline on texts where no recognizer found anything and NER is not needed."""
-        ner_idx = [i for i, flag in enumerate(ner) if flag]
-        docs: dict[int, Any] = dict(zip(ner_idx, self._nlp.pipe(
-            (texts[i] for i in ner_idx), batch_size=self.cfg.batch_size,
+        NLP pipeline on texts where no recognizer found anything and NER is not needed.
+
+        Three passes: the NLP-free recognizers on every text; NLP artifacts, in batches, for
+        the texts NER must read (tokens, lemmas and entities) and for those where something
+        was found (tokens and lemmas, for context words); then the NLP recognizer, context
+        enhancement and the threshold."""
+        entities = [frozenset(w | (set(self.ner_entities) if n else set()))
+                    for w, n in zip(wanted, ner, strict=True)]
+        raw = [self._plain(text, e) if e else [] for text, e in zip(texts, entities, strict=True)]
+        ner_idx = [i for i, flag in enumerate(ner) if flag and entities[i]]
+        found_idx = [i for i, flag in enumerate(ner) if not flag and raw[i]]
+        lang, size = self.cfg.language, self.cfg.batch_size
+        artifacts = dict(zip(ner_idx, presidio_api.artifacts(
+            self._engine, [texts[i] for i in ner_idx], lang, batch_size=size,
             disable=self._ner_only), strict=True))
-        out: list[list[PiiSpan]] = []
-        for i, text in enumerate(texts):
-            entities = frozenset(wanted[i] | (set(self.ner_entities) if ner[i] else set()))
-            out.append(self._analyze_one(text, entities, docs.get(i)) if entities else [])
-        return out
+        artifacts.update(zip(found_idx, presidio_api.artifacts(
+            self._engine, [texts[i] for i in found_idx], lang, batch_size=size,
+            enable=[_SURFACE_LEMMA]), strict=True))
+        return [self._finish(text, entities[i], raw[i], artifacts[i]) if i in artifacts
+                else [] for i, text in enumerate(texts)]
 
     def _split_recognizers(self, entities: frozenset[str]) -> tuple[list[Any], list[Any],
                                                                      list[Any]]:
@@ -334,24 +284,29 @@ class FastAnalyzer:
         rest = "".join(masked)
         return any(re.search(rx, rest) for rx in regexes)
 
-    def _analyze_one(self, text: str, entities: frozenset[str], doc: Any) -> list[PiiSpan]:
-        from presidio_analyzer import EntityRecognizer
-
-        recs, plain, nlp_based = self._split_recognizers(entities)
+    def _plain(self, text: str, entities: frozenset[str]) -> list[RecognizerResult]:
+        """The NLP-free recognizers' raw results (each skipped where the confident spans
+        already found leave nothing it could match)."""
+        _, plain, _ = self._split_recognizers(entities)
         wanted = sorted(entities)
         raw: list[RecognizerResult] = []
         for rec in plain:
             if raw and not self._still_possible(rec, text, raw):
                 continue
             raw += _tagged(rec, rec.analyze(text, wanted, None))
-        if not raw and doc is None:
-            return []  # nothing to enhance, and no NER entity can be here
-        if doc is None:
-            doc = self._surface(self._nlp.make_doc(text))
-        artifacts = self._engine._doc_to_nlp_artifact(doc, self.cfg.language)
-        raw += [r for rec in nlp_based for r in _tagged(rec, rec.analyze(text, wanted, artifacts))]
-        # The rest of AnalyzerEngine.analyze: context words, threshold, duplicates.
-        results = self.analyzer._enhance_using_context(text, raw, artifacts, recs, None)
+        return raw
+
+    def _finish(self, text: str, entities: frozenset[str], raw: list[RecognizerResult],
+                artifacts: Any) -> list[PiiSpan]:
+        """The rest of `AnalyzerEngine.analyze`: the NLP recognizer, context words, threshold,
+        duplicates."""
+        from presidio_analyzer import EntityRecognizer
+
+        recs, _, nlp_based = self._split_recognizers(entities)
+        wanted = sorted(entities)
+        raw = raw + [r for rec in nlp_based
+                     for r in _tagged(rec, rec.analyze(text, wanted, artifacts))]
+        results = presidio_api.enhance_using_context(self.analyzer, text, raw, artifacts, recs)
         results = [_url_trimmed(r, text) if not _phone_not_card(r, text) else _as_phone(r)
                    for r in results if r.score >= self.cfg.score_threshold]
         return [PiiSpan(r.entity_type, r.start, r.end, r.score)

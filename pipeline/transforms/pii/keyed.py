@@ -10,10 +10,7 @@ delimiter, two spaces or the next `label:`.
 from __future__ import annotations
 
 import re
-from functools import cache, partial
-from typing import Any
-
-from pipeline.transforms.pii.recognizer import function_recognizer
+from functools import cache
 
 # entity -> (key names, value shape)
 KEY_HINTS: dict[str, tuple[str, str]] = {
@@ -56,10 +53,3 @@ def keyed_spans(entity: str, text: str) -> list[tuple[int, int, float]]:
         group = next(g for g in (1, 2, 3) if m.group(g) is not None)
         out.append((m.start(group), m.end(group), 0.6))
     return out
-
-
-def keyed_value_recognizers(language: str) -> list[Any]:
-    """One recognizer per entity with key hints."""
-    return [function_recognizer(f"Keyed{entity.title().replace('_', '')}Recognizer", entity,
-                                partial(keyed_spans, entity), language)
-            for entity in KEY_HINTS]

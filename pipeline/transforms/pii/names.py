@@ -23,9 +23,6 @@ from __future__ import annotations
 import importlib
 import re
 from functools import cache
-from typing import Any
-
-from pipeline.transforms.pii.recognizer import function_recognizer
 
 LOCALES = ("en_US", "en_GB", "en_IE", "en_IN", "en_AU", "de_DE", "fr_FR", "es_ES", "es_MX",
            "it_IT", "pt_BR", "pt_PT", "nl_NL", "pl_PL", "ru_RU", "uk_UA", "el_GR", "tr_TR",
@@ -60,7 +57,6 @@ _CUE = re.compile(r"(?i)(?:\b(?:this is|it'?s|it is|i'?m|i am|my name is|name'?s
                   r"from|for|can|and|with|sent by|signed)[\s,:;!.-]*|^\s*-\s*)$")
 _AFTER = re.compile(r"(?i)^\s*(?:here\b|from\b|says\b|said\b|wants\b|writes\b)")
 MAX_WORDS = 3
-NAME = "NameGazetteerRecognizer"
 
 
 def fold(word: str) -> str:
@@ -102,7 +98,7 @@ def gazetteer() -> tuple[frozenset[str], frozenset[str]]:
 
 
 @cache
-def _plain_words() -> frozenset[str]:
+def plain_words() -> frozenset[str]:
     """Words never a name alone: COMMON and English stop words."""
     from spacy.lang.en.stop_words import STOP_WORDS
 
@@ -132,7 +128,7 @@ def _lone_capitalized(words: list[re.Match[str]], folded: list[str], i: int,
 def name_spans(text: str) -> list[tuple[int, int, float]]:
     """(start, end, score) of each name found in `text` (see module docstring)."""
     given, family = gazetteer()
-    plain = _plain_words()
+    plain = plain_words()
     words = list(_WORD.finditer(text))
     folded = [fold(w.group()) for w in words]
     spans: list[tuple[int, int, float]] = []
@@ -170,11 +166,3 @@ def name_spans(text: str) -> list[tuple[int, int, float]]:
                     spans.append((run.start() + a, run.start() + hit, 0.6))
                     break
     return spans
-
-
-def name_recognizer(language: str) -> Any:
-    """`name_spans` as a Presidio recognizer. The name lists load here, with the model, not on
-    the first text."""
-    gazetteer()
-    _plain_words()
-    return function_recognizer(NAME, "PERSON", name_spans, language)
