@@ -52,14 +52,14 @@ def _stage(name: str, purpose: str, config: str, d: Deployment, **extra):  # noq
         extra["pool"] = d.heavy_pool
     if stage.serial:
         extra["max_active_tis_per_dag"] = 1
-    if name == "publish":
+    if stage.announces:
         extra["outlets"] = [published_alias(purpose)]
 
     @task(task_id=extra.pop("task_id", name), doc=stage.does,
           trigger_rule="all_done" if stage.always else "all_success", **extra)
     def run(**context) -> str:  # noqa: ANN003
         written = run_stage_task(name, config, context)
-        if name == "publish":
+        if stage.announces:
             emit_publish_event(config, purpose, context)
         return written
 

@@ -30,6 +30,7 @@ from pipeline.core.errors import (
     safe_error,
 )
 from pipeline.core.fs import data_path
+from pipeline.core.layout import partition_name
 from pipeline.stages import STAGES
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.run import run_all
 
     cfg = load_config(args.config)
-    _setup_logging(cfg.paths.local / "logs" / f"date={args.date}" / "run.log")
+    _setup_logging(cfg.paths.local / "logs" / partition_name(args.date) / "run.log")
     started = time.perf_counter()
     ctx, published = run_all(args.date, args.config, accept_low_volume=args.accept_low_volume)
     _summary(ctx, args.date)

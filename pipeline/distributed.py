@@ -31,6 +31,7 @@ from pipeline.core.context import RunContext
 from pipeline.core.errors import KeyUnavailableError, safe_error
 from pipeline.core.records import StageStats
 from pipeline.core.shardwork import ShardJob, ShardWork, run_shard
+from pipeline.stages import STAGES
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -86,16 +87,21 @@ def run_distributed(ctx: RunContext, work: ShardWork, jobs: list[ShardJob]
     client = client_for(ctx)
     [shared] = client.scatter([work], broadcast=True, hash=False)
     futures = client.map(_task, jobs, work=shared, cfg=ctx.cfg, run_date=ctx.run_date,
-                         run_key=(ctx.key.key_id, ctx.key.fingerprint()), pure=False)
+                         run_key=(ctx.key.key_id, ctx.key.fingerprint()),
+                         stage=ctx.stage.name if ctx.stage else None, pure=False)
     return list(client.gather(futures))
 
 
 def _task(job: ShardJob, *, work: ShardWork, cfg: PipelineConfig, run_date: date | None,
-          run_key: tuple[str, str]) -> tuple[StageStats, pl.DataFrame | None]:
-    """One shard, on a worker. Errors come back as the pipeline's safe ones: a library's
-    message can quote data, and Dask logs what a task raised."""
+          run_key: tuple[str, str], stage: str | None
+          ) -> tuple[StageStats, pl.DataFrame | None]:
+    """One shard, on a worker, held to its stage's row like the stage's own process. Errors
+    come back as the pipeline's safe ones: a library's message can quote data, and Dask logs
+    what a task raised."""
     try:
         ctx = _context(cfg, run_date)
+        if stage is not None:
+            ctx = ctx.for_stage(STAGES[stage])
         if (ctx.key.key_id, ctx.key.fingerprint()) != run_key:
             raise KeyUnavailableError(
                 f"this Dask worker's active key ({ctx.key.key_id}) is not the run's "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import cast
 
 from pipeline import steps
 from pipeline.config import load_config
@@ -28,11 +29,12 @@ from pipeline.core.errors import (
     safe_error,
 )
 from pipeline.core.fs import DataPath
+from pipeline.core.gates import require_validated
 from pipeline.core.locks import data_root_lock, run_date_lock
 from pipeline.core.records import PublishRecord, RekeyRecord, StageOutcome
 from pipeline.core.shardwork import ShardJob, ShardWork, first_of, run_embedded
 from pipeline.core.storage import Shards
-from pipeline.stages import DAILY, KEYED, STAGES, Kind
+from pipeline.stages import DAILY, KEYED, STAGES, Kind, Stage
 
 log = logging.getLogger("pipeline")
 
@@ -47,9 +49,13 @@ def execute(ctx: RunContext, name: str, day: date) -> str:
     records = ctx.records(day)
     outcome = StageOutcome(stage=name, run_id=ctx.run_id, status="running", started_at=_now())
     records.save_outcome(outcome)
+    stage = STAGES[name]
     try:
-        with data_root_lock(ctx.local, exclusive=STAGES[name].maintenance):
-            written = _execute(ctx, name, day)
+        with data_root_lock(ctx.local, exclusive=stage.maintenance):
+            staged = ctx.for_stage(stage)  # held to the stage's row (pipeline.core.guard)
+            if stage.gated:  # the engine's check, not the stage's
+                require_validated(staged, day)
+            written = _execute(staged, stage, day)
     except Exception as exc:  # noqa: BLE001 - recorded, then raised as a safe PipelineError
         safe = safe_error(exc)
         records.save_outcome(outcome.model_copy(update={
@@ -63,12 +69,12 @@ def execute(ctx: RunContext, name: str, day: date) -> str:
     return written
 
 
-def _execute(ctx: RunContext, name: str, day: date) -> str:
-    stage = STAGES[name]
+def _execute(ctx: RunContext, stage: Stage, day: date) -> str:
     target = getattr(steps, stage.target)
     if stage.kind is Kind.TASK:
         return str(target(ctx, day))
-    source, sink = ctx.zone(stage.reads[0]), ctx.zone(stage.writes[0])  # one in, one out
+    source = ctx.zone(cast(str, stage.source), "read")
+    sink = ctx.zone(cast(str, stage.sink), "write")
     shards = Shards(ctx.storage, source, day)
     work: ShardWork = target(ctx, day, shards)
     n = len(shards)
@@ -207,8 +213,8 @@ def rekey(day: str | date, config_path: str | Path) -> RekeyRecord:
 
 def output_paths(ctx: RunContext, day: date) -> dict[str, DataPath | Path]:
     """Where a run's outputs for `day` land (for the CLI and README)."""
-    reports = ctx.storage.partition_dir(ctx.zone("reports"), day)
+    reports = ctx.partition_dir("reports", day)
     return {"report": reports / "report.html", "manifest": reports / "manifest.json",
             "features": ctx.storage.partition(ctx.zone("features"), day),
             "published": ctx.storage.partition(ctx.zone("published"), day),
-            "feature_repo": ctx.local / ctx.zone("feature_store").path}
+            "feature_repo": ctx.local_area("feature_store")}

@@ -1,11 +1,13 @@
-"""What each row of `pipeline.stages.STAGES` calls, by its `target` name.
+"""What each row of `pipeline.stages.STAGES` calls, by its `target` name: thin adapters from a
+run's context to the transforms, the ledger's release protocol and the outputs.
 
 Table stages take the shards of the partition the engine reads (a day in one piece is one
 shard), do what needs all of them (a plan), and return what to do to each shard
 (`ShardWork`); the engine runs it on every shard, here or on a Dask cluster, and writes the
 results to the stage's zone and the stats to the run's records. Task stages do their own
 reading and writing and return the path they wrote. Every stage takes the run's day as a
-`date`, parsed once at the boundary (`pipeline.core.context.parse_day`).
+`date`, parsed once at the boundary (`pipeline.core.context.parse_day`), and a context held to
+its row of the stage table: every zone, path and record comes from it.
 
 All imports are at the top except Great Expectations (7–14 s), which only `validate` needs.
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import replace
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
@@ -27,12 +28,13 @@ from pipeline.core.details import ColumnFinding, ConsentDetails, PiiDetails
 from pipeline.core.errors import (
     ConfigError,
     GuardrailError,
-    LedgerIntegrityError,
     MissingInputError,
     ValidationFailedError,
 )
 from pipeline.core.fs import DataPath, is_local, remove_tree
+from pipeline.core.gates import require_guarded, require_validated
 from pipeline.core.keys import MasterKey
+from pipeline.core.layout import partition_name
 from pipeline.core.records import (
     ErasureRecord,
     GuardrailRecord,
@@ -44,17 +46,16 @@ from pipeline.core.records import (
     ValidationRecord,
 )
 from pipeline.core.shardwork import ShardFn, ShardWork
-from pipeline.core.storage import Shards, atomic_write_bytes, parquet_bytes
-from pipeline.ledger.store import PrivacyLedger, Release, WindowBudget, read_heads, write_head
-from pipeline.ledger.witness import ReleaseWitness
+from pipeline.core.storage import Shards, parquet_bytes
+from pipeline.ledger.release import next_release, release_days, release_once
+from pipeline.ledger.store import Charge, Release
 from pipeline.outputs.feast import materialize
 from pipeline.outputs.report import write_report
-from pipeline.stages import INPUT_MARKER
+from pipeline.stages import INPUT_MARKER, ZONES
 from pipeline.transforms.consent import filter_by_consent
 from pipeline.transforms.erasure import (
     erase_from_zone,
     erase_raw_lines,
-    partition_dates,
     pseudonyms_of,
     published_pseudonyms,
     read_requests,
@@ -64,7 +65,13 @@ from pipeline.transforms.features import release_from_shards
 from pipeline.transforms.generalize.coarsen import Generalizer
 from pipeline.transforms.generalize.kanon import short_of
 from pipeline.transforms.guardrails import DayInput, check_guardrails
-from pipeline.transforms.ingest import count_lines, ingest_events, ingest_shards, read_records
+from pipeline.transforms.ingest import (
+    count_lines,
+    ingest_events,
+    ingest_shards,
+    read_records,
+    user_shard_of,
+)
 from pipeline.transforms.minimize import aggregate, allowlisted, apply_allowlist, group_counts
 from pipeline.transforms.pii.columns import scan_columns
 from pipeline.transforms.pii.scrub import (
@@ -81,8 +88,10 @@ from pipeline.transforms.profile import (
     publish_profiles,
     shard_profiles,
 )
-from pipeline.transforms.pseudonymize import hmac_expr, pseudonymize_columns
+from pipeline.transforms.pseudonymize import pseudonymize_columns
 from pipeline.transforms.retention import finish_interrupted, purge
+
+EVENTS_FILE, CONSENT_FILE = "events.jsonl", "consent.jsonl"
 
 
 def erase(ctx: RunContext, day: date) -> str:
@@ -90,19 +99,19 @@ def erase(ctx: RunContext, day: date) -> str:
     `pipeline.transforms.erasure`); published partitions left short of k or ℓ are suppressed
     again."""
     result = ErasureRecord()
-    ids = read_requests(ctx.root)
+    ctx.zone("erasure_requests", "read")
+    ids = read_requests(ctx.root)  # the zone's one file (`erasure.REQUESTS`)
     result.requests = len(ids)
     # Active and retired keys: a pseudonym under any of them is the user.
     keys, key_ids, purpose = ctx.keys.keys, ctx.keys.key_ids, ctx.cfg.purpose
-    consent_path = _consent_path(ctx)
+    consent_path = ctx.file("raw_consent", CONSENT_FILE)
     erased = pseudonyms_of(ids, keys, purpose) if ids else []
+    limit = ctx.cfg.ingest.max_line_bytes
     if ids:
-        events = ctx.root / ctx.zone("raw_events").path
-        for raw in sorted(events.glob("date=*/events.jsonl")):
-            result.add_removed("raw/events", erase_raw_lines(
-                raw, ids, max_line_bytes=ctx.cfg.ingest.max_line_bytes))
-        result.add_removed("raw/consent", erase_raw_lines(
-            consent_path, ids, max_line_bytes=ctx.cfg.ingest.max_line_bytes))
+        for raw in sorted(ctx.area("raw_events", "write").glob(f"date=*/{EVENTS_FILE}")):
+            result.add_removed("raw/events", erase_raw_lines(raw, ids, max_line_bytes=limit))
+        result.add_removed("raw/consent", erase_raw_lines(consent_path, ids,
+                                                          max_line_bytes=limit))
         for zone in ctx.staging():
             erase_from_zone(ctx.storage, zone, ids, erased, result, key_ids=key_ids)
     gone = []
@@ -116,12 +125,12 @@ def erase(ctx: RunContext, day: date) -> str:
         erase_from_zone(ctx.storage, ctx.zone(name), [], withdrew, result, key_ids=key_ids)
     if ids or gone:
         spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
+        zone = ctx.zone("published")
         published = published_pseudonyms(  # a profile purpose's are new each epoch
-            sorted({*erased, *withdrew}), keys, spec,
-            partition_dates(ctx.root, ctx.zone("published")))
-        erase_from_zone(ctx.storage, ctx.zone("published"), [], published,
-                        result, short=short_of(spec.quasi_identifiers, ctx.user_col, k.k,
-                                               l=k.l, sensitive=spec.sensitive_attribute),
+            sorted({*erased, *withdrew}), keys, spec, ctx.storage.dates(zone))
+        erase_from_zone(ctx.storage, zone, [], published, result,
+                        short=short_of(spec.quasi_identifiers, ctx.user_col, k.k, l=k.l,
+                                       sensitive=spec.sensitive_attribute),
                         key_ids=key_ids)
     return str(ctx.records(day).save(result))
 
@@ -132,7 +141,7 @@ def check_input(ctx: RunContext, day: date) -> str:
     if day > date.today():
         raise ConfigError(f"{day} has not happened yet (today is {date.today()}); nothing "
                           "was run or deleted")
-    source = _raw_events(ctx, day)
+    source = raw_events(ctx, day)
     if not source.is_file():
         raise MissingInputError(f"{source}: no raw events for {day}; nothing was run or "
                                 "deleted")
@@ -151,46 +160,44 @@ def check_input(ctx: RunContext, day: date) -> str:
 
 
 def retention(ctx: RunContext, day: date) -> str:
-    """Finish purges a crash interrupted, then delete partitions past their retention window;
-    record what went."""
+    """Finish purges a crash interrupted, then delete partitions past their retention window
+    (every purpose's, as the zones' folders for any purpose); record what went."""
+    zones = [ZONES[ctx.zone(n, "write").name] for n, z in ZONES.items() if z.retention]
+    cfg = ctx.cfg.retention
     return str(ctx.records(day).save(RetentionRecord(
-        interrupted_finished=finish_interrupted(ctx.root, ctx.cfg.retention),
-        purged=purge(ctx.root, ctx.cfg.retention, day),
-        windows_days=ctx.cfg.retention.model_dump())))
+        interrupted_finished=finish_interrupted(ctx.root, cfg, zones=zones),
+        purged=purge(ctx.root, cfg, day, zones=zones), windows_days=cfg.model_dump())))
 
 
-def _raw_events(ctx: RunContext, day: date) -> DataPath:
-    return ctx.root / ctx.zone("raw_events").path / f"date={day}" / "events.jsonl"
+def raw_events(ctx: RunContext, day: date) -> DataPath:
+    """The day's raw events file, as the landing side writes it."""
+    return ctx.file("raw_events", EVENTS_FILE, day, "read")
 
 
 def input_marker(ctx: RunContext, day: date) -> DataPath:
     """The file whose arrival says the day's raw input is complete (landing side's)."""
-    return _raw_events(ctx, day).with_name(INPUT_MARKER)
+    return ctx.file("raw_events", INPUT_MARKER, day, "read")
 
 
 def ingest(ctx: RunContext, day: date) -> str:
     """Parse the day; a day of more than `scale.events_per_shard` lines is split into shards
     by a keyed hash of the user, decoded batch by batch through encrypted spill files, so no
     more than a batch and then a shard is ever in memory."""
-    source = _raw_events(ctx, day)
+    source = raw_events(ctx, day)
     if not source.is_file():
         raise MissingInputError(f"{source}: no raw events for {day}")
     name, schema = str(source.relative_to(ctx.root)), ctx.cfg.event_schema
-    ingested, storage = ctx.zone("ingested"), ctx.storage
+    ingested, quarantine = ctx.zone("ingested", "write"), ctx.zone("quarantine", "write")
+    storage, records = ctx.storage, ctx.records(day)
     n = max(1, -(-_lines(ctx, day, source) // ctx.cfg.scale.events_per_shard))
     if n == 1:
         result = ingest_events(source, schema, source_name=name, limits=ctx.cfg.ingest,
                                day=day)
-        storage.write(ctx.zone("quarantine"), day, result.quarantine)
-        ctx.records(day).save_stats(result.stats)
+        storage.write(quarantine, day, result.quarantine)
+        records.save_stats(result.stats)
         return str(storage.write(ingested, day, result.table))
     spills = storage.spill_dir(ingested, day)
     remove_tree(spills)  # a crashed run's
-    user, key = _raw_user_field(ctx), ctx.key.derive("shard")
-
-    def shard_of(df: pl.DataFrame) -> pl.Series:
-        digest = hmac_expr(user, key).str.slice(0, 8).str.to_integer(base=16)
-        return df.select((digest % n).cast(pl.Int32)).to_series()
 
     def spill(shard: int, batch: int, rows: pl.DataFrame) -> None:
         storage.write_file(ingested, day, spills / f"{shard:05d}-{batch:06d}.parquet", rows)
@@ -199,11 +206,12 @@ def ingest(ctx: RunContext, day: date) -> str:
         return [storage.read_part(ingested, day, p)
                 for p in sorted(spills.glob(f"{shard:05d}-*.parquet"))]
 
+    shard_of = user_shard_of(schema, ctx.user_col, ctx.key.derive("shard"), n)
     sharded = ingest_shards(source, schema, source_name=name, n=n, shard_of=shard_of,
                             spill=spill, load=load, limits=ctx.cfg.ingest, day=day)
-    storage.write(ctx.zone("quarantine"), day, sharded.quarantine)
+    storage.write(quarantine, day, sharded.quarantine)
     written = storage.write_shards(ingested, day, sharded.shards(), n)
-    ctx.records(day).save_stats(sharded.stats())
+    records.save_stats(sharded.stats())
     return str(written)
 
 
@@ -216,27 +224,12 @@ def _lines(ctx: RunContext, day: date, source: DataPath) -> int:
     return count_lines(source, ctx.cfg.ingest)
 
 
-def _raw_user_field(ctx: RunContext) -> str:
-    """The raw field the purpose's user column is the pseudonym of (`account_id`)."""
-    schema = ctx.cfg.event_schema
-    fields = [n for n in schema.with_handling("pseudonymize")
-              if schema.fields[n].as_ == ctx.user_col]
-    if not fields:
-        raise ConfigError(f"no event field is pseudonymized as {ctx.user_col!r}, so a large "
-                          "day cannot be split by user")
-    return fields[0]
-
-
-def _consent_path(ctx: RunContext) -> DataPath:
-    return ctx.root / ctx.zone("raw_consent").path / "consent.jsonl"
-
-
 # A table stage returns what to do to each shard of its input (`ShardWork`); the engine runs it
 # on every shard, here or on a cluster, and writes the results (`pipeline.run`).
 
 
 def consent(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
-    path = _consent_path(ctx)
+    path = ctx.file("raw_consent", CONSENT_FILE, mode="read")
     if not path.is_file():
         raise MissingInputError(f"{path}: no consent records (without them nobody has "
                                 "consented)")
@@ -246,7 +239,7 @@ def consent(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
 @contextmanager
 def _consenting(ctx: RunContext) -> Iterator[ShardFn]:
     """The consent records, read where the shards run, and each shard filtered by them."""
-    path = _consent_path(ctx)
+    path = ctx.file("raw_consent", CONSENT_FILE, mode="read")
     records = read_records(path, ctx.cfg.consent_schema, source_name=str(path))
     rejected = records.stats.rows_in - records.stats.rows_out
     purpose = ctx.cfg.purpose_spec.consent_purpose
@@ -265,8 +258,7 @@ def guardrails(ctx: RunContext, day: date) -> str:
     anything is charged or published; a breach stops the run here (GuardrailError), unless
     it is a low-volume one the operator accepted for this day."""
     records, cfg = ctx.records(day), ctx.cfg.guardrails
-    stats = records.stats()
-    ingested, consented = stats.get("ingest"), stats.get("consent")
+    ingested, consented = records.stage_stats("ingest"), records.stage_stats("consent")
     if ingested is None or consented is None:
         raise MissingInputError(f"{day}: ingest and consent must run before the guardrails")
     measured = DayInput(rows_in=ingested.rows_in, rows_valid=ingested.rows_out,
@@ -406,12 +398,13 @@ def _epoch_history(ctx: RunContext, day: date) -> pl.DataFrame:
     """Earlier published profiles of the day's epoch (none for a daily epoch)."""
     spec = ctx.cfg.purpose_spec
     assert spec.profile is not None
+    if spec.profile.epoch == "day":
+        return history_of([], spec)
     epoch = epoch_of(day, spec.profile.epoch)
-    zone = ctx.zone("published")
-    earlier = [d for d in partition_dates(ctx.root, zone)
-               if d < day and epoch_of(d, spec.profile.epoch) == epoch
-               and ctx.storage.exists(zone, d)] if spec.profile.epoch != "day" else []
-    return history_of((ctx.storage.read(zone, d) for d in earlier), spec)
+    zone, storage = ctx.zone("published", "read"), ctx.storage
+    earlier = [d for d in storage.dates(zone)
+               if d < day and epoch_of(d, spec.profile.epoch) == epoch and storage.exists(zone, d)]
+    return history_of((storage.read(zone, d) for d in earlier), spec)
 
 
 def _whole(table: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
@@ -440,13 +433,14 @@ def validate(ctx: RunContext, day: date) -> str:
     outcome)."""
     from pipeline.transforms.validate.suite import validate_shards, validate_table  # GX
 
-    before = ctx.records(day).load(ValidationRecord)  # a rekey revalidates a validated day
-    _require_guarded(ctx, day, validated_before=before is not None and before.success)
-    pending = Shards(ctx.storage, ctx.zone("pending"), day)
+    records = ctx.records(day)
+    before = records.load(ValidationRecord)  # a rekey revalidates a validated day
+    require_guarded(ctx, day, validated_before=before is not None and before.success)
+    pending = Shards(ctx.storage, ctx.zone("pending", "read"), day)
     spec, k, l = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity.k, ctx.cfg.k_anonymity.l  # noqa: E741
     # A Great Expectations project per date: concurrent runs of other dates (a backfill)
     # never rewrite this one's suite or checkpoint.
-    gx_root = ctx.local / ctx.zone("validation").path / f"date={day}"
+    gx_root = ctx.local_area("validation", "write") / partition_name(day)
     run_name = f"{ctx.cfg.purpose}-{day}"
     with fast_analyzer(ctx.cfg.pii) as detector:
         if len(pending) == 1:
@@ -455,156 +449,66 @@ def validate(ctx: RunContext, day: date) -> str:
         else:
             outcome = validate_shards(pending, spec, k=k, l=l, gx_root=gx_root,
                                       run_name=run_name, detector=detector)
-    ctx.records(day).save(outcome)
+    records.save(outcome)
     if not outcome.success:
         failed = ", ".join(f"{c.expectation}({c.column or 'table'})" for c in outcome.failures)
         raise ValidationFailedError(f"{day}: minimization suite failed: {failed}; "
                                     "publishing is blocked")
     # the promotion
-    return str(ctx.storage.write_shards(ctx.zone("published"), day, iter(pending), len(pending)))
-
-
-def _require_guarded(ctx: RunContext, day: date, *, validated_before: bool = False) -> None:
-    """The day's input passed the guardrails. `validated_before`: the day already passed
-    validation, and one the guardrails never ran on (validated before they existed) counts;
-    one they ran on must have passed them."""
-    records = ctx.records(day)
-    guard = records.load(GuardrailRecord)
-    if guard is None and validated_before and "guardrails" not in records.outcomes():
-        return
-    if guard is None or not guard.passed:
-        raise GuardrailError(f"{day}: the day's input has not passed the guardrails; "
-                             "refusing to validate, release or publish it")
-
-
-def _require_validated(ctx: RunContext, day: date) -> None:
-    """The day passed validation and its input the guardrails (a re-run that breached one
-    leaves an earlier run's passing validation behind: that does not count)."""
-    outcome = ctx.records(day).load(ValidationRecord)
-    if outcome is None or not outcome.success:
-        raise ValidationFailedError(f"{day}: no passing validation for this partition; "
-                                    "refusing to release or publish")
-    _require_guarded(ctx, day, validated_before=True)
-
-
-def release_period_start(period: str, day: date) -> date | None:
-    """First day of the data a release on `day` covers; None when no release is due."""
-    if period == "day":
-        return day
-    return day - timedelta(days=6) if day.weekday() == 6 else None
+    return str(ctx.storage.write_shards(ctx.zone("published", "write"), day, iter(pending),
+                                        len(pending)))
 
 
 def features(ctx: RunContext, day: date) -> str:
-    """Release DP features through the ledger: charged once, returned as stored on reruns.
+    """Release DP features through the ledger (`pipeline.ledger.release`): charged once,
+    returned as stored on reruns.
 
     A weekly feature set is released on the week's last day (Sunday) from the week's
     generalized partitions (encrypted staging, exact values), every day of which must have
-    passed validation; on other days nothing is released."""
+    passed validation; on other days nothing is released. (The engine gates the stage on its
+    own day; the release also never reads a day that did not pass, however it is called.)"""
     fcfg, records = ctx.cfg.features, ctx.records(day)
     if not fcfg.enabled:
         records.save(LedgerRecord(release_due=False, period=fcfg.period,
                                   reason=f"purpose {ctx.cfg.purpose} releases no features"))
         return ""
-    first = release_period_start(fcfg.period, day)
-    if first is None:
+    days = release_days(fcfg.period, day)
+    if days is None:
         records.save(LedgerRecord(release_due=False, period=fcfg.period,
-                                  next_release=str(day + timedelta(days=6 - day.weekday()))))
+                                  next_release=str(next_release(fcfg.period, day))))
         return ""
-    days = [first + timedelta(days=i) for i in range((day - first).days + 1)]
     for d in days:
-        _require_validated(ctx, d)
-    ledger = PrivacyLedger.from_config(ctx.cfg.budget, ctx.local, ctx.keys)
-    area = ctx.root / ctx.zone("features").path
-    ledger.verify(ctx.cfg.purpose, read_heads(area))  # reset, truncated or edited: stop
-    # the run records of every release, and the external witness if set, agree with it
-    witness = ReleaseWitness.from_env(ctx.cfg.budget.witness_dsn_env)
-    _witnessed(ctx, ledger, witness)
-    budget = WindowBudget.from_config(ctx.cfg.budget)
-    plan = Release.charged(fcfg.release_budget, delta=fcfg.delta, purpose=ctx.cfg.purpose,
-                           feature_set=fcfg.feature_set, release_date=str(day),
-                           period_start=str(first), mechanism="", library="", payload=b"")
-
-    def draw() -> Release:
-        # The exact values of validated days (encrypted staging): DP protects the output,
-        # and the published table keeps only coarse ones. A day's shards hold disjoint users
-        # and are bounded one at a time; a week's days are split by user differently each
-        # day, so a weekly release reads them whole.
-        zone = ctx.zone("generalized")
-        shards: Iterable[pl.DataFrame] = (
-            Shards(ctx.storage, zone, day) if days == [day]
-            else [pl.concat([ctx.storage.read(zone, d) for d in days])])
-        rel, stats = release_from_shards(shards, fcfg, age_bands=ctx.cfg.generalize.age_bands,
-                                         user_col=ctx.user_col, release_date=str(day))
-        records.save_stats(stats)
-        return replace(plan, delta=rel.delta, mechanism=rel.mechanism, library=rel.library,
-                       payload=parquet_bytes(rel.table))
-
-    stored, reused = ledger.release_once(plan, budget, draw)
-    if witness is not None:
-        witness.record(stored.purpose, stored.feature_set, stored.release_date,
-                       stored.payload_sha256, epsilon=stored.epsilon, rho=stored.rho,
-                       delta=stored.delta)
-    window = ledger.window_spend(ctx.cfg.purpose, day, budget)
-    stated = window.total.restated(budget.conversion_delta)  # a zCDP spend as (ε, δ)-DP
-    records.save(LedgerRecord(
-        release_due=True, period=fcfg.period, purpose=stored.purpose,
-        feature_set=stored.feature_set, date=stored.release_date,
-        covers=(stored.period_start, stored.period_end), epsilon=stored.epsilon,
-        rho=stored.rho, delta=stored.delta, mechanism=stored.mechanism, library=stored.library,
-        recorded_at=stored.created_at, payload_sha256=stored.payload_sha256,
-        reused_stored_release=reused, ledger=ledger.where, accounting=ctx.cfg.budget.accounting,
-        unit=budget.unit, cost=budget.accountant.cost(stored).value, window_days=budget.days,
-        window_budget=budget.limit, window_spent=window.spent,
-        window_delta_budget=budget.delta, window_delta_spent=window.delta,
-        window_as_epsilon=stated.epsilon if stated else None,
-        window_as_epsilon_delta=stated.delta if stated else None))
-    path = ctx.storage.partition(ctx.zone("features"), day)
-    atomic_write_bytes(path, stored.payload)
-    if stored.mac is not None:
-        write_head(path, stored)
-    return str(path)
+        require_validated(ctx, d)
+    return release_once(ctx, day, days, partial(_draw, ctx, day, days))
 
 
-def _witnessed(ctx: RunContext, ledger: PrivacyLedger, witness: ReleaseWitness | None
-               ) -> None:
-    """Every release a witness kept apart from the ledger says was made (its date and payload
-    digest) must still be in the ledger as made. The run records are one witness: a ledger
-    rewound to an older copy, or a row deleted with its head file and partition, would
-    otherwise let the day be released again with fresh noise. The optional append-only
-    witness is the other: the check a restored ledger *and* restored run records cannot
-    pass."""
-    runs = ctx.root / ctx.zone("runs").path
-    fset = ctx.cfg.features.feature_set
-    claims: list[tuple[str, str, str]] = []  # (who says so, release date, payload digest)
-    for path in sorted(runs.glob(f"date=*/{LedgerRecord.file}")):
-        seen = LedgerRecord.model_validate_json(path.read_text())
-        if seen.release_due and seen.feature_set == fset and seen.payload_sha256:
-            claims.append((f"the run records ({path.parent.name}) say",
-                           seen.date, seen.payload_sha256))
-    if witness is not None:
-        claims += [(f"the release witness ({witness.where}) saw", w.release_date,
-                    w.payload_sha256) for w in witness.known(ctx.cfg.purpose, fset)]
-    for who, day, digest in claims:
-        stored = ledger.get(ctx.cfg.purpose, fset, day)
-        if stored is None or stored.payload_sha256 != digest:
-            raise LedgerIntegrityError(
-                f"ledger {ledger.where}, purpose {ctx.cfg.purpose!r}: {who} the release of "
-                f"{day} was made (payload {digest[:12]}…) but the ledger "
-                + ("no longer holds it" if stored is None else "holds another")
-                + ". The ledger was reset, truncated or edited; nothing is released from it "
-                  "(a fresh draw could be averaged against what was published). Restore it "
-                  "from backup.")
+def _draw(ctx: RunContext, day: date, days: list[date], charge: Charge) -> Release:
+    """Draw the release from the exact values of validated days (encrypted staging): DP
+    protects the output, and the published table keeps only coarse ones. A day's shards hold
+    disjoint users and are bounded one at a time; a week's days are split by user
+    differently each day, so a weekly release reads them whole."""
+    zone, storage = ctx.zone("generalized", "read"), ctx.storage
+    shards: Iterable[pl.DataFrame] = (
+        Shards(storage, zone, day) if days == [day]
+        else [pl.concat([storage.read(zone, d) for d in days])])
+    rel, stats = release_from_shards(shards, ctx.cfg.features,
+                                     age_bands=ctx.cfg.generalize.age_bands,
+                                     user_col=ctx.user_col, release_date=str(day))
+    ctx.records(day).save_stats(stats)
+    return Release.drawn(charge, delta=rel.delta, mechanism=rel.mechanism, library=rel.library,
+                         payload=parquet_bytes(rel.table))
 
 
 def publish(ctx: RunContext, day: date) -> str:
-    _require_validated(ctx, day)
     records = ctx.records(day)
     ledger = records.load(LedgerRecord)
     if ledger is None:
         raise MissingInputError(f"{day}: the features stage has not run")
     before = records.load(PublishRecord)
     if ledger.release_due:
-        info = materialize(ctx.cfg, day)
+        ctx.zone("feature_store", "write")  # Feast's registry and online store
+        info = materialize(ctx.cfg, day,
+                           release=ctx.file("features", "part.parquet", day, "read"))
         info.features_sha256 = ledger.payload_sha256
         info.changed = before is None or not before.materialized or \
             before.features_sha256 != ledger.payload_sha256

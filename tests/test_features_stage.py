@@ -11,8 +11,9 @@ import pytest
 from pipeline.config import load_config
 from pipeline.core.context import RunContext
 from pipeline.core.errors import BudgetExceededError, ValidationFailedError
+from pipeline.ledger.release import release_days
 from pipeline.ledger.store import PrivacyLedger
-from pipeline.steps import features, release_period_start
+from pipeline.steps import features
 from tests.conftest import PG, TEST_KEY_TEXT, mark_validated, postgres_up, write_config
 
 SUNDAY = date(2026, 11, 8)
@@ -41,7 +42,7 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunContext:
 def test_when_period_is_week_then_sunday_releases_the_whole_week_once(ctx: RunContext) -> None:
     for i in range(7):  # 100 new users a day: the week holds 700
         _day(ctx, SUNDAY - timedelta(days=6 - i), range(100 * i, 100 * (i + 1)))
-    assert release_period_start("week", SUNDAY - timedelta(days=1)) is None
+    assert release_days("week", SUNDAY - timedelta(days=1)) is None
     features(ctx, SUNDAY - timedelta(days=1))  # Saturday: nothing due
     saturday = (ctx.records(SUNDAY - timedelta(days=1)).dir / "ledger.json").read_text()
     assert '"release_due": false' in saturday and str(SUNDAY) in saturday

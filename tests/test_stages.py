@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import steps
 from pipeline.cli import main
-from pipeline.stages import FUNNEL, KEYED, STAGES, STAGING, ZONES, Kind
+from pipeline.stages import DAILY, FUNNEL, KEYED, STAGES, STAGING, ZONES, Kind
 
 
 def test_when_the_table_is_read_then_every_stage_has_a_step_and_known_zones() -> None:
@@ -71,3 +71,26 @@ def test_when_three_runs_of_one_date_start_at_once_then_they_take_turns_and_all_
     ctx = RunContext(cfg)
     assert len(PrivacyLedger.from_config(cfg.budget, ctx.local, ctx.keys).history(
         cfg.purpose)) == 1
+
+
+def test_when_the_table_is_checked_then_its_order_is_the_dataflow_order() -> None:
+    from dataclasses import replace
+
+    from pipeline.stages import _STAGES, _check, dataflow_order
+
+    assert dataflow_order(_STAGES) == list(DAILY)
+    # validate listed before minimize: it reads `pending`, which minimize writes
+    names = [s.name for s in _STAGES]
+    i, j = names.index("minimize"), names.index("validate")
+    swapped = list(_STAGES)
+    swapped[i], swapped[j] = swapped[j], swapped[i]
+    with pytest.raises(ValueError, match="orders them"):
+        _check(tuple(swapped))
+    # features reading the publish record, which publish writes after reading features' zone:
+    # each needs the other first, and no order runs them
+    loop = tuple(replace(s, records_read=(*s.records_read, "publish"))
+                 if s.name == "features" else s for s in _STAGES)
+    with pytest.raises(ValueError, match="no order runs them"):
+        dataflow_order(loop)
+    with pytest.raises(ValueError, match="unknown zones or records"):
+        _check((replace(_STAGES[0], reads=("raw_event",)), *_STAGES[1:]))

@@ -7,19 +7,26 @@ run's day is a `datetime.date`.
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.config import PipelineConfig
 from pipeline.core.errors import ConfigError, KeyUnavailableError
 from pipeline.core.fs import DataPath
+from pipeline.core.guard import Access, GuardedRecords, GuardedStorage, Mode, Touched
 from pipeline.core.keys import KeyRing, MasterKey, check_fingerprints, load_key_ring
+from pipeline.core.layout import Layout
 from pipeline.core.records import RunRecords
-from pipeline.core.storage import Storage
-from pipeline.stages import STAGING, Zone
+from pipeline.core.storage import Storage, dated_partitions
+from pipeline.stages import STAGING, Stage, Zone
+
+if TYPE_CHECKING:
+    from pipeline.ledger.store import PrivacyLedger
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -37,7 +44,11 @@ def parse_day(text: str) -> date:
 
 @dataclass
 class RunContext:
-    """Config, key and storage for one run; the key is loaded once and never logged."""
+    """Config, key and storage for one run; the key is loaded once and never logged.
+
+    The engine runs each stage with `for_stage(stage)`: that context's zones, paths, storage
+    and run records are held to the stage's row of the stage table (`pipeline.core.guard`),
+    and what the stage touched is noted in `touched`, which every such context shares."""
 
     cfg: PipelineConfig
     run_date: date | None = None  # retired keys are readable relative to this date
@@ -50,6 +61,20 @@ class RunContext:
     # The operator accepts a low-volume day on purpose (`run --accept-low-volume`, or the
     # Airflow run's conf): see `pipeline.transforms.guardrails`.
     accept_low_volume: bool = False
+    stage: Stage | None = None  # the stage this context runs (set by `for_stage`)
+    touched: dict[str, Touched] = field(default_factory=dict)  # stage -> what it touched
+
+    def for_stage(self, stage: Stage) -> RunContext:
+        """This context for running `stage`: the same key and caches, held to its row."""
+        out = copy.copy(self)
+        out.stage = stage
+        return out
+
+    @property
+    def access(self) -> Access | None:
+        if self.stage is None:
+            return None
+        return Access(self.stage, self.touched.setdefault(self.stage.name, set()))
 
     @cached_property
     def keys(self) -> KeyRing:
@@ -63,9 +88,16 @@ class RunContext:
         return self.keys.active
 
     @cached_property
-    def storage(self) -> Storage:
+    def unguarded_storage(self) -> Storage:
+        """Storage with no stage's row to hold it to (the engine's own, and commands')."""
         return Storage(self.cfg.paths.root, encryption_key=self.key.staging_key(),
                        key_id=self.key.key_id, read_key=self._retired_staging_key)
+
+    @property
+    def storage(self) -> Storage:
+        access = self.access
+        return (self.unguarded_storage if access is None
+                else GuardedStorage(self.unguarded_storage, access))
 
     def _retired_staging_key(self, key_id: str) -> bytes:
         if self.run_date is None:
@@ -84,15 +116,52 @@ class RunContext:
         return self.cfg.paths.local
 
     @property
+    def layout(self) -> Layout:
+        return Layout(self.root, self.local)
+
+    @property
     def user_col(self) -> str:
         return self.cfg.purpose_spec.user_col
 
-    def zone(self, name: str) -> Zone:
+    def zone(self, name: str, mode: Mode | None = None) -> Zone:
+        """Zone `name` for this purpose; in a stage, one its row declares (for `mode`)."""
+        if (access := self.access) is not None:
+            access.zone(name, mode)
         return self.cfg.zone(name)
+
+    def area(self, name: str, mode: Mode | None = None) -> DataPath:
+        """A zone's folder under the data root (see `Layout`)."""
+        return self.layout.area(self.zone(name, mode))
+
+    def local_area(self, name: str, mode: Mode | None = None) -> Path:
+        """A zone's folder under the local root (see `Layout`)."""
+        return self.layout.local_area(self.zone(name, mode))
+
+    def file(self, name: str, filename: str, day: date | None = None,
+             mode: Mode | None = None) -> DataPath:
+        """A named file of a zone, or of its partition for `day`."""
+        return self.layout.file(self.zone(name, mode), filename, day)
+
+    def partition_dir(self, name: str, day: date, mode: Mode | None = None) -> DataPath:
+        return self.layout.partition_dir(self.zone(name, mode), day)
 
     def staging(self) -> list[Zone]:
         """The zones that still hold personal data (encrypted), resolved for this purpose."""
         return [self.zone(z.name) for z in STAGING]
 
     def records(self, day: date) -> RunRecords:
-        return RunRecords(self.root / self.zone("runs").path, day)
+        records = RunRecords(self.layout.area(self.cfg.zone("runs")), day)
+        access = self.access
+        return records if access is None else GuardedRecords(records, access)
+
+    def ledger(self) -> PrivacyLedger:
+        """The privacy ledger (a SQLite file under the local root, or Postgres): in a stage,
+        one whose row declares the `ledger` zone."""
+        from pipeline.ledger.store import PrivacyLedger
+
+        self.zone("ledger")
+        return PrivacyLedger.from_config(self.cfg.budget, self.local, self.keys)
+
+    def record_dates(self) -> list[date]:
+        """The dates that have run records."""
+        return [d for d, _ in dated_partitions(self.layout.area(self.cfg.zone("runs")))]

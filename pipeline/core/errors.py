@@ -15,6 +15,7 @@ up in logs, Airflow task output and reports, which must not carry personal data.
     ├── BudgetExceededError    a DP release would overspend its window: nothing released
     ├── LedgerIntegrityError   the ledger and a stored release disagree: no redraw
     ├── StageCrashedError      an unexpected error in a stage; its message is withheld
+    ├── UndeclaredAccessError  a stage touched a zone or record its row in the table omits
     ├── NotFoundError          what was asked for does not exist (an unknown cohort)
     ├── TransientError         an I/O or connection error that may pass: worth a retry
     └── RunFailedError         a run's gate: a stage failed or did not run, nothing published
@@ -86,6 +87,11 @@ class BudgetExceededError(PipelineError):
 
 class LedgerIntegrityError(PipelineError):
     """The privacy ledger and the stored release disagree; refuse rather than redraw noise."""
+
+
+class UndeclaredAccessError(PipelineError):
+    """A stage touched a zone or run record that its row in `pipeline.stages` does not
+    declare: a bug in the stage or in the table, stopped before it does anything."""
 
 
 class StageCrashedError(PipelineError):

@@ -35,6 +35,7 @@ from pipeline.core.details import ColumnScan as ColumnScan
 from pipeline.core.details import KAnonymitySummary as KAnonymitySummary
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import DataPath
+from pipeline.core.layout import partition_name
 from pipeline.core.storage import atomic_write_json
 from pipeline.ledger.budget import PrivacyBudget, release_budget
 
@@ -47,6 +48,11 @@ class Record(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     file: ClassVar[str] = ""
+
+    @classmethod
+    def name(cls) -> str:
+        """The record's name in the stage table (`pipeline.stages.RECORDS`): its file's stem."""
+        return cls.file.removesuffix(".json")
 
 
 class StageStats(Record):
@@ -423,8 +429,8 @@ class RunRecords:
     back typed."""
 
     def __init__(self, area: DataPath, day: date) -> None:
-        self.day = day
-        self.dir = area / f"date={day}"
+        self.area, self.day = area, day
+        self.dir = area / partition_name(day)
 
     def save(self, record: Record) -> DataPath:
         path = self.dir / record.file
@@ -448,6 +454,11 @@ class RunRecords:
     def outcomes(self) -> dict[str, StageOutcome]:
         return {p.stem: StageOutcome.model_validate_json(p.read_text())
                 for p in sorted((self.dir / "outcomes").glob("*.json"))}
+
+    def stage_stats(self, stage: str) -> StageStats | None:
+        """One stage's row counts and details, if it has run for the date."""
+        path = self.dir / f"{stage}.json"
+        return StageStats.model_validate_json(path.read_text()) if path.is_file() else None
 
     def stats(self) -> dict[str, StageStats]:
         out = {}

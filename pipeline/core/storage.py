@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.core.errors import MissingInputError, StorageError
 from pipeline.core.fs import AnyPath, DataPath, atomic_write_bytes, move, remove_tree
+from pipeline.core.layout import partition_name
 from pipeline.stages import Zone
 
 _SHARD = re.compile(r"part-(\d{5})-of-(\d{5})\.")
@@ -76,7 +77,7 @@ class Storage:
     read_key: Callable[[str], bytes] | None = field(default=None, repr=False)
 
     def partition_dir(self, zone: Zone, day: date) -> DataPath:
-        return self.root / zone.path / f"date={day}"
+        return self.root / zone.path / partition_name(day)
 
     def partition(self, zone: Zone, day: date) -> DataPath:
         """The file of an unsharded partition (`part.parquet`, `.enc` when sensitive)."""
@@ -96,6 +97,10 @@ class Storage:
             raise StorageError(f"{self.partition_dir(zone, day)}: incomplete or mixed shards "
                                "(interrupted write?); rerun the stage that writes it")
         return shards
+
+    def dates(self, zone: Zone) -> list[date]:
+        """The dates the zone holds a partition folder for, oldest first."""
+        return [day for day, _ in dated_partitions(self.root / zone.path)]
 
     def exists(self, zone: Zone, day: date) -> bool:
         return bool(self.parts(zone, day))
@@ -193,7 +198,7 @@ class Storage:
     def _aad(self, zone: Zone, day: date, path: DataPath) -> bytes:
         """What an encrypted file is bound to: its zone and date, and for a shard its name,
         so no file can be swapped for another."""
-        where = f"{zone.path}/date={day}"
+        where = f"{zone.path}/{partition_name(day)}"
         return (where if path.name.startswith("part.") else f"{where}/{path.name}").encode()
 
     def _key(self) -> bytes:

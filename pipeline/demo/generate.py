@@ -17,7 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 from faker import Faker
 
 from pipeline.core.fs import DataPath, atomic_write_bytes, atomic_writer
-from pipeline.stages import INPUT_MARKER
+from pipeline.core.layout import partition_name
+from pipeline.stages import INPUT_MARKER, ZONES
 
 # (city, latitude, longitude, weight). Most users live in the app's markets (config regions);
 # a few live elsewhere, so features keyed by public regions must cope with unlisted places.
@@ -256,9 +257,9 @@ def generate(out_root: DataPath, *, start: date, days: int = 1, users: int = 100
     fake = Faker("en_US")
     fake.seed_instance(seed)
     day_list = [start + timedelta(days=d) for d in range(days)]
-    files = [out_root / "raw" / "events" / f"date={day.isoformat()}" / "events.jsonl"
+    files = [out_root / ZONES["raw_events"].path / partition_name(day) / "events.jsonl"
              for day in day_list]
-    consent_path = out_root / "raw" / "consent" / "consent.jsonl"
+    consent_path = out_root / ZONES["raw_consent"].path / "consent.jsonl"
     total = malformed = 0
     with ExitStack() as stack:
         outs = [stack.enter_context(atomic_writer(path)) for path in files]

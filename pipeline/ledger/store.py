@@ -96,11 +96,37 @@ class Release:
         return release_budget(epsilon=self.epsilon, rho=self.rho, delta=self.delta)
 
     @classmethod
-    def charged(cls, budget: PrivacyBudget, *, delta: float, **fields: Any) -> Release:
-        """A release of `budget` (ε or ρ) plus the `delta` private selection adds: its ledger
-        columns (ε, or none for a zCDP release; ρ, a pure release's ε²/2; δ)."""
-        return cls(epsilon=ledger_epsilon(budget), rho=budget.to(RhoZCDP).rho,
-                   delta=budget.delta + delta, **fields)
+    def drawn(cls, charge: Charge, *, delta: float, mechanism: str, library: str,
+              payload: bytes) -> Release:
+        """The release drawn for `charge`, with the δ private selection actually spent: its
+        ledger columns (ε, or none for a zCDP release; ρ, a pure release's ε²/2; δ)."""
+        return cls(purpose=charge.purpose, feature_set=charge.feature_set,
+                   release_date=charge.release_date, period_start=charge.period_start,
+                   epsilon=ledger_epsilon(charge.budget), rho=charge.budget.to(RhoZCDP).rho,
+                   delta=delta, mechanism=mechanism, library=library, payload=payload)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What a release will cost before it is drawn: checked against every window its data
+    touches first, so no noise is drawn for a release the budget refuses."""
+
+    purpose: str
+    feature_set: str
+    release_date: str
+    period_start: str  # first day of data the release covers
+    planned: PrivacyBudget  # ε or ρ
+    delta: float = 0.0  # what private cohort selection may add
+
+    @property
+    def period_end(self) -> str:
+        return self.release_date
+
+    @property
+    def budget(self) -> PrivacyBudget:
+        """The charge with its δ, as the ledger adds it up."""
+        return release_budget(epsilon=ledger_epsilon(self.planned),
+                              rho=self.planned.to(RhoZCDP).rho, delta=self.delta)
 
 
 @dataclass(frozen=True)
@@ -419,13 +445,14 @@ class PrivacyLedger:
                 else self._query(statement, params))
         return [self._release(r) for r in rows]
 
-    def check_budget(self, release: Release, budget: WindowBudget) -> WindowSpend:
+    def check_budget(self, release: Release | Charge, budget: WindowBudget) -> WindowSpend:
         """Raise if any window overlapping the release's data would exceed its budget; return
         the fullest such window with the release counted."""
         with closing(self._db.connect()) as con:
             return self._check_budget(con, release, budget)
 
-    def _check_budget(self, con: Any, release: Release, budget: WindowBudget) -> WindowSpend:
+    def _check_budget(self, con: Any, release: Release | Charge, budget: WindowBudget
+                      ) -> WindowSpend:
         first, last = (date.fromisoformat(release.period_start),
                        date.fromisoformat(release.period_end))
         span = timedelta(days=budget.days - 1)
@@ -447,15 +474,15 @@ class PrivacyLedger:
             windows.append(window)
         return max(windows, key=lambda w: w.spent)  # the first of the fullest
 
-    def release_once(self, plan: Release, budget: WindowBudget, draw: Callable[[], Release]
+    def release_once(self, charge: Charge, budget: WindowBudget, draw: Callable[[], Release]
                      ) -> tuple[Release, bool]:
         """The release protocol: a stored release is returned as is (never fresh noise);
         otherwise the budget is checked before any work, `draw()` makes the release, and it is
         charged and stored in one transaction. Returns (release, whether it was stored)."""
-        stored = self.get(plan.purpose, plan.feature_set, plan.release_date)
+        stored = self.get(charge.purpose, charge.feature_set, charge.release_date)
         if stored is not None:
             return stored, True
-        self.check_budget(plan, budget)
+        self.check_budget(charge, budget)
         return self.record(draw(), budget), False
 
     def record(self, release: Release, budget: WindowBudget) -> Release:
@@ -484,7 +511,7 @@ class PrivacyLedger:
         return stored
 
 
-def _spent(budget: WindowBudget, releases: Sequence[Release]) -> PrivacyBudget:
+def _spent(budget: WindowBudget, releases: Sequence[Release | Charge]) -> PrivacyBudget:
     """The releases' total in the window's accounting (each converted, then composed)."""
     total = budget.accountant.zero()
     for r in releases:

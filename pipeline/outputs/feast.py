@@ -22,6 +22,7 @@ import yaml
 from pipeline.config import FeatureStoreConfig, PipelineConfig, PostgresStore, RedisStore
 from pipeline.core.errors import ConfigError
 from pipeline.core.fs import DataPath
+from pipeline.core.layout import Layout, partition_name
 from pipeline.core.records import PublishRecord
 from pipeline.core.storage import atomic_write_bytes
 from pipeline.features import DIMENSIONS
@@ -38,11 +39,15 @@ JOIN_KEY = "cohort_id"
 
 
 def feature_repo_dir(cfg: PipelineConfig) -> Path:
-    return cfg.paths.local / cfg.zone("feature_store").path
+    return _layout(cfg).local_area(cfg.zone("feature_store"))
 
 
 def features_dir(cfg: PipelineConfig) -> DataPath:
-    return cfg.paths.root / cfg.zone("features").path
+    return _layout(cfg).area(cfg.zone("features"))
+
+
+def _layout(cfg: PipelineConfig) -> Layout:
+    return Layout(cfg.paths.root, cfg.paths.local)
 
 
 def _online_store(cfg: FeatureStoreConfig, repo: Path, *, secrets: bool) -> dict[str, Any]:
@@ -124,14 +129,16 @@ def feature_definitions(cfg: PipelineConfig) -> list:
     return [cohort, view]
 
 
-def materialize(cfg: PipelineConfig, day: date) -> PublishRecord:
+def materialize(cfg: PipelineConfig, day: date, *, release: DataPath | None = None
+                ) -> PublishRecord:
     """Apply the definitions and write the day's release to the online store, forward only.
 
     A cohort's online value is replaced only by a release at least as recent as the one it
     holds: re-running or backfilling an older date refreshes the offline store (its own
     partition, which Feast reads for training) and never rolls serving back to that date's
     values. Feast's own `materialize` writes whatever the window holds, so the release is
-    written with `write_to_online_store`, after reading the stored timestamps."""
+    written with `write_to_online_store`, after reading the stored timestamps. `release`: the
+    day's released partition file (default: where the features stage writes it)."""
     import polars as pl
 
     write_feature_store_yaml(cfg)
@@ -139,13 +146,13 @@ def materialize(cfg: PipelineConfig, day: date) -> PublishRecord:
     definitions = feature_definitions(cfg)
     store.apply(definitions)
     view = definitions[1]
-    release = pl.read_parquet(
-        (features_dir(cfg) / f"date={day}" / "part.parquet").read_bytes())
-    stored = online_timestamps(store, cfg, release["cohort_id"].to_list())
-    ts = release["event_timestamp"].dt.replace_time_zone("UTC").to_list()
-    newer = [c for c, t in zip(release["cohort_id"], ts, strict=True)
+    path = release or features_dir(cfg) / partition_name(day) / "part.parquet"
+    table = pl.read_parquet(path.read_bytes())
+    stored = online_timestamps(store, cfg, table["cohort_id"].to_list())
+    ts = table["event_timestamp"].dt.replace_time_zone("UTC").to_list()
+    newer = [c for c, t in zip(table["cohort_id"], ts, strict=True)
              if stored.get(c) is not None and stored[c] > t]
-    forward = release.filter(~pl.col("cohort_id").is_in(newer))
+    forward = table.filter(~pl.col("cohort_id").is_in(newer))
     if forward.height:
         store.write_to_online_store(view.name, df=forward.to_pandas())
     return PublishRecord(feature_repo=str(feature_repo_dir(cfg)),

@@ -23,6 +23,7 @@ from pipeline.core.details import (
 )
 from pipeline.core.errors import PipelineError
 from pipeline.core.fs import DataPath
+from pipeline.core.layout import partition_name
 from pipeline.core.records import (
     Count,
     ErasureRecord,
@@ -388,13 +389,13 @@ def render_html(m: Manifest, data_docs: str | None, *, external: bool = False) -
 
 def write_report(ctx: RunContext, day: date) -> DataPath:
     manifest = build_manifest(ctx, day)
-    reports = ctx.root / ctx.zone("reports").path
-    out = reports / f"date={day}"
+    reports = ctx.area("reports", "write")
+    out = reports / partition_name(day)
     atomic_write_json(out / "manifest.json", manifest.model_dump(mode="json"))
     docs = manifest.validation.data_docs_index if manifest.validation else None
     html = render_html(manifest, Path(docs).as_uri() if docs else None)
     atomic_write_bytes(out / "report.html", html.encode())
-    external = reports / "external" / f"date={day}" / "report.html"
+    external = reports / "external" / partition_name(day) / "report.html"
     atomic_write_bytes(external, render_html(manifest.external_view(), None,
                                              external=True).encode())
     write_index(reports)

@@ -32,14 +32,15 @@ from pipeline.core.errors import ErasureRequestError, KeyUnavailableError, Stora
 from pipeline.core.fs import DataPath, atomic_writer
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import ErasureRecord
-from pipeline.core.storage import Storage, dated_partitions
-from pipeline.stages import Zone
+from pipeline.core.storage import Storage
+from pipeline.stages import ZONES, Zone
 from pipeline.transforms.consent import withdrawn_users
 from pipeline.transforms.ingest import BOM, ERASED_LINE, is_gzip, line_chunks, open_raw
 from pipeline.transforms.profile import epoch_of, epoch_pseudonyms
 from pipeline.transforms.pseudonymize import hmac_expr
 
-REQUESTS = Path("raw/erasure/requests.jsonl")
+# under the data root: the erasure_requests zone's one file
+REQUESTS = Path(ZONES["erasure_requests"].path) / "requests.jsonl"
 
 
 def read_requests(root: DataPath) -> list[str]:
@@ -176,10 +177,6 @@ def drop_users(table: pl.DataFrame, account_ids: list[str], pseudonyms: list[str
     return table.filter(keep)
 
 
-def partition_dates(root: DataPath, zone: Zone) -> list[date]:
-    return [day for day, _ in dated_partitions(root / zone.path)]
-
-
 def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
                     pseudonyms: list[str], result: ErasureRecord, *,
                     short: pl.Expr | None = None, key_ids: Iterable[str] = ()) -> None:
@@ -191,7 +188,7 @@ def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
     an encrypted partition that does not decrypt (a key problem, never "corrupt" data). An
     unreadable published (plaintext) partition is set aside and reported, not a blocker."""
     known = set(key_ids)
-    for day in partition_dates(storage.root, zone):
+    for day in storage.dates(zone):
         try:
             if not storage.exists(zone, day):
                 continue

@@ -22,9 +22,10 @@ import msgspec
 import polars as pl
 
 from pipeline.config import FieldSpec, IngestConfig, RecordSchema
-from pipeline.core.errors import StorageError
+from pipeline.core.errors import ConfigError, StorageError
 from pipeline.core.fs import DataPath
 from pipeline.core.records import StageStats
+from pipeline.transforms.pseudonymize import hmac_expr
 
 # What an erased user's raw line is replaced by: line numbers (and the quarantine's pointers to
 # them) stay valid, and the funnel counts the line as dropped for erasure.
@@ -369,6 +370,23 @@ class ShardedIngest:
     quarantine: pl.DataFrame
     shards: Callable[[], Iterator[pl.DataFrame]]
     stats: Callable[[], StageStats]
+
+
+def user_shard_of(schema: RecordSchema, user_col: str, key: bytes, n: int
+                  ) -> Callable[[pl.DataFrame], pl.Series]:
+    """Which of `n` shards each raw row goes to: a keyed hash of the raw field the purpose's
+    user column is the pseudonym of (`account_id`), so all of a user's rows land in one shard
+    and the split reveals nothing without the key."""
+    fields = [n for n in schema.with_handling("pseudonymize") if schema.fields[n].as_ == user_col]
+    if not fields:
+        raise ConfigError(f"no event field is pseudonymized as {user_col!r}, so a large day "
+                          "cannot be split by user")
+    digest = hmac_expr(fields[0], key).str.slice(0, 8).str.to_integer(base=16)
+
+    def shard_of(df: pl.DataFrame) -> pl.Series:
+        return df.select((digest % n).cast(pl.Int32)).to_series()
+
+    return shard_of
 
 
 def ingest_shards(path: DataPath, schema: RecordSchema, *, source_name: str, n: int,

@@ -8,32 +8,33 @@ half-deleted one. The result lists what went, for the report.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import date, timedelta
 
 from pipeline.config import RetentionConfig
 from pipeline.core.fs import DataPath, is_local, remove_tree
 from pipeline.core.records import PurgedPartition
 from pipeline.core.storage import dated_partitions
-from pipeline.stages import ZONES
+from pipeline.stages import ZONES, Zone
 
 
-def areas(cfg: RetentionConfig) -> dict[str, int]:
+def areas(cfg: RetentionConfig, zones: Iterable[Zone] | None = None) -> dict[str, int]:
     """Glob of partitioned areas under the data root (every purpose's) -> retention in days,
-    from the zones that declare a retention class."""
+    from the zones (default: all of `ZONES`) that declare a retention class."""
     return {z.path.format(purpose="*", feature_set="*"): getattr(cfg, f"{z.retention}_days")
-            for z in ZONES.values() if z.retention}
+            for z in (ZONES.values() if zones is None else zones) if z.retention}
 
 
 STALE_TEMP_SECONDS = 3600  # older than any write in progress; younger may be another run's
 
 
-def finish_interrupted(root: DataPath, cfg: RetentionConfig, *, now: float | None = None
-                       ) -> list[str]:
+def finish_interrupted(root: DataPath, cfg: RetentionConfig, *, now: float | None = None,
+                       zones: Iterable[Zone] | None = None) -> list[str]:
     """Finish what a crash left half done: `.purging-date=D` folders renamed aside but not yet
     removed (they may hold raw personal data past its window), and atomic-write temporary
     files older than an hour (a killed writer's; never renamed into place, never read).
     Returns them."""
-    leftovers = sorted(p for pattern in areas(cfg) for area in root.glob(pattern)
+    leftovers = sorted(p for pattern in areas(cfg, zones) for area in root.glob(pattern)
                        for p in area.glob(".purging-date=*") if p.is_dir())
     for p in leftovers:
         remove_tree(p)
@@ -45,10 +46,12 @@ def finish_interrupted(root: DataPath, cfg: RetentionConfig, *, now: float | Non
     return [str(p.relative_to(root)) for p in (*leftovers, *temps)]
 
 
-def purge(root: DataPath, cfg: RetentionConfig, today: date) -> list[PurgedPartition]:
-    """Delete every `date=D` partition with D older than its window; return what went."""
+def purge(root: DataPath, cfg: RetentionConfig, today: date, *,
+          zones: Iterable[Zone] | None = None) -> list[PurgedPartition]:
+    """Delete every `date=D` partition (of `zones`, every purpose's) with D older than its
+    window; return what went."""
     purged = []
-    for pattern, days in areas(cfg).items():
+    for pattern, days in areas(cfg, zones).items():
         oldest_kept = today - timedelta(days=days - 1)
         for area in sorted(root.glob(pattern)):
             for day, part in dated_partitions(area):
