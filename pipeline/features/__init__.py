@@ -12,11 +12,13 @@ then shares (`DPFeature.group`).
 from pipeline.features.active_users import ActiveUsers
 from pipeline.features.base import DIMENSIONS, DPFeature, FeatureShare, Grid
 from pipeline.features.category_votes import CategoryVotes
+from pipeline.features.distinct_categories import DistinctCategoriesPerUser
 from pipeline.features.events_per_category import EventsPerCategory
 from pipeline.features.mean_session import MeanSessionSeconds
 from pipeline.features.purchase_rate import PurchaseRate
 
 REGISTRY: dict[str, DPFeature] = {f.name: f for f in (
-    ActiveUsers(), CategoryVotes(), EventsPerCategory(), PurchaseRate(), MeanSessionSeconds())}
+    ActiveUsers(), CategoryVotes(), EventsPerCategory(), PurchaseRate(), MeanSessionSeconds(),
+    DistinctCategoriesPerUser())}
 
 __all__ = ["DIMENSIONS", "REGISTRY", "DPFeature", "FeatureShare", "Grid"]

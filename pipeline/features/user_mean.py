@@ -52,7 +52,8 @@ class UserMeanFeature(DPFeature):
 
     def per_user(self, spec: Any, grid: Grid) -> list[pl.Expr]:
         lo, hi = self.bounds(spec, grid)
-        value = self.user_value(spec, grid).clip(lo, hi).fill_null(lo)
+        # as a float first: a count (unsigned) would wrap below zero in `centred`
+        value = self.user_value(spec, grid).cast(pl.Float64).clip(lo, hi).fill_null(lo)
         return [centred(value, lo, hi).alias(f"{self.name}_centred")]
 
     def statistics(self, spec: Any, grid: Grid, parts: list[PrivacyBudget]
