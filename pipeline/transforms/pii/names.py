@@ -166,3 +166,34 @@ def name_spans(text: str) -> list[tuple[int, int, float]]:
                     spans.append((run.start() + a, run.start() + hit, 0.6))
                     break
     return spans
+
+
+# A person's name written into a link, as profile, booking and share links carry it: a path
+# segment or a query value of two or three words joined by `-`, `.`, `_` or `+`
+# (`/u/karen-miller/`, `/in/john-smith-4a2b1c`, `calendly.com/maria.garcia`, `?owner=ahmed_hassan`),
+# the first a given name the lists know and the next a family (or second given) name. Words
+# that are also English words (`rose`, `jordan`, `new`) never start one; after a given name
+# they may go on one (`karen-miller`).
+URL_NAME_PREFILTER = r"[/=][^\s/?#&=]*[^\W\d_][-._+][^\W\d_]"
+_URL_PIECE = re.compile(r"(?<=[/=])[^\s/?#&=]+")
+_SLUG_WORD = re.compile(r"[^\W\d_]+")
+
+
+def url_name_spans(text: str) -> list[tuple[int, int, float]]:
+    """(start, end, score) of each name written as a link's path segment or query value."""
+    given, family = gazetteer()
+    plain = plain_words()
+    spans = []
+    for piece in _URL_PIECE.finditer(text):
+        words = list(_SLUG_WORD.finditer(piece.group()))
+        if len(words) < 2 or words[0].start() != 0:
+            continue
+        folded = [fold(w.group()) for w in words[:MAX_WORDS]]
+        seps = [piece.group()[a.end():b.start()] for a, b in zip(words, words[1:], strict=False)]
+        n = 1
+        while (n < len(folded) and seps[n - 1] in ("-", ".", "_", "+")
+               and (folded[n] in family or folded[n] in given)):
+            n += 1
+        if n >= 2 and folded[0] in given and folded[0] not in plain:
+            spans.append((piece.start(), piece.start() + words[n - 1].end(), 0.6))
+    return spans

@@ -17,7 +17,13 @@ from typing import Any, ClassVar
 from presidio_analyzer import AnalysisExplanation, Pattern, PatternRecognizer, RecognizerResult
 
 from pipeline.transforms.pii.keyed import key_hint, keyed_spans
-from pipeline.transforms.pii.names import gazetteer, name_spans, plain_words
+from pipeline.transforms.pii.names import (
+    URL_NAME_PREFILTER,
+    gazetteer,
+    name_spans,
+    plain_words,
+    url_name_spans,
+)
 
 # US street addresses ("4759 William Haven Apt. 194"), which Presidio has no recognizer for.
 # Suffixes: USPS Publication 28 primary street suffixes (common subset), also in the plural.
@@ -308,9 +314,29 @@ class KeyedUsStreetAddressRecognizer(KeyedValueRecognizer):
     PREFILTER = key_hint(ENTITY)
 
 
-# This module's recognizers, by the name the registry lists them under.
-PROJECT_RECOGNIZERS: dict[str, type[ProjectRecognizer]] = {cls.__name__: cls for cls in (
-    StreetAddressRecognizer, CardNumberRecognizer, NameGazetteerRecognizer,
-    KeyedPersonRecognizer, KeyedEmailAddressRecognizer, KeyedPhoneNumberRecognizer,
-    KeyedUsStreetAddressRecognizer, WrittenOutEmailRecognizer, InternationalPhoneRecognizer,
-    NorthAmericanPhoneShapeRecognizer, CaseSensitiveIbanRecognizer, SsnInContextRecognizer)}
+class NameInUrlRecognizer(FunctionRecognizer):
+    """A person's name written into a link: a profile, booking or share URL's path segment or
+    query value (`/u/karen-miller/`, `calendly.com/maria.garcia`), which the gazetteer does
+    not read as words (`pipeline.transforms.pii.names.url_name_spans`)."""
+
+    ENTITY = "PERSON"
+    PREFILTER = URL_NAME_PREFILTER
+
+    def __init__(self, supported_language: str = "en", **kwargs: Any) -> None:
+        gazetteer()
+        plain_words()
+        super().__init__(supported_language, **kwargs)
+
+    def find(self, text: str) -> list[tuple[int, int, float]]:
+        return url_name_spans(text)
+
+
+def _concrete(cls: type[ProjectRecognizer]) -> list[type[ProjectRecognizer]]:
+    subs = cls.__subclasses__()
+    return [c for sub in subs for c in ([sub] if "ENTITY" in vars(sub) else []) + _concrete(sub)]
+
+
+# This module's recognizers (every class that declares its entity), by the name the registry
+# lists them under: a new one is a class here and a line in the registry file.
+PROJECT_RECOGNIZERS: dict[str, type[ProjectRecognizer]] = {
+    cls.__name__: cls for cls in _concrete(ProjectRecognizer)}
