@@ -1,13 +1,13 @@
 """An append-only witness of releases, outside the ledger and the data root.
 
 The ledger is MAC-chained, and the run records are cross-checked against it before any release
-(`steps._witnessed`), but both live where the pipeline writes: an insider who can restore an
-older ledger file *and* the run records could still rewind a release and have it drawn again
-with fresh noise. The witness is a Postgres table the pipeline may only insert into and read
-(`GRANT SELECT, INSERT`; README "Privacy budget and the ledger"), and which refuses UPDATE,
-DELETE and TRUNCATE by trigger even for its owner. Every release is recorded there once it is
-in the ledger; before any release, each release the witness knows must still be in the ledger
-with the same payload digest, or the run stops.
+(`pipeline.ledger.release.check_witnesses`), but both live where the pipeline writes: an insider
+who can restore an older ledger file *and* the run records could still rewind a release and
+have it drawn again with fresh noise. The witness is a Postgres table the pipeline may only
+insert into and read (`GRANT SELECT, INSERT`; README "Privacy budget and the ledger"), and which
+refuses UPDATE, DELETE and TRUNCATE by trigger even for its owner. Every release is recorded
+there once it is in the ledger; before any release, each release the witness knows must still
+be in the ledger with the same payload digest, or the run stops.
 """
 
 from __future__ import annotations

@@ -46,7 +46,14 @@ from pipeline.core.errors import BudgetExceededError
 from pipeline.core.records import StageStats
 from pipeline.features import REGISTRY, DPFeature, Grid
 from pipeline.features.accountant import ReleaseAccountant
-from pipeline.features.base import DIMENSIONS, MAX_ROWS_BOUND, Column, Noise, Statistic
+from pipeline.features.base import (
+    DIMENSIONS,
+    MAX_ROWS_BOUND,
+    Collector,
+    Column,
+    Noise,
+    Statistic,
+)
 from pipeline.features.category_votes import vote_rows as _vote_rows
 from pipeline.ledger.budget import PrivacyBudget, RhoZCDP, ledger_epsilon
 from pipeline.transforms.opendp_api import opendp_api
@@ -224,6 +231,43 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
     seed = int(release_date.replace("-", ""))
     release = Release.of(cfg)
     keys = cohort_keys(cfg, age_bands) if cfg.cohorts == "config" else None
+    bounded = _bounded(shards, release, keys, user_col=user_col, seed=seed)
+    noisy, noise, loss, delta = _measured(dp, bounded, release, keys)
+    table = _table(_published(noisy, release, noise), release, release_date)
+    kind = "private cohort selection" if cfg.cohorts == "private" else "public cohort keys"
+    out = FeatureRelease(
+        table=table, budget=cfg.release_budget, delta=delta,
+        mechanism=f"OpenDP Polars: integer {cfg.mechanism.label}, user-level, {kind}",
+        library=f"opendp {dp.version}")
+    stats = StageStats(stage="features", rows_in=bounded.rows_in, rows_out=table.height,
+                       details=FeaturesDetails(
+        feature_set=cfg.feature_set, period=cfg.period, privacy=cfg.privacy,
+        epsilon=cfg.epsilon, rho=out.rho, delta=delta, accounted_by_opendp=loss,
+        cohorts=cfg.cohorts,
+        budget_shares={name: spec.budget_share for name, (_, spec, _) in
+                       release.features.items()},
+        privacy_unit=f"user ({user_col}), up to {cfg.max_cohorts_per_user} cohort(s) each",
+        cohorts_released=table.height, users_counted=bounded.users,
+        error95_active_users=noise.error95["active_users"],
+        errors=expected_and_realized(table, release)))
+    return out, stats
+
+
+@dataclass
+class Bounded:
+    """Every shard's bounded contributions, without the user (the main measurement's rows),
+    the features' own collected rows, and what went in."""
+
+    main: pl.LazyFrame
+    collectors: list[Collector]
+    rows_in: int
+    users: int
+
+
+def _bounded(shards: Iterable[pl.DataFrame], release: Release, keys: pl.DataFrame | None, *,
+             user_col: str, seed: int) -> Bounded:
+    """Each shard reduced to its users' bounded (user, cohort) rows, one shard at a time."""
+    cfg = release.cfg
     collectors = [c for f, spec, parts in release.each()
                   if (c := f.collector(spec, release.grid, parts, user_col=user_col,
                                        seed=seed)) is not None]
@@ -242,15 +286,22 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
         # the measurement declares the bounds (k rows per user, one per cohort), which
         # `bound_contributions` guarantees, and reads no identifier.
         parts.append(bounded.select(pl.exclude(user_col, "^_.*$")))
-    main = pl.concat(parts).lazy()
+    return Bounded(pl.concat(parts).lazy(), collectors, rows_in, users)
+
+
+def _measured(dp: SimpleNamespace, bounded: Bounded, release: Release,
+              keys: pl.DataFrame | None) -> tuple[pl.DataFrame, Noise, float, float]:
+    """The release's measurements, drawn: the noisy statistics per cohort, their noise, and
+    what OpenDP charged (loss and δ), which must be what the release planned."""
+    cfg = release.cfg
     aggs = _aggregations(cfg)
-    measurement, d_in = _measurement(dp, main, cfg, keys, aggs)
+    measurement, d_in = _measurement(dp, bounded.main, cfg, keys, aggs)
     spent = measurement.map(d_in)
     loss, delta = spent if cfg.cohorts == "private" else (spent, 0.0)
-    noisy = cast(pl.LazyFrame, measurement(main)).collect()
+    noisy = cast(pl.LazyFrame, measurement(bounded.main)).collect()
     scale = {name: s for _, name, s in aggs}
     cohorts = noisy.select(DIMENSIONS)  # the config grid, or those private selection kept
-    for collector in collectors:
+    for collector in bounded.collectors:
         measured = collector.measure(dp, cohorts)
         loss += measured.loss
         scale.update(measured.scale)
@@ -263,33 +314,21 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
     accuracy = cfg.mechanism.accuracy(dp)
     noise = Noise(scale, {name: accuracy(s, 0.05) for name, s in scale.items()},
                   cfg.mechanism)
+    return noisy, noise, loss, float(delta)
+
+
+def _table(published: pl.DataFrame, release: Release, release_date: str) -> pl.DataFrame:
+    """The released table as Feast reads it: cohort id, dimensions, the day's date and
+    timestamp (23:59:59 UTC: after every event of the day), then the features' columns."""
     ts = datetime.combine(datetime.fromisoformat(release_date).date(), time(23, 59, 59),
                           tzinfo=UTC)
-    table = (_published(noisy, release, noise)
-             .with_columns(cohort_id=pl.concat_str(*DIMENSIONS, separator="|"),
-                           feature_date=pl.lit(ts.date()),
-                           event_timestamp=pl.lit(ts).dt.cast_time_unit("us"))
-             .select("cohort_id", *DIMENSIONS, "feature_date", "event_timestamp",
-                     *(c.name for c in release.columns()))
-             .sort("cohort_id"))
-    label = cfg.mechanism.label
-    kind = "private cohort selection" if cfg.cohorts == "private" else "public cohort keys"
-    out = FeatureRelease(
-        table=table, budget=cfg.release_budget, delta=float(delta),
-        mechanism=f"OpenDP Polars: integer {label}, user-level, {kind}",
-        library=f"opendp {dp.version}")
-    stats = StageStats(stage="features", rows_in=rows_in, rows_out=table.height,
-                       details=FeaturesDetails(
-        feature_set=cfg.feature_set, period=cfg.period, privacy=cfg.privacy,
-        epsilon=cfg.epsilon, rho=out.rho, delta=float(delta), accounted_by_opendp=loss,
-        cohorts=cfg.cohorts,
-        budget_shares={name: spec.budget_share for name, (_, spec, _) in
-                       release.features.items()},
-        privacy_unit=f"user ({user_col}), up to {cfg.max_cohorts_per_user} cohort(s) each",
-        cohorts_released=table.height, users_counted=users,
-        error95_active_users=noise.error95["active_users"],
-        errors=expected_and_realized(table, release)))
-    return out, stats
+    return (published
+            .with_columns(cohort_id=pl.concat_str(*DIMENSIONS, separator="|"),
+                          feature_date=pl.lit(ts.date()),
+                          event_timestamp=pl.lit(ts).dt.cast_time_unit("us"))
+            .select("cohort_id", *DIMENSIONS, "feature_date", "event_timestamp",
+                    *(c.name for c in release.columns()))
+            .sort("cohort_id"))
 
 
 def _published(noisy: pl.DataFrame, release: Release, noise: Noise) -> pl.DataFrame:

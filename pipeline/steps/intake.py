@@ -1,0 +1,213 @@
+"""The stages that take a day in: check its input, keep the stored data lawful (erasure,
+retention), parse it, and check it looks like a normal day before anything is charged or
+published. Thin adapters from a run's context to `pipeline.transforms` (see `pipeline.steps`).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.core.context import RunContext
+from pipeline.core.details import ConsentDetails
+from pipeline.core.errors import ConfigError, GuardrailError, MissingInputError
+from pipeline.core.fs import DataPath, is_local, remove_tree
+from pipeline.core.records import (
+    ErasureRecord,
+    GuardrailRecord,
+    InputRecord,
+    RetentionRecord,
+    ValidationRecord,
+)
+from pipeline.stages import INPUT_MARKER, ZONES
+from pipeline.transforms.erasure import (
+    erase_from_zone,
+    erase_raw_lines,
+    pseudonyms_of,
+    published_pseudonyms,
+    read_requests,
+    withdrawn,
+)
+from pipeline.transforms.generalize.kanon import short_of
+from pipeline.transforms.guardrails import DayInput, check_guardrails
+from pipeline.transforms.ingest import (
+    count_lines,
+    ingest_events,
+    ingest_shards,
+    read_records,
+    user_shard_of,
+)
+from pipeline.transforms.retention import finish_interrupted, purge
+
+EVENTS_FILE, CONSENT_FILE = "events.jsonl", "consent.jsonl"
+
+
+def erase(ctx: RunContext, day: date) -> str:
+    """Apply erasure requests and consent withdrawals to every stored partition (see
+    `pipeline.transforms.erasure`); published partitions left short of k or ℓ are suppressed
+    again."""
+    result = ErasureRecord()
+    ctx.zone("erasure_requests", "read")
+    ids = read_requests(ctx.root)  # the zone's one file (`erasure.REQUESTS`)
+    result.requests = len(ids)
+    # Active and retired keys: a pseudonym under any of them is the user.
+    keys, key_ids, purpose = ctx.keys.keys, ctx.keys.key_ids, ctx.cfg.purpose
+    consent_path = ctx.file("raw_consent", CONSENT_FILE)
+    erased = pseudonyms_of(ids, keys, purpose) if ids else []
+    limit = ctx.cfg.ingest.max_line_bytes
+    if ids:
+        for raw in sorted(ctx.area("raw_events", "write").glob(f"date=*/{EVENTS_FILE}")):
+            result.add_removed("raw/events", erase_raw_lines(raw, ids, max_line_bytes=limit))
+        result.add_removed("raw/consent", erase_raw_lines(consent_path, ids,
+                                                          max_line_bytes=limit))
+        for zone in ctx.staging():
+            erase_from_zone(ctx.storage, zone, ids, erased, result, key_ids=key_ids)
+    gone = []
+    if consent_path.is_file():
+        consent = read_records(consent_path, ctx.cfg.consent_schema,
+                               source_name=str(consent_path)).table
+        gone = withdrawn(consent, ctx.cfg.purpose_spec.consent_purpose)
+    result.withdrawn_users = len(gone)
+    withdrew = pseudonyms_of(gone, keys, purpose) if gone else []
+    for name in ("generalized", "pending") if gone else ():  # what later releases read
+        erase_from_zone(ctx.storage, ctx.zone(name), [], withdrew, result, key_ids=key_ids)
+    if ids or gone:
+        spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
+        zone = ctx.zone("published")
+        published = published_pseudonyms(  # a profile purpose's are new each epoch
+            sorted({*erased, *withdrew}), keys, spec, ctx.storage.dates(zone))
+        erase_from_zone(ctx.storage, zone, [], published, result,
+                        short=short_of(spec.quasi_identifiers, ctx.user_col, k.k, l=k.l,
+                                       sensitive=spec.sensitive_attribute),
+                        key_ids=key_ids)
+    return str(ctx.records(day).save(result))
+
+
+def check_input(ctx: RunContext, day: date) -> str:
+    """The run's day must be over (not in the future) and its raw input present, before any
+    stage deletes or rewrites anything: a mistyped date must not purge real data."""
+    if day > date.today():
+        raise ConfigError(f"{day} has not happened yet (today is {date.today()}); nothing "
+                          "was run or deleted")
+    source = raw_events(ctx, day)
+    if not source.is_file():
+        raise MissingInputError(f"{source}: no raw events for {day}; nothing was run or "
+                                "deleted")
+    if not input_marker(ctx, day).is_file():
+        raise MissingInputError(f"{source.parent}: no {INPUT_MARKER} marker, so the day's "
+                                "input may be incomplete; nothing was run or deleted")
+    if is_local(source):
+        local, root = Path(str(source)), Path(str(ctx.root)).resolve()
+        if local.is_symlink() and not local.resolve().is_relative_to(root):
+            raise MissingInputError(f"{source}: a symbolic link to a file outside the data "
+                                    "root; raw input must be the landing side's own file, "
+                                    "never read through a link (nothing was run or deleted)")
+    lines = count_lines(source, ctx.cfg.ingest)  # decompressed, as ingest reads them
+    return str(ctx.records(day).save(InputRecord(
+        source=str(source.relative_to(ctx.root)), bytes=source.stat().st_size, lines=lines)))
+
+
+def retention(ctx: RunContext, day: date) -> str:
+    """Finish purges a crash interrupted, then delete partitions past their retention window
+    (every purpose's, as the zones' folders for any purpose); record what went."""
+    zones = [ZONES[ctx.zone(n, "write").name] for n, z in ZONES.items() if z.retention]
+    cfg = ctx.cfg.retention
+    return str(ctx.records(day).save(RetentionRecord(
+        interrupted_finished=finish_interrupted(ctx.root, cfg, zones=zones),
+        purged=purge(ctx.root, cfg, day, zones=zones), windows_days=cfg.model_dump())))
+
+
+def raw_events(ctx: RunContext, day: date) -> DataPath:
+    """The day's raw events file, as the landing side writes it."""
+    return ctx.file("raw_events", EVENTS_FILE, day, "read")
+
+
+def input_marker(ctx: RunContext, day: date) -> DataPath:
+    """The file whose arrival says the day's raw input is complete (landing side's)."""
+    return ctx.file("raw_events", INPUT_MARKER, day, "read")
+
+
+def ingest(ctx: RunContext, day: date) -> str:
+    """Parse the day; a day of more than `scale.events_per_shard` lines is split into shards
+    by a keyed hash of the user, decoded batch by batch through encrypted spill files, so no
+    more than a batch and then a shard is ever in memory."""
+    source = raw_events(ctx, day)
+    if not source.is_file():
+        raise MissingInputError(f"{source}: no raw events for {day}")
+    name, schema = str(source.relative_to(ctx.root)), ctx.cfg.event_schema
+    ingested, quarantine = ctx.zone("ingested", "write"), ctx.zone("quarantine", "write")
+    storage, records = ctx.storage, ctx.records(day)
+    n = max(1, -(-_lines(ctx, day, source) // ctx.cfg.scale.events_per_shard))
+    if n == 1:
+        result = ingest_events(source, schema, source_name=name, limits=ctx.cfg.ingest,
+                               day=day)
+        storage.write(quarantine, day, result.quarantine)
+        records.save_stats(result.stats)
+        return str(storage.write(ingested, day, result.table))
+    spills = storage.spill_dir(ingested, day)
+    remove_tree(spills)  # a crashed run's
+
+    def spill(shard: int, batch: int, rows: pl.DataFrame) -> None:
+        storage.write_file(ingested, day, spills / f"{shard:05d}-{batch:06d}.parquet", rows)
+
+    def load(shard: int) -> list[pl.DataFrame]:
+        return [storage.read_part(ingested, day, p)
+                for p in sorted(spills.glob(f"{shard:05d}-*.parquet"))]
+
+    shard_of = user_shard_of(schema, ctx.user_col, ctx.key.derive("shard"), n)
+    sharded = ingest_shards(source, schema, source_name=name, n=n, shard_of=shard_of,
+                            spill=spill, load=load, limits=ctx.cfg.ingest, day=day)
+    storage.write(quarantine, day, sharded.quarantine)
+    written = storage.write_shards(ingested, day, sharded.shards(), n)
+    records.save_stats(sharded.stats())
+    return str(written)
+
+
+def _lines(ctx: RunContext, day: date, source: DataPath) -> int:
+    """Lines of the day's raw file: as `check_input` counted them if the file is the one it
+    saw (same size), else counted now."""
+    seen = ctx.records(day).load(InputRecord)
+    if seen is not None and seen.bytes == source.stat().st_size:
+        return seen.lines
+    return count_lines(source, ctx.cfg.ingest)
+
+
+def guardrails(ctx: RunContext, day: date) -> str:
+    """The day's volume, users and quarantine share against the purpose's guardrails, before
+    anything is charged or published; a breach stops the run here (GuardrailError), unless
+    it is a low-volume one the operator accepted for this day."""
+    records, cfg = ctx.records(day), ctx.cfg.guardrails
+    ingested, consented = records.stage_stats("ingest"), records.stage_stats("consent")
+    if ingested is None or consented is None:
+        raise MissingInputError(f"{day}: ingest and consent must run before the guardrails")
+    measured = DayInput(rows_in=ingested.rows_in, rows_valid=ingested.rows_out,
+                        rows_quarantined=sum(ingested.quarantined.values()),
+                        users_after_consent=consented.details_of(ConsentDetails).users_kept)
+    accept = ctx.accept_low_volume or day in cfg.accept_low_volume_dates
+    record = check_guardrails(measured, cfg, history=_published_volumes(ctx, day),
+                              accept_low_volume=accept)
+    path = records.save(record)
+    if not record.passed:
+        raise GuardrailError(
+            f"{day}: input guardrail breached: "
+            + "; ".join(c.describe() for c in record.breached)
+            + ". Nothing was charged or published. If the day is known to be small, rerun "
+              "with --accept-low-volume (or list it in guardrails.accept_low_volume_dates)")
+    return str(path)
+
+
+def _published_volumes(ctx: RunContext, day: date) -> list[tuple[str, int]]:
+    """(date, valid rows) of the days before `day` that passed the guardrails without an
+    override and were published, most recent first: what the volume check compares with."""
+    v = ctx.cfg.guardrails.volume
+    out: list[tuple[str, int]] = []
+    for back in range(1, (v.lookback_days if v else 0) + 1):
+        d = day - timedelta(days=back)
+        records = ctx.records(d)
+        guard, validation = records.load(GuardrailRecord), records.load(ValidationRecord)
+        if guard is not None and guard.passed and not guard.accepted and \
+                validation is not None and validation.success:
+            out.append((str(d), guard.rows_valid))
+    return out

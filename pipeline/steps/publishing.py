@@ -1,0 +1,120 @@
+"""The stages that publish a day: the validation gate, the DP release through the ledger, Feast,
+and the run report. Thin adapters to `pipeline.transforms`, `pipeline.ledger.release` and
+`pipeline.outputs`. Great Expectations (7–14 s to import) is imported only by `validate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from functools import partial
+
+import polars as pl
+
+from pipeline.core.context import RunContext
+from pipeline.core.errors import MissingInputError, ValidationFailedError
+from pipeline.core.gates import require_guarded, require_validated
+from pipeline.core.layout import partition_name
+from pipeline.core.records import LedgerRecord, PublishRecord, ValidationRecord
+from pipeline.core.storage import Shards, parquet_bytes
+from pipeline.ledger.release import next_release, release_days, release_once
+from pipeline.ledger.store import Charge, Release
+from pipeline.outputs.feast import materialize
+from pipeline.outputs.report import write_report
+from pipeline.transforms.features import release_from_shards
+from pipeline.transforms.pii.scrub import fast_analyzer
+
+
+def validate(ctx: RunContext, day: date) -> str:
+    """Run the suite on the pending partition (shard by shard on a large day); promote it to
+    `published` only if it passes, else raise ValidationFailedError (after saving the
+    outcome)."""
+    from pipeline.transforms.validate.suite import validate_shards, validate_table  # GX
+
+    records = ctx.records(day)
+    before = records.load(ValidationRecord)  # a rekey revalidates a validated day
+    require_guarded(ctx, day, validated_before=before is not None and before.success)
+    pending = Shards(ctx.storage, ctx.zone("pending", "read"), day)
+    spec, k, l = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity.k, ctx.cfg.k_anonymity.l  # noqa: E741
+    # A Great Expectations project per date: concurrent runs of other dates (a backfill)
+    # never rewrite this one's suite or checkpoint.
+    gx_root = ctx.local_area("validation", "write") / partition_name(day)
+    run_name = f"{ctx.cfg.purpose}-{day}"
+    with fast_analyzer(ctx.cfg.pii) as detector:
+        if len(pending) == 1:
+            outcome = validate_table(next(iter(pending)), spec, k=k, l=l, gx_root=gx_root,
+                                     run_name=run_name, detector=detector)
+        else:
+            outcome = validate_shards(pending, spec, k=k, l=l, gx_root=gx_root,
+                                      run_name=run_name, detector=detector)
+    records.save(outcome)
+    if not outcome.success:
+        failed = ", ".join(f"{c.expectation}({c.column or 'table'})" for c in outcome.failures)
+        raise ValidationFailedError(f"{day}: minimization suite failed: {failed}; "
+                                    "publishing is blocked")
+    # the promotion
+    return str(ctx.storage.write_shards(ctx.zone("published", "write"), day, iter(pending),
+                                        len(pending)))
+
+
+def features(ctx: RunContext, day: date) -> str:
+    """Release DP features through the ledger (`pipeline.ledger.release`): charged once,
+    returned as stored on reruns.
+
+    A weekly feature set is released on the week's last day (Sunday) from the week's
+    generalized partitions (encrypted staging, exact values), every day of which must have
+    passed validation; on other days nothing is released. (The engine gates the stage on its
+    own day; the release also never reads a day that did not pass, however it is called.)"""
+    fcfg, records = ctx.cfg.features, ctx.records(day)
+    if not fcfg.enabled:
+        records.save(LedgerRecord(release_due=False, period=fcfg.period,
+                                  reason=f"purpose {ctx.cfg.purpose} releases no features"))
+        return ""
+    days = release_days(fcfg.period, day)
+    if days is None:
+        records.save(LedgerRecord(release_due=False, period=fcfg.period,
+                                  next_release=str(next_release(fcfg.period, day))))
+        return ""
+    for d in days:
+        require_validated(ctx, d)
+    return release_once(ctx, day, days, partial(_draw, ctx, day, days))
+
+
+def _draw(ctx: RunContext, day: date, days: list[date], charge: Charge) -> Release:
+    """Draw the release from the exact values of validated days (encrypted staging): DP
+    protects the output, and the published table keeps only coarse ones. A day's shards hold
+    disjoint users and are bounded one at a time; a week's days are split by user
+    differently each day, so a weekly release reads them whole."""
+    zone, storage = ctx.zone("generalized", "read"), ctx.storage
+    shards: Iterable[pl.DataFrame] = (
+        Shards(storage, zone, day) if days == [day]
+        else [pl.concat([storage.read(zone, d) for d in days])])
+    rel, stats = release_from_shards(shards, ctx.cfg.features,
+                                     age_bands=ctx.cfg.generalize.age_bands,
+                                     user_col=ctx.user_col, release_date=str(day))
+    ctx.records(day).save_stats(stats)
+    return Release.drawn(charge, delta=rel.delta, mechanism=rel.mechanism, library=rel.library,
+                         payload=parquet_bytes(rel.table))
+
+
+def publish(ctx: RunContext, day: date) -> str:
+    records = ctx.records(day)
+    ledger = records.load(LedgerRecord)
+    if ledger is None:
+        raise MissingInputError(f"{day}: the features stage has not run")
+    before = records.load(PublishRecord)
+    if ledger.release_due:
+        ctx.zone("feature_store", "write")  # Feast's registry and online store
+        info = materialize(ctx.cfg, day,
+                           release=ctx.file("features", "part.parquet", day, "read"))
+        info.features_sha256 = ledger.payload_sha256
+        info.changed = before is None or not before.materialized or \
+            before.features_sha256 != ledger.payload_sha256
+    else:
+        info = PublishRecord(materialized=False, reason=ledger.reason or (
+            f"no release due on {day}: features are released {ledger.period}ly"))
+    return str(records.save(info))
+
+
+def report(ctx: RunContext, day: date) -> str:
+    return str(write_report(ctx, day))

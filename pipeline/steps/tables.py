@@ -1,0 +1,203 @@
+"""The table stages: each returns what to do to every shard of its input (`ShardWork`); the
+engine runs it on each shard, here or on a Dask cluster, and writes the results to the stage's
+zone and the stats to the run's records (`pipeline.run`). Thin adapters to `pipeline.transforms`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from datetime import date
+from functools import partial
+
+import polars as pl
+
+from pipeline.config import PurposeSpec
+from pipeline.core.context import RunContext
+from pipeline.core.details import ColumnFinding, ConsentDetails, PiiDetails
+from pipeline.core.errors import MissingInputError
+from pipeline.core.keys import MasterKey
+from pipeline.core.records import StageStats
+from pipeline.core.shardwork import ShardFn, ShardWork
+from pipeline.core.storage import Shards
+from pipeline.steps.intake import CONSENT_FILE
+from pipeline.transforms.consent import filter_by_consent
+from pipeline.transforms.generalize.coarsen import Generalizer
+from pipeline.transforms.ingest import read_records
+from pipeline.transforms.minimize import aggregate, allowlisted, apply_allowlist, group_counts
+from pipeline.transforms.pii.columns import scan_columns
+from pipeline.transforms.pii.scrub import (
+    WORKERS_FROM_TEXTS,
+    TextScrubber,
+    distinct_texts,
+    fast_analyzer,
+    scrub_pii,
+)
+from pipeline.transforms.profile import (
+    epoch_of,
+    history_of,
+    profile_stats,
+    publish_profiles,
+    shard_profiles,
+)
+from pipeline.transforms.pseudonymize import pseudonymize_columns
+
+
+def consent(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
+    path = ctx.file("raw_consent", CONSENT_FILE, mode="read")
+    if not path.is_file():
+        raise MissingInputError(f"{path}: no consent records (without them nobody has "
+                                "consented)")
+    return ShardWork(open=_consenting)
+
+
+@contextmanager
+def _consenting(ctx: RunContext) -> Iterator[ShardFn]:
+    """The consent records, read where the shards run, and each shard filtered by them."""
+    path = ctx.file("raw_consent", CONSENT_FILE, mode="read")
+    records = read_records(path, ctx.cfg.consent_schema, source_name=str(path))
+    rejected = records.stats.rows_in - records.stats.rows_out
+    purpose = ctx.cfg.purpose_spec.consent_purpose
+
+    def each(events: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
+        kept, stats = filter_by_consent(events, records.table, purpose=purpose)
+        stats.details = stats.details_of(ConsentDetails).model_copy(
+            update={"consent_records_rejected": rejected})
+        return kept, stats
+
+    yield each
+
+
+def detect_pii(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
+    """Which untagged columns hold PII is decided on the first shard (a keyed-hash sample of
+    users) and applied to all, so every shard keeps the same columns. A day in one piece is
+    judged as it is scrubbed, and is read only once."""
+    schema, pii = ctx.cfg.event_schema, ctx.cfg.pii
+    findings = None
+    if len(shards) > 1:
+        with fast_analyzer(pii) as analyzer:
+            findings = scan_columns(next(iter(shards)), schema, analyzer, pii,
+                                    ctx.cfg.purpose_spec.closed_columns)
+    return ShardWork(open=partial(_scrubbing, findings),
+                     finish=partial(_with_token_key, ctx.key.key_id))
+
+
+@contextmanager
+def _scrubbing(findings: list[ColumnFinding] | None, ctx: RunContext) -> Iterator[ShardFn]:
+    """One scrubber (model, and worker processes if this process may start them and its first
+    shard has enough distinct texts to be worth them) for the shards run here."""
+    cfg, key, purpose = ctx.cfg, ctx.key, ctx.cfg.purpose
+    with ExitStack() as stack:
+        scrubbers: list[TextScrubber] = []
+
+        def each(events: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
+            if not scrubbers:
+                workers = distinct_texts(events, cfg.event_schema) >= WORKERS_FROM_TEXTS
+                scrubbers.append(stack.enter_context(TextScrubber(
+                    cfg.pii, key.token_key(purpose), with_workers=workers and ctx.own_workers)))
+            result = scrub_pii(events, cfg.event_schema, scrubbers[0],
+                               pseudonym_key=key.pseudonym_key(purpose),
+                               closed=cfg.purpose_spec.closed_columns, findings=findings)
+            return result.table, result.stats
+
+        yield each
+
+
+def _with_token_key(key_id: str, parts: list[StageStats]) -> StageStats:
+    stats = StageStats.merged(parts)
+    stats.details = stats.details_of(PiiDetails).model_copy(update={"token_key_id": key_id})
+    return stats
+
+
+def pseudonymize(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
+    return ShardWork(open=_pseudonymizing)
+
+
+def _pseudonymizing(ctx: RunContext) -> AbstractContextManager[ShardFn]:
+    return nullcontext(partial(pseudonymize_columns, schema=ctx.cfg.event_schema,
+                               master=ctx.key, purpose=ctx.cfg.purpose))
+
+
+def generalize(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
+    """Two passes over the shards (see `Generalizer`): the k-anonymity plan over all users,
+    here, then each shard generalized by it."""
+    spec, kcfg = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
+    g = Generalizer(ctx.cfg.generalize, quasi_identifiers=spec.event_quasi_identifiers,
+                    user_col=ctx.user_col, k=kcfg.k, l=kcfg.l,
+                    sensitive=spec.event_sensitive_attribute, order=kcfg.generalize_order)
+    g.plan(shards)
+    return ShardWork.each(g.apply, finish=g.stats)
+
+
+def minimize(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
+    """Shard by shard. Counts (an aggregate purpose) are summed over the shards and published
+    as one table; strict text counts the users of a word over the whole day, so a purpose
+    with it minimizes the day in one piece."""
+    spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity.k
+    if spec.profile:
+        return ShardWork(open=partial(_profiling, day),
+                         gather=partial(_profiled, spec, k, ctx.cfg.generalize
+                                        .age_band_coarser_edges, _epoch_history(ctx, day)))
+    if any(d.strict_text for d in spec.domains.values()):
+        return ShardWork.each(_whole, gather=partial(_allowlisted_whole, spec, k))
+    if spec.aggregate:
+        return ShardWork.each(partial(_group_counts, spec, k),
+                              gather=partial(_aggregated, spec, k))
+    return ShardWork.each(partial(allowlisted, spec=spec, k=k))
+
+
+def _profiling(day: date, ctx: RunContext) -> AbstractContextManager[ShardFn]:
+    spec = ctx.cfg.purpose_spec
+    assert spec.profile is not None
+    return nullcontext(partial(_shard_profiles, spec, ctx.cfg.k_anonymity.k, ctx.key,
+                               epoch_of(day, spec.profile.epoch)))
+
+
+def _shard_profiles(spec: PurposeSpec, k: int, key: MasterKey, epoch: str,
+                    table: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
+    """`shard_profiles`, with stats in events for the gather."""
+    out, details = shard_profiles(table, spec, key=key, epoch=epoch, k=k)
+    return out, StageStats(stage="minimize", rows_in=table.height, rows_out=table.height,
+                           details=details)
+
+
+def _profiled(spec: PurposeSpec, k: int, coarser: Sequence[Sequence[int]], history: pl.DataFrame,
+              tables: list[pl.DataFrame], parts: list[StageStats]
+              ) -> tuple[pl.DataFrame, StageStats]:
+    merged = StageStats.merged(parts)
+    out, details = publish_profiles(pl.concat(tables), spec, k=k, coarser_age_edges=coarser,
+                                    history=history)
+    return profile_stats(merged.rows_in, out, details, merged)
+
+
+def _epoch_history(ctx: RunContext, day: date) -> pl.DataFrame:
+    """Earlier published profiles of the day's epoch (none for a daily epoch)."""
+    spec = ctx.cfg.purpose_spec
+    assert spec.profile is not None
+    if spec.profile.epoch == "day":
+        return history_of([], spec)
+    epoch = epoch_of(day, spec.profile.epoch)
+    zone, storage = ctx.zone("published", "read"), ctx.storage
+    earlier = [d for d in storage.dates(zone)
+               if d < day and epoch_of(d, spec.profile.epoch) == epoch and storage.exists(zone, d)]
+    return history_of((storage.read(zone, d) for d in earlier), spec)
+
+
+def _whole(table: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
+    return table, StageStats(stage="minimize", rows_in=table.height, rows_out=table.height)
+
+
+def _allowlisted_whole(spec: PurposeSpec, k: int, tables: list[pl.DataFrame],
+                       _parts: list[StageStats]) -> tuple[pl.DataFrame, StageStats]:
+    return apply_allowlist(pl.concat(tables), spec, k=k)
+
+
+def _group_counts(spec: PurposeSpec, k: int, table: pl.DataFrame
+                  ) -> tuple[pl.DataFrame, StageStats]:
+    out, stats = allowlisted(table, spec, k=k)
+    return group_counts(out, spec), stats
+
+
+def _aggregated(spec: PurposeSpec, k: int, counts: list[pl.DataFrame], parts: list[StageStats]
+                ) -> tuple[pl.DataFrame, StageStats]:
+    return aggregate(list(zip(counts, parts, strict=True)), spec, k=k)
