@@ -288,7 +288,12 @@ class NameGazetteerRecognizer(FunctionRecognizer):
 
 
 class KeyedValueRecognizer(FunctionRecognizer):
-    """The value of a key that says what it holds (`pipeline.transforms.pii.keyed`)."""
+    """The value of a key that says what it holds (`pipeline.transforms.pii.keyed`); its
+    prefilter is the entity's keys."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.PREFILTER = key_hint(cls.ENTITY)
 
     def find(self, text: str) -> list[tuple[int, int, float]]:
         return keyed_spans(self.ENTITY, text)
@@ -296,22 +301,18 @@ class KeyedValueRecognizer(FunctionRecognizer):
 
 class KeyedPersonRecognizer(KeyedValueRecognizer):
     ENTITY = "PERSON"
-    PREFILTER = key_hint(ENTITY)
 
 
 class KeyedEmailAddressRecognizer(KeyedValueRecognizer):
     ENTITY = "EMAIL_ADDRESS"
-    PREFILTER = key_hint(ENTITY)
 
 
 class KeyedPhoneNumberRecognizer(KeyedValueRecognizer):
     ENTITY = "PHONE_NUMBER"
-    PREFILTER = key_hint(ENTITY)
 
 
 class KeyedUsStreetAddressRecognizer(KeyedValueRecognizer):
     ENTITY = "US_STREET_ADDRESS"
-    PREFILTER = key_hint(ENTITY)
 
 
 class NameInUrlRecognizer(FunctionRecognizer):
