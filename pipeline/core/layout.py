@@ -23,7 +23,7 @@ class Layout:
     """Paths of zones, partitions and files under the data root and the local root."""
 
     root: DataPath
-    local: Path
+    local: Path | None = None  # without one, only data-root zones have a place
 
     def area(self, zone: Zone) -> DataPath:
         """The folder of a zone under the data root (every date's partitions, or its files)."""
@@ -33,8 +33,8 @@ class Layout:
 
     def local_area(self, zone: Zone) -> Path:
         """The folder of a zone under the local root."""
-        if not zone.local:
-            raise ValueError(f"zone {zone.name} is under the data root: use area")
+        if not zone.local or self.local is None:
+            raise ValueError(f"zone {zone.name}: not under a local root")
         return self.local / zone.path
 
     def partition_dir(self, zone: Zone, day: date) -> DataPath:
@@ -43,3 +43,8 @@ class Layout:
     def file(self, zone: Zone, name: str, day: date | None = None) -> DataPath:
         """A named file of the zone (of its partition for `day`)."""
         return (self.area(zone) if day is None else self.partition_dir(zone, day)) / name
+
+    def set_aside(self, path: DataPath) -> DataPath:
+        """Where an unreadable file or folder under the data root is moved, out of every
+        reader's way: `quarantine/corrupt/` with its path kept."""
+        return self.root / "quarantine" / "corrupt" / path.relative_to(self.root)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.core.errors import MissingInputError, StorageError
 from pipeline.core.fs import AnyPath, DataPath, atomic_write_bytes, move, remove_tree
-from pipeline.core.layout import partition_name
+from pipeline.core.layout import Layout, partition_name
 from pipeline.stages import Zone
 
 _SHARD = re.compile(r"part-(\d{5})-of-(\d{5})\.")
@@ -76,8 +76,12 @@ class Storage:
     key_id: str = ""
     read_key: Callable[[str], bytes] | None = field(default=None, repr=False)
 
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
     def partition_dir(self, zone: Zone, day: date) -> DataPath:
-        return self.root / zone.path / partition_name(day)
+        return self.layout.partition_dir(zone, day)
 
     def partition(self, zone: Zone, day: date) -> DataPath:
         """The file of an unsharded partition (`part.parquet`, `.enc` when sensitive)."""
@@ -100,7 +104,7 @@ class Storage:
 
     def dates(self, zone: Zone) -> list[date]:
         """The dates the zone holds a partition folder for, oldest first."""
-        return [day for day, _ in dated_partitions(self.root / zone.path)]
+        return [day for day, _ in dated_partitions(self.layout.area(zone))]
 
     def exists(self, zone: Zone, day: date) -> bool:
         return bool(self.parts(zone, day))
@@ -164,7 +168,7 @@ class Storage:
         reader's way; rerunning its date rebuilds it. Returns where they went."""
         folder = self.partition_dir(zone, day)
         files = sorted(folder.glob(f"part*{_suffix(zone)}"))
-        target = self.root / "quarantine" / "corrupt" / folder.relative_to(self.root)
+        target = self.layout.set_aside(folder)
         target.mkdir(parents=True, exist_ok=True)
         for path in files:
             move(path, target / path.name)
