@@ -191,11 +191,11 @@ def unknown_cohorts(cfg: PipelineConfig, cohort_ids: list[str]) -> list[str]:
 
 def online_features(cfg: PipelineConfig, cohort_ids: list[str],
                     features: list[str] | None = None) -> dict[str, list]:
-    """Read features for cohorts from the online store, as ML serving would (by default
-    every enabled feature's values, without their noise scales, bounds and flags)."""
+    """Read features for cohorts from the online store, as ML serving would (by default the
+    value to serve of every enabled feature: shrunk estimates where they exist)."""
     store = open_store(cfg)
     fv = cfg.features.feature_set
-    refs = [f"{fv}:{f}" for f in (features or Release.of(cfg.features).values())]
+    refs = [f"{fv}:{f}" for f in (features or Release.of(cfg.features).to_serve())]
     return store.get_online_features(features=refs,
                                      entity_rows=[{JOIN_KEY: c} for c in cohort_ids]).to_dict()
 

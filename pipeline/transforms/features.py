@@ -124,6 +124,12 @@ class Release:
         """The columns holding feature values (no noise scales, bounds or flags)."""
         return [v for f, spec, _ in self.ordered() for v in f.values(spec, self.grid)]
 
+    def to_serve(self) -> list[str]:
+        """The value to serve of each feature: its shrunk estimate where it has one (rates,
+        means and shares: the README's "value to use"), else the released value."""
+        names = {c.name for c in self.columns()}
+        return [f"{v}_shrunk" if f"{v}_shrunk" in names else v for v in self.values()]
+
     def errors(self, users: float, accuracy: Any) -> list[tuple[DPFeature, float, float]]:
         """Each feature's (95% error, relative error) at `users` per cohort."""
         return [(f, *f.expected_error(spec, self.grid, parts, users, accuracy))
