@@ -366,6 +366,24 @@ def cmd_scrub_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_subject_access(args: argparse.Namespace) -> int:
+    """Everything held of one person, as an archive they can take and a page they can read
+    (GDPR Art. 15 and 20)."""
+    from pipeline.config import load_config
+    from pipeline.subjects.access import subject_access
+
+    configs = [load_config(args.config), *(load_config(p) for p in args.also)]
+    result = subject_access(configs, account_id=args.account_id, email=args.email,
+                            out=Path(args.out) if args.out else None)
+    if not result.holds_anything:
+        print("nothing held of this person" + (
+            f" (an erasure request of {', '.join(result.erasure_requested)} is on file)"
+            if result.erasure_requested else ""))
+    print(f"archive: {result.folder} ({len(result.tables)} tables, "
+          f"{sum(result.tables.values()):,} rows)\nzip: {result.zip}\npage: {result.page}")
+    return Exit.OK
+
+
 LOW_VOLUME_HELP = ("publish a day known to be small on purpose: its low-volume guardrail "
                    "breaches (rows, users, volume against recent days) are recorded as "
                    "accepted; a quarantine share over the limit is never accepted")
@@ -433,6 +451,17 @@ def build_parser() -> argparse.ArgumentParser:
                         '{"text": ...} in, {"text", "spans"} out (spans index the input)')
     st.add_argument("input", nargs="?", help="JSON-lines file (default: standard input)")
     st.set_defaults(func=cmd_scrub_text)
+
+    sa = sub.add_parser("subject-access", help="everything held of one person: an archive "
+                        "(CSV + JSON per table, a README) and a page they can read")
+    who = sa.add_mutually_exclusive_group(required=True)
+    who.add_argument("--account-id", help="the person's account id")
+    who.add_argument("--email", help="an e-mail address their events carry (its accounts)")
+    sa.add_argument("--also", action="append", default=[], metavar="CONFIG",
+                    help="another purpose's config to look in as well (repeatable)")
+    sa.add_argument("--out", help="folder to write (default: <local root>/subject_access/"
+                    "subject-<pseudonym>-<time>)")
+    sa.set_defaults(func=cmd_subject_access)
 
     d = sub.add_parser("demo", help="generate two days, make a dev key, run everything")
     d.add_argument("--date", type=_day, default=DEMO_DATE, help="first day (%(default)s)")

@@ -45,6 +45,9 @@ class ActiveUsers(DPFeature):
     def values(self, spec: Any, grid: Grid) -> list[str]:
         return [NAME]
 
+    def your_bound(self, spec: Any, grid: Grid) -> str:
+        return "you count as one user, however many events you had"
+
     def expected_error(self, spec: Any, grid: Grid, parts: list[PrivacyBudget], users: float,
                        accuracy: Accuracy) -> tuple[float, float]:
         e = accuracy(grid.scale(parts[0], bound=1), 0.05)

@@ -165,6 +165,11 @@ class DPFeature(ABC):
         """(95% error in the value's units, relative to a typical value) at `users` per
         cohort: what the planner promises before noise is drawn."""
 
+    @abstractmethod
+    def your_bound(self, spec: Any, grid: Grid) -> str:
+        """What one person's data can move this feature by, for the person to read (a
+        subject-access page): "you count once", "your value is clipped to 0-3600"."""
+
     def error_columns(self, spec: Any, grid: Grid) -> list[str]:
         """The released 95% bounds of its values (the realized side of `expected_error`)."""
         return [f"{v}_error95" for v in self.values(spec, grid)]

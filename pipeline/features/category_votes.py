@@ -207,6 +207,10 @@ class CategoryVotes(DPFeature):
     def values(self, spec: CategoryVotesFeature, grid: Grid) -> list[str]:
         return [f"share_{c}" for c in grid.categories]
 
+    def your_bound(self, spec: CategoryVotesFeature, grid: Grid) -> str:
+        return (f"your mix of categories counts as {spec.votes_per_user} votes in all, one "
+                "person's worth, however much you browsed")
+
     def expected_error(self, spec: CategoryVotesFeature, grid: Grid,
                        parts: list[PrivacyBudget], users: float, accuracy: Accuracy
                        ) -> tuple[float, float]:

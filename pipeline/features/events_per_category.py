@@ -70,6 +70,9 @@ class EventsPerCategory(DPFeature):
     def values(self, spec: EventCountsFeature, grid: Grid) -> list[str]:
         return [f"events_{c}" for c in grid.categories]
 
+    def your_bound(self, spec: EventCountsFeature, grid: Grid) -> str:
+        return f"at most {spec.max_per_user} of your events count in each category"
+
     def expected_error(self, spec: EventCountsFeature, grid: Grid, parts: list[PrivacyBudget],
                        users: float, accuracy: Accuracy) -> tuple[float, float]:
         e = accuracy(grid.scale(parts[0], bound=spec.max_per_user), 0.05)

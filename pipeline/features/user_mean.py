@@ -98,6 +98,10 @@ class UserMeanFeature(DPFeature):
     def values(self, spec: Any, grid: Grid) -> list[str]:
         return [self.name]
 
+    def your_bound(self, spec: Any, grid: Grid) -> str:
+        lo, hi = self.bounds(spec, grid)
+        return f"your own value counts once, held between {lo} and {hi}"
+
     def expected_error(self, spec: Any, grid: Grid, parts: list[PrivacyBudget], users: float,
                        accuracy: Accuracy) -> tuple[float, float]:
         lo, hi = self.bounds(spec, grid)

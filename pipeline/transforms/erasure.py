@@ -18,7 +18,7 @@ import gzip
 import itertools
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
@@ -91,20 +91,8 @@ def erase_raw_lines(path: DataPath, account_ids: list[str], *,
     returns lines replaced."""
     if not account_ids or not path.is_file():
         return 0
-    ids = set(account_ids)
-    literal = re.compile(b"|".join(re.escape(json.dumps(i).encode()) for i in account_ids))
-    # How far back a match may start in the previous chunk: an id escaped char by char.
-    overlap = 6 * max(len(json.dumps(i).encode()) for i in account_ids)
-    hits = set()
-    with open_raw(path) as src:
-        for line in line_chunks(src, max_line_bytes):
-            head = line.head.removeprefix(BOM) if line.number == 1 else line.head
-            found = (_long_holds(itertools.chain([head], line.rest), literal, overlap)
-                     if line.too_long else _holds(head, ids, literal))
-            if found:
-                hits.add(line.number)
-            for _ in line.rest:  # what a match left unread of a long line
-                pass
+    hits = {number for number, _ in lines_holding(path, account_ids,
+                                                  max_line_bytes=max_line_bytes)}
     if not hits:
         return 0
     with ExitStack() as stack:
@@ -123,6 +111,30 @@ def erase_raw_lines(path: DataPath, account_ids: list[str], *,
                     for chunk in line.rest:
                         out.write(chunk)
     return len(hits)
+
+
+def lines_holding(path: DataPath, values: Sequence[str], *, max_line_bytes: int = 1 << 20
+                  ) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, the line) of every line of a raw JSON-lines file that holds one of
+    `values` by meaning (see `erase_raw_lines`); an over-long line comes as None, having been
+    searched in bounded chunks, never held whole."""
+    if not values or not path.is_file():
+        return
+    wanted = set(values)
+    literal = re.compile(b"|".join(re.escape(json.dumps(v).encode()) for v in values))
+    # How far back a match may start in the previous chunk: a value escaped char by char.
+    overlap = 6 * max(len(json.dumps(v).encode()) for v in values)
+    with open_raw(path) as src:
+        for line in line_chunks(src, max_line_bytes):
+            head = line.head.removeprefix(BOM) if line.number == 1 else line.head
+            if line.too_long:
+                found = _long_holds(itertools.chain([head], line.rest), literal, overlap)
+                for _ in line.rest:  # what a match left unread of a long line
+                    pass
+                if found:
+                    yield line.number, None
+            elif _holds(head, wanted, literal):
+                yield line.number, head
 
 
 def _long_holds(chunks: Iterable[bytes], literal: re.Pattern[bytes], overlap: int) -> bool:

@@ -7,8 +7,6 @@ DP features that Feast materializes and serves, reports and records."""
 from __future__ import annotations
 
 import io
-import urllib.request
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -23,30 +21,6 @@ from tests.conftest import TEST_KEY_TEXT, write_config
 
 DAY = "2026-11-01"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A local S3 API server with an empty bucket `lake`; its endpoint."""
-    pytest.importorskip("s3fs", reason="s3fs is not installed")
-    server_mod = pytest.importorskip("moto.server", reason="moto[server] is not installed")
-    import boto3
-
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    try:
-        server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-    except Exception as exc:  # noqa: BLE001 - the reason is the skip message
-        pytest.skip(f"could not start moto's S3 server: {type(exc).__name__}: {exc}")
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="lake")  # moto's state is
-    # per process, shared by every server it starts: reset, so the bucket starts empty
-    yield endpoint
-    server.stop()
 
 
 @pytest.mark.parametrize("engine", ["embedded", "dask"])

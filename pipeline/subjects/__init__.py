@@ -1,0 +1,1 @@
+"""The people whose data it is: subject access and portability (`access`)."""
