@@ -40,7 +40,8 @@ class Zone:
 
 # Everything a run writes is under its purpose (or its purpose's feature set): two purposes'
 # runs never share a partition, a validation project or a record. Only the landing side's raw
-# input, the ledger (one chain per purpose inside it) and the Feast repo are common.
+# input, the ledger (one chain per purpose inside it), the consent log (its records name their
+# purpose) and the Feast repo are common.
 ZONES = {z.name: z for z in (
     Zone("raw_events", "raw/events", retention="raw"),  # the landing side (or `generate`)
     Zone("raw_consent", "raw/consent", partitioned=False),
@@ -57,6 +58,8 @@ ZONES = {z.name: z for z in (
     # a Great Expectations project per date
     Zone("validation", "validation/{purpose}", local=True),
     Zone("ledger", "ledger", partitioned=False, local=True),  # the privacy ledger (or Postgres)
+    # consent decisions imported from raw/consent, MAC-chained (or in the ledger's Postgres)
+    Zone("consent_log", "consent_log", partitioned=False, local=True),
     Zone("features", "features/{feature_set}"),  # DP releases: Feast's offline source
     # Feast registry, SQLite online store
     Zone("feature_store", "feature_repo", partitioned=False, local=True),
@@ -146,10 +149,12 @@ _STAGES = (
           records_written=("input",),
           does="the day is over and its raw input is there, before anything is deleted"),
     Stage("erase", "erase", Kind.TASK,
-          reads=("erasure_requests", "raw_events", "raw_consent", *STAGING_NAMES, "published"),
-          writes=("raw_events", "raw_consent", *STAGING_NAMES, "published"),
+          reads=("erasure_requests", "raw_events", "raw_consent", "consent_log",
+                 *STAGING_NAMES, "published"),
+          writes=("raw_events", "raw_consent", "consent_log", *STAGING_NAMES, "published"),
           records_written=("erasure",), maintenance=True,
-          does="remove erased users everywhere, and withdrawn users from what is published"),
+          does="remove erased users everywhere, withdrawn users from what is published, and "
+               "reset users' earlier profile"),
     Stage("retention", "retention", Kind.TASK, reads=(),
           writes=("raw_events", "quarantine", *STAGING_NAMES, "published"),
           records_written=("retention",), maintenance=True,
@@ -158,10 +163,12 @@ _STAGES = (
           writes=("ingested", "quarantine"), records_read=("input",),
           records_written=("ingest",), funnel=True,
           does="parse raw lines against the event schema; misfits to quarantine"),
-    Stage("consent", "consent", Kind.TABLE, reads=("ingested", "raw_consent"),
-          writes=("consented",), records_written=("consent",), source="ingested",
-          sink="consented", funnel=True,
-          does="keep events of users who consented to the purpose"),
+    Stage("consent", "consent", Kind.TABLE,
+          reads=("ingested", "raw_consent", "erasure_requests", "consent_log"),
+          writes=("consented", "consent_log"), records_written=("consent",),
+          source="ingested", sink="consented", funnel=True,
+          does="import new consent records into the consent log; keep events of users "
+               "who consented to the purpose"),
     Stage("guardrails", "guardrails", Kind.TASK, reads=(), writes=(),
           records_read=("ingest", "consent"), records_written=("guardrails",),
           history=("runs/guardrails", "runs/validation"),
@@ -171,7 +178,7 @@ _STAGES = (
           records_written=("detect_pii",), source="consented", sink="scrubbed",
           funnel=True, keyed=True,
           does="drop direct identifiers, check untagged columns, tokenize PII in free text"),
-    Stage("pseudonymize", "pseudonymize", Kind.TABLE, reads=("scrubbed",),
+    Stage("pseudonymize", "pseudonymize", Kind.TABLE, reads=("scrubbed", "consent_log"),
           writes=("pseudonymized",), records_written=("pseudonymize",), source="scrubbed",
           sink="pseudonymized", funnel=True, keyed=True,
           does="HMAC-SHA256 identifiers under the purpose's key"),
@@ -187,7 +194,8 @@ _STAGES = (
           writes=("validation", "published"), records_read=("guardrails", "outcomes"),
           records_written=("validation",), keyed=True,
           does="Great Expectations suite: the publish gate; promotes what passes"),
-    Stage("features", "features", Kind.TASK, reads=("generalized", "ledger", "features"),
+    Stage("features", "features", Kind.TASK,
+          reads=("generalized", "ledger", "features", "consent_log"),
           writes=("ledger", "features"), records_read=(*_GATE, "ledger"),
           records_written=("ledger", "features"),
           history=("generalized", "features", "runs/validation", "runs/guardrails",

@@ -16,8 +16,10 @@ def test_when_the_table_is_read_then_every_stage_has_a_step_and_known_zones() ->
         assert params[:2] == ["ctx", "day"], stage.name
         assert len(params) == (3 if stage.kind is Kind.TABLE else 2), stage.name
         assert set(stage.reads) | set(stage.writes) <= set(ZONES), stage.name
-        if stage.kind is Kind.TABLE:  # one partitioned zone in, one out
-            assert len(stage.writes) == 1 and ZONES[stage.reads[0]].partitioned
+        if stage.kind is Kind.TABLE:  # one partitioned zone in, one out (and a store it
+            # keeps, unpartitioned: the consent stage's consent log)
+            assert ZONES[stage.source].partitioned and ZONES[stage.sink].partitioned
+            assert [z for z in stage.writes if ZONES[z].partitioned] == [stage.sink]
 
 
 def test_when_lists_are_derived_then_they_follow_the_table_order() -> None:
@@ -33,7 +35,7 @@ def test_when_lists_are_derived_then_they_follow_the_table_order() -> None:
     # Everything a run writes lives under its purpose (or its feature set): purposes are apart.
     shared = {z.name for z in ZONES.values() if "{" not in z.path}
     assert shared == {"raw_events", "raw_consent", "erasure_requests", "ledger",
-                      "feature_store"}
+                      "consent_log", "feature_store"}
     gated = [s.name for s in STAGES.values() if s.gated]
     assert gated == ["features", "publish"] and names.index("validate") < names.index(gated[0])
 

@@ -26,6 +26,7 @@ from pipeline.core.storage import Storage, dated_partitions
 from pipeline.stages import STAGING, Stage, Zone
 
 if TYPE_CHECKING:
+    from pipeline.ledger.consent_log import ConsentLog
     from pipeline.ledger.store import PrivacyLedger
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -161,6 +162,16 @@ class RunContext:
 
         self.zone("ledger")
         return PrivacyLedger.from_config(self.cfg.budget, self.local, self.keys)
+
+    def consent_log(self, mode: Mode | None = None) -> ConsentLog:
+        """The consent log (`pipeline.ledger.consent_log`): in a stage, one whose row declares
+        the `consent_log` zone (for `mode`: importing writes it)."""
+        from pipeline.ledger.consent_log import ConsentLog, RecordCipher
+
+        cipher = RecordCipher(self.key.key_id, self.key.staging_key(),
+                              self._retired_staging_key)
+        return ConsentLog.from_config(self.cfg.budget, self.local_area("consent_log", mode),
+                                      self.keys, cipher)
 
     def record_dates(self) -> list[date]:
         """The dates that have run records."""

@@ -71,7 +71,10 @@ class NoDetails(Details):
 class ConsentDetails(Details):
     purpose: str
     users_kept: Annotated[int, SUM]
-    # consent lines that did not fit the consent schema: every shard reads the same file
+    # of the whole consent log for the purpose (every shard reads the same): users whose
+    # latest decision is a pause, users who ever reset, and lines that did not fit the schema
+    users_paused: Annotated[int, MAX] = 0
+    users_reset: Annotated[int, MAX] = 0
     consent_records_rejected: int = 0
 
 
@@ -263,6 +266,8 @@ class FeaturesDetails(Details):
     users_counted: int
     error95_active_users: float
     errors: list[FeatureErrorDetail]
+    # rows of users who paused or withdrew since, or reset, in the days read (left out)
+    rows_left_out_for_consent: int = 0
 
     _old_errors = field_validator("errors", mode="before")(errors_by_label)
 

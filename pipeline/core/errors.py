@@ -14,6 +14,7 @@ up in logs, Airflow task output and reports, which must not carry personal data.
     ├── ValidationFailedError  the minimization suite failed: publishing is blocked
     ├── BudgetExceededError    a DP release would overspend its window: nothing released
     ├── LedgerIntegrityError   the ledger and a stored release disagree: no redraw
+    ├── ConsentLogIntegrityError  the consent log or its landing file was rewritten
     ├── StageCrashedError      an unexpected error in a stage; its message is withheld
     ├── UndeclaredAccessError  a stage touched a zone or record its row in the table omits
     ├── NotFoundError          what was asked for does not exist (an unknown cohort)
@@ -87,6 +88,11 @@ class BudgetExceededError(PipelineError):
 
 class LedgerIntegrityError(PipelineError):
     """The privacy ledger and the stored release disagree; refuse rather than redraw noise."""
+
+
+class ConsentLogIntegrityError(PipelineError):
+    """The consent log's chain is broken, or the landing file no longer holds what was
+    imported from it: nobody's consent can be trusted until it is restored."""
 
 
 class UndeclaredAccessError(PipelineError):

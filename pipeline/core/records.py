@@ -186,6 +186,8 @@ class ErasureRecord(Record):
     file: ClassVar[str] = "erasure.json"
     requests: int = 0
     withdrawn_users: int = 0
+    paused_users: int = 0  # nothing of theirs is deleted; nothing new is used
+    reset_users: int = 0  # their derived data from before the reset is erased
     removed: dict[str, Count] = {}  # area -> rows or lines removed
     partitions_rewritten: int = 0
     set_aside: list[str] = []  # unreadable partitions moved to quarantine/corrupt/

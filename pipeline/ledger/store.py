@@ -21,12 +21,12 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, closing
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, cast
+from typing import Any, NoReturn, cast
 
 from pipeline.config import BudgetConfig
 from pipeline.core.errors import BudgetExceededError, ConfigError, LedgerIntegrityError
@@ -34,6 +34,7 @@ from pipeline.core.fs import DataPath
 from pipeline.core.keys import KeyRing
 from pipeline.core.storage import atomic_write_json
 from pipeline.ledger.accounting import PURE, Accountant
+from pipeline.ledger.backends import Backend, Postgres, Sqlite, execute, query, transaction
 from pipeline.ledger.budget import PrivacyBudget, RhoZCDP, ledger_epsilon, release_budget
 
 TABLE = "privacy_releases"
@@ -178,51 +179,6 @@ class WindowSpend:
         return self.total.delta
 
 
-class _Backend(Protocol):
-    where: str
-
-    def connect(self) -> Any: ...
-    def begin_exclusive(self, con: Any) -> None: ...
-    def sql(self, statement: str) -> str: ...
-
-
-class _Sqlite:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.where = str(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        return con
-
-    def begin_exclusive(self, con: sqlite3.Connection) -> None:
-        con.execute("BEGIN IMMEDIATE")
-
-    def sql(self, statement: str) -> str:
-        return statement.replace("{blob}", "BLOB")
-
-
-class _Postgres:
-    def __init__(self, dsn: str, where: str) -> None:
-        self.dsn = dsn
-        self.where = where  # never the DSN: it may hold a password
-
-    def connect(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
-
-    def begin_exclusive(self, con: Any) -> None:
-        con.execute("BEGIN")
-        # Serializes charges: two runs cannot both see room for one more release.
-        con.execute(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE")
-
-    def sql(self, statement: str) -> str:
-        return statement.replace("{blob}", "BYTEA").replace("?", "%s")
-
-
 MAC_USE = "ledger-mac"
 
 
@@ -277,6 +233,22 @@ class Sealer:
                         hashlib.sha256).hexdigest()
 
 
+def ledger_sealer(cfg: BudgetConfig, keys: KeyRing) -> Sealer:
+    """The ring's MAC keys, and the rotated-out ones `budget.retired_mac_keys_env` holds."""
+    extra = os.environ.get(cfg.retired_mac_keys_env or "")
+    return Sealer.from_ring(keys, parse_mac_keys(
+        extra, source=f"${cfg.retired_mac_keys_env}") if extra else None)
+
+
+def ledger_dsn(cfg: BudgetConfig) -> str:
+    """The ledger's Postgres DSN, from `budget.ledger_dsn_env` (never logged)."""
+    dsn = os.environ.get(cfg.ledger_dsn_env or "")
+    if not dsn:
+        raise ConfigError(f"budget.ledger_dsn_env: environment variable {cfg.ledger_dsn_env} is "
+                          "not set; no release without the ledger")
+    return dsn
+
+
 @dataclass(frozen=True)
 class Head:
     """A released row's place in its chain, kept beside the released partition: the ledger
@@ -310,19 +282,20 @@ class PrivacyLedger:
                  dsn_name: str = "Postgres", sealer: Sealer | None = None) -> None:
         if (path is None) == (dsn is None):
             raise ConfigError("a ledger lives in a SQLite file or a Postgres database")
-        self._db: _Backend = _Sqlite(path) if path is not None else _Postgres(dsn or "", dsn_name)
+        self._db: Backend = (Sqlite(path) if path is not None
+                             else Postgres(dsn or "", dsn_name, lock_table=TABLE))
         self.sealer = sealer
         with closing(self._db.connect()) as con:  # both connect in autocommit mode
             self._execute(con, _SCHEMA)
         with self._transaction() as con:
             self._add_seal_columns(con)
-            if isinstance(self._db, _Sqlite):
+            if isinstance(self._db, Sqlite):
                 _migrate_v1(con)
 
     def _add_seal_columns(self, con: Any) -> None:
         """The chain's columns, on a new ledger and on one written before rows were chained
         (its rows stay unsealed: a prefix the chain starts after)."""
-        if isinstance(self._db, _Sqlite):
+        if isinstance(self._db, Sqlite):
             have = {r[1] for r in con.execute(f"PRAGMA table_info({TABLE})").fetchall()}
             for name, kind in _SEAL.items():
                 if name not in have:
@@ -333,16 +306,11 @@ class PrivacyLedger:
 
     @classmethod
     def from_config(cls, cfg: BudgetConfig, data_root: Path, keys: KeyRing) -> PrivacyLedger:
-        extra = os.environ.get(cfg.retired_mac_keys_env or "")
-        sealer = Sealer.from_ring(keys, parse_mac_keys(
-            extra, source=f"${cfg.retired_mac_keys_env}") if extra else None)
+        sealer = ledger_sealer(cfg, keys)
         if cfg.ledger_dsn_env is None:
             return cls(data_root / cfg.ledger_path, sealer=sealer)
-        dsn = os.environ.get(cfg.ledger_dsn_env)
-        if not dsn:
-            raise ConfigError(f"budget.ledger_dsn_env: environment variable "
-                              f"{cfg.ledger_dsn_env} is not set; no release without the ledger")
-        return cls(dsn=dsn, dsn_name=f"Postgres (${cfg.ledger_dsn_env})", sealer=sealer)
+        return cls(dsn=ledger_dsn(cfg), dsn_name=f"Postgres (${cfg.ledger_dsn_env})",
+                   sealer=sealer)
 
     def verify(self, purpose: str, heads: Sequence[Head] = ()) -> int:
         """Check the purpose's chain (order, links, MACs) and that every head kept beside a
@@ -387,23 +355,14 @@ class PrivacyLedger:
     def where(self) -> str:
         return self._db.where
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        with closing(self._db.connect()) as con:
-            self._db.begin_exclusive(con)
-            try:
-                yield con
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+    def _transaction(self) -> AbstractContextManager[Any]:
+        return transaction(self._db)
 
     def _execute(self, con: Any, statement: str, params: Sequence[object] = ()) -> Any:
-        return con.execute(self._db.sql(statement), tuple(params))
+        return execute(self._db, con, statement, params)
 
     def _query(self, statement: str, params: Sequence[object] = ()) -> list[tuple]:
-        with closing(self._db.connect()) as con:
-            return list(self._execute(con, statement, params).fetchall())
+        return query(self._db, statement, params)
 
     def get(self, purpose: str, feature_set: str, release_date: str) -> Release | None:
         cols = ", ".join(_COLUMNS)

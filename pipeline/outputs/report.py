@@ -45,6 +45,7 @@ from pipeline.core.storage import atomic_write_bytes, atomic_write_json
 from pipeline.outputs.audit import write_index
 from pipeline.outputs.html import html_table, page
 from pipeline.stages import DAILY, FUNNEL, STAGES
+from pipeline.transforms.consent import REASONS
 
 PERIOD_WORDS = {"day": "daily", "week": "weekly"}
 REUSED_NOTE = "Rerun: the stored release was returned; no new noise was drawn."
@@ -328,8 +329,7 @@ whose value was kept exact (the rest gave it up as their group fell short of k):
 def _data_protection(m: Manifest) -> str:
     """Consent drops, erasure and retention actions of the run, as counts and partitions."""
     dropped = m.funnel.dropped
-    consent = [(reason.replace("_", " "), dropped.get(reason, 0)) for reason in
-               ("no_consent", "consent_revoked", "consent_withdrawn_since")]
+    consent = [(reason.replace("_", " "), dropped.get(reason, 0)) for reason in REASONS]
     er, ret = m.erasure or ErasureRecord(not_touched={}), m.retention or RetentionRecord()
     removed, kept = sorted(er.removed.items()), sorted(er.not_touched.items())
     purged = [(p.area, p.date, f"{p.bytes:,} bytes", f"{p.retention_days} days")
@@ -337,7 +337,11 @@ def _data_protection(m: Manifest) -> str:
     return (
         html_table(consent, ("Events not used for lack of consent", "Rows"))
         + f"<p>Erasure requests on file: {escape(str(er.requests))}; users who have "
-          f"withdrawn consent: {escape(str(er.withdrawn_users))}; partitions "
+          f"withdrawn consent: {escape(str(er.withdrawn_users))}; who paused "
+          f"personalization (nothing deleted, nothing new used): "
+          f"{escape(str(er.paused_users))}; who reset their profile (what was derived "
+          f"before the reset erased, a new pseudonym since): {escape(str(er.reset_users))}; "
+          "partitions "
           f"rewritten without them this run: {escape(str(er.partitions_rewritten))}."
           "</p>"
         + (html_table(removed, ("Area", "Rows or lines removed this run")) if removed else "")

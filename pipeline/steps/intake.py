@@ -22,9 +22,19 @@ from pipeline.core.records import (
     ValidationRecord,
 )
 from pipeline.stages import INPUT_MARKER, ZONES
+from pipeline.steps.consents import CONSENT_FILE, decisions, imported
+from pipeline.transforms.consent import (
+    PAUSED,
+    all_epochs,
+    decisions_for,
+    latest_decisions,
+    pseudonym_epochs,
+    users_whose_latest,
+)
 from pipeline.transforms.erasure import (
     erase_from_zone,
     erase_raw_lines,
+    old_pseudonyms,
     pseudonyms_of,
     published_pseudonyms,
     read_requests,
@@ -36,48 +46,59 @@ from pipeline.transforms.ingest import (
     count_lines,
     ingest_events,
     ingest_shards,
-    read_records,
     user_shard_of,
 )
 from pipeline.transforms.retention import finish_interrupted, purge
 
-EVENTS_FILE, CONSENT_FILE = "events.jsonl", "consent.jsonl"
+EVENTS_FILE = "events.jsonl"
 
 
 def erase(ctx: RunContext, day: date) -> str:
-    """Apply erasure requests and consent withdrawals to every stored partition (see
-    `pipeline.transforms.erasure`); published partitions left short of k or ℓ are suppressed
-    again."""
+    """Apply erasure requests, consent withdrawals and profile resets to every stored
+    partition (see `pipeline.transforms.erasure`); published partitions left short of k or ℓ
+    are suppressed again. The consent log is brought up to date first: its decisions, not the
+    landing file's, say who withdrew or reset."""
     result = ErasureRecord()
     ctx.zone("erasure_requests", "read")
     ids = read_requests(ctx.root)  # the zone's one file (`erasure.REQUESTS`)
     result.requests = len(ids)
+    consent = decisions(ctx, imported(ctx).log).table
+    cp = ctx.cfg.purpose_spec.consent_purpose
+    every = all_epochs(consent, cp)  # a user's pseudonyms in each epoch they have had
     # Active and retired keys: a pseudonym under any of them is the user.
     keys, key_ids, purpose = ctx.keys.keys, ctx.keys.key_ids, ctx.cfg.purpose
-    consent_path = ctx.file("raw_consent", CONSENT_FILE)
-    erased = pseudonyms_of(ids, keys, purpose) if ids else []
-    limit = ctx.cfg.ingest.max_line_bytes
+    erased = pseudonyms_of(ids, keys, purpose, every) if ids else []
     if ids:
+        limit = ctx.cfg.ingest.max_line_bytes
         for raw in sorted(ctx.area("raw_events", "write").glob(f"date=*/{EVENTS_FILE}")):
             result.add_removed("raw/events", erase_raw_lines(raw, ids, max_line_bytes=limit))
-        result.add_removed("raw/consent", erase_raw_lines(consent_path, ids,
-                                                          max_line_bytes=limit))
         for zone in ctx.staging():
             erase_from_zone(ctx.storage, zone, ids, erased, result, key_ids=key_ids)
-    gone = []
-    if consent_path.is_file():
-        consent = read_records(consent_path, ctx.cfg.consent_schema,
-                               source_name=str(consent_path)).table
-        gone = withdrawn(consent, ctx.cfg.purpose_spec.consent_purpose)
+        # the log's rows first: a landing line already erased must be erased in the log
+        result.add_removed("consent log", ctx.consent_log("write").erase(ids))
+        result.add_removed("raw/consent", erase_raw_lines(
+            ctx.file("raw_consent", CONSENT_FILE, mode="write"), ids, max_line_bytes=limit))
+    gone = withdrawn(consent, cp)
     result.withdrawn_users = len(gone)
-    withdrew = pseudonyms_of(gone, keys, purpose) if gone else []
+    result.paused_users = len(users_whose_latest(consent, cp, (PAUSED,)))
+    withdrew = pseudonyms_of(gone, keys, purpose, every) if gone else []
     for name in ("generalized", "pending") if gone else ():  # what later releases read
         erase_from_zone(ctx.storage, ctx.zone(name), [], withdrew, result, key_ids=key_ids)
-    if ids or gone:
+    resets = pseudonym_epochs(consent, cp).join(
+        latest_decisions(decisions_for(consent, cp), "account_id").select(
+            "account_id", "_reset_at"), on="account_id")
+    result.reset_users = resets.height
+    before_reset = old_pseudonyms(resets, every, keys, purpose)
+    if resets.height:  # their derived data, as an erasure would (raw events, and the
+        # `ingested` zone that is their parse, stay for the purposes they still serve)
+        for zone in [z for z in ctx.staging() if z.name != "ingested"]:
+            erase_from_zone(ctx.storage, zone, [], before_reset, result, key_ids=key_ids,
+                            before=resets.select("account_id", "_reset_at"))
+    if ids or gone or resets.height:
         spec, k = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
         zone = ctx.zone("published")
         published = published_pseudonyms(  # a profile purpose's are new each epoch
-            sorted({*erased, *withdrew}), keys, spec, ctx.storage.dates(zone))
+            sorted({*erased, *withdrew, *before_reset}), keys, spec, ctx.storage.dates(zone))
         erase_from_zone(ctx.storage, zone, [], published, result,
                         short=short_of(spec.quasi_identifiers, ctx.user_col, k.k, l=k.l,
                                        sensitive=spec.sensitive_attribute),

@@ -12,6 +12,7 @@ from functools import partial
 import polars as pl
 
 from pipeline.core.context import RunContext
+from pipeline.core.details import FeaturesDetails
 from pipeline.core.errors import MissingInputError, ValidationFailedError
 from pipeline.core.gates import require_guarded, require_validated
 from pipeline.core.layout import partition_name
@@ -21,6 +22,7 @@ from pipeline.ledger.release import next_release, release_days, release_once
 from pipeline.ledger.store import Charge, Release
 from pipeline.outputs.feast import materialize
 from pipeline.outputs.report import write_report
+from pipeline.steps.consents import stopped_pseudonyms, verified
 from pipeline.transforms.features import release_from_shards
 from pipeline.transforms.pii.scrub import fast_analyzer
 
@@ -89,9 +91,21 @@ def _draw(ctx: RunContext, day: date, days: list[date], charge: Charge) -> Relea
     shards: Iterable[pl.DataFrame] = (
         Shards(storage, zone, day) if days == [day]
         else [pl.concat([storage.read(zone, d) for d in days])])
-    rel, stats = release_from_shards(shards, ctx.cfg.features,
+    # Paused and withdrawn users, and reset users' earlier profile, leave every release from
+    # the next run on, even one over days read before they decided (nothing is deleted here).
+    stopped = stopped_pseudonyms(ctx, verified(ctx).table)
+    left_out = [0]
+
+    def consenting(shard: pl.DataFrame) -> pl.DataFrame:
+        kept = shard.filter(~pl.col(ctx.user_col).is_in(stopped)) if stopped else shard
+        left_out[0] += shard.height - kept.height
+        return kept
+
+    rel, stats = release_from_shards(map(consenting, shards), ctx.cfg.features,
                                      age_bands=ctx.cfg.generalize.age_bands,
                                      user_col=ctx.user_col, release_date=str(day))
+    stats.details = stats.details_of(FeaturesDetails).model_copy(
+        update={"rows_left_out_for_consent": left_out[0]})
     ctx.records(day).save_stats(stats)
     return Release.drawn(charge, delta=rel.delta, mechanism=rel.mechanism, library=rel.library,
                          payload=parquet_bytes(rel.table))

@@ -15,15 +15,14 @@ import polars as pl
 from pipeline.config import PurposeSpec
 from pipeline.core.context import RunContext
 from pipeline.core.details import ColumnFinding, ConsentDetails, PiiDetails
-from pipeline.core.errors import MissingInputError
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import StageStats
 from pipeline.core.shardwork import ShardFn, ShardWork
 from pipeline.core.storage import Shards
-from pipeline.steps.intake import CONSENT_FILE
+from pipeline.ledger.consent_log import LogHead
+from pipeline.steps.consents import epochs, imported, verified
 from pipeline.transforms.consent import filter_by_consent
 from pipeline.transforms.generalize.coarsen import Generalizer
-from pipeline.transforms.ingest import read_records
 from pipeline.transforms.minimize import aggregate, allowlisted, apply_allowlist, group_counts
 from pipeline.transforms.pii.columns import scan_columns
 from pipeline.transforms.pii.scrub import (
@@ -44,18 +43,16 @@ from pipeline.transforms.pseudonymize import pseudonymize_columns
 
 
 def consent(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
-    path = ctx.file("raw_consent", CONSENT_FILE, mode="read")
-    if not path.is_file():
-        raise MissingInputError(f"{path}: no consent records (without them nobody has "
-                                "consented)")
-    return ShardWork(open=_consenting)
+    """The landing file's new lines are imported into the consent log here, once; each shard
+    is filtered by the log's decisions where it runs (`pipeline.steps.consents`)."""
+    return ShardWork(open=partial(_consenting, head=imported(ctx).log.head))
 
 
 @contextmanager
-def _consenting(ctx: RunContext) -> Iterator[ShardFn]:
-    """The consent records, read where the shards run, and each shard filtered by them."""
-    path = ctx.file("raw_consent", CONSENT_FILE, mode="read")
-    records = read_records(path, ctx.cfg.consent_schema, source_name=str(path))
+def _consenting(ctx: RunContext, head: LogHead | None) -> Iterator[ShardFn]:
+    """The consent log's decisions, read and checked where the shards run (the log must hold
+    the head imported above), and each shard filtered by them."""
+    records = verified(ctx, head)
     rejected = records.stats.rows_in - records.stats.rows_out
     purpose = ctx.cfg.purpose_spec.consent_purpose
 
@@ -110,12 +107,15 @@ def _with_token_key(key_id: str, parts: list[StageStats]) -> StageStats:
 
 
 def pseudonymize(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
-    return ShardWork(open=_pseudonymizing)
+    """Users who reset their profile are pseudonymized in their new epoch: the consent log is
+    checked here, and read again where the shards run (to the same head)."""
+    return ShardWork(open=partial(_pseudonymizing, head=ctx.consent_log("read").verify().head))
 
 
-def _pseudonymizing(ctx: RunContext) -> AbstractContextManager[ShardFn]:
-    return nullcontext(partial(pseudonymize_columns, schema=ctx.cfg.event_schema,
-                               master=ctx.key, purpose=ctx.cfg.purpose))
+@contextmanager
+def _pseudonymizing(ctx: RunContext, head: LogHead | None) -> Iterator[ShardFn]:
+    yield partial(pseudonymize_columns, schema=ctx.cfg.event_schema, master=ctx.key,
+                  purpose=ctx.cfg.purpose, epochs=epochs(ctx, verified(ctx, head).table))
 
 
 def generalize(ctx: RunContext, day: date, shards: Shards) -> ShardWork:

@@ -46,6 +46,7 @@ from pipeline.subjects.find import (
     RawLine,
     Unreadable,
     accounts_with,
+    consent_decisions,
     erasure_requested,
     quarantined,
     raw_lines,
@@ -53,6 +54,7 @@ from pipeline.subjects.find import (
 )
 from pipeline.subjects.model import PurposeFindings, SubjectAccess
 from pipeline.subjects.page import readme, render_page
+from pipeline.transforms.consent import current_status
 
 ZONES_HELD = (*(z.name for z in STAGING), "published")
 
@@ -66,6 +68,7 @@ def subject_access(configs: Sequence[PipelineConfig], *, account_id: str | None 
     now = datetime.now(UTC)
     first = RunContext(configs[0], run_date=now.date())
     ids = _accounts(first, account_id, email)
+    decisions = consent_decisions(first)
     subject = Identity.of(first, ids).by_key.get(first.key.key_id, "none")
     folder = out or (first.local / "subject_access" / f"subject-{subject[:16]}-"
                                                       f"{now.strftime('%Y%m%dT%H%M%S')}")
@@ -76,7 +79,7 @@ def subject_access(configs: Sequence[PipelineConfig], *, account_id: str | None 
         consent = list(raw_lines(first, ids, "raw_consent", CONSENT_FILE)) if ids else []
         _add_raw(archive, "consent_history", consent)
         erased = erasure_requested(first, ids or ([account_id] if account_id else []))
-        found = [_purpose(RunContext(cfg, run_date=now.date()), ids, raw, archive)
+        found = [_purpose(RunContext(cfg, run_date=now.date()), ids, raw, archive, decisions)
                  for cfg in configs]
         result = SubjectAccess(folder, folder.with_suffix(".zip"),
                                folder / "what_shapes_my_personalization.html",
@@ -120,12 +123,14 @@ def _add_raw(archive: Archive, name: str, lines: Sequence[RawLine]) -> None:
     archive.add(name, frame.select(pl.all().cast(pl.String)) if rows else frame)
 
 
-def _purpose(ctx: RunContext, ids: Sequence[str], raw: Sequence[RawLine], archive: Archive
-             ) -> PurposeFindings:
+def _purpose(ctx: RunContext, ids: Sequence[str], raw: Sequence[RawLine], archive: Archive,
+             decisions: pl.DataFrame) -> PurposeFindings:
     """One purpose's tables of the person, written to `<purpose>/...` as found."""
     purpose = ctx.cfg.purpose
-    who = Identity.of(ctx, ids)
-    out = PurposeFindings(purpose, ctx.cfg.purpose_spec.description or "", who.by_key)
+    who = Identity.of(ctx, ids, decisions)
+    out = PurposeFindings(purpose, ctx.cfg.purpose_spec.description or "", who.by_key,
+                          status=current_status(decisions.filter(pl.col("account_id").is_in(
+                              list(ids))), ctx.cfg.purpose_spec.consent_purpose))
     archive.add(f"{purpose}/pseudonyms", pl.DataFrame(
         {"key_id": list(who.by_key), "pseudonym": list(who.by_key.values())},
         schema={"key_id": pl.String, "pseudonym": pl.String}))

@@ -21,8 +21,10 @@ from pipeline.core.context import RunContext
 from pipeline.core.errors import KeyUnavailableError, StorageError
 from pipeline.core.storage import Shards
 from pipeline.stages import Zone
+from pipeline.transforms.consent import all_epochs, pseudonym_epochs
 from pipeline.transforms.erasure import REQUESTS, lines_holding, pseudonyms_of
 from pipeline.transforms.profile import epoch_of, epoch_pseudonyms
+from pipeline.transforms.pseudonymize import EPOCH, pseudonym_expr
 
 EVENTS_FILE, CONSENT_FILE = "events.jsonl", "consent.jsonl"
 
@@ -71,6 +73,13 @@ def accounts_with(ctx: RunContext, field: str, value: str) -> list[str]:
     return sorted(found)
 
 
+def consent_decisions(ctx: RunContext) -> pl.DataFrame:
+    """Every decision the consent log holds, checked (`pipeline.ledger.consent_log`)."""
+    from pipeline.steps.consents import decisions
+
+    return decisions(ctx, ctx.consent_log().verify()).table
+
+
 def erasure_requested(ctx: RunContext, account_ids: Sequence[str]) -> list[str]:
     """When erasure of these accounts was requested (the request file is the one place their
     raw id is kept after erasure, to honour the request at every run)."""
@@ -89,12 +98,21 @@ class Identity:
     by_key: dict[str, str]  # key id -> pseudonym (one account: the first)
 
     @classmethod
-    def of(cls, ctx: RunContext, account_ids: Sequence[str]) -> Identity:
-        purpose = ctx.cfg.purpose
-        by_key = {k.key_id: pseudonyms_of(account_ids[:1], [k], purpose)[0]
-                  for k in ctx.keys.keys} if account_ids else {}
-        return cls(tuple(account_ids), tuple(pseudonyms_of(account_ids, ctx.keys.keys, purpose)),
-                   by_key)
+    def of(cls, ctx: RunContext, account_ids: Sequence[str],
+           consent: pl.DataFrame | None = None) -> Identity:
+        """`consent`: the consent log's decisions; a user who reset their profile has a
+        pseudonym per epoch (`pipeline.transforms.consent`), the current one in `by_key`."""
+        purpose, cp = ctx.cfg.purpose, ctx.cfg.purpose_spec.consent_purpose
+        every = all_epochs(consent, cp) if consent is not None else None
+        current = (pseudonym_epochs(consent, cp).filter(pl.col("account_id") == account_ids[0])
+                   if consent is not None and account_ids else None)
+        first = pl.DataFrame({"account_id": list(account_ids[:1]), EPOCH: [
+            current["epoch"][0] if current is not None and current.height else None]
+            * len(account_ids[:1])}, schema={"account_id": pl.String, EPOCH: pl.String})
+        by_key = {k.key_id: first.select(pseudonym_expr("account_id", k.pseudonym_key(purpose))
+                                         ).item() for k in ctx.keys.keys} if account_ids else {}
+        return cls(tuple(account_ids),
+                   tuple(pseudonyms_of(account_ids, ctx.keys.keys, purpose, every)), by_key)
 
     def published_names(self, ctx: RunContext, day: date) -> list[str]:
         """What the person is called in a published partition of `day`: their pseudonyms, or

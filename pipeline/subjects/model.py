@@ -18,7 +18,8 @@ class PurposeFindings:
 
     purpose: str
     description: str
-    pseudonyms: dict[str, str]  # key id -> pseudonym
+    pseudonyms: dict[str, str]  # key id -> pseudonym (the current epoch's)
+    status: str = "none"  # their latest consent decision for the purpose (`consent`)
     rows: dict[str, int] = field(default_factory=dict)  # zone -> rows
     held: dict[str, set[date]] = field(default_factory=dict)  # zone -> dates
     unreadable: list[str] = field(default_factory=list)

@@ -84,18 +84,38 @@ def render_page(result: SubjectAccess) -> str:
         sections.insert(0, ("Nothing held", "<p>We hold no data of yours.</p>"))
     sections += [(f"Purpose: {p.purpose}", _purpose(p)) for p in result.purposes]
     sections.append(("What you can do", (
-        "<p>Take this archive with you: every table is in it as CSV and JSON. Ask us to erase "
-        "your data and it is removed from every place above at the next daily run; the "
-        "privacy-protected statistics stay, since they do not depend on you by more than the "
-        "bounds said above.</p>")))
+        "<p>Take this archive with you: every table is in it as CSV and JSON.</p><ul>"
+        "<li><b>Pause</b> personalization for a purpose: from the next daily run nothing new "
+        "of yours is used, and nothing is deleted; it resumes only when you agree again.</li>"
+        "<li><b>Reset</b> your profile: what we derived from your events for that purpose is "
+        "erased at the next run, and you start afresh under a new pseudonym that cannot be "
+        "linked to the old profile (the events themselves stay for other purposes you agreed "
+        "to).</li>"
+        "<li><b>Erase</b> your data: it is removed from every place above at the next daily "
+        "run.</li></ul><p>Privacy-protected statistics already released stay in every case: "
+        "they do not depend on you by more than the bounds said above.</p>")))
     body = "\n".join(["<h1>What shapes my personalization</h1>",
                       f"<p class=view>Made on {escape(result.requested_at)}.</p>",
                       *(f"<h2>{escape(t)}</h2>\n{h}" for t, h in sections)])
     return page("What shapes my personalization", body, width=56)
 
 
+STATUS_WORDS = {
+    "granted": "you agreed: your events are used for it",
+    "reset": "you reset your profile: only events since are used, under a new pseudonym that "
+             "cannot be linked to the old profile, which was erased",
+    "paused": "you paused it: nothing new of yours is used until you resume; nothing was "
+              "deleted",
+    "revoked": "you withdrew: nothing of yours is used, and your rows have left what is "
+               "published",
+    "none": "you have not agreed: nothing of yours is used",
+}
+
+
 def _purpose(p: PurposeFindings) -> str:
     parts = [f"<p>{escape(p.description.strip())}</p>"] if p.description else []
+    parts.append(f"<p>Your choice: <b>{escape(p.status)}</b>, "
+                 f"{escape(STATUS_WORDS.get(p.status, p.status))}.</p>")
     rows = [(ZONE_WORDS.get(z, z), f"{n:,}") for z, n in
             sorted(p.rows.items(), key=lambda zn: _ORDER.get(zn[0], len(_ORDER)))]
     parts.append(html_table(rows, ("Where", "Rows of yours")) if rows

@@ -6,6 +6,9 @@ every staging table and every published partition. Raw lines are replaced by a f
 rather than deleted, so line numbers (which the quarantine points at) stay valid and ingest
 counts them as dropped for erasure. Users who withdrew consent for the purpose are removed from
 the published partitions, so what is served stops holding their rows from the next run on.
+Users who reset their profile (`pipeline.transforms.consent`) lose what was derived from their
+events before the reset: rows under their earlier pseudonyms (`old_pseudonyms`), and their
+account's rows from before the reset (`drop_users(before=...)`).
 
 What is not touched, and why: the quarantine holds file, line, reason and field, never a value;
 released DP cohort features and the ledger hold noisy aggregates over many users, which are
@@ -18,7 +21,7 @@ import gzip
 import itertools
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
@@ -34,10 +37,10 @@ from pipeline.core.keys import MasterKey
 from pipeline.core.records import ErasureRecord
 from pipeline.core.storage import Storage
 from pipeline.stages import ZONES, Zone
-from pipeline.transforms.consent import withdrawn_users
+from pipeline.transforms.consent import REVOKED, users_whose_latest
 from pipeline.transforms.ingest import BOM, ERASED_LINE, is_gzip, line_chunks, open_raw
 from pipeline.transforms.profile import epoch_of, epoch_pseudonyms
-from pipeline.transforms.pseudonymize import hmac_expr
+from pipeline.transforms.pseudonymize import EPOCH, pseudonym_expr
 
 # under the data root: the erasure_requests zone's one file
 REQUESTS = Path(ZONES["erasure_requests"].path) / "requests.jsonl"
@@ -60,12 +63,34 @@ def read_requests(root: DataPath) -> list[str]:
     return sorted(set(ids))
 
 
-def pseudonyms_of(account_ids: Iterable[str], keys: Iterable[MasterKey], purpose: str
-                  ) -> list[str]:
-    """Every pseudonym these accounts may carry: one per key in the ring (active and retired)."""
+def pseudonyms_of(account_ids: Iterable[str], keys: Iterable[MasterKey], purpose: str,
+                  epochs: pl.DataFrame | None = None) -> list[str]:
+    """Every pseudonym these accounts may carry: one per key in the ring (active and retired)
+    and per pseudonym epoch they have had (`epochs`: `consent.all_epochs`; none before a
+    reset)."""
     ids = pl.DataFrame({"account_id": list(account_ids)}, schema={"account_id": pl.String})
-    return sorted(set().union(*(ids.select(hmac_expr("account_id", k.pseudonym_key(purpose)))
+    table = ids.with_columns(pl.lit(None, dtype=pl.String).alias(EPOCH))
+    if epochs is not None and epochs.height:
+        table = pl.concat([table, epochs.filter(pl.col("account_id").is_in(list(ids["account_id"])))
+                           .select("account_id", pl.col("epoch").alias(EPOCH))])
+    return sorted(set().union(*(table.select(pseudonym_expr("account_id",
+                                                            k.pseudonym_key(purpose)))
                                 .to_series().to_list() for k in keys)))
+
+
+def old_pseudonyms(current: pl.DataFrame, every: pl.DataFrame, keys: Iterable[MasterKey],
+                   purpose: str) -> list[str]:
+    """The pseudonyms users who reset their profile carried before their latest reset
+    (`current`: `consent.pseudonym_epochs`; `every`: `consent.all_epochs`), under every key:
+    what a reset erases."""
+    if not current.height:
+        return []
+    ring = list(keys)
+    now = current.select("account_id", pl.col("epoch").alias(EPOCH))
+    carried = {p for k in ring for p in now.select(
+        pseudonym_expr("account_id", k.pseudonym_key(purpose))).to_series().to_list()}
+    accounts = current["account_id"].to_list()
+    return sorted(set(pseudonyms_of(accounts, ring, purpose, every)) - carried)
 
 
 def published_pseudonyms(pseudonyms: Sequence[str], keys: Iterable[MasterKey],
@@ -137,6 +162,16 @@ def lines_holding(path: DataPath, values: Sequence[str], *, max_line_bytes: int 
                 yield line.number, head
 
 
+def holds_any(values: Sequence[str]) -> Callable[[bytes], bool]:
+    """Whether a raw line (within the length limit) holds one of `values` by meaning, as
+    `erase_raw_lines` finds them."""
+    if not values:
+        return lambda _line: False
+    wanted = set(values)
+    literal = re.compile(b"|".join(re.escape(json.dumps(v).encode()) for v in values))
+    return lambda line: _holds(line, wanted, literal)
+
+
 def _long_holds(chunks: Iterable[bytes], literal: re.Pattern[bytes], overlap: int) -> bool:
     """Does an over-long line hold an id, as a JSON string or with its `\\uXXXX` escapes
     decoded? Searched chunk by chunk, each with the end of the one before."""
@@ -179,21 +214,30 @@ def _strings(value: object) -> set[str]:
     return set()
 
 
-def drop_users(table: pl.DataFrame, account_ids: list[str], pseudonyms: list[str]
+def drop_users(table: pl.DataFrame, account_ids: list[str], pseudonyms: list[str], *,
+               before: pl.DataFrame | None = None, time_col: str = "event_time"
                ) -> pl.DataFrame:
+    """`table` without the accounts' and pseudonyms' rows, nor (`before`: `account_id`,
+    `_reset_at`) an account's rows from before its reset."""
     keep = pl.lit(True)
     if "account_id" in table.columns:
         keep &= ~pl.col("account_id").is_in(account_ids)
     for col in [c for c in table.columns if c.endswith("_pseudonym")]:
         keep &= ~pl.col(col).is_in(pseudonyms)
+    if before is not None and before.height and {"account_id", time_col} <= set(table.columns):
+        stale = table.select("account_id", time_col).join(
+            before, on="account_id", how="left", maintain_order="left")
+        keep &= ~pl.Series((stale[time_col] < stale["_reset_at"]).fill_null(False))
     return table.filter(keep)
 
 
 def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
                     pseudonyms: list[str], result: ErasureRecord, *,
-                    short: pl.Expr | None = None, key_ids: Iterable[str] = ()) -> None:
+                    short: pl.Expr | None = None, key_ids: Iterable[str] = (),
+                    before: pl.DataFrame | None = None) -> None:
     """Rewrite each partition of `zone` that holds one of the users, without them; with
-    `short`, rows it marks afterwards (groups now short of k or ℓ) go too.
+    `short`, rows it marks afterwards (groups now short of k or ℓ) go too; with `before`,
+    rows of an account from before its reset (`drop_users`).
 
     A partition whose pseudonyms were made under a key id not in `key_ids` cannot be searched
     for these users: that stops the run (a silent pass would leave them published); so does
@@ -222,7 +266,7 @@ def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
                     f"{sorted(unknown)}, which the key ring no longer holds: erasure cannot "
                     "find users there. Put the key back as retired, or run `privacy-pipeline "
                     "rekey` for that date first.")
-        kept = drop_users(table, account_ids, pseudonyms)
+        kept = drop_users(table, account_ids, pseudonyms, before=before)
         if kept.height == table.height:
             continue
         result.add_removed(zone.path, table.height - kept.height)
@@ -237,6 +281,4 @@ def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
 
 def withdrawn(consent: pl.DataFrame, purpose: str) -> list[str]:
     """Accounts whose latest decision for `purpose` is a withdrawal."""
-    decisions = consent.filter(pl.col("purpose") == purpose).select(
-        "account_id", _decided_at="recorded_at", _status="status")
-    return sorted(withdrawn_users(decisions, "account_id").to_list())
+    return users_whose_latest(consent, purpose, (REVOKED,))

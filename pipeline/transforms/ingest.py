@@ -13,7 +13,7 @@ import gzip
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Annotated, Any, NotRequired, Optional, Required, TypedDict, cast
@@ -167,10 +167,11 @@ class _Batch:
     too_long: list[int]  # their line numbers
 
 
-def _iter_batches(path: DataPath, batch_lines: int, limits: IngestConfig) -> Iterator[_Batch]:
+def _iter_batches(lines: Iterable[tuple[int, bytes | None]], batch_lines: int
+                  ) -> Iterator[_Batch]:
     batch: list[tuple[int, bytes]] = []
     blank, too_long = 0, []
-    for number, line in iter_lines(path, limits):
+    for number, line in lines:
         if line is None:
             too_long.append(number)
         elif line.strip():
@@ -286,9 +287,19 @@ def decoded_batches(path: DataPath, schema: RecordSchema, *, source_name: str,
     """The file decoded against `schema` a batch at a time (memory stays flat). `day`: the
     partition's date, which `limits.day_field` must fall in."""
     limits = limits or IngestConfig()
+    return decoded_lines(iter_lines(path, limits), schema, source_name=source_name,
+                         batch_lines=batch_lines, limits=limits, day=day)
+
+
+def decoded_lines(lines: Iterable[tuple[int, bytes | None]], schema: RecordSchema, *,
+                  source_name: str, batch_lines: int = 100_000,
+                  limits: IngestConfig | None = None, day: date | None = None
+                  ) -> Iterator[DecodedBatch]:
+    """`decoded_batches` of numbered lines from anywhere (None: a line over the limit)."""
+    limits = limits or IngestConfig()
     decode = _decoder(schema).decode
     names = list(schema.fields)
-    for batch in _iter_batches(path, batch_lines, limits):
+    for batch in _iter_batches(lines, batch_lines):
         records, numbers, erased = [], [], 0
         bad = [{"source_file": source_name, "line_number": n, "reason": "line_too_long",
                 "field": None} for n in batch.too_long]
@@ -337,8 +348,13 @@ def read_records(path: DataPath, schema: RecordSchema, *, source_name: str,
                  day: date | None = None) -> IngestResult:
     """Parse one JSON-lines file against `schema`. Rows in = rows out + dropped (erased,
     blank) + quarantined."""
-    batches = list(decoded_batches(path, schema, source_name=source_name,
-                                   batch_lines=batch_lines, limits=limits, day=day))
+    return records_of(decoded_batches(path, schema, source_name=source_name,
+                                      batch_lines=batch_lines, limits=limits, day=day), schema)
+
+
+def records_of(decoded: Iterable[DecodedBatch], schema: RecordSchema) -> IngestResult:
+    """The table, quarantine and stats of decoded batches (`decoded_lines`)."""
+    batches = list(decoded)
     table = pl.concat([b.table for b in batches]) if batches else _cast_timestamps(
         _typed(schema, []).with_columns(_line=pl.lit(None, dtype=pl.Int64)), schema.fields)
     quarantine = pl.DataFrame([q for b in batches for q in b.quarantine],
