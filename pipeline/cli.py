@@ -10,6 +10,7 @@ cohort outside the grid or without a released value).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -384,6 +385,34 @@ def cmd_subject_access(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_notice(args: argparse.Namespace) -> int:
+    """The purpose's privacy notice, generated from its contracts (Markdown on standard
+    output; with --out, notice.md and notice.html there). Runs record each new version, with
+    its diff, in the audit bundle."""
+    from pipeline.config import load_config
+    from pipeline.core.layout import Layout
+    from pipeline.outputs.notice import notice_sections, notice_versions, to_html, to_markdown
+
+    cfg = load_config(args.config)
+    sections = notice_sections(cfg)
+    versions = notice_versions(Layout(cfg.paths.root, cfg.paths.local).area(
+        cfg.zone("reports")))
+    text = to_markdown(cfg.purpose, sections)
+    latest = versions[-1] if versions else None
+    same = latest is not None and latest.sha256 == hashlib.sha256(text.encode()).hexdigest()
+    header = (f"Version {latest.version}, in force from {latest.effective}." if same and latest
+              else "Not yet in force: the next run records it as a new version.")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "notice.md").write_text(to_markdown(cfg.purpose, sections, header))
+        (out / "notice.html").write_text(to_html(cfg.purpose, sections, header))
+        print(f"wrote {out / 'notice.md'} and {out / 'notice.html'} ({header})")
+    else:
+        print(to_markdown(cfg.purpose, sections, header))
+    return Exit.OK
+
+
 LOW_VOLUME_HELP = ("publish a day known to be small on purpose: its low-volume guardrail "
                    "breaches (rows, users, volume against recent days) are recorded as "
                    "accepted; a quarantine share over the limit is never accepted")
@@ -462,6 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--out", help="folder to write (default: <local root>/subject_access/"
                     "subject-<pseudonym>-<time>)")
     sa.set_defaults(func=cmd_subject_access)
+
+    nt = sub.add_parser("notice", help="the purpose's privacy notice, generated from its "
+                        "purpose file, schema and config (Markdown; --out adds HTML)")
+    nt.add_argument("--out", help="folder to write notice.md and notice.html to")
+    nt.set_defaults(func=cmd_notice)
 
     d = sub.add_parser("demo", help="generate two days, make a dev key, run everything")
     d.add_argument("--date", type=_day, default=DEMO_DATE, help="first day (%(default)s)")

@@ -362,6 +362,7 @@ class Manifest(BaseModel):
     _old_errors = field_validator("feature_errors", mode="before")(errors_by_label)
     published: bool
     feature_store: PublishRecord | None
+    notice_version: int | None = None  # the purpose's privacy notice in force (`notice`)
     totals: Totals | None = None  # set in the external view, whose funnel counts are coarse
 
     def run_totals(self) -> Totals:

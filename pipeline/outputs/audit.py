@@ -14,6 +14,7 @@ from pipeline.core.fs import DataPath
 from pipeline.core.records import Manifest
 from pipeline.core.storage import atomic_write_bytes
 from pipeline.outputs.html import html_table, page
+from pipeline.outputs.notice import NoticeVersion, notice_versions
 
 _W, _H, _PAD = 720, 260, 48
 
@@ -92,7 +93,22 @@ def refused(m: Manifest) -> bool:
     return o is not None and o.status == "failed"
 
 
-def render_index(manifests: list[Manifest], *, external: bool) -> str:
+def notices_section(versions: list[NoticeVersion], *, prefix: str = "") -> str:
+    """Every version of the purpose's privacy notice, with what changed and its diff."""
+    if not versions:
+        return "<p>No privacy notice recorded yet.</p>"
+    rows = [(f'<a href="{prefix}notices/v{v.version}/notice.html">version {v.version}</a>',
+             escape(v.effective), escape(", ".join(v.changed_sections) or "first version"),
+             f'<a href="{prefix}notices/v{v.version}/diff.md">diff</a>' if v.version > 1
+             else "") for v in reversed(versions)]
+    head = "".join(f"<th>{h}</th>" for h in ("Version", "In force from", "Sections changed",
+                                             "Against the one before"))
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_index(manifests: list[Manifest], *, external: bool,
+                 notices: list[NoticeVersion] | None = None) -> str:
     refusals = [m.date for m in manifests if refused(m)]
     manifests = [m for m in manifests if not refused(m)]
     rows = [_row(m) for m in reversed(manifests)]
@@ -111,7 +127,9 @@ def render_index(manifests: list[Manifest], *, external: bool) -> str:
 {html_table(rows, ("Date", "Published", "Rows in", "Rows published", "Quarantined",
                    "PII replaced", "k / ℓ", "Checks passed", "DP cost", "Window spent",
                    "Erasure requests"))}
-<p>Run reports: {links}</p>""" + (
+<p>Run reports: {links}</p>
+<h2>Privacy notice</h2>{notices_section(notices or [], prefix="../" if external else "")}
+""" + (
         f"<p>Refused before running (not runs: nothing was read, deleted or charged): "
         f"{escape(', '.join(refusals))}; each date's report says why.</p>" if refusals else "")
     return page("Privacy pipeline audit: all runs", body, width=72)
@@ -119,9 +137,10 @@ def render_index(manifests: list[Manifest], *, external: bool) -> str:
 
 def write_index(reports: DataPath) -> DataPath:
     """Rewrite both indexes from the manifests under `reports`."""
-    manifests = load_manifests(reports)
-    atomic_write_bytes(reports / "index.html", render_index(manifests, external=False).encode())
+    manifests, notices = load_manifests(reports), notice_versions(reports)
+    atomic_write_bytes(reports / "index.html", render_index(
+        manifests, external=False, notices=notices).encode())
     atomic_write_bytes(reports / "external" / "index.html",
                        render_index([m.external_view() for m in manifests],
-                                    external=True).encode())
+                                    external=True, notices=notices).encode())
     return reports / "index.html"

@@ -44,6 +44,7 @@ from pipeline.core.records import (
 from pipeline.core.storage import atomic_write_bytes, atomic_write_json
 from pipeline.outputs.audit import write_index
 from pipeline.outputs.html import html_table, page
+from pipeline.outputs.notice import record_notice
 from pipeline.stages import DAILY, FUNNEL, STAGES
 from pipeline.transforms.consent import REASONS
 
@@ -167,6 +168,9 @@ def summary_rows(m: Manifest) -> list[tuple[str, str]]:
         ("Erasure and retention", f"{er.requests} erasure request(s) on file, "
          f"{er.partitions_rewritten} partition(s) rewritten; {len(ret.purged)} "
          "partition(s) past retention deleted"),
+        *([("Privacy notice", f"version {m.notice_version} in force (the audit index lists "
+                              "every version and what changed)")]
+          if m.notice_version is not None else []),
     ]
 
 
@@ -392,8 +396,9 @@ def render_html(m: Manifest, data_docs: str | None, *, external: bool = False) -
 
 
 def write_report(ctx: RunContext, day: date) -> DataPath:
-    manifest = build_manifest(ctx, day)
     reports = ctx.area("reports", "write")
+    notice = record_notice(reports, ctx.cfg, day)  # a new version if the contracts changed
+    manifest = build_manifest(ctx, day).model_copy(update={"notice_version": notice.version})
     out = reports / partition_name(day)
     atomic_write_json(out / "manifest.json", manifest.model_dump(mode="json"))
     docs = manifest.validation.data_docs_index if manifest.validation else None
