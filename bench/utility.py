@@ -40,6 +40,11 @@ demo day through every stage; share of released values flagged `_unreliable`.
 
 Targets (issue 13): MovieLens at ε = 1 keeps ≥ 60% of the exact-cohort lift, ε = 3 ≥ 85%;
 synthetic ≥ 90%; demo ≤ 30% of values flagged unreliable.
+
+What privacy costs each group (issue 27): at ε = 1, the share of the exact-cohort lift kept per
+value of each cohort dimension (MovieLens: age band and gender; synthetic: region, age band and
+device type), by fairlearn's `MetricFrame`, and the worst group's against the overall as a
+ratio (`group_lift`; JSON `movielens_groups`, `synthetic_groups`).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 from scipy.stats import rankdata
 
@@ -181,6 +187,7 @@ class Task:
         self.truth = user_shares(test, self.users, categories)
         self.overall = self.truth.mean(axis=0)
         self.profile_details: dict[int, ProfileDetails] = {}
+        self.scores: dict[str, np.ndarray] = {}  # the baselines' score matrices, by name
         self.cohort = (pl.DataFrame({"user_pseudonym": self.users})
                        .join(cohorts, on="user_pseudonym", how="left")["cohort_id"].to_list())
 
@@ -209,9 +216,9 @@ class Task:
                   on="user_pseudonym")
             .group_by("cohort_id").agg(pl.col(self.categories).mean())
             .unpivot(index="cohort_id", variable_name="category", value_name="score"))
-        out = {"popularity": self.score(np.tile(popularity, (len(self.users), 1))),
-               "own history": self.score(history),
-               "exact cohorts": self.score(self.by_cohort(exact))}
+        self.scores = {"popularity": np.tile(popularity, (len(self.users), 1)),
+                       "own history": history, "exact cohorts": self.by_cohort(exact)}
+        out = {name: self.score(m) for name, m in self.scores.items()}
         for k in (1, PROFILE_K):
             scores, self.profile_details[k] = self.profile_scores(k, popularity)
             out["profile, exact" if k == 1 else f"profile, k = {k}"] = self.score(scores)
@@ -280,6 +287,72 @@ def summarize(base: dict[str, dict[str, float]], runs: dict[str, list[dict[str, 
                       "lift_lo": float(np.percentile(kept, 2.5)),
                       "lift_hi": float(np.percentile(kept, 97.5))}
     return rows
+
+
+MIN_GROUP_LIFT = 0.02  # a group whose exact cohorts beat popularity by less has no lift to keep
+MIN_GROUP_USERS = 20  # fewer scored users: the group's AUC is too noisy to call it the worst
+
+
+def group_lift(task: Task, cfg: FeaturesConfig, draws: int, dimensions: dict[str, int]
+               ) -> dict[str, object]:
+    """What privacy costs each group of users: per value of each cohort dimension
+    (`dimensions`: name -> its position in the cohort id), the share of the exact-cohort lift
+    the DP release (shrunk) keeps, as audience AUC over that group's users (its cohorts differ
+    in the other dimensions: within one cohort every user gets the same score), computed with
+    fairlearn's `MetricFrame` over `draws` releases; and the worst group (with a lift to keep,
+    `MIN_GROUP_LIFT`, and `MIN_GROUP_USERS` scored users) against the overall as a ratio.
+    `task.baselines()` must have run."""
+    from fairlearn.metrics import MetricFrame
+
+    rows = np.arange(len(task.users))
+    groups = pd.DataFrame({name: [str(c).split("|")[pos] for c in task.cohort]
+                           for name, pos in dimensions.items()})
+
+    def frames(scores: np.ndarray) -> tuple[pd.Series, float]:
+        """AUC per `dimension=value` group, and overall."""
+        def auc(y_true: np.ndarray, _y_pred: np.ndarray) -> float:
+            return audience_auc(scores[y_true], task.truth[y_true], task.overall)
+        parts, overall = [], 0.0
+        for name in dimensions:
+            f = MetricFrame(metrics=auc, y_true=rows, y_pred=rows,
+                            sensitive_features=groups[name])
+            parts.append(f.by_group.rename(lambda v, n=name: f"{n}={v}"))
+            overall = float(f.overall)
+        return pd.concat(parts), overall
+
+    (pop, pop_all), (exact, exact_all) = (frames(task.scores[n])
+                                          for n in ("popularity", "exact cohorts"))
+    dp_by, dp_all = [], []
+    for _ in range(draws):
+        rel, _stats = release_features(task.train, cfg, age_bands=age_band_labels(AGE_EDGES),
+                                       user_col="user_pseudonym", release_date=DAY)
+        by, overall = frames(task.by_cohort(category_scores(rel.table, task.categories)))
+        dp_by.append(by)
+        dp_all.append(overall)
+    dp = pd.concat(dp_by, axis=1).mean(axis=1)
+    lift = exact - pop
+    kept = ((dp - pop) / lift).where(lift >= MIN_GROUP_LIFT)
+    overall_kept = (float(np.mean(dp_all)) - pop_all) / (exact_all - pop_all)
+    sizes = {f"{n}={v}": int(c) for n in dimensions
+             for v, c in groups[n].value_counts().items()}
+    worst = kept[[g for g in kept.index if sizes[g] >= MIN_GROUP_USERS]].dropna()
+    return {"overall_lift_kept": round(overall_kept, 3),
+            "groups": {g: {"users": sizes[g], "exact_lift": round(float(lift[g]), 4),
+                           "lift_kept": None if pd.isna(kept[g]) else round(float(kept[g]), 3)}
+                       for g in sorted(lift.index)},
+            "worst_group": str(worst.idxmin()) if len(worst) else None,
+            "worst_group_lift_ratio": round(float(worst.min()) / overall_kept, 3)
+            if len(worst) and overall_kept > 0 else None}
+
+
+def print_group_lift(title: str, g: dict) -> None:
+    print(f"\n{title}: share of the exact-cohort lift kept per group (fairlearn MetricFrame)")
+    print(f"  {'group':<28}{'users':>7}{'exact lift':>12}{'lift kept':>11}")
+    for name, r in g["groups"].items():
+        kept = "(no lift)" if r["lift_kept"] is None else f"{r['lift_kept']:+.2f}"
+        print(f"  {name:<28}{r['users']:>7}{r['exact_lift']:>+12.3f}{kept:>11}")
+    print(f"  overall: {g['overall_lift_kept']:+.2f}; worst group {g['worst_group']}: "
+          f"{g['worst_group_lift_ratio']} of the overall")
 
 
 def print_profile(title: str, task: Task) -> None:
@@ -373,7 +446,8 @@ def adult_rows(eps: float, draws: int) -> dict[str, dict[str, float]]:
     return rows
 
 
-def synthetic(users: int, eps: float, draws: int) -> dict[str, dict[str, float]]:
+def synthetic(users: int, eps: float, draws: int
+              ) -> tuple[dict[str, dict[str, float]], Task, FeaturesConfig]:
     """The generator's default cohort signal: day 1 released, day 2 scored."""
     from pipeline.demo.generate import CATEGORIES, generate
 
@@ -399,7 +473,7 @@ def synthetic(users: int, eps: float, draws: int) -> dict[str, dict[str, float]]
                           epsilon=eps, regions=sorted(events["region"].unique().to_list()))
     base = task.baselines()
     print_profile(f"Synthetic, {users:,} users", task)
-    return summarize(base, dp_runs(task, cfg, draws))
+    return summarize(base, dp_runs(task, cfg, draws)), task, cfg
 
 
 def demo_unreliable(users: int = 4000) -> dict[str, float]:
@@ -451,6 +525,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"({len(task.users)} users scored, {args.draws} draws)", rows)
             ml[f"{eps:g}"] = round(rows["DP release (shrunk)"]["lift_kept"], 3)
         result["movielens"] = ml
+        groups = group_lift(task, features_config(categories, ["F", "M"], epsilon=1.0),
+                            args.draws, {"age_band": 1, "gender": 2})
+        print_group_lift("MovieLens 100k, ε = 1", groups)
+        result["movielens_groups"] = groups
         adult: dict[str, float] = {}
         for eps in args.epsilons:
             rows = adult_rows(eps, args.draws)
@@ -460,10 +538,14 @@ def main(argv: list[str] | None = None) -> int:
     except DataMissing as exc:
         print(f"skipped MovieLens and Adult: {exc}", file=sys.stderr)
         result["movielens"] = result["adult"] = None
-    rows = synthetic(args.synthetic_users, 1.0, max(args.draws // 4, 3))
+    rows, task, cfg = synthetic(args.synthetic_users, 1.0, max(args.draws // 4, 3))
     print_table(f"Synthetic, {args.synthetic_users:,} users, default cohort signal, ε = 1",
                 rows)
     result["synthetic"] = {"1": round(rows["DP release (shrunk)"]["lift_kept"], 3)}
+    groups = group_lift(task, cfg, max(args.draws // 4, 3),
+                        {"region": 0, "age_band": 1, "device_type": 2})
+    print_group_lift("Synthetic, ε = 1", groups)
+    result["synthetic_groups"] = groups
     if not args.skip_demo:
         demo = demo_unreliable()
         print(f"\nDemo day (4,000 users, every stage): {demo['all_values']:.1%} of released "

@@ -19,7 +19,7 @@ from datetime import date as Date
 from datetime import timedelta
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.context import parse_day
 from pipeline.core.errors import (
@@ -83,6 +83,19 @@ def _positive(text: str) -> int:
     return n
 
 
+def _drift(text: str) -> Any:
+    """argparse `type=` for `generate --drift CITY:CATEGORY:SHARE@DATE`."""
+    from pipeline.demo.generate import Drift
+
+    try:
+        what, day = text.rsplit("@", 1)
+        city, category, share = what.split(":")
+        return Drift(city, category, float(share), parse_day(day))
+    except (ValueError, ConfigError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected CITY:CATEGORY:SHARE@DATE ({exc})") from None
+
+
 def _run_day(text: str) -> Date:
     """A date to run: over already (a typo like 2099 is a usage error, refused before any
     config is read or anything deleted)."""
@@ -111,7 +124,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     root = data_path(args.out) if args.out else load_config(args.config).paths.root
     signal = {} if args.cohort_signal is None else {"cohort_signal": args.cohort_signal}
     out = generate(root, start=args.start, days=args.days, users=args.users, seed=args.seed,
-                   **signal)
+                   drift=args.drift, **signal)
     print(f"wrote {out.events} raw event lines ({out.malformed} malformed on purpose) in "
           f"{len(out.event_files)} daily file(s) under {root / 'raw' / 'events'}")
     print(f"wrote consent records to {out.consent_file}")
@@ -311,7 +324,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     day's events have none)."""
     first = args.date
     args.out, args.start, args.seed, args.key_id = None, first, 7, "dev-local-1"
-    args.cohort_signal = None
+    args.cohort_signal, args.drift = None, None
     cmd_generate(args)
     cmd_init_key(args)
     args.accept_low_volume = False
@@ -432,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cohort-signal", type=float,
                    help="how strongly users' category mix follows their cohort; 0 = none "
                         "(default: about as strongly as MovieLens' age band x gender)")
+    g.add_argument("--drift", type=_drift, metavar="CITY:CATEGORY:SHARE@DATE",
+                   help="inject a known shift: from DATE on, CATEGORY's share of the events "
+                        "of users in CITY rises by SHARE (e.g. 'Chicago:sports:0.1@2026-11-03')")
     g.set_defaults(func=cmd_generate)
 
     k = sub.add_parser("init-key", help="create a local development key file (mode 0600)")

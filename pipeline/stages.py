@@ -85,7 +85,7 @@ class Kind(Enum):
 # record kind of `pipeline.core.records`, one per stage's row counts and details, and the
 # engine's `outcomes` of every stage (which only the engine writes).
 RECORDS = ("input", "erasure", "retention", "guardrails", "validation", "ledger", "publish",
-           "rekey", "outcomes", "ingest", "consent", "detect_pii", "pseudonymize",
+           "monitor", "rekey", "outcomes", "ingest", "consent", "detect_pii", "pseudonymize",
            "generalize", "minimize", "features")
 STAGING_NAMES = tuple(z.name for z in STAGING)
 
@@ -206,6 +206,11 @@ _STAGES = (
           records_read=(*_GATE, "ledger", "publish"), records_written=("publish",),
           gated=True, serial=True, announces=True,
           does="apply and materialize the features in Feast"),
+    Stage("monitor", "monitor", Kind.TASK, reads=("features", "published"), writes=(),
+          records_read=_GATE, records_written=("monitor",),
+          history=("features", "published"), gated=True,
+          does="drift of the DP release against the one before (tested against both "
+               "releases' noise) and of the published columns against the day before"),
     Stage("report", "report", Kind.TASK, reads=(), writes=("reports",),
           records_read=tuple(r for r in RECORDS if r not in ("input", "rekey")),
           history=("reports",), keyed=True, always=True, serial=True,

@@ -117,11 +117,12 @@ def readable_text(paths: list[Path]) -> list[str]:
 
 
 def generated_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, users: int, seed: int,
-                  days: int = 1, start: str = "2026-11-01", **overrides: object
-                  ) -> tuple[Path, Path]:
+                  days: int = 1, start: str = "2026-11-01", drift: object = None,
+                  **overrides: object) -> tuple[Path, Path]:
     """What a run-level test starts from: the fake key in the environment, a config under
-    `tmp_path` (with `overrides`, as for `write_config`) and `days` of generated raw events.
-    Returns (config path, data root)."""
+    `tmp_path` (with `overrides`, as for `write_config`) and `days` of generated raw events
+    (with `drift`, a `pipeline.demo.generate.Drift`, injected). Returns (config path, data
+    root)."""
     from datetime import date
 
     from pipeline.demo.generate import generate
@@ -129,7 +130,7 @@ def generated_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, users: int
     monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
     config = write_config(tmp_path, **overrides)
     generate(tmp_path / "data", start=date.fromisoformat(start), days=days, users=users,
-             seed=seed)
+             seed=seed, drift=drift)  # type: ignore[arg-type]
     return config, tmp_path / "data"
 
 

@@ -37,7 +37,8 @@ def test_when_lists_are_derived_then_they_follow_the_table_order() -> None:
     assert shared == {"raw_events", "raw_consent", "erasure_requests", "ledger",
                       "consent_log", "feature_store"}
     gated = [s.name for s in STAGES.values() if s.gated]
-    assert gated == ["features", "publish"] and names.index("validate") < names.index(gated[0])
+    assert gated == ["features", "publish", "monitor"]
+    assert names.index("validate") < names.index(gated[0])
 
 
 @pytest.mark.parametrize("argv", [["generate", "--start", "2026-13-01"],

@@ -380,6 +380,23 @@ class GuardrailsConfig(Model):
     accept_low_volume_dates: list[datetime.date] = []
 
 
+class MonitorConfig(Model):
+    """Drift monitoring of what is published (`pipeline.monitor`), post-processing only: each
+    DP release against the one before, tested against both releases' noise, and each
+    categorical column of the published rows against the previous published day."""
+
+    enabled: bool = True
+    # chance that a comparison with no drift anywhere raises an alarm (Benjamini-Hochberg
+    # over every cohort, slice and feature test of the comparison)
+    alpha: Annotated[float, Field(gt=0, le=0.2)] = 0.01
+    max_js_distance: Annotated[float, Field(gt=0, le=1)] = 0.1  # a published column's shift
+    max_psi: Annotated[float, Field(gt=0)] = 0.2  # population stability index: > 0.2 is large
+    max_categories: Annotated[int, Field(ge=2)] = 200  # more distinct values: not compared
+    # earlier releases whose day-to-day differences are pooled with the day's own to
+    # estimate how much cohorts vary without drift (0: the day's comparison alone)
+    history_releases: Annotated[int, Field(ge=0, le=60)] = 7
+
+
 class RedisStore(Model):
     type: Literal["redis"]
     connection_string: str = "127.0.0.1:6379"
@@ -454,6 +471,7 @@ class PipelineConfig(Model):
     ingest: IngestConfig = IngestConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
     scale: ScaleConfig = ScaleConfig()
+    monitor: MonitorConfig = MonitorConfig()
     source_path: Path = Path(".")
 
     def zone(self, name: str) -> Zone:

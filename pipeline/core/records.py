@@ -38,6 +38,7 @@ from pipeline.core.fs import DataPath
 from pipeline.core.layout import partition_name
 from pipeline.core.storage import atomic_write_json
 from pipeline.ledger.budget import PrivacyBudget, release_budget
+from pipeline.monitor.model import ColumnDrift, Disparity, FeatureDrift
 
 Count = int | str  # a count, or "<10" once coarsened for the external view
 R = TypeVar("R", bound="Record")
@@ -140,6 +141,24 @@ class ValidationRecord(Record):
     @property
     def passed(self) -> int:
         return sum(c.success for c in self.checks)
+
+
+class MonitorRecord(Record):
+    """Drift of what the run published (`pipeline.monitor`): the DP release against the one
+    before it, the published columns against the previous published day, or why not."""
+
+    file: ClassVar[str] = "monitor.json"
+    features: FeatureDrift | None = None
+    features_note: str = ""  # why the release was not compared
+    disparity: Disparity | None = None  # what DP costs each group in the day's release
+    columns: list[ColumnDrift] = []
+    columns_against: str | None = None  # the previous published day
+    columns_note: str = ""
+
+    @property
+    def drifted(self) -> bool:
+        return (self.features is not None and self.features.drifted) or any(
+            c.drifted for c in self.columns)
 
 
 class LedgerRecord(Record):
@@ -363,6 +382,7 @@ class Manifest(BaseModel):
     published: bool
     feature_store: PublishRecord | None
     notice_version: int | None = None  # the purpose's privacy notice in force (`notice`)
+    monitoring: MonitorRecord | None = None  # drift of what was published
     totals: Totals | None = None  # set in the external view, whose funnel counts are coarse
 
     def run_totals(self) -> Totals:
@@ -420,6 +440,8 @@ class Manifest(BaseModel):
                                     for p in ext.retention.purged]
         if ext.differential_privacy:
             ext.differential_privacy.ledger = None
+        if ext.monitoring:  # the release's drift (public values), not the published columns'
+            ext.monitoring = ext.monitoring.model_copy(update={"columns": []})
         ext.feature_store = None
         ext.run_id = None
         ext.outcomes = {n: o.model_copy(update={"message": None, "run_id": ""})

@@ -4,6 +4,9 @@ This is the only module that writes raw personal data (made up, but shaped like 
 profiles with names, e-mails, phones, home cities with jittered GPS, IP addresses and devices;
 free text in which PII turns up at realistic rates; a consent table; and a small share of
 malformed lines so that quarantine has work to do. The same seed gives the same files.
+
+A `Drift` injects a known change (a category's share of one city's events raised from a given
+day), so that drift monitoring can be shown to fire on a real shift and stay quiet otherwise.
 """
 
 from __future__ import annotations
@@ -83,6 +86,36 @@ class Profile:
     model: str
     preference: tuple[float, ...]  # weights over CATEGORIES
     activity: float
+
+
+@dataclass(frozen=True)
+class Drift:
+    """From `start` on, `category`'s share of the events of users living in `city` rises by
+    `share` (0.1: ten points) for each of them, the other categories giving way in proportion:
+    the event's category is replaced with probability share / (1 - the user's own share)."""
+
+    city: str
+    category: str
+    share: float
+    start: date
+
+    def __post_init__(self) -> None:
+        if self.city not in {c[0] for c in CITIES}:
+            raise ValueError(f"drift: unknown city {self.city!r}; one of "
+                             f"{', '.join(c[0] for c in CITIES)}")
+        if self.category not in CATEGORIES:
+            raise ValueError(f"drift: unknown category {self.category!r}; one of "
+                             f"{', '.join(CATEGORIES)}")
+        if not 0 < self.share < 1:
+            raise ValueError("drift: share must be between 0 and 1")
+
+    def applies(self, p: Profile, day: date) -> bool:
+        return day >= self.start and p.city == self.city
+
+    def category_for(self, p: Profile, drawn: str, rng: random.Random) -> str:
+        own = p.preference[CATEGORIES.index(self.category)] / sum(p.preference)
+        moved = min(1.0, self.share / max(1e-9, 1 - own))
+        return self.category if rng.random() < moved else drawn
 
 
 def _weighted(rng: random.Random, items: list, weight_index: int = -1):
@@ -167,9 +200,12 @@ def _search_text(p: Profile, category: str, rng: random.Random, fake: Faker) -> 
     return term
 
 
-def _event(p: Profile, day: date, rng: random.Random, fake: Faker) -> dict:
+def _event(p: Profile, day: date, rng: random.Random, fake: Faker,
+           drift: tuple[Drift, random.Random] | None = None) -> dict:
     etype = _weighted(rng, EVENT_TYPES)[0]
     category = rng.choices(CATEGORIES, weights=p.preference)[0]
+    if drift is not None and drift[0].applies(p, day):  # its own stream: other draws unchanged
+        category = drift[0].category_for(p, category, drift[1])
     ts = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
         seconds=rng.randrange(86_400))
     event = {
@@ -245,15 +281,17 @@ USERS_PER_BATCH = 20_000  # users whose events are made (and held) at once
 
 def generate(out_root: DataPath, *, start: date, days: int = 1, users: int = 1000,
              seed: int = 7, malformed_share: float = 0.01,
-             duplicate_share: float = 0.005, cohort_signal: float = COHORT_SIGNAL
-             ) -> GeneratedData:
+             duplicate_share: float = 0.005, cohort_signal: float = COHORT_SIGNAL,
+             drift: Drift | None = None) -> GeneratedData:
     """Write `raw/events/date=D/events.jsonl` for each day and `raw/consent/consent.jsonl`.
 
     Each user's category mix follows their cohort with strength `cohort_signal` (see
     `COHORT_SIGNAL`), so cohort features can carry signal and a test can tell it from noise.
     Users are made `USERS_PER_BATCH` at a time and their lines appended (shuffled within the
-    batch), so memory stays flat however many users a day has."""
+    batch), so memory stays flat however many users a day has. `drift` injects a known shift
+    (the rest of the data is as it would be without it)."""
     rng = random.Random(seed)
+    drifting = None if drift is None else (drift, random.Random(f"drift-{seed}"))
     fake = Faker("en_US")
     fake.seed_instance(seed)
     day_list = [start + timedelta(days=d) for d in range(days)]
@@ -269,7 +307,7 @@ def generate(out_root: DataPath, *, start: date, days: int = 1, users: int = 100
                                  cohort_signal)
             for day, out in zip(day_list, outs, strict=True):
                 lines, bad = _day_lines(profiles, day, rng, fake, malformed_share,
-                                        duplicate_share)
+                                        duplicate_share, drifting)
                 out.write(("\n".join(lines) + "\n").encode())
                 total, malformed = total + len(lines), malformed + bad
             consent = _consent(profiles, start, days, rng)
@@ -280,13 +318,14 @@ def generate(out_root: DataPath, *, start: date, days: int = 1, users: int = 100
 
 
 def _day_lines(profiles: list[Profile], day: date, rng: random.Random, fake: Faker,
-               malformed_share: float, duplicate_share: float) -> tuple[list[str], int]:
+               malformed_share: float, duplicate_share: float,
+               drift: tuple[Drift, random.Random] | None = None) -> tuple[list[str], int]:
     """The JSON lines of these users' events on `day`, shuffled, and how many are malformed."""
     lines, malformed = [], 0
     for p in profiles:
         n = int(rng.expovariate(1 / p.activity)) + (1 if rng.random() < 0.7 else 0)
         for _ in range(n):
-            event = _event(p, day, rng, fake)
+            event = _event(p, day, rng, fake, drift)
             roll = rng.random()
             if roll < malformed_share:
                 lines.append(_corrupt(event, rng))

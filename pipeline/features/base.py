@@ -37,6 +37,9 @@ MAX_ROWS_BOUND = 1_000_000_000  # public bound on table length, for OpenDP's ove
 # Column order in a release and in Feast: counts, then averages, then shares.
 COUNT, AVERAGE, SHARE = 0, 1, 2
 Accuracy = Callable[[float, float], float]  # OpenDP's (scale, alpha) -> error bound
+# How a value moves from day to day without any drift, as its cohort's users n grow: a count's
+# variance as n, a mean's as 1/n, a share's or a rate's as q(1 - q)/n (`pipeline.monitor`)
+Variation = Literal["count", "mean", "share"]
 
 
 class FeatureShare(Model):
@@ -128,6 +131,8 @@ class DPFeature(ABC):
     group: ClassVar[int]  # COUNT, AVERAGE or SHARE: where its columns go
     required: ClassVar[bool] = False  # every release must have it
     summary: ClassVar[str]  # one line for Feast and the README
+    # how its values vary from day to day without drift (see `Variation`); by group if unset
+    variation: ClassVar[Variation | None] = None
 
     def per_user(self, spec: Any, grid: Grid) -> list[pl.Expr]:
         """Aggregations over one (user, cohort)'s events, each clipped to public bounds."""
@@ -169,6 +174,11 @@ class DPFeature(ABC):
     def your_bound(self, spec: Any, grid: Grid) -> str:
         """What one person's data can move this feature by, for the person to read (a
         subject-access page): "you count once", "your value is clipped to 0-3600"."""
+
+    def varies_as(self) -> Variation:
+        """How its values vary from day to day without drift (drift monitoring's model)."""
+        return self.variation or ("count" if self.group == COUNT else
+                                  "share" if self.group == SHARE else "mean")
 
     def error_columns(self, spec: Any, grid: Grid) -> list[str]:
         """The released 95% bounds of its values (the realized side of `expected_error`)."""

@@ -14,6 +14,7 @@ class PurchaseRate(UserMeanFeature):
     name = "purchase_rate"
     label = "purchase_rate"
     summary = "share of the cohort's users with a purchase"
+    variation = "share"
 
     def user_value(self, spec: Any, grid: Grid) -> pl.Expr:
         return pl.col("event_type").eq("purchase").any().cast(pl.Int64)

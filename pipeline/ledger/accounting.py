@@ -16,7 +16,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from pipeline.core.errors import ConfigError
 from pipeline.ledger.budget import (
@@ -43,6 +43,7 @@ class Mechanism(ABC):
     """How a release's noise is drawn, and the budget type it is calibrated in."""
 
     label: ClassVar[str]  # in the release's mechanism string
+    noise: ClassVar[Literal["laplace", "gaussian"]]  # the distribution drawn
     budget_type: ClassVar[type[PrivacyBudget]]
 
     def budget(self, value: float) -> PrivacyBudget:
@@ -79,6 +80,7 @@ class Mechanism(ABC):
 
 class Laplace(Mechanism):
     label = "Laplace, pure DP"
+    noise = "laplace"
     budget_type = PureDP
 
     def scale(self, part: PrivacyBudget, *, per_user: int, bound: float) -> float:
@@ -103,6 +105,7 @@ class Laplace(Mechanism):
 
 class Gaussian(Mechanism):
     label = "Gaussian, ρ-zCDP"
+    noise = "gaussian"
     budget_type = RhoZCDP
 
     def scale(self, part: PrivacyBudget, *, per_user: int, bound: float) -> float:

@@ -32,6 +32,7 @@ from pipeline.core.records import (
     KAnonymitySummary,
     LedgerRecord,
     Manifest,
+    MonitorRecord,
     PiiSummary,
     PublishRecord,
     R,
@@ -128,7 +129,7 @@ def build_manifest(ctx: RunContext, day: date) -> Manifest:
         feature_errors=stats["features"].details_of(FeaturesDetails).errors
         if "features" in stats and "features" in ran else None,
         published=all(n in ran for n in DAILY if not STAGES[n].always),
-        feature_store=publish)
+        feature_store=publish, monitoring=record(MonitorRecord, "monitor"))
 
 
 def _this_run(outcomes: dict[str, StageOutcome], run_id: str) -> dict[str, StageOutcome]:
@@ -365,6 +366,71 @@ def _feature_errors(m: Manifest) -> str:
                              "Median 95% error bound of the release"))
 
 
+def _drift(m: Manifest) -> str:
+    """The release against the one before (tested against both releases' noise) and the
+    published columns against the day before."""
+    mon = m.monitoring
+    if mon is None:
+        return "<p>Not monitored: the day was not published.</p>"
+    out = []
+    fd = mon.features
+    if fd is None:
+        out.append(f"<p>DP release: {escape(mon.features_note)}.</p>")
+    else:
+        verdict = (f"{fd.significant} test(s) found drift" if fd.drifted
+                   else "no drift beyond what noise and day-to-day variation give")
+        out.append(
+            f"<p>DP release of {escape(fd.release_date)} against {escape(fd.previous_date)}: "
+            f"{fd.tests:,} tests over {fd.cohorts_compared:,} cohorts (each cohort, each "
+            f"region, age band and device type, each feature), false alarms held at "
+            f"{fd.alpha:g} per comparison: <strong>{escape(verdict)}</strong>. "
+            f"{fd.cohorts_appeared} cohort(s) appeared, {fd.cohorts_disappeared} "
+            "disappeared.</p>")
+        if fd.findings:
+            out.append(html_table(
+                [(f.value, f.where, "" if f.before is None else f"{f.before:.4g}",
+                  "" if f.now is None else f"{f.now:.4g}", f"{f.z:+.2f}", f"{f.p_value:.2g}")
+                 for f in fd.findings],
+                ("Feature", "Where", "Before", "Now", "z (calibrated)", "p-value")))
+        out.append(html_table(
+            [(v.value, f"{v.cohorts:,}", f"{v.variation_share:.0%}", f"{v.max_abs_z:.2f}",
+              f"{v.p_value:.2g}") for v in fd.values],
+            ("Feature", "Cohorts compared", "Day-to-day variation beyond noise",
+             "Largest |z|", "p-value (all cohorts)")))
+    if mon.columns:
+        out.append(f"<p>Published columns against {escape(mon.columns_against or '')} "
+                   "(Jensen-Shannon distance and population stability index):</p>")
+        out.append(html_table(
+            [(c.column, f"{c.categories:,}", f"{c.jensen_shannon:.3f}", f"{c.psi:.3f}",
+              "DRIFT" if c.drifted else "stable") for c in mon.columns],
+            ("Column", "Values", "Jensen-Shannon", "PSI", "Result")))
+    elif mon.columns_note:
+        out.append(f"<p>Published columns: {escape(mon.columns_note)}.</p>")
+    return "\n".join(out)
+
+
+def _disparity(m: Manifest) -> str:
+    """Per region, age band and device type: how much worse the release's values are."""
+    d = m.monitoring.disparity if m.monitoring else None
+    if d is None:
+        return "<p>No release on this date.</p>"
+    head = (f"<p>Worst group against the whole release: {escape(d.worst_unreliable_group)} "
+            f"has {_ratio(d.worst_unreliable_ratio)} the share of values flagged unreliable; "
+            f"{escape(d.worst_error_group)} {_ratio(d.worst_error_ratio)} the median relative "
+            "error. Small groups pay more for the same privacy: the same noise is larger "
+            "relative to their values.</p>")
+    rows = [(g.dimension, g.group, f"{g.cohorts:,}", f"{g.users:,}",
+             f"{g.unreliable_share:.0%}",
+             "" if g.median_relative_error is None else f"{g.median_relative_error:.2f}")
+            for g in d.groups]
+    return head + html_table(rows, ("Dimension", "Group", "Cohorts", "Users (released)",
+                                    "Values unreliable", "Median relative 95% error"))
+
+
+def _ratio(r: float | None) -> str:
+    return "n/a" if r is None else f"{r:.2f}×"
+
+
 def _validation(m: Manifest, data_docs: str | None) -> str:
     checks = [(c.expectation, c.column or "(table)", "pass" if c.success else "FAIL",
                c.observed if c.observed is not None else "",
@@ -389,6 +455,8 @@ def render_html(m: Manifest, data_docs: str | None, *, external: bool = False) -
         ("Differential privacy", f"<p>{escape(dp_summary(m.differential_privacy))}</p>"
                                  + _feature_errors(m)),
         ("Validation", _validation(m, data_docs)),
+        ("Drift", _drift(m)),
+        ("What privacy costs each group", _disparity(m)),
     ]
     body = "\n".join([_header(m, external),
                       *(f"<h2>{escape(title)}</h2>\n{html}" for title, html in sections)])

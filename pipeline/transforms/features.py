@@ -53,6 +53,7 @@ from pipeline.features.base import (
     Column,
     Noise,
     Statistic,
+    Variation,
 )
 from pipeline.features.category_votes import vote_rows as _vote_rows
 from pipeline.ledger.budget import PrivacyBudget, RhoZCDP, ledger_epsilon
@@ -123,6 +124,11 @@ class Release:
     def values(self) -> list[str]:
         """The columns holding feature values (no noise scales, bounds or flags)."""
         return [v for f, spec, _ in self.ordered() for v in f.values(spec, self.grid)]
+
+    def variation(self) -> dict[str, Variation]:
+        """Each value column and how it varies from day to day without drift."""
+        return {v: f.varies_as() for f, spec, _ in self.ordered()
+                for v in f.values(spec, self.grid)}
 
     def to_serve(self) -> list[str]:
         """The value to serve of each feature: its shrunk estimate where it has one (rates,

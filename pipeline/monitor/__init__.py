@@ -1,0 +1,1 @@
+"""Watching what is published: drift between releases and of the published rows."""
