@@ -23,33 +23,33 @@ def monitor(ctx: RunContext, day: date) -> str:
     return str(records.save(record))
 
 
-def _dates(ctx: RunContext, zone: str) -> list[date]:
-    """The zone's dates that hold a partition (a folder emptied by erasure setting a corrupt
-    file aside holds none)."""
+def _held_before(ctx: RunContext, zone: str, day: date, n: int) -> list[date]:
+    """Up to `n` latest dates before `day` that hold a partition (a folder emptied by erasure
+    setting a corrupt file aside holds none), oldest first. Walks back from `day` and stops
+    once it has them, so a zone's long history is not listed date by date every run."""
     z, storage = ctx.zone(zone, "read"), ctx.storage
-    return [d for d in storage.dates(z) if storage.exists(z, d)]
-
-
-def _before(dates: list[date], day: date) -> date | None:
-    earlier = [d for d in dates if d < day]
-    return max(earlier) if earlier else None
+    found: list[date] = []
+    for d in sorted((d for d in storage.dates(z) if d < day), reverse=True):
+        if len(found) == n:
+            break
+        if storage.exists(z, d):
+            found.append(d)
+    return found[::-1]
 
 
 def _release_drift(ctx: RunContext, day: date) -> MonitorRecord:
     zone, storage = ctx.zone("features", "read"), ctx.storage
-    dates = _dates(ctx, "features")
-    if day not in dates:
+    if not storage.exists(zone, day):
         return MonitorRecord(features_note=f"no release on {day}")
     fcfg, now = ctx.cfg.features, storage.read(zone, day)
     release = Release.of(fcfg)
     disparity = release_disparity(now, release.values())
-    previous = _before(dates, day)
-    if previous is None:
+    # the previous release, and up to `history_releases` before it
+    dates = _held_before(ctx, "features", day, ctx.cfg.monitor.history_releases + 1)
+    if not dates:
         return MonitorRecord(features_note="the first release: nothing to compare it with",
                              disparity=disparity)
-    earlier = [d for d in dates if d < previous][-ctx.cfg.monitor.history_releases:] \
-        if ctx.cfg.monitor.history_releases else []
-    chain = [storage.read(zone, d) for d in (*earlier, previous)]  # oldest first
+    chain = [storage.read(zone, d) for d in dates]  # oldest first
     drift = feature_drift(chain[-1], now, release.variation(), kind=fcfg.mechanism.noise,
                           alpha=ctx.cfg.monitor.alpha,
                           history=list(zip(chain[:-1], chain[1:], strict=True)))
@@ -58,11 +58,12 @@ def _release_drift(ctx: RunContext, day: date) -> MonitorRecord:
 
 def _column_drift(ctx: RunContext, day: date) -> dict[str, object]:
     zone, storage, cfg = ctx.zone("published", "read"), ctx.storage, ctx.cfg.monitor
-    dates = _dates(ctx, "published")
-    previous = _before(dates, day) if day in dates else None
-    if previous is None:
-        return {"columns_note": "no earlier published day to compare with"
-                if day in dates else f"nothing published on {day}"}
+    if not storage.exists(zone, day):
+        return {"columns_note": f"nothing published on {day}"}
+    held = _held_before(ctx, "published", day, 1)
+    if not held:
+        return {"columns_note": "no earlier published day to compare with"}
+    previous = held[0]
     before, now = (category_counts(Shards(storage, zone, d), max_categories=cfg.max_categories)
                    for d in (previous, day))
     return {"columns": column_drift(before, now, max_js=cfg.max_js_distance,
