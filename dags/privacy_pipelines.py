@@ -4,7 +4,8 @@
   `_SUCCESS` marker, runs one task per daily row of `pipeline.stages.STAGES`, in order, then
   `gate`, which fails the run unless every stage succeeded. `report` runs whatever happened
   before it (`all_done`), so a failed day is still reported; the gate (also `all_done`) is the
-  run's state and tells the notifiers.
+  run's state and tells the notifiers. A stage whose record may hold soft guardrail alerts
+  (`monitor`) sends them to the same notifiers when it succeeds; the run stays green.
 - `privacy_maintenance_daily`: erasure and retention for every purpose. They rewrite every
   date's partitions, so they hold the data root's lock alone (`pipeline.core.locks`) while the
   daily stages hold it shared.
@@ -22,6 +23,7 @@ from airflow.sdk import dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from pipeline.orchestration.airflow_tasks import (
+    AlertNotifier,
     DayInputSensor,
     emit_publish_event,
     gate_task,
@@ -54,6 +56,8 @@ def _stage(name: str, purpose: str, config: str, d: Deployment, **extra):  # noq
         extra["max_active_tis_per_dag"] = 1
     if stage.announces:
         extra["outlets"] = [published_alias(purpose)]
+    if stage.alerts:
+        extra["on_success_callback"] = [AlertNotifier(config, d)]
 
     @task(task_id=extra.pop("task_id", name), doc=stage.does,
           trigger_rule="all_done" if stage.always else "all_success", **extra)

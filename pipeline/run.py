@@ -31,7 +31,7 @@ from pipeline.core.errors import (
 from pipeline.core.fs import DataPath
 from pipeline.core.gates import require_validated
 from pipeline.core.locks import data_root_lock, run_date_lock
-from pipeline.core.records import PublishRecord, RekeyRecord, StageOutcome
+from pipeline.core.records import MonitorRecord, PublishRecord, RekeyRecord, StageOutcome
 from pipeline.core.shardwork import ShardJob, ShardWork, first_of, run_embedded
 from pipeline.core.storage import Shards
 from pipeline.stages import DAILY, KEYED, STAGES, Kind, Stage
@@ -190,6 +190,14 @@ def publish_change(day: str | date, config_path: str | Path
         return None
     return ctx.cfg.features.feature_set, {"date": str(day), "purpose": ctx.cfg.purpose,
                                           "features_sha256": str(info.features_sha256)}
+
+
+def alerts_of(day: str | date, config_path: str | Path) -> list[str]:
+    """The soft guardrail alerts the date's monitor recorded, each as one line (guardrail,
+    subject, measured value and threshold): what the notifiers send."""
+    ctx, day = _context(day, config_path)
+    record = ctx.records(day).load(MonitorRecord)
+    return [a.describe() for a in record.alerts] if record else []
 
 
 def rekey(day: str | date, config_path: str | Path) -> RekeyRecord:

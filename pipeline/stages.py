@@ -85,8 +85,8 @@ class Kind(Enum):
 # record kind of `pipeline.core.records`, one per stage's row counts and details, and the
 # engine's `outcomes` of every stage (which only the engine writes).
 RECORDS = ("input", "erasure", "retention", "guardrails", "validation", "ledger", "publish",
-           "monitor", "rekey", "outcomes", "ingest", "consent", "detect_pii", "pseudonymize",
-           "generalize", "minimize", "features")
+           "monitor", "reidentification", "rekey", "outcomes", "ingest", "consent",
+           "detect_pii", "pseudonymize", "generalize", "minimize", "features")
 STAGING_NAMES = tuple(z.name for z in STAGING)
 
 
@@ -104,8 +104,9 @@ class Stage:
     `funnel` stages account for every row (rows in = out + dropped + quarantined) and make up
     the report's funnel; `keyed` stages write what depends on the key (tokens, pseudonyms) and
     are redone by `rekey`; `gated` stages run only once the day passed validation and its input
-    the guardrails (the engine checks, before calling them); `always` stages run whatever
-    happened before them (in the DAG, trigger rule `all_done`), so the report says why;
+    the guardrails (the engine checks, before calling them); `alerts`: the stage's record
+    may hold soft guardrail alerts, which the DAG sends to the notifiers; `always` stages run
+    whatever happened before them (in the DAG, trigger rule `all_done`), so the report says why;
     `maintenance` stages run in their own DAG, serialized against the daily runs; `announces`:
     the stage's success is what consumers are told of (the DAG's Asset event).
     """
@@ -132,6 +133,7 @@ class Stage:
     # the DAG, one run's instance at a time when a backfill runs dates side by side.
     serial: bool = False
     announces: bool = False
+    alerts: bool = False  # the stage's record may hold soft guardrail alerts to notify
 
     def may_read(self, zone: str) -> bool:
         return zone in self.reads or zone in self.writes or zone in self.history
@@ -190,8 +192,13 @@ _STAGES = (
           records_written=("minimize",), history=("published",), source="generalized",
           sink="pending", funnel=True, keyed=True,
           does="keep only the purpose's allowlisted columns, each within its domain"),
+    Stage("reidentify", "reidentify", Kind.TASK, reads=("pending", "generalized"), writes=(),
+          records_written=("reidentification",), keyed=True,
+          does="the insider join attack on the day's table before it is published, with the "
+               "staging zone as the attacker's knowledge: at most 1/k singled out"),
     Stage("validate", "validate", Kind.TASK, reads=("pending",),
-          writes=("validation", "published"), records_read=("guardrails", "outcomes"),
+          writes=("validation", "published"),
+          records_read=("guardrails", "outcomes", "reidentification"),
           records_written=("validation",), keyed=True,
           does="Great Expectations suite: the publish gate; promotes what passes"),
     Stage("features", "features", Kind.TASK,
@@ -207,10 +214,14 @@ _STAGES = (
           gated=True, serial=True, announces=True,
           does="apply and materialize the features in Feast"),
     Stage("monitor", "monitor", Kind.TASK, reads=("features", "published"), writes=(),
-          records_read=_GATE, records_written=("monitor",),
-          history=("features", "published"), gated=True,
+          records_read=(*_GATE, "generalize", "detect_pii", "ingest"),
+          records_written=("monitor",),
+          history=("features", "published", "runs/detect_pii", "runs/ingest", "runs/monitor"),
+          gated=True,
+          alerts=True,
           does="drift of the DP release against the one before (tested against both "
-               "releases' noise) and of the published columns against the day before"),
+               "releases' noise) and of the published columns against the day before; the "
+               "soft guardrails' alerts"),
     Stage("report", "report", Kind.TASK, reads=(), writes=("reports",),
           records_read=tuple(r for r in RECORDS if r not in ("input", "rekey")),
           history=("reports",), keyed=True, always=True, serial=True,

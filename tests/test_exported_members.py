@@ -7,5 +7,6 @@ def test_when_package_imported_then_public_surface_is_exactly_all() -> None:
     assert public - modules == set(pipeline.__all__)
     assert list(pipeline.STAGES) == ["check_input", "erase", "retention", "ingest", "consent",
                                      "guardrails", "detect_pii", "pseudonymize", "generalize",
-                                     "minimize", "validate", "features", "publish", "monitor",
+                                     "minimize", "reidentify", "validate", "features", "publish",
+                                     "monitor",
                                      "report"]

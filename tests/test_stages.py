@@ -27,8 +27,8 @@ def test_when_lists_are_derived_then_they_follow_the_table_order() -> None:
     assert FUNNEL == ("ingest", "consent", "detect_pii", "pseudonymize", "generalize",
                       "minimize")
     assert [names.index(s) for s in FUNNEL] == sorted(names.index(s) for s in FUNNEL)
-    assert KEYED == ("detect_pii", "pseudonymize", "generalize", "minimize", "validate",
-                     "report")
+    assert KEYED == ("detect_pii", "pseudonymize", "generalize", "minimize", "reidentify",
+                     "validate", "report")
     assert [z.path for z in STAGING] == [
         "staging/{purpose}/ingested", "staging/{purpose}/consented", "staging/{purpose}/scrubbed",
         "staging/{purpose}/pseudonymized", "staging/{purpose}/generalized", "pending/{purpose}"]

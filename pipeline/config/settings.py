@@ -380,6 +380,34 @@ class GuardrailsConfig(Model):
     accept_low_volume_dates: list[datetime.date] = []
 
 
+class ReidentificationConfig(Model):
+    """The hard guardrail before publishing (`pipeline.monitor.reidentify`): the insider join
+    attack on the day's table, which fails the gate when it singles out more than 1/k of the
+    published people (or more than `max_rate`, if stricter). Always on: it is the measured
+    form of what k-anonymity promises."""
+
+    known_events: list[Annotated[int, Field(ge=1, le=20)]] = [1, 2, 5]
+    max_rate: Annotated[float, Field(ge=0, le=1)] | None = None  # stricter than 1/k
+
+
+class AlertsConfig(Model):
+    """Soft guardrails: breached, they notify the deployment's notifiers (`notify`) with the
+    measured value and its threshold, and never block a run. (Hard ones fail the gate:
+    residual PII and the checks of the validation suite, a budget window exceeded, and
+    re-identification above 1/k.)"""
+
+    enabled: bool = True
+    drift: bool = True  # any drift the monitor finds (features or published columns)
+    max_disparity_ratio: Annotated[float, Field(gt=1)] | None = 3.0  # worst group vs overall
+    max_k_suppression_ratio: Annotated[float, Field(gt=1)] | None = 5.0  # worst group vs overall
+    min_group_rows: Annotated[int, Field(ge=1)] = 500  # smaller groups: reported, not alerted
+    # a PII type found, or a quarantine reason's share of lines, this many times its median
+    # over the last `baseline_runs` runs that had it (and at least `min_count` this run)
+    spike_factor: Annotated[float, Field(gt=1)] | None = 3.0
+    spike_min_count: Annotated[int, Field(ge=1)] = 20
+    baseline_runs: Annotated[int, Field(ge=1, le=90)] = 7
+
+
 class MonitorConfig(Model):
     """Drift monitoring of what is published (`pipeline.monitor`), post-processing only: each
     DP release against the one before, tested against both releases' noise, and each
@@ -395,6 +423,8 @@ class MonitorConfig(Model):
     # earlier releases whose day-to-day differences are pooled with the day's own to
     # estimate how much cohorts vary without drift (0: the day's comparison alone)
     history_releases: Annotated[int, Field(ge=0, le=60)] = 7
+    reidentification: ReidentificationConfig = ReidentificationConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 class RedisStore(Model):

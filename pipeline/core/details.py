@@ -119,10 +119,25 @@ class H3Tally(Details):
 
 
 class GeneralizeTally(Details):
-    """One shard's generalization: rows per level of each hierarchy, and its H3 cells."""
+    """One shard's generalization: rows per level of each hierarchy, and its H3 cells; per
+    group of each cohort dimension (as the row was before generalizing), rows in, rows kept
+    and the sum of each hierarchy's level over the kept rows (`rows`, `kept`, `level:<col>`)."""
 
     levels: Annotated[dict[str, dict[int, int]], SUM]
     h3: Annotated[H3Tally, SUM]
+    groups: Annotated[dict[str, dict[str, dict[str, int]]], SUM] = {}
+
+
+class KGroupCost(BaseModel):
+    """What k-anonymity cost one group (a region, an age band, a device type, or `all`):
+    the share of its rows suppressed, and how coarse its kept rows were published (the
+    hierarchies' mean level share: 0 as fine as configured, 1 the coarsest)."""
+
+    dimension: str
+    group: str
+    rows: int | str  # "<10" once coarsened in the external view
+    suppressed_share: float
+    generalization: float
 
 
 class InformationLoss(BaseModel):
@@ -151,6 +166,9 @@ class KAnonymitySummary(BaseModel):
     groups_suppressed: int | str | None = None
     groups_kept: int | None = None
     information_loss: dict[str, InformationLoss] | None = None
+    group_costs: list[KGroupCost] | None = None  # per region, age band, device type
+    worst_suppression_ratio: float | None = None  # worst group's suppressed share / overall
+    worst_suppression_group: str | None = None
 
     def achieved(self, ran: bool = True) -> str:
         """"k 7 (required 5), ℓ 2 (required 2)" as a reader reads it: on a table with no rows
@@ -181,6 +199,9 @@ class GeneralizeDetails(Details):
     groups_suppressed: int
     groups_kept: int
     information_loss: dict[str, InformationLoss]
+    group_costs: list[KGroupCost] = []
+    worst_suppression_ratio: float | None = None
+    worst_suppression_group: str | None = None
     h3_resolution: int
     h3_floor_resolution: int
     region_level: str

@@ -38,7 +38,7 @@ from pipeline.core.fs import DataPath
 from pipeline.core.layout import partition_name
 from pipeline.core.storage import atomic_write_json
 from pipeline.ledger.budget import PrivacyBudget, release_budget
-from pipeline.monitor.model import ColumnDrift, Disparity, FeatureDrift
+from pipeline.monitor.model import Alert, ColumnDrift, Disparity, FeatureDrift
 
 Count = int | str  # a count, or "<10" once coarsened for the external view
 R = TypeVar("R", bound="Record")
@@ -143,6 +143,41 @@ class ValidationRecord(Record):
         return sum(c.success for c in self.checks)
 
 
+class AttackRate(BaseModel):
+    """One attack of the re-identification check: people tried, and singled out rightly."""
+
+    attack: str  # pseudonym reuse | all events | m known events
+    targets: int
+    singled_out: int
+
+    @property
+    def rate(self) -> float:
+        return self.singled_out / self.targets if self.targets else 0.0
+
+
+class ReidentificationRecord(Record):
+    """The day's table, before it is published, against the insider join attack
+    (`pipeline.monitor.reidentify`): a hard guardrail, checked by the gate (`validate`)."""
+
+    file: ClassVar[str] = "reidentification.json"
+    applicable: bool
+    note: str = ""
+    k: int
+    limit: float  # 1/k, or a stricter configured rate
+    published_pseudonyms: int = 0
+    attacks: list[AttackRate] = []
+    worst_attack: str = ""
+    rate: float = 0.0
+    passed: bool
+
+    def describe(self) -> str:
+        if not self.applicable:
+            return f"re-identification: not applicable ({self.note})"
+        return (f"re-identification: {self.rate:.1%} of people singled out ({self.worst_attack})"
+                f", limit {self.limit:.1%} (1/k, k = {self.k}) "
+                + ("ok" if self.passed else "BREACHED"))
+
+
 class MonitorRecord(Record):
     """Drift of what the run published (`pipeline.monitor`): the DP release against the one
     before it, the published columns against the previous published day, or why not."""
@@ -154,6 +189,10 @@ class MonitorRecord(Record):
     columns: list[ColumnDrift] = []
     columns_against: str | None = None  # the previous published day
     columns_note: str = ""
+    # the day's published categorical columns, counted: what later days compare with
+    published_counts: dict[str, dict[str, int]] = {}
+    alerts: list[Alert] = []  # soft guardrails breached: the notifiers are told
+    alerts_note: str = ""
 
     @property
     def drifted(self) -> bool:
@@ -383,6 +422,8 @@ class Manifest(BaseModel):
     feature_store: PublishRecord | None
     notice_version: int | None = None  # the purpose's privacy notice in force (`notice`)
     monitoring: MonitorRecord | None = None  # drift of what was published
+    # the join attack on the day's table before the gate (a hard guardrail)
+    reidentification: ReidentificationRecord | None = None
     totals: Totals | None = None  # set in the external view, whose funnel counts are coarse
 
     def run_totals(self) -> Totals:
@@ -420,6 +461,8 @@ class Manifest(BaseModel):
             ka.rows_suppressed, ka.users_suppressed, ka.groups_suppressed = (
                 None if c is None else coarse(c)
                 for c in (ka.rows_suppressed, ka.users_suppressed, ka.groups_suppressed))
+            ka.group_costs = [g.model_copy(update={"rows": coarse(g.rows)})
+                              for g in ka.group_costs or []]
         if ext.validation:
             ext.validation = ValidationRecord(
                 success=ext.validation.success,
@@ -441,7 +484,12 @@ class Manifest(BaseModel):
         if ext.differential_privacy:
             ext.differential_privacy.ledger = None
         if ext.monitoring:  # the release's drift (public values), not the published columns'
-            ext.monitoring = ext.monitoring.model_copy(update={"columns": []})
+            ext.monitoring = ext.monitoring.model_copy(update={
+                "columns": [], "published_counts": {}, "alerts": [a for a in ext.monitoring.alerts
+                                          if not a.subject.startswith("published column")]})
+        if ext.reidentification:  # rates, not how many people a small day had
+            ext.reidentification = ext.reidentification.model_copy(update={
+                "published_pseudonyms": 0, "attacks": []})
         ext.feature_store = None
         ext.run_id = None
         ext.outcomes = {n: o.model_copy(update={"message": None, "run_id": ""})

@@ -258,20 +258,43 @@ def _date_of(release: pl.DataFrame) -> str:
 NULL = "(null)"
 
 
-def category_counts(shards: Iterable[pl.DataFrame], *, max_categories: int
-                    ) -> dict[str, pl.DataFrame]:
+@dataclass(frozen=True)
+class PublishedCounts:
+    """A published day's categorical columns, counted (`category_counts`): kept in the day's
+    monitor record, so later days compare with it without reading the day again."""
+
+    columns: dict[str, pl.DataFrame]  # value, n
+    rows: int
+
+    def to_dict(self) -> dict[str, dict[str, int]]:
+        return {c: dict(zip(t["value"].to_list(), t["n"].to_list(), strict=True))
+                for c, t in self.columns.items()}
+
+    @classmethod
+    def from_dict(cls, counts: dict[str, dict[str, int]]) -> PublishedCounts:
+        columns = {c: pl.DataFrame({"value": list(v), "n": list(v.values())},
+                                   schema={"value": pl.String, "n": pl.UInt32})
+                   for c, v in counts.items()}
+        return cls(columns=columns, rows=max((sum(v.values()) for v in counts.values()),
+                                             default=0))
+
+
+def category_counts(shards: Iterable[pl.DataFrame], *, max_categories: int) -> PublishedCounts:
     """Each categorical column's counts per value (nulls as a value), summed shard by shard so
     a day is never read whole. Columns with more distinct values than `max_categories` (ids,
     timestamps, free text) are left out: a distribution over them says nothing."""
     totals: dict[str, pl.DataFrame] = {}
     dropped: set[str] = set()
+    rows = 0
     for shard in shards:
+        rows += shard.height
         for col, dtype in shard.schema.items():
             if col in dropped or not (dtype == pl.String or dtype == pl.Boolean
                                       or dtype == pl.Categorical or dtype == pl.Enum):
                 continue
             counts = (shard.get_column(col).cast(pl.String).fill_null(NULL)
-                      .value_counts(name="n").rename({col: "value"}))
+                      .value_counts(name="n").rename({col: "value"})
+                      .with_columns(pl.col("n").cast(pl.UInt32)))
             merged = counts if col not in totals else (
                 pl.concat([totals[col], counts]).group_by("value").agg(pl.col("n").sum()))
             if merged.height > max_categories:
@@ -279,25 +302,66 @@ def category_counts(shards: Iterable[pl.DataFrame], *, max_categories: int
                 totals.pop(col, None)
             else:
                 totals[col] = merged
-    return totals
+    return PublishedCounts(columns=totals, rows=rows)
 
 
-def column_drift(before: dict[str, pl.DataFrame], now: dict[str, pl.DataFrame], *,
-                 max_js: float, max_psi: float) -> list[ColumnDrift]:
+def _g_test(before: pl.DataFrame, now: pl.DataFrame) -> tuple[np.ndarray, np.ndarray,
+                                                              float | None, int]:
+    """Both days' shares over the union of values, and the G statistic of their counts with
+    its degrees of freedom (None with fewer than two values seen)."""
+    both = before.join(now, on="value", how="full", coalesce=True, suffix="_now").fill_null(0)
+    n0 = both["n"].to_numpy().astype(float)
+    n1 = both["n_now"].to_numpy().astype(float)
+    seen = (n0 + n1) > 0
+    g = None
+    if seen.sum() > 1 and n0.sum() > 0 and n1.sum() > 0:
+        g = float(stats.chi2_contingency(np.vstack([n0[seen], n1[seen]]),
+                                         lambda_="log-likelihood", correction=False)[0])
+    return n0, n1, g, int(seen.sum()) - 1
+
+
+MIN_HISTORY = 2  # earlier day-to-day pairs before a published column's drift is judged
+
+
+def column_drift(before: PublishedCounts, now: PublishedCounts, *, max_js: float,
+                 max_psi: float, alpha: float = 0.01,
+                 history: Sequence[tuple[PublishedCounts, PublishedCounts]] = (),
+                 min_history: int = MIN_HISTORY) -> list[ColumnDrift]:
     """Each column in both days' `category_counts`: its shares compared (Jensen-Shannon
-    distance, base 2, and the population stability index)."""
-    out = []
-    for col in sorted(before.keys() & now.keys()):
-        both = before[col].join(now[col], on="value", how="full", coalesce=True,
-                                suffix="_now").fill_null(0)
-        p0 = both["n"].to_numpy().astype(float)
-        p1 = both["n_now"].to_numpy().astype(float)
-        if p0.sum() == 0 or p1.sum() == 0:
+    distance, base 2, and the population stability index). A column drifted when the shift
+    is both large (either measure above its threshold) and beyond what the column's own
+    day-to-day variation gives: its G-test of the two days' counts, divided by the median
+    ratio of G to its null median over the `history` pairs of earlier consecutive days
+    (genomic control, as for the DP release), Benjamini-Hochberg over the columns at `alpha`.
+
+    A fixed threshold alone alarms on every small day: its shares move by chance, and by
+    whole k-anonymous groups, published or coarsened together, which makes the counts vary
+    many times more than a simple sample's. With fewer than `min_history` earlier pairs a
+    column's variation is not known yet and it is measured, not judged."""
+    rows = []
+    for col in sorted(before.columns.keys() & now.columns.keys()):
+        n0, n1, g, dof = _g_test(before.columns[col], now.columns[col])
+        if n0.sum() == 0 or n1.sum() == 0:
             continue
-        p0, p1 = p0 / p0.sum(), p1 / p1.sum()
+        p0, p1 = n0 / n0.sum(), n1 / n1.sum()
         js = float(jensenshannon(p0, p1, base=2))
         q0, q1 = np.maximum(p0, PSI_EPS), np.maximum(p1, PSI_EPS)
         psi = float(np.sum((q1 - q0) * np.log(q1 / q0)))
-        out.append(ColumnDrift(column=col, categories=both.height, jensen_shannon=round(js, 6),
-                               psi=round(psi, 6), drifted=js > max_js or psi > max_psi))
-    return out
+        ratios = []
+        for a, b in history:
+            if col in a.columns and col in b.columns:
+                _, _, gh, dh = _g_test(a.columns[col], b.columns[col])
+                if gh is not None and dh > 0:
+                    ratios.append(gh / stats.chi2.median(dh))
+        inflation = max(1.0, float(np.median(ratios))) if len(ratios) >= min_history else None
+        p_value = (float(stats.chi2.sf(g / inflation, dof)) if g is not None and dof > 0
+                   and inflation is not None else None)
+        rows.append((col, len(p0), js, psi, p_value, inflation))
+    judged = [r for r in rows if r[4] is not None]
+    rejected = dict(zip((r[0] for r in judged), benjamini_hochberg(
+        np.array([r[4] for r in judged]), alpha), strict=True)) if judged else {}
+    return [ColumnDrift(column=col, categories=k, jensen_shannon=round(js, 6), psi=round(psi, 6),
+                        p_value=None if p is None else float(f"{p:.3g}"),
+                        inflation=None if lam is None else round(lam, 3),
+                        drifted=bool(rejected.get(col, False)) and (js > max_js or psi > max_psi))
+            for col, k, js, psi, p, lam in rows]

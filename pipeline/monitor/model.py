@@ -63,9 +63,26 @@ class ColumnDrift(_Model):
     categories: int
     jensen_shannon: float  # distance (base 2): 0 the same, 1 disjoint
     psi: float  # population stability index
+    # G-test of the two days' counts against the column's day-to-day variation (`inflation`:
+    # how many times a simple sample's, learned from earlier days); None: not judged yet
+    p_value: float | None = None
+    inflation: float | None = None
     drifted: bool
 
 
+class Alert(_Model):
+    """A soft guardrail breached (`pipeline.monitor.alerts`): what, where, the measured value
+    and its threshold. Never a value from the data."""
+
+    guardrail: Literal["drift", "disparity", "k_suppression", "pii_spike", "quarantine_spike"]
+    subject: str  # a feature and cohort label, a group, a PII type or a quarantine reason
+    measured: float
+    threshold: str
+    note: str = ""
+
+    def describe(self) -> str:
+        return (f"{self.guardrail}: {self.subject}: measured {self.measured:g}, "
+                f"threshold {self.threshold}" + (f" ({self.note})" if self.note else ""))
 
 
 class GroupCost(_Model):

@@ -146,15 +146,21 @@ class FileNotifier(BaseNotifier):
         self.path = path
 
     def notify(self, context: Any) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **_summary(context)}
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(line) + "\n")
+        _append(self.path, {"at": datetime.now(UTC).isoformat(timespec="seconds"),
+                            **_summary(context)})
+
+
+def _append(path: Path, line: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps(line) + "\n")
 
 
 SUBJECT = "[privacy pipeline] {{ dag.dag_id }}: {{ data_interval_start | ds }} failed"
 BODY = ("<p>Run <code>{{ run_id }}</code>, task <code>{{ ti.task_id }}</code>:</p>"
         "<pre>{{ exception }}</pre><p>The run report names every stage and its reason.</p>")
+ALERT_SUBJECT = ("[privacy pipeline] {{ dag.dag_id }}: {{ data_interval_start | ds }}: "
+                 "soft guardrail alert")
 
 
 def notifiers(deployment: Deployment) -> list[BaseNotifier]:
@@ -172,3 +178,42 @@ def notifiers(deployment: Deployment) -> list[BaseNotifier]:
                                     smtp_conn_id=n.smtp_conn_id, subject=SUBJECT,
                                     html_content=BODY))
     return out
+
+
+class AlertNotifier(BaseNotifier):
+    """After a stage whose record may hold soft guardrail alerts (`Stage.alerts`: the
+    monitor): each alert to every channel of the deployment's `notify` list (a WARNING log
+    line, a JSON line with `"kind": "alert"`, one e-mail listing them). The run stays green:
+    soft guardrails inform, hard ones fail the gate."""
+
+    def __init__(self, config: str, deployment: Deployment) -> None:
+        super().__init__()
+        self.config, self.deployment = config, deployment
+
+    def notify(self, context: Any) -> None:
+        from pipeline.run import alerts_of
+
+        alerts = alerts_of(run_day(context), self.config)
+        if not alerts:
+            return
+        base = {k: v for k, v in _summary(context).items() if k != "error"}
+        for n in self.deployment.notify:
+            if isinstance(n, LogNotify):
+                for a in alerts:
+                    log.warning("privacy pipeline soft guardrail: %s",
+                                json.dumps({**base, "alert": a}))
+            elif isinstance(n, FileNotify):
+                at = datetime.now(UTC).isoformat(timespec="seconds")
+                for a in alerts:
+                    _append(n.path, {"at": at, "kind": "alert", **base, "alert": a})
+            elif isinstance(n, SmtpNotify):
+                from html import escape
+
+                from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+                body = ("<p>Soft guardrails breached (the run published; nothing was "
+                        "blocked):</p><ul>" + "".join(f"<li>{escape(a)}</li>" for a in alerts)
+                        + "</ul><p>The run report's Drift and group sections say more.</p>")
+                SmtpNotifier(to=n.to, from_email=n.from_email, smtp_conn_id=n.smtp_conn_id,
+                             subject=ALERT_SUBJECT,
+                             html_content=body.replace("{", "&#123;"))(context)

@@ -1,4 +1,5 @@
-"""The audit bundle's index: every run on one page, with the privacy budget over time.
+"""The audit bundle's index: every run on one page, with the privacy budget and the
+privacy-health scorecard (`pipeline.outputs.scorecard`) over time.
 
 Two copies, as sdcMicro keeps two reports: `reports/index.html` (internal, linking each run's
 detailed report) and `reports/external/index.html` (linking the external reports, which hold no
@@ -15,6 +16,7 @@ from pipeline.core.records import Manifest
 from pipeline.core.storage import atomic_write_bytes
 from pipeline.outputs.html import html_table, page
 from pipeline.outputs.notice import NoticeVersion, notice_versions
+from pipeline.outputs.scorecard import scorecard_section
 
 _W, _H, _PAD = 720, 260, 48
 
@@ -123,6 +125,7 @@ def render_index(manifests: list[Manifest], *, external: bool,
     body = f"""<h1>Privacy pipeline audit: {escape(manifests[-1].purpose) if manifests else ""}</h1>
 <p>{escape(head)}</p><p class=view>{view}</p>
 <h2>Privacy budget over time</h2>{budget_plot(manifests)}
+<h2>Privacy health over time</h2>{scorecard_section(manifests)}
 <h2>Runs</h2>
 {html_table(rows, ("Date", "Published", "Rows in", "Rows published", "Quarantined",
                    "PII replaced", "k / ℓ", "Checks passed", "DP cost", "Window spent",

@@ -36,6 +36,7 @@ from pipeline.core.records import (
     PiiSummary,
     PublishRecord,
     R,
+    ReidentificationRecord,
     RetentionRecord,
     RowsInOut,
     StageOutcome,
@@ -129,7 +130,8 @@ def build_manifest(ctx: RunContext, day: date) -> Manifest:
         feature_errors=stats["features"].details_of(FeaturesDetails).errors
         if "features" in stats and "features" in ran else None,
         published=all(n in ran for n in DAILY if not STAGES[n].always),
-        feature_store=publish, monitoring=record(MonitorRecord, "monitor"))
+        feature_store=publish, monitoring=record(MonitorRecord, "monitor"),
+        reidentification=record(ReidentificationRecord, "reidentify"))
 
 
 def _this_run(outcomes: dict[str, StageOutcome], run_id: str) -> dict[str, StageOutcome]:
@@ -163,6 +165,8 @@ def summary_rows(m: Manifest) -> list[tuple[str, str]]:
         ("Personal data replaced in free text", f"{_count(n.pii_replaced)} values"),
         ("Input guardrails", _guardrail_summary(m.guardrails)),
         ("k-anonymity / ℓ-diversity", ka.achieved(ran=m.k_anonymity is not None)),
+        ("Re-identification (insider join attack)", m.reidentification.describe().split(
+            ": ", 1)[1] if m.reidentification else "not run"),
         ("Validation", f"{val.passed} of {len(val.checks)} checks passed"
          if val and val.checks else "not run"),
         ("Differential privacy", dp_summary(m.differential_privacy)),
@@ -399,11 +403,18 @@ def _drift(m: Manifest) -> str:
              "Largest |z|", "p-value (all cohorts)")))
     if mon.columns:
         out.append(f"<p>Published columns against {escape(mon.columns_against or '')} "
-                   "(Jensen-Shannon distance and population stability index):</p>")
+                   "(Jensen-Shannon distance and population stability index; drift is a "
+                   "shift above either threshold that the column's usual day-to-day "
+                   "variation does not explain, by a G-test calibrated on earlier days):</p>")
         out.append(html_table(
             [(c.column, f"{c.categories:,}", f"{c.jensen_shannon:.3f}", f"{c.psi:.3f}",
+              "not judged yet" if c.p_value is None else f"{c.p_value:.2g}",
+              "" if c.inflation is None else f"{c.inflation:.1f}×",
               "DRIFT" if c.drifted else "stable") for c in mon.columns],
-            ("Column", "Values", "Jensen-Shannon", "PSI", "Result")))
+            ("Column", "Values", "Jensen-Shannon", "PSI", "p-value",
+             "Usual variation (× a simple sample's)", "Result")))
+        if mon.columns_note:
+            out.append(f"<p>{escape(mon.columns_note)}.</p>")
     elif mon.columns_note:
         out.append(f"<p>Published columns: {escape(mon.columns_note)}.</p>")
     return "\n".join(out)
@@ -425,6 +436,50 @@ def _disparity(m: Manifest) -> str:
             for g in d.groups]
     return head + html_table(rows, ("Dimension", "Group", "Cohorts", "Users (released)",
                                     "Values unreliable", "Median relative 95% error"))
+
+
+def _k_groups(m: Manifest) -> str:
+    """Per region, age band and device type: what k-anonymity suppressed and coarsened."""
+    ka = m.k_anonymity
+    if ka is None or not ka.group_costs:
+        return ""
+    head = (f"<p>k-anonymity: {escape(ka.worst_suppression_group or 'no group')} lost "
+            f"{_ratio(ka.worst_suppression_ratio)} the overall share of rows to suppression. "
+            "Generalization: the mean level its kept rows were published at (0 as fine as "
+            "configured, 1 the coarsest).</p>")
+    rows = [(g.dimension, g.group, _count(g.rows), f"{g.suppressed_share:.0%}",
+             f"{g.generalization:.2f}") for g in ka.group_costs]
+    return head + html_table(rows, ("Dimension", "Group", "Rows before k-anonymity",
+                                    "Suppressed", "Generalization"))
+
+
+def _reidentification(m: Manifest) -> str:
+    r = m.reidentification
+    if r is None:
+        return "<p>Not run: the day did not reach the gate.</p>"
+    if not r.applicable:
+        return f"<p>Not applicable: {escape(r.note)}.</p>"
+    head = (f"<p>An insider holding the day's generalized events under their staging "
+            f"pseudonyms attacked the table before it was published: at most "
+            f"<strong>{r.rate:.1%}</strong> of people singled out ({escape(r.worst_attack)}), "
+            f"against the limit {r.limit:.1%} (1/k, k = {r.k}): "
+            f"<strong>{'within' if r.passed else 'BREACHED: publishing blocked'}</strong>.</p>")
+    rows = [(a.attack, _count(a.targets), _count(a.singled_out), f"{a.rate:.1%}")
+            for a in r.attacks]
+    return head + (html_table(rows, ("Attack", "People tried", "Singled out", "Rate"))
+                   if rows else "")
+
+
+def _alerts(m: Manifest) -> str:
+    mon = m.monitoring
+    if mon is None:
+        return "<p>Not monitored: the day was not published.</p>"
+    if not mon.alerts:
+        return "<p>No soft guardrail breached" + (
+            f" ({escape(mon.alerts_note)})" if mon.alerts_note else "") + ".</p>"
+    return html_table([(a.guardrail, a.subject, f"{a.measured:g}", a.threshold, a.note)
+                       for a in mon.alerts],
+                      ("Guardrail", "Where", "Measured", "Threshold", "Note"))
 
 
 def _ratio(r: float | None) -> str:
@@ -455,8 +510,10 @@ def render_html(m: Manifest, data_docs: str | None, *, external: bool = False) -
         ("Differential privacy", f"<p>{escape(dp_summary(m.differential_privacy))}</p>"
                                  + _feature_errors(m)),
         ("Validation", _validation(m, data_docs)),
+        ("Re-identification check", _reidentification(m)),
         ("Drift", _drift(m)),
-        ("What privacy costs each group", _disparity(m)),
+        ("What privacy costs each group", _disparity(m) + _k_groups(m)),
+        ("Soft guardrails (alerts)", _alerts(m)),
     ]
     body = "\n".join([_header(m, external),
                       *(f"<h2>{escape(title)}</h2>\n{html}" for title, html in sections)])

@@ -11,7 +11,8 @@ context held to its row of the stage table: every zone, path and record comes fr
   kept lawful);
 - `tables`: consent, detect_pii, pseudonymize, generalize, minimize (shard by shard);
 - `publishing`: validate, features, publish, report (the gate and what consumers read);
-- `monitoring`: monitor (drift of what was published).
+- `monitoring`: reidentify (the join attack before the gate), monitor (drift of what was
+  published, and the soft guardrails' alerts).
 """
 
 from pipeline.steps.intake import (
@@ -23,10 +24,10 @@ from pipeline.steps.intake import (
     raw_events,
     retention,
 )
-from pipeline.steps.monitoring import monitor
+from pipeline.steps.monitoring import monitor, reidentify
 from pipeline.steps.publishing import features, publish, report, validate
 from pipeline.steps.tables import consent, detect_pii, generalize, minimize, pseudonymize
 
 __all__ = ["check_input", "consent", "detect_pii", "erase", "features", "generalize",
            "guardrails", "ingest", "input_marker", "minimize", "monitor", "pseudonymize", "publish",
-           "raw_events", "report", "retention", "validate"]
+           "raw_events", "reidentify", "report", "retention", "validate"]

@@ -16,7 +16,13 @@ from pipeline.core.details import FeaturesDetails
 from pipeline.core.errors import MissingInputError, ValidationFailedError
 from pipeline.core.gates import require_guarded, require_validated
 from pipeline.core.layout import partition_name
-from pipeline.core.records import LedgerRecord, PublishRecord, ValidationRecord
+from pipeline.core.records import (
+    CheckResult,
+    LedgerRecord,
+    PublishRecord,
+    ReidentificationRecord,
+    ValidationRecord,
+)
 from pipeline.core.storage import Shards, parquet_bytes
 from pipeline.ledger.release import next_release, release_days, release_once
 from pipeline.ledger.store import Charge, Release
@@ -49,14 +55,33 @@ def validate(ctx: RunContext, day: date) -> str:
         else:
             outcome = validate_shards(pending, spec, k=k, l=l, gx_root=gx_root,
                                       run_name=run_name, detector=detector)
+    outcome = _with_reidentification(outcome, records.load(ReidentificationRecord))
     records.save(outcome)
     if not outcome.success:
         failed = ", ".join(f"{c.expectation}({c.column or 'table'})" for c in outcome.failures)
-        raise ValidationFailedError(f"{day}: minimization suite failed: {failed}; "
-                                    "publishing is blocked")
+        reid = records.load(ReidentificationRecord)
+        raise ValidationFailedError(
+            f"{day}: minimization suite failed: {failed}; publishing is blocked"
+            + (f" ({reid.describe()})" if reid is not None and not reid.passed else ""))
     # the promotion
     return str(ctx.storage.write_shards(ctx.zone("published", "write"), day, iter(pending),
                                         len(pending)))
+
+
+def _with_reidentification(outcome: ValidationRecord, reid: ReidentificationRecord | None
+                           ) -> ValidationRecord:
+    """The suite's outcome with the re-identification check (`reidentify`) as one more of its
+    checks: a hard guardrail, so the gate fails with it. Missing, it fails: the gate does not
+    pass a table nobody attacked."""
+    observed = None if reid is None else {
+        "rate": round(reid.rate, 4), "limit": round(reid.limit, 4), "attack": reid.worst_attack,
+        "applicable": reid.applicable}
+    check = CheckResult(expectation="reidentification_rate_at_most_one_in_k", column=None,
+                        success=reid is not None and reid.passed, observed=observed,
+                        unexpected_count=None if reid is None else max(
+                            (a.singled_out for a in reid.attacks), default=0))
+    return outcome.model_copy(update={"checks": [*outcome.checks, check],
+                                      "success": outcome.success and check.success})
 
 
 def features(ctx: RunContext, day: date) -> str:

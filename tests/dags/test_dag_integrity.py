@@ -316,3 +316,73 @@ def test_when_the_days_input_is_not_complete_then_the_sensor_defers_on_its_marke
     marker.parent.mkdir(parents=True)
     marker.touch()  # the landing side says the day is complete
     assert sensor.execute(context) is None
+
+
+@pytest.mark.slow
+def test_when_the_table_would_publish_staging_pseudonyms_then_the_reidentification_guardrail_fails_the_run(  # noqa: E501
+        airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A defect that every other check lets through (k-anonymous, pseudonyms well formed):
+    profiles published under the staging pseudonym, which an insider holding the staging zone
+    links at once. The hard guardrail fails the gate; one alert names the rate and limit."""
+    from pipeline.demo.generate import generate
+
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    config = write_config(tmp_path)
+    data = tmp_path / "data"
+    generate(data, start=date(2026, 11, 1), users=100, seed=3)
+    monkeypatch.setattr("pipeline.transforms.profile.with_epoch_pseudonym",
+                        lambda table, column, master, purpose, epoch: table)
+    alerts = tmp_path / "alerts.jsonl"
+    monkeypatch.setenv("PRIVACY_PIPELINE_DEPLOYMENT", str(write_deployment(
+        tmp_path, {"personalization": config}, notify=[{"type": "file", "path": str(alerts)}])))
+    run = _dagbag().dags[DAG_ID].test(logical_date=RUN_AFTER)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert states["reidentify"] == "success" and states["validate"] == "failed"
+    assert states["features"] == states["publish"] == "upstream_failed"
+    [alert] = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert alert["task_id"] == "gate"
+    assert ("re-identification: 100.0% of people singled out (pseudonym reuse), limit 20.0% "
+            "(1/k, k = 5) BREACHED") in alert["error"]
+    assert not (data / "published").exists() and not (data / "features").exists()
+    validation = json.loads((data / "runs" / "personalization" / "date=2026-11-01" /
+                             "validation.json").read_text())
+    assert [c["expectation"] for c in validation["checks"] if not c["success"]] == [
+        "reidentification_rate_at_most_one_in_k"]
+
+
+@pytest.mark.slow
+def test_when_a_day_quarantines_far_more_than_usual_then_the_run_publishes_and_alerts(
+        airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A soft guardrail: 6% of the second day's lines carry a non-numeric age (an upstream
+    change), under the 20% hard limit but many times the first day's share. The run
+    publishes, and the notifiers get one line per alert with the measured value and its
+    threshold."""
+    from pipeline.demo.generate import generate
+    from pipeline.run import run_all
+
+    monkeypatch.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
+    config = write_config(tmp_path)
+    data = tmp_path / "data"
+    generate(data, start=date(2026, 11, 1), days=2, users=150, seed=3)
+    assert run_all("2026-11-01", config)[1]
+    raw = data / "raw" / "events" / "date=2026-11-02" / "events.jsonl"
+    lines = raw.read_text().splitlines()
+    broken = [line.replace('"age": ', '"age": "x', 1).replace(', "home_city"', '", "home_city"',
+                                                              1)
+              if i % 16 == 0 and '"age": ' in line and '"age": null' not in line else line
+              for i, line in enumerate(lines)]
+    raw.write_text("\n".join(broken) + "\n")
+    alerts = tmp_path / "alerts.jsonl"
+    monkeypatch.setenv("PRIVACY_PIPELINE_DEPLOYMENT", str(write_deployment(
+        tmp_path, {"personalization": config}, notify=[{"type": "file", "path": str(alerts)}])))
+    run = _dagbag().dags[DAG_ID].test(logical_date=datetime(2026, 11, 3, tzinfo=UTC))
+    assert run.state == "success"
+    sent = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert sent and all(a["kind"] == "alert" and a["task_id"] == "monitor" for a in sent)
+    [spike] = [a["alert"] for a in sent if a["alert"].startswith("quarantine_spike")]
+    assert spike.startswith("quarantine_spike: wrong_type: measured 0.0")
+    assert "threshold <= 3 x median" in spike and "of lines over 1 run(s)" in spike
+    assert "x64" not in alerts.read_text()  # no value from the data
+    report = (reports_of(data, "2026-11-02") / "report.html").read_text()
+    assert "Soft guardrails (alerts)" in report and "quarantine_spike" in report

@@ -155,6 +155,20 @@ def test_when_reviewer_opens_the_bundle_then_chromium_renders_it(run: dict) -> N
         subprocess.run([chromium, *flags, f"--screenshot={shot}", page.as_uri()], check=True,
                        capture_output=True, timeout=120)
         assert shot.stat().st_size > 10_000, name
-    assert "Privacy budget over time" in pages["index"].read_text()
+    index = pages["index"].read_text()
+    assert "Privacy budget over time" in index and "Privacy health over time" in index
+    # the scorecard's charts, as Chromium lays them out: every one drawn, none scripted
+    dom = subprocess.run([chromium, *flags, "--dump-dom", pages["index"].as_uri()], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    charts = dom.split('<figure class="chart"')[1:]
+    assert len(charts) == 8, len(charts)
+    for chart in charts:
+        assert "pygal-chart" in chart and ("<path" in chart or "<rect" in chart)
+    for title in ("k and ℓ achieved", "PII found in free text, per type",
+                  "Quarantine rate by reason", "Consent and withdrawals",
+                  "Re-identification: share of people singled out",
+                  "What privacy costs the worst group"):
+        assert title in dom, title
+    assert "<script" not in index
     external = pages["external-report"].read_text()
     assert "test-key-1" not in external and str(run["data"]) not in external

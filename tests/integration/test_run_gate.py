@@ -48,7 +48,7 @@ def test_when_a_stage_crashes_then_the_run_fails_naming_it_without_the_message(
     assert SECRET not in json.dumps(manifest) and SECRET not in html
     assert not [p for p in data.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     with pytest.raises(RunFailedError, match=r"generalize \(ColumnNotFoundError.*Did not run: "
-                                             r"minimize, validate, features, publish"):
+                                             r"minimize, reidentify, validate, features, publish"):
         gate(ctx, DAY)
     assert "message is withheld" in outcomes["generalize"].message
 

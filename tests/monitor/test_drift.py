@@ -130,12 +130,21 @@ def test_when_published_columns_are_compared_then_counts_stream_and_ids_are_left
         return [table[:7_000], table[7_000:]]  # two shards
 
     base = category_counts(day(0.2), max_categories=50)
-    assert set(base) == {"top_category", "region"}  # the pseudonym column is an id
+    assert set(base.columns) == {"top_category", "region"}  # the pseudonym column is an id
+    assert base.rows == 20_000
+    earlier = [category_counts(day(0.2), max_categories=50) for _ in range(4)]
+    history = list(zip(earlier[:-1], earlier[1:], strict=True))
     same = column_drift(base, category_counts(day(0.2), max_categories=50),
-                        max_js=0.1, max_psi=0.2)
+                        max_js=0.1, max_psi=0.2, history=history)
     moved = column_drift(base, category_counts(day(0.45), max_categories=50),
-                         max_js=0.1, max_psi=0.2)
+                         max_js=0.1, max_psi=0.2, history=history)
     assert not any(c.drifted for c in same)
+    assert all(c.inflation is not None and c.inflation < 2 for c in same)  # simple samples
     (cat,) = [c for c in moved if c.column == "top_category"]
-    assert cat.drifted and cat.psi > 0.2
+    assert cat.drifted and cat.psi > 0.2 and cat.p_value is not None and cat.p_value < 1e-6
+    # without earlier days the same shift is measured, not judged
+    unjudged = column_drift(base, category_counts(day(0.45), max_categories=50),
+                            max_js=0.1, max_psi=0.2)
+    assert all(c.p_value is None and not c.drifted for c in unjudged)
+    assert [c for c in unjudged if c.column == "top_category"][0].psi > 0.2
     assert not [c for c in moved if c.column == "region"][0].drifted

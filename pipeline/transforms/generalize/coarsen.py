@@ -24,8 +24,15 @@ import polars as pl
 import polars_h3
 
 from pipeline.config import GeneralizeConfig, age_band_labels
-from pipeline.core.details import GeneralizeDetails, GeneralizeTally, H3Tally, InformationLoss
+from pipeline.core.details import (
+    GeneralizeDetails,
+    GeneralizeTally,
+    H3Tally,
+    InformationLoss,
+    KGroupCost,
+)
 from pipeline.core.records import StageStats
+from pipeline.features.base import DIMENSIONS
 from pipeline.transforms.generalize.kanon import (
     Hierarchy,
     Suppression,
@@ -265,10 +272,14 @@ class Generalizer:
     def apply(self, table: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
         """Pass 2: one shard generalized, its precise values dropped, and its tally (rows,
         levels, H3 cells) for `stats`. Reads only the plan, so shards may run anywhere."""
-        located = locate(table, self.cfg, common_models=self.common).drop(
+        located = locate(table, self.cfg, common_models=self.common)
+        dims = [d for d in DIMENSIONS if d in located.columns]
+        located = located.with_columns(pl.col(d).cast(pl.String).fill_null(UNKNOWN)
+                                       .alias(f"_g_{d}") for d in dims).drop(
             *(c for h in self.ordered for c in (h.column, h.level_column)))
         kept = located.join(self.mapping, on=self.on, how="inner", nulls_equal=True,
                             maintain_order="left")
+        groups = _group_tally(located, kept, dims, [h.level_column for h in self.ordered])
         levels = {h.column: dict(kept.get_column(h.level_column).value_counts().iter_rows())
                   for h in self.ordered}
         h3 = H3Tally()
@@ -282,10 +293,10 @@ class Generalizer:
                                  .alias("h3_cell"))
                .drop(*PRECISE, *(c for c in kept.columns if c.startswith(("_h3_base",
                                                                           "_place_",
-                                                                          "_level_"))),
+                                                                          "_level_", "_g_"))),
                      strict=False))
         return out, StageStats(stage="generalize", rows_in=table.height, rows_out=kept.height,
-                               details=GeneralizeTally(levels=levels, h3=h3))
+                               details=GeneralizeTally(levels=levels, h3=h3, groups=groups))
 
     def stats(self, parts: Sequence[StageStats]) -> StageStats:
         """The stage's stats from every shard's tally (`apply`)."""
@@ -306,6 +317,10 @@ class Generalizer:
             "mean_cell_area_km2": round(done.h3.area_km2 / cells, 2) if cells else None})
         suppressed = rows_in - rows_out
         cfg = self.cfg
+        costs = group_costs(done.groups, {h.level_column: h.levels for h in self.ordered},
+                            rows_in=rows_in, rows_out=rows_out)
+        worst = max(costs[1:], key=lambda c: c.suppressed_share, default=None)
+        overall = costs[0].suppressed_share if costs else 0.0
         return StageStats(stage="generalize", rows_in=rows_in, rows_out=rows_out,
                           dropped={"k_anonymity_suppressed": suppressed} if suppressed else {},
                           details=GeneralizeDetails(
@@ -313,13 +328,66 @@ class Generalizer:
             sensitive_attribute=self.sensitive, l_achieved=self.l_achieved,
             quasi_identifiers=list(self.qis), generalize_order=list(self.order),
             share_rows_suppressed=round(suppressed / rows_in, 4) if rows_in else 0.0,
-            information_loss=loss, h3_resolution=cfg.h3_resolution,
+            information_loss=loss, group_costs=costs,
+            worst_suppression_ratio=round(worst.suppressed_share / overall, 3)
+            if worst is not None and overall else None,
+            worst_suppression_group=f"{worst.dimension}={worst.group}" if worst else None,
+            h3_resolution=cfg.h3_resolution,
             h3_floor_resolution=cfg.h3_floor_resolution, region_level=cfg.region_level,
             ip=cfg.ip, postal_code=cfg.postal_code, time_granularity=cfg.time_granularity,
             users_suppressed=self.suppression.users_suppressed,
             groups_suppressed=self.suppression.groups_suppressed,
             groups_kept=self.suppression.groups_kept,
             rows_suppressed=suppressed)).check_balanced()
+
+
+def _group_tally(located: pl.DataFrame, kept: pl.DataFrame, dims: Sequence[str],
+                 level_columns: Sequence[str]) -> dict[str, dict[str, dict[str, int]]]:
+    """Per group of each dimension (its value before generalizing): rows in, rows kept, and
+    each hierarchy's level summed over the kept rows (`GeneralizeTally.groups`)."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for d in dims:
+        g = f"_g_{d}"
+        rows = dict(located.group_by(g).len().iter_rows())
+        sums = kept.group_by(g).agg(pl.len().alias("kept"),
+                                    *(pl.col(c).cast(pl.Int64).sum().alias(c)
+                                      for c in level_columns))
+        per: dict[str, dict[str, int]] = {str(v): {"rows": int(n), "kept": 0} for v, n in
+                                          rows.items()}
+        for row in sums.iter_rows(named=True):
+            per[str(row[g])].update({"kept": int(row["kept"]),
+                                     **{f"level:{c}": int(row[c]) for c in level_columns}})
+        out[d] = per
+    return out
+
+
+def group_costs(groups: dict[str, dict[str, dict[str, int]]], levels: dict[str, int], *,
+                rows_in: int, rows_out: int) -> list[KGroupCost]:
+    """Overall first, then each dimension's groups: suppressed share and generalization
+    (mean level share over the hierarchies that can step) from the shards' tallies."""
+    steppable = {c: n for c, n in levels.items() if n}
+
+    def generalization(tally: dict[str, int]) -> float:
+        kept = tally.get("kept", 0)
+        if not kept or not steppable:
+            return 0.0
+        return round(sum(tally.get(f"level:{c}", 0) / (kept * n) for c, n in steppable.items())
+                     / len(steppable), 4)
+
+    total: dict[str, int] = {"kept": rows_out}
+    if groups:
+        first = next(iter(groups.values()))
+        for c in steppable:
+            total[f"level:{c}"] = sum(t.get(f"level:{c}", 0) for t in first.values())
+    out = [KGroupCost(dimension="all", group="all", rows=rows_in,
+                      suppressed_share=round(1 - rows_out / rows_in, 4) if rows_in else 0.0,
+                      generalization=generalization(total))]
+    for d, per in groups.items():
+        out.extend(KGroupCost(dimension=d, group=g, rows=t["rows"],
+                              suppressed_share=round(1 - t.get("kept", 0) / t["rows"], 4)
+                              if t["rows"] else 0.0, generalization=generalization(t))
+                   for g, t in sorted(per.items()))
+    return out
 
 
 def generalize_table(table: pl.DataFrame, cfg: GeneralizeConfig, *,
