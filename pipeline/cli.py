@@ -4,7 +4,8 @@ Exit codes (also in README "Exit codes"): 0 done (a run: published); 1 another p
 (storage, ledger integrity, a crash); 2 usage (a bad argument, a date not over yet); 3 the run
 ended but did not publish (a stage failed, validation blocked it); 4 an input guardrail was
 breached (nothing charged or published); 5 config, schema or key problem; 6 not found (a
-cohort outside the grid or without a released value).
+cohort outside the grid or without a released value); 7 denied (the access matrix gives the
+caller no role allowing the command).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.core.context import parse_day
 from pipeline.core.errors import (
+    AccessDeniedError,
     ConfigError,
     GuardrailError,
     KeyUnavailableError,
@@ -52,9 +54,12 @@ class Exit(IntEnum):
     GUARDRAIL = 4  # the day's input breached a guardrail: nothing charged or published
     CONFIG = 5  # config, schema or key: fix the setup, a rerun will fail the same way
     NOT_FOUND = 6  # an unknown cohort, or one with no released value
+    DENIED = 7  # the access matrix gives the caller no role allowing the command
 
 
 def exit_code(exc: PipelineError) -> Exit:
+    if isinstance(exc, AccessDeniedError):
+        return Exit.DENIED
     if isinstance(exc, GuardrailError):
         return Exit.GUARDRAIL
     if isinstance(exc, ConfigError | KeyUnavailableError):
@@ -132,7 +137,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_init_key(args: argparse.Namespace) -> int:
+    from pipeline.access.policy import load_policy, require
     from pipeline.config import load_config
+    from pipeline.core.context import RunContext
     from pipeline.core.keys import create_key_file
 
     cfg = load_config(args.config)
@@ -142,10 +149,64 @@ def cmd_init_key(args: argparse.Namespace) -> int:
     if path.exists():
         print(f"key file {path} exists; keeping it")
         return 0
+    ctx = RunContext(cfg)
+    # no key yet to seal a refusal with: checked against the matrix, logged once made
+    require(load_policy(cfg.paths.access_policy), ctx.actor, cfg.purpose, "issue_key")
     key = create_key_file(path, key_id=args.key_id)
+    if args.out is None or Path(args.out) == cfg.keys.file:
+        ctx.audit("issue_key", detail={"key_id": key.key_id, "fingerprint": key.fingerprint(),
+                                       "kind": "local development key file"})
     print(f"created a LOCAL DEVELOPMENT key {key.key_id!r} at {path} (mode 0600). "
           "In production, provide the key from a secret store instead.")
     return 0
+
+
+def _authorized(config: str | Path, action: str) -> RunContext:
+    """The caller may do `action` for the config's purpose (`config/access.yaml`), or the
+    command stops with exit code 7 (the refusal logged in the audit log)."""
+    from pipeline.config import load_config
+    from pipeline.core.context import RunContext
+
+    ctx = RunContext(load_config(config))
+    ctx.authorize(action)
+    return ctx
+
+
+def cmd_issue_key(args: argparse.Namespace) -> int:
+    """The config's purpose's own key ring, from the master ring the operator's environment
+    holds (keys.* providers): what the purpose's secret store gets, so its tasks never load
+    the master. Written to --out (mode 0600, never over a file) or printed."""
+    import os
+
+    from pipeline.config import load_config
+    from pipeline.core.context import RunContext
+    from pipeline.core.keys import PurposeKey, load_key_ring
+
+    cfg = load_config(args.config)
+    # the operator's context: the master, whatever the purpose's tasks are held to
+    cfg = cfg.model_copy(update={"keys": cfg.keys.model_copy(update={"purpose_key_only": False})})
+    ctx = RunContext(cfg)
+    ctx.authorize("issue_key")
+    ring = load_key_ring(cfg.keys)
+    if any(isinstance(k, PurposeKey) for k in ring.keys):
+        raise KeyUnavailableError("issue-key needs the master key ring in its environment; a "
+                                  "purpose key cannot issue keys")
+    issued = [k.issue(cfg.purpose) for k in ring.keys]
+    text = "\n".join(k.text() for k in issued) + "\n"
+    if args.out:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    ctx.audit("issue_key", detail={"issued_to": cfg.purpose, "key_ids": ring.key_ids,
+                                   "fingerprints": [k.own_fingerprint() for k in issued]})
+    print(f"issued the key of purpose {cfg.purpose!r} for key id(s) "
+          f"{', '.join(ring.key_ids)} (fingerprint {issued[0].own_fingerprint()})"
+          + (f" to {args.out} (mode 0600)" if args.out else "") + ". Give it to the purpose's "
+          "secret store (its Airflow connection, variable or key file) and set "
+          "keys.purpose_key_only: true in its config.", file=sys.stderr)
+    return Exit.OK
 
 
 def _summary(ctx: RunContext, day: Date) -> None:
@@ -171,6 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     _setup_logging(cfg.paths.local / "logs" / partition_name(args.date) / "run.log")
+    _authorized(args.config, "run")
     started = time.perf_counter()
     ctx, published = run_all(args.date, args.config, accept_low_volume=args.accept_low_volume)
     _summary(ctx, args.date)
@@ -193,6 +255,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     from pipeline.run import run_stage
 
     _setup_logging()
+    _authorized(args.config, "run")
     print(run_stage(args.stage, args.date, args.config,
                     accept_low_volume=args.accept_low_volume))
     return 0
@@ -202,6 +265,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     from pipeline.run import rekey
 
     _setup_logging()
+    _authorized(args.config, "rekey")
     print(rekey(args.date, args.config).model_dump_json(indent=2))
     return 0
 
@@ -240,6 +304,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     if args.export_mac_keys:
         from pipeline.ledger.store import mac_key_lines
 
+        _authorized(args.config, "export_mac_keys").audit(
+            "export_mac_keys", detail={"key_ids": ring.key_ids})
         print(f"# Ledger MAC keys (secret: they can seal rows under these key ids, nothing "
               f"else). Keep them in ${cfg.budget.retired_mac_keys_env} before removing a "
               "retired master key from the ring.", file=sys.stderr)
@@ -346,11 +412,10 @@ def cmd_scrub_text(args: argparse.Namespace) -> int:
     """JSON lines in ({"text": ...}), JSON lines out ({"text": scrubbed, "spans": [...]}),
     through exactly the detect_pii stage's free-text path, config and purpose key."""
     from pipeline.config import load_config
-    from pipeline.core.context import RunContext
     from pipeline.transforms.pii.scrub import TextScrubber
 
     cfg = load_config(args.config)
-    ctx = RunContext(cfg)
+    ctx = _authorized(args.config, "scrub_text")
     lines = (Path(args.input).read_text() if args.input else sys.stdin.read()).splitlines()
     rows = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     texts = []
@@ -387,6 +452,8 @@ def cmd_subject_access(args: argparse.Namespace) -> int:
     from pipeline.subjects.access import subject_access
 
     configs = [load_config(args.config), *(load_config(p) for p in args.also)]
+    for path in [args.config, *args.also]:  # every purpose whose data is read
+        _authorized(path, "subject_access")
     result = subject_access(configs, account_id=args.account_id, email=args.email,
                             out=Path(args.out) if args.out else None)
     if not result.holds_anything:
@@ -395,6 +462,26 @@ def cmd_subject_access(args: argparse.Namespace) -> int:
             if result.erasure_requested else ""))
     print(f"archive: {result.folder} ({len(result.tables)} tables, "
           f"{sum(result.tables.values()):,} rows)\nzip: {result.zip}\npage: {result.page}")
+    return Exit.OK
+
+
+def cmd_audit_log(args: argparse.Namespace) -> int:
+    """The purpose's audit log of sensitive actions, verified (its chain and kept head)."""
+    ctx = _authorized(args.config, "read_audit_log")
+    entries = ctx.audit_log().verify(ctx.cfg.purpose)
+    if args.json:
+        for e in entries:
+            print(json.dumps({"n": e.n, "at": e.at, "actor": e.actor, "role": e.role,
+                              "action": e.action, "outcome": e.outcome, "subject": e.subject,
+                              "detail": dict(e.detail)}, default=str))
+        return Exit.OK
+    print(f"{ctx.audit_log().where}, purpose {ctx.cfg.purpose!r}: {len(entries)} entries, "
+          "chain verified")
+    for e in entries[-args.last:] if args.last else entries:
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(e.detail.items()) if v is not None)
+        print(f"{e.n:>5} {e.at} {e.actor} ({e.role}) {e.action} {e.outcome}"
+              + (f" subject={e.subject}" if e.subject else "") + (f": {detail}" if detail
+                                                                  else ""))
     return Exit.OK
 
 
@@ -513,6 +600,16 @@ def build_parser() -> argparse.ArgumentParser:
     nt.add_argument("--out", help="folder to write notice.md and notice.html to")
     nt.set_defaults(func=cmd_notice)
 
+    ik = sub.add_parser("issue-key", help="issue the config's purpose its own key, from the "
+                        "master (so its tasks never load the master)")
+    ik.add_argument("--out", help="write the purpose's key ring here (mode 0600); default: "
+                    "standard output")
+    ik.set_defaults(func=cmd_issue_key)
+    al = sub.add_parser("audit-log", help="the audit log of sensitive actions (who released, "
+                        "erased, rekeyed, read a subject's data, changed a contract), verified")
+    al.add_argument("--last", type=_positive, default=None, help="only the last N entries")
+    al.add_argument("--json", action="store_true", help="one JSON object per entry")
+    al.set_defaults(func=cmd_audit_log)
     d = sub.add_parser("demo", help="generate two days, make a dev key, run everything")
     d.add_argument("--date", type=_day, default=DEMO_DATE, help="first day (%(default)s)")
     d.add_argument("--days", type=_positive, default=2,

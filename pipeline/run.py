@@ -192,6 +192,13 @@ def publish_change(day: str | date, config_path: str | Path
                                           "features_sha256": str(info.features_sha256)}
 
 
+def authorize(config_path: str | Path, action: str) -> str:
+    """The caller (inside Airflow: the scheduler's identity) may do `action` for the
+    config's purpose, or AccessDeniedError (logged). Returns the role that allows it."""
+    ctx, _ = _context(date.today(), config_path)
+    return str(ctx.authorize(action).role)
+
+
 def alerts_of(day: str | date, config_path: str | Path) -> list[str]:
     """The soft guardrail alerts the date's monitor recorded, each as one line (guardrail,
     subject, measured value and threshold): what the notifiers send."""
@@ -216,6 +223,9 @@ def rekey(day: str | date, config_path: str | Path) -> RekeyRecord:
     info = RekeyRecord(date=str(day), active_key_id=ctx.key.key_id, reencrypted=reencrypted,
                        stages_rerun=list(KEYED))
     ctx.records(day).save(info)
+    ctx.audit("rekey", detail={"date": str(day), "active_key_id": ctx.key.key_id,
+                               "zones_reencrypted": len(reencrypted),
+                               "from_key_ids": sorted(set(reencrypted.values()))})
     return info
 
 

@@ -40,8 +40,8 @@ class Zone:
 
 # Everything a run writes is under its purpose (or its purpose's feature set): two purposes'
 # runs never share a partition, a validation project or a record. Only the landing side's raw
-# input, the ledger (one chain per purpose inside it), the consent log (its records name their
-# purpose) and the Feast repo are common.
+# input, the ledger and the audit log (one chain per purpose inside each), the consent log (its
+# records name their purpose) and the Feast repo are common.
 ZONES = {z.name: z for z in (
     Zone("raw_events", "raw/events", retention="raw"),  # the landing side (or `generate`)
     Zone("raw_consent", "raw/consent", partitioned=False),
@@ -60,6 +60,10 @@ ZONES = {z.name: z for z in (
     Zone("ledger", "ledger", partitioned=False, local=True),  # the privacy ledger (or Postgres)
     # consent decisions imported from raw/consent, MAC-chained (or in the ledger's Postgres)
     Zone("consent_log", "consent_log", partitioned=False, local=True),
+    # sensitive actions, a MAC chain per purpose (or in the ledger's Postgres), and each
+    # purpose's last entry kept in the data root, another store (`pipeline.ledger.audit_log`)
+    Zone("audit_log", "audit_log", partitioned=False, local=True),
+    Zone("audit_heads", "audit", partitioned=False),
     Zone("features", "features/{feature_set}"),  # DP releases: Feast's offline source
     # Feast registry, SQLite online store
     Zone("feature_store", "feature_repo", partitioned=False, local=True),
@@ -147,13 +151,15 @@ class Stage:
 _GATE = ("validation", "guardrails", "outcomes")
 
 _STAGES = (
-    Stage("check_input", "check_input", Kind.TASK, reads=("raw_events",), writes=(),
-          records_written=("input",),
-          does="the day is over and its raw input is there, before anything is deleted"),
+    Stage("check_input", "check_input", Kind.TASK, reads=("raw_events",),
+          writes=("audit_log", "audit_heads"), records_written=("input",),
+          does="the day is over and its raw input is there, before anything is deleted; the "
+               "audit log verifies, and a changed contract or access matrix is logged"),
     Stage("erase", "erase", Kind.TASK,
           reads=("erasure_requests", "raw_events", "raw_consent", "consent_log",
                  *STAGING_NAMES, "published"),
-          writes=("raw_events", "raw_consent", "consent_log", *STAGING_NAMES, "published"),
+          writes=("raw_events", "raw_consent", "consent_log", *STAGING_NAMES, "published",
+                  "audit_log", "audit_heads"),
           records_written=("erasure",), maintenance=True,
           does="remove erased users everywhere, withdrawn users from what is published, and "
                "reset users' earlier profile"),
@@ -203,7 +209,8 @@ _STAGES = (
           does="Great Expectations suite: the publish gate; promotes what passes"),
     Stage("features", "features", Kind.TASK,
           reads=("generalized", "ledger", "features", "consent_log"),
-          writes=("ledger", "features"), records_read=(*_GATE, "ledger"),
+          writes=("ledger", "features", "audit_log", "audit_heads"),
+          records_read=(*_GATE, "ledger"),
           records_written=("ledger", "features"),
           history=("generalized", "features", "runs/validation", "runs/guardrails",
                    "runs/outcomes", "runs/ledger"),

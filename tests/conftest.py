@@ -51,7 +51,8 @@ def write_config(tmp_path: Path, purpose: str = "personalization", **overrides: 
     doc["paths"] = {"data_root": str(tmp_path / "data"),
                     "event_schema": str(ROOT / "schemas" / "events.yaml"),
                     "consent_schema": str(ROOT / "schemas" / "consent.yaml"),
-                    "purposes_dir": str(ROOT / "schemas" / "purposes")}
+                    "purposes_dir": str(ROOT / "schemas" / "purposes"),
+                    "access_policy": str(ROOT / "config" / "access.yaml")}
     doc["keys"] = {"airflow_conn_id": None, "env_var": "PRIVACY_PIPELINE_TEST_KEY",
                    "file_env_var": "PRIVACY_PIPELINE_TEST_KEY_FILE", "file": None}
     # Tests run days of a few dozen users: the volume minimums are for production days (the

@@ -35,7 +35,7 @@ def test_when_lists_are_derived_then_they_follow_the_table_order() -> None:
     # Everything a run writes lives under its purpose (or its feature set): purposes are apart.
     shared = {z.name for z in ZONES.values() if "{" not in z.path}
     assert shared == {"raw_events", "raw_consent", "erasure_requests", "ledger",
-                      "consent_log", "feature_store"}
+                      "consent_log", "feature_store", "audit_log", "audit_heads"}
     gated = [s.name for s in STAGES.values() if s.gated]
     assert gated == ["features", "publish", "monitor"]
     assert names.index("validate") < names.index(gated[0])

@@ -158,6 +158,11 @@ class PurposeSpec(Model):
     purpose: str
     description: str
     consent_purpose: str
+    # GDPR Art. 6(1): why the processing is lawful (for the records of processing and the
+    # DPIA); and what the data is used for, as a fideslang data use (`data_categories.yaml`)
+    legal_basis: Literal["consent", "contract", "legal_obligation", "vital_interests",
+                         "public_task", "legitimate_interests"] = "consent"
+    data_use: str | None = None
     columns: tuple[str, ...]
     pseudonym_columns: tuple[str, ...]
     quasi_identifiers: tuple[str, ...]

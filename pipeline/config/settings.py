@@ -44,6 +44,8 @@ class PathsConfig(Model):
     event_schema: Path
     consent_schema: Path
     purposes_dir: Path
+    # the access matrix (`pipeline.access.policy`); without one, sensitive commands are refused
+    access_policy: Path | None = None
 
     @field_validator("data_root", mode="before")
     @classmethod
@@ -85,8 +87,11 @@ class RotationConfig(Model):
 
 
 class KeysConfig(Model):
-    """Where the master pseudonymization key comes from, tried in this order."""
+    """Where the key comes from, tried in this order. `purpose_key_only`: the purpose's own
+    key (issued from the master by `privacy-pipeline issue-key`) is required, and a master key
+    is refused, so the purpose's tasks never hold another purpose's keys (production)."""
 
+    purpose_key_only: bool = False
     airflow_conn_id: str | None = "privacy_pipeline_key"
     env_var: str = "PRIVACY_PIPELINE_KEY"
     file_env_var: str = "PRIVACY_PIPELINE_KEY_FILE"
@@ -427,6 +432,33 @@ class MonitorConfig(Model):
     alerts: AlertsConfig = AlertsConfig()
 
 
+class Party(Model):
+    name: str
+    contact: str  # an address or mailbox for data protection matters
+
+
+class Processor(Model):
+    """Someone processing the data on the controller's behalf (GDPR Art. 28)."""
+
+    name: str
+    does: str
+    location: str
+
+
+class GovernanceConfig(Model):
+    """Who answers for the processing, for the records of processing (GDPR Art. 30) and the
+    DPIA draft (`pipeline.outputs.governance`); the rest comes from the contracts, the access
+    matrix and what the runs measured."""
+
+    controller: Party = Party(name="(set governance.controller in config)",
+                              contact="(set governance.controller.contact)")
+    dpo: Party | None = None
+    processors: list[Processor] = []
+    # transfers to third countries or international organisations, and their safeguards
+    transfers: str = "none: every store is in the controller's region"
+    dpia_reviewers: list[str] = []  # who signs the DPIA off (role or name)
+
+
 class RedisStore(Model):
     type: Literal["redis"]
     connection_string: str = "127.0.0.1:6379"
@@ -502,6 +534,7 @@ class PipelineConfig(Model):
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
     scale: ScaleConfig = ScaleConfig()
     monitor: MonitorConfig = MonitorConfig()
+    governance: GovernanceConfig = GovernanceConfig()
     source_path: Path = Path(".")
 
     def zone(self, name: str) -> Zone:

@@ -19,13 +19,21 @@ from pipeline.config import PipelineConfig
 from pipeline.core.errors import ConfigError, KeyUnavailableError
 from pipeline.core.fs import DataPath
 from pipeline.core.guard import Access, GuardedRecords, GuardedStorage, Mode, Touched
-from pipeline.core.keys import KeyRing, MasterKey, check_fingerprints, load_key_ring
+from pipeline.core.keys import (
+    KeyRing,
+    MasterKey,
+    check_fingerprints,
+    check_purpose,
+    load_key_ring,
+)
 from pipeline.core.layout import Layout
 from pipeline.core.records import RunRecords
 from pipeline.core.storage import Storage, dated_partitions
 from pipeline.stages import STAGING, Stage, Zone
 
 if TYPE_CHECKING:
+    from pipeline.access.policy import AccessPolicy, Decision
+    from pipeline.ledger.audit_log import AuditLog, Outcome
     from pipeline.ledger.consent_log import ConsentLog
     from pipeline.ledger.store import PrivacyLedger
 
@@ -80,6 +88,7 @@ class RunContext:
     @cached_property
     def keys(self) -> KeyRing:
         ring = load_key_ring(self.cfg.keys)
+        check_purpose(ring, self.cfg.purpose, purpose_key_only=self.cfg.keys.purpose_key_only)
         check_fingerprints(ring, self.root / "keys" / "fingerprints.json")
         return ring
 
@@ -172,6 +181,61 @@ class RunContext:
                               self._retired_staging_key)
         return ConsentLog.from_config(self.cfg.budget, self.local_area("consent_log", mode),
                                       self.keys, cipher)
+
+    @cached_property
+    def policy(self) -> AccessPolicy | None:
+        """The access matrix (`paths.access_policy`), if one is configured."""
+        from pipeline.access.policy import load_policy
+
+        path = self.cfg.paths.access_policy
+        return None if path is None else load_policy(path)
+
+    @cached_property
+    def actor(self) -> str:
+        """Who this run or command acts as (`pipeline.access.identity`)."""
+        from pipeline.access.identity import caller
+        from pipeline.access.policy import AccessPolicy
+
+        return caller(self.policy or AccessPolicy.model_validate(
+            {"purposes": [self.cfg.purpose], "roles": {"-": {"description": "-",
+                                                             "may": ["run"]}},
+             "members": {}}))
+
+    def authorize(self, action: str) -> Decision:
+        """The actor may do `action` for this purpose, or AccessDeniedError (the refusal is
+        logged in the audit log first). Without an access matrix, refused."""
+        from pipeline.access.policy import decide, load_policy, require
+        from pipeline.core.errors import AccessDeniedError
+
+        policy = self.policy or load_policy(None)
+        decision = decide(policy, self.actor, self.cfg.purpose, action)
+        if not decision.allowed:
+            self.audit(action, outcome="denied", role="none")
+            require(policy, self.actor, self.cfg.purpose, action)
+            raise AccessDeniedError(action)  # not reached: `require` raises
+        return decision
+
+    def audit_log(self, mode: Mode | None = None) -> AuditLog:
+        """The audit log (`pipeline.ledger.audit_log`): in a stage, one whose row declares
+        the `audit_log` and `audit_heads` zones (for `mode`: appending writes them)."""
+        from pipeline.ledger.audit_log import AuditLog
+
+        return AuditLog.from_config(self.cfg.budget, self.local_area("audit_log", mode),
+                                    self.keys, self.area("audit_heads", mode))
+
+    def audit(self, action: str, *, detail: dict[str, object] | None = None,
+              subject: str | None = None, outcome: Outcome = "done",
+              role: str | None = None) -> None:
+        """Append a sensitive action to the audit log, as the actor and the role the matrix
+        gives them for it (`unassigned` without a matrix: a library call)."""
+        from pipeline.ledger.audit_log import AuditEntry
+
+        if role is None:
+            role = (self.policy.role_for(self.actor, self.cfg.purpose, action)
+                    if self.policy else None) or "unassigned"
+        self.audit_log("write").append(AuditEntry(
+            purpose=self.cfg.purpose, actor=self.actor, role=role, action=action,
+            outcome=outcome, subject=subject, detail=detail or {}))
 
     def record_dates(self) -> list[date]:
         """The dates that have run records."""

@@ -90,6 +90,14 @@ class LedgerIntegrityError(PipelineError):
     """The privacy ledger and the stored release disagree; refuse rather than redraw noise."""
 
 
+class AccessDeniedError(PipelineError):
+    """The caller's roles in the access matrix do not allow the action for the purpose."""
+
+
+class AuditLogIntegrityError(PipelineError):
+    """The audit log of sensitive actions was edited, reordered, truncated or rewound."""
+
+
 class ConsentLogIntegrityError(PipelineError):
     """The consent log's chain is broken, or the landing file no longer holds what was
     imported from it: nobody's consent can be trusted until it is restored."""

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -67,10 +67,84 @@ class MasterKey:
     def staging_key(self) -> bytes:
         return self.derive("staging-encryption")
 
+    def issue(self, purpose: str) -> PurposeKey:
+        """The key material one purpose's tasks need, and nothing more (see `PurposeKey`)."""
+        return PurposeKey(self.key_id, b"", purpose=purpose,
+                          subkeys={use: self.derive(use) for use in purpose_uses(purpose)})
+
+
+# What a purpose key holds: its own pseudonym, token and published-pseudonym keys, and the keys
+# every purpose's run shares today (staging encryption, which also seals the consent log; user
+# sharding; the ledger's and consent log's MACs; the fingerprint check). No purpose's key holds
+# another's pseudonym or token key, and none holds the master.
+SHARED_USES = ("staging-encryption", "shard", "ledger-mac", "fingerprint")
+
+
+def purpose_uses(purpose: str) -> tuple[str, ...]:
+    return (f"pseudonym:{purpose}", f"pii-token:{purpose}", f"epoch-pseudonym:{purpose}",
+            *SHARED_USES)
+
+
+@dataclass(frozen=True)
+class PurposeKey(MasterKey):
+    """A purpose's key, issued from the master by an operator (`privacy-pipeline issue-key`):
+    the derived keys of `purpose_uses`, as the master derives them, so a purpose moves to its
+    own key without one pseudonym changing. `key_id` is the master's (what data records);
+    the text is `<key id>@<purpose>:<base64 of the keys>`. Asked for any other purpose's key,
+    it raises KeyUnavailableError: the analytics workers cannot compute, or check, a
+    personalization pseudonym or token."""
+
+    purpose: str = ""
+    subkeys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+
+    def derive(self, use: str) -> bytes:
+        if use in self.subkeys:
+            return self.subkeys[use]
+        raise KeyUnavailableError(
+            f"the key {self.key_id!r} issued to purpose {self.purpose!r} holds no "
+            f"{use.split(':')[0]} key" + (f" for purpose {use.split(':', 1)[1]!r}" if ":" in use
+                                         else "") + ": each purpose's tasks get their own key "
+            "(`privacy-pipeline issue-key --purpose <purpose>`, from the master)")
+
+    def issue(self, purpose: str) -> PurposeKey:
+        raise KeyUnavailableError(f"a purpose key ({self.purpose!r}) cannot issue keys; the "
+                                  "master key can")
+
+    def text(self) -> str:
+        """What goes into the purpose's secret store (one ring entry)."""
+        blob = b"".join(self.subkeys[u] for u in purpose_uses(self.purpose))
+        return f"{self.key_id}@{self.purpose}:{base64.b64encode(blob).decode()}"
+
+    def own_fingerprint(self) -> str:
+        """This purpose key's public check value (the master's `fingerprint` is the data's)."""
+        return hmac.new(self.derive("fingerprint"), f"{self.key_id}@{self.purpose}".encode(),
+                        hashlib.sha256).hexdigest()[:32]
+
+
+def _purpose_key(key_id: str, purpose: str, b64: str, *, source: str) -> PurposeKey:
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", purpose):
+        raise KeyUnavailableError(f"key from {source}: the purpose after '@' is not a purpose "
+                                  "name")
+    try:
+        blob = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyUnavailableError(f"key from {source}: the part after ':' is not base64"
+                                  ) from None
+    uses = purpose_uses(purpose)
+    if len(blob) != 32 * len(uses):
+        raise KeyUnavailableError(f"key from {source}: a purpose key holds {len(uses)} keys of "
+                                  f"32 bytes; this one is {len(blob)} bytes")
+    return PurposeKey(key_id, b"", purpose=purpose,
+                      subkeys={u: blob[32 * i:32 * (i + 1)] for i, u in enumerate(uses)})
+
 
 def parse_key(text: str, *, source: str) -> MasterKey:
-    """Parse `<key_id>:<base64>`; errors name the source, never the content."""
+    """Parse `<key_id>:<base64>` (a master key) or `<key_id>@<purpose>:<base64>` (a purpose
+    key); errors name the source, never the content."""
     key_id, sep, b64 = text.strip().partition(":")
+    key_id, at, purpose = key_id.partition("@")
+    if sep and at and _KEY_ID.match(key_id):
+        return _purpose_key(key_id, purpose, b64, source=source)
     if not sep or not _KEY_ID.match(key_id):
         raise KeyUnavailableError(
             f"key from {source} is not '<key_id>:<base64 key>' (key id: letters, digits, . _ -)")
@@ -234,6 +308,21 @@ def load_key_ring(cfg: KeysConfig, providers: Sequence[KeyProvider] | None = Non
         "no pseudonymization key found; tried " + ", ".join(p.description for p in providers)
         + ". Create a development key with `privacy-pipeline init-key`, or provide one from "
         "your secret store. The run stops rather than publish unkeyed data.")
+
+
+def check_purpose(ring: KeyRing, purpose: str, *, purpose_key_only: bool) -> None:
+    """Every key of the ring is this purpose's own (or a master, unless `purpose_key_only`)."""
+    for key in ring.keys:
+        if isinstance(key, PurposeKey) and key.purpose != purpose:
+            raise KeyUnavailableError(
+                f"key {key.key_id!r} was issued to purpose {key.purpose!r}; purpose {purpose!r} "
+                f"needs its own (`privacy-pipeline issue-key --purpose {purpose}`, from the "
+                "master)")
+        if purpose_key_only and not isinstance(key, PurposeKey):
+            raise KeyUnavailableError(
+                f"key {key.key_id!r} is a master key, and keys.purpose_key_only is set: this "
+                f"purpose's tasks take only its own key (`privacy-pipeline issue-key --purpose "
+                f"{purpose}`)")
 
 
 def check_fingerprints(ring: KeyRing, path: DataPath) -> None:

@@ -393,6 +393,16 @@ class Totals(BaseModel):
     pii_replaced: Count
 
 
+class GovernedBy(BaseModel):
+    """What a run was made under, as hashes and versions (`pipeline.access.changes`)."""
+
+    code_version: str
+    config_sha256: str
+    purpose_sha256: str
+    access_matrix_sha256: str | None = None
+    access_matrix_version: int | None = None
+
+
 class Manifest(BaseModel):
     """One run's report (`reports/{purpose}/date=D/manifest.json`), built from the records above."""
 
@@ -424,6 +434,7 @@ class Manifest(BaseModel):
     monitoring: MonitorRecord | None = None  # drift of what was published
     # the join attack on the day's table before the gate (a hard guardrail)
     reidentification: ReidentificationRecord | None = None
+    governed_by: GovernedBy | None = None  # the contracts, config, matrix and code it ran under
     totals: Totals | None = None  # set in the external view, whose funnel counts are coarse
 
     def run_totals(self) -> Totals:

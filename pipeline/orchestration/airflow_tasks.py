@@ -48,9 +48,10 @@ def accept_low_volume(context: Any) -> bool:
 
 def run_stage_task(stage: str, config: str, context: Any) -> str:
     """One daily or maintenance stage for the run's day, under the run's id."""
-    from pipeline.run import run_stage
+    from pipeline.run import authorize, run_stage
 
     try:
+        authorize(config, "run")  # the workers' identity must hold `run` for the purpose
         return run_stage(stage, run_day(context), config, run_id=context["run_id"],
                          accept_low_volume=accept_low_volume(context))
     except PipelineError as exc:

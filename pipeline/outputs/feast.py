@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
+    from pipeline.access.policy import AccessPolicy
+
 ENTITY = "cohort"
 JOIN_KEY = "cohort_id"
 
@@ -129,8 +131,37 @@ def feature_definitions(cfg: PipelineConfig) -> list:
     return [cohort, view]
 
 
-def materialize(cfg: PipelineConfig, day: date, *, release: DataPath | None = None
-                ) -> PublishRecord:
+def permissions(cfg: PipelineConfig, policy: AccessPolicy) -> list:
+    """Feast permissions for the feature view, from the access matrix: the roles that may
+    `read_features` for the purpose read it (online, offline, its description); those that
+    may `release` write it. Enforced by a Feast server with an auth manager (OIDC or
+    Kubernetes, whose roles carry these names); the embedded store checks none."""
+    from feast import FeatureView
+    from feast.permissions.action import AuthzedAction
+    from feast.permissions.permission import Permission
+    from feast.permissions.policy import RoleBasedPolicy
+
+    name, purpose = cfg.features.feature_set, cfg.purpose
+    out = []
+    for suffix, action, actions in (
+            ("readers", "read_features", [AuthzedAction.READ_ONLINE,
+                                          AuthzedAction.READ_OFFLINE,
+                                          AuthzedAction.DESCRIBE]),
+            ("writers", "release", [AuthzedAction.WRITE_ONLINE, AuthzedAction.WRITE_OFFLINE,
+                                    AuthzedAction.CREATE, AuthzedAction.UPDATE,
+                                    AuthzedAction.DELETE, AuthzedAction.DESCRIBE])):
+        roles = policy.readers(purpose, action)
+        if roles:
+            out.append(Permission(
+                name=f"{name}-{suffix}", types=[FeatureView],  # type: ignore[list-item]
+                name_patterns=[name],
+                actions=actions, policy=RoleBasedPolicy(roles=roles),
+                tags={"purpose": purpose, "access_matrix_sha256": policy.sha256[:16]}))
+    return out
+
+
+def materialize(cfg: PipelineConfig, day: date, *, release: DataPath | None = None,
+                policy: AccessPolicy | None = None) -> PublishRecord:
     """Apply the definitions and write the day's release to the online store, forward only.
 
     A cohort's online value is replaced only by a release at least as recent as the one it
@@ -144,7 +175,7 @@ def materialize(cfg: PipelineConfig, day: date, *, release: DataPath | None = No
     write_feature_store_yaml(cfg)
     store = open_store(cfg)
     definitions = feature_definitions(cfg)
-    store.apply(definitions)
+    store.apply([*definitions, *(permissions(cfg, policy) if policy else [])])
     view = definitions[1]
     path = release or features_dir(cfg) / partition_name(day) / "part.parquet"
     table = pl.read_parquet(path.read_bytes())

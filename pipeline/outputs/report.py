@@ -14,6 +14,7 @@ from datetime import date
 from html import escape
 from pathlib import Path
 
+from pipeline.access.changes import code_version, contract_hashes
 from pipeline.core.context import RunContext
 from pipeline.core.details import (
     FeaturesDetails,
@@ -28,6 +29,7 @@ from pipeline.core.records import (
     Count,
     ErasureRecord,
     Funnel,
+    GovernedBy,
     GuardrailRecord,
     KAnonymitySummary,
     LedgerRecord,
@@ -44,7 +46,9 @@ from pipeline.core.records import (
     ValidationRecord,
 )
 from pipeline.core.storage import atomic_write_bytes, atomic_write_json
-from pipeline.outputs.audit import write_index
+from pipeline.outputs.access_matrix import record_matrix
+from pipeline.outputs.audit import load_manifests, write_index
+from pipeline.outputs.governance import write_governance
 from pipeline.outputs.html import html_table, page
 from pipeline.outputs.notice import record_notice
 from pipeline.stages import DAILY, FUNNEL, STAGES
@@ -238,9 +242,15 @@ def _header(m: Manifest, external: bool) -> str:
     view = ("External view: no key ids, paths or per-column detail; counts under 10 shown as "
             "&lt;10." if external else "Internal view, with details. An external view without "
             "them is in <code>reports/external/</code>.")
+    g = m.governed_by
+    made = "" if g is None else (
+        f"<p class=view>Made under code {escape(g.code_version)}, config sha256 "
+        f"{escape(g.config_sha256[:12])}, purpose file sha256 {escape(g.purpose_sha256[:12])}"
+        + (f", access matrix version {g.access_matrix_version}" if g.access_matrix_version
+           else "") + ".</p>")
     return (f"<h1>Run {escape(m.date)}: purpose <em>{escape(m.purpose)}</em></h1>\n"
             f"<p class=\"{'ok' if m.published else 'bad'}\">{status}</p>{why}\n"
-            f"<p class=view>{view} <a href=\"../index.html\">All runs</a></p>")
+            f"<p class=view>{view} <a href=\"../index.html\">All runs</a></p>{made}")
 
 
 def _funnel(m: Manifest) -> str:
@@ -520,10 +530,21 @@ def render_html(m: Manifest, data_docs: str | None, *, external: bool = False) -
     return page(f"Privacy pipeline run {m.date} ({m.purpose})", body)
 
 
+def _governed_by(ctx: RunContext, reports: DataPath, day: date) -> GovernedBy:
+    """The hashes of what the run was made under; a new access matrix version if it changed."""
+    hashes = contract_hashes(ctx)
+    matrix = record_matrix(reports, ctx.policy, day) if ctx.policy else None
+    return GovernedBy(code_version=code_version(), config_sha256=hashes["config"],
+                      purpose_sha256=hashes["purpose"],
+                      access_matrix_sha256=hashes.get("access"),
+                      access_matrix_version=matrix.version if matrix else None)
+
+
 def write_report(ctx: RunContext, day: date) -> DataPath:
     reports = ctx.area("reports", "write")
     notice = record_notice(reports, ctx.cfg, day)  # a new version if the contracts changed
-    manifest = build_manifest(ctx, day).model_copy(update={"notice_version": notice.version})
+    manifest = build_manifest(ctx, day).model_copy(update={
+        "notice_version": notice.version, "governed_by": _governed_by(ctx, reports, day)})
     out = reports / partition_name(day)
     atomic_write_json(out / "manifest.json", manifest.model_dump(mode="json"))
     docs = manifest.validation.data_docs_index if manifest.validation else None
@@ -532,7 +553,8 @@ def write_report(ctx: RunContext, day: date) -> DataPath:
     external = reports / "external" / partition_name(day) / "report.html"
     atomic_write_bytes(external, render_html(manifest.external_view(), None,
                                              external=True).encode())
-    write_index(reports)
+    write_governance(reports, ctx.cfg, ctx.policy, load_manifests(reports), day)
+    write_index(reports, ctx.policy)
     if not manifest.funnel.balanced:
         raise PipelineError(f"{day}: row funnel does not balance; see {out / 'manifest.json'}")
     return out / "report.html"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.access.changes import log_changes
 from pipeline.core.context import RunContext
 from pipeline.core.details import ConsentDetails
 from pipeline.core.errors import ConfigError, GuardrailError, MissingInputError
@@ -103,12 +104,20 @@ def erase(ctx: RunContext, day: date) -> str:
                         short=short_of(spec.quasi_identifiers, ctx.user_col, k.k, l=k.l,
                                        sensitive=spec.sensitive_attribute),
                         key_ids=key_ids)
+    removed = sum(int(n) for n in result.removed.values())
+    if removed:  # standing requests are re-applied every day: logged when they removed rows
+        ctx.audit("erase", detail={"requests": result.requests, "rows_removed": removed,
+                                   "withdrawn_users": result.withdrawn_users,
+                                   "reset_users": result.reset_users,
+                                   "partitions_rewritten": result.partitions_rewritten})
     return str(ctx.records(day).save(result))
 
 
 def check_input(ctx: RunContext, day: date) -> str:
     """The run's day must be over (not in the future) and its raw input present, before any
-    stage deletes or rewrites anything: a mistyped date must not purge real data."""
+    stage deletes or rewrites anything: a mistyped date must not purge real data. The audit
+    log must verify (`pipeline.ledger.audit_log`); a changed purpose file, config or access
+    matrix is logged in it."""
     if day > date.today():
         raise ConfigError(f"{day} has not happened yet (today is {date.today()}); nothing "
                           "was run or deleted")
@@ -126,6 +135,7 @@ def check_input(ctx: RunContext, day: date) -> str:
                                     "root; raw input must be the landing side's own file, "
                                     "never read through a link (nothing was run or deleted)")
     lines = count_lines(source, ctx.cfg.ingest)  # decompressed, as ingest reads them
+    log_changes(ctx)  # the audit log verifies, and a changed contract or matrix is logged
     return str(ctx.records(day).save(InputRecord(
         source=str(source.relative_to(ctx.root)), bytes=source.stat().st_size, lines=lines)))
 

@@ -104,7 +104,14 @@ def features(ctx: RunContext, day: date) -> str:
         return ""
     for d in days:
         require_validated(ctx, d)
-    return release_once(ctx, day, days, partial(_draw, ctx, day, days))
+    written = release_once(ctx, day, days, partial(_draw, ctx, day, days))
+    if (rec := records.load(LedgerRecord)) is not None and rec.release_due \
+            and not rec.reused_stored_release:
+        ctx.audit("release", detail={
+            "feature_set": rec.feature_set, "release_date": rec.date, "covers": rec.covers,
+            "unit": rec.unit, "cost": rec.cost, "window_spent": rec.window_spent,
+            "payload_sha256": rec.payload_sha256})
+    return written
 
 
 def _draw(ctx: RunContext, day: date, days: list[date], charge: Charge) -> Release:
@@ -145,7 +152,8 @@ def publish(ctx: RunContext, day: date) -> str:
     if ledger.release_due:
         ctx.zone("feature_store", "write")  # Feast's registry and online store
         info = materialize(ctx.cfg, day,
-                           release=ctx.file("features", "part.parquet", day, "read"))
+                           release=ctx.file("features", "part.parquet", day, "read"),
+                           policy=ctx.policy)
         info.features_sha256 = ledger.payload_sha256
         info.changed = before is None or not before.materialized or \
             before.features_sha256 != ledger.payload_sha256

@@ -94,6 +94,13 @@ def subject_access(configs: Sequence[PipelineConfig], *, account_id: str | None 
     archive.write_text(result.page.name, render_page(result))
     archive.zip()
     _log(first, subject, result)
+    for cfg, found_in in zip(configs, result.purposes, strict=True):
+        # each purpose's audit chain, under the person's pseudonym in that purpose
+        ctx = RunContext(cfg, run_date=now.date())
+        ctx.audit("subject_access",
+                  subject=found_in.pseudonyms.get(ctx.key.key_id, subject)[:16],
+                  detail={"rows": sum(found_in.rows.values()), "tables": len(result.tables),
+                          "held_anything": result.holds_anything})
     return result
 
 
@@ -204,3 +211,4 @@ def _log(ctx: RunContext, subject: str, result: SubjectAccess) -> None:
             "held_anything": result.holds_anything, "tables": len(result.tables)}
     previous = log.read_bytes() if log.is_file() else b""
     atomic_write_bytes(log, previous + (json.dumps(line) + "\n").encode())
+

@@ -15,7 +15,7 @@ from pipeline.run import run_all
 from tests.conftest import generated_day, write_config
 
 DAY = date(2026, 11, 1)
-SHARED = ("raw/", "ledger/", "feature_repo/", "keys/", ".locks/")  # landing side and shared stores
+SHARED = ("raw/", "ledger/", "feature_repo/", "keys/", ".locks/", "audit_log/")  # shared stores
 
 
 def _digests(root: Path) -> dict[str, str]:
