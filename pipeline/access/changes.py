@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from functools import cache
+from functools import cache, partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +17,7 @@ from pipeline.config import PipelineConfig
 
 if TYPE_CHECKING:
     from pipeline.core.context import RunContext
+    from pipeline.ledger.audit_log import AuditEntry
 
 CHANGE_ACTIONS = {"purpose": "purpose_change", "config": "config_change",
                   "access": "policy_change"}
@@ -62,17 +63,24 @@ def log_changes(ctx: RunContext) -> list[str]:
     """Verify the purpose's audit chain, then log each governing file whose hash differs from
     the last one logged (all of them on a purpose's first run). Returns the kinds logged."""
     entries = ctx.audit_log("write").verify(ctx.cfg.purpose)
-    last: dict[str, str] = {}
-    for e in entries:
-        for kind, action in CHANGE_ACTIONS.items():
-            if e.action == action:
-                last[kind] = str(e.detail.get("sha256"))
     changed = []
     role = (ctx.policy.role_for(ctx.actor, ctx.cfg.purpose, "run") if ctx.policy else None)
     for kind, digest in contract_hashes(ctx).items():
-        if last.get(kind) != digest:
-            ctx.audit(CHANGE_ACTIONS[kind], role=role or "unassigned", detail={
-                "sha256": digest, "previous_sha256": last.get(kind),
-                "code_version": code_version()})
+        action = CHANGE_ACTIONS[kind]
+        if _last(entries, action) != digest:
+            ctx.audit(action, role=role or "unassigned", detail={
+                "sha256": digest, "previous_sha256": _last(entries, action),
+                "code_version": code_version()},
+                unless=partial(_logged, action=action, digest=digest))  # by a run meanwhile
             changed.append(kind)
     return changed
+
+
+def _logged(entries: list[AuditEntry], *, action: str, digest: str) -> bool:
+    return _last(entries, action) == digest
+
+
+def _last(entries: list[AuditEntry], action: str) -> str | None:
+    """The hash the last `action` entry logged."""
+    found = [e for e in entries if e.action == action]
+    return str(found[-1].detail.get("sha256")) if found else None

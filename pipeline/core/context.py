@@ -32,8 +32,10 @@ from pipeline.core.storage import Storage, dated_partitions
 from pipeline.stages import STAGING, Stage, Zone
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pipeline.access.policy import AccessPolicy, Decision
-    from pipeline.ledger.audit_log import AuditLog, Outcome
+    from pipeline.ledger.audit_log import AuditEntry, AuditLog, Outcome
     from pipeline.ledger.consent_log import ConsentLog
     from pipeline.ledger.store import PrivacyLedger
 
@@ -225,9 +227,11 @@ class RunContext:
 
     def audit(self, action: str, *, detail: dict[str, object] | None = None,
               subject: str | None = None, outcome: Outcome = "done",
-              role: str | None = None) -> None:
+              role: str | None = None,
+              unless: Callable[[list[AuditEntry]], bool] | None = None) -> None:
         """Append a sensitive action to the audit log, as the actor and the role the matrix
-        gives them for it (`unassigned` without a matrix: a library call)."""
+        gives them for it (`unassigned` without a matrix: a library call); `unless`: see
+        `AuditLog.append`."""
         from pipeline.ledger.audit_log import AuditEntry
 
         if role is None:
@@ -235,7 +239,7 @@ class RunContext:
                     if self.policy else None) or "unassigned"
         self.audit_log("write").append(AuditEntry(
             purpose=self.cfg.purpose, actor=self.actor, role=role, action=action,
-            outcome=outcome, subject=subject, detail=detail or {}))
+            outcome=outcome, subject=subject, detail=detail or {}), unless=unless)
 
     def record_dates(self) -> list[date]:
         """The dates that have run records."""

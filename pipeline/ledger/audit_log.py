@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -126,10 +126,14 @@ class AuditLog:
             "is restored from a trusted copy: sensitive actions may have been hidden")
 
     def verify(self, purpose: str) -> list[AuditEntry]:
-        """The purpose's entries, oldest first, once the chain and the kept head check out."""
-        return self._verified(purpose, self._rows(purpose))
+        """The purpose's entries, oldest first, once the chain and the kept head check out.
+        The head is read first: it is written only after its entry is committed, so a run
+        appending meanwhile never makes the log look cut short."""
+        kept = self._kept_head(purpose)
+        return self._verified(purpose, self._rows(purpose), kept)
 
-    def _verified(self, purpose: str, rows: list[tuple[Any, ...]]) -> list[AuditEntry]:
+    def _verified(self, purpose: str, rows: list[tuple[Any, ...]],
+                  kept: AuditHead | None) -> list[AuditEntry]:
         prev, out = "", []
         for i, r in enumerate(rows, start=1):
             row = dict(zip(_COLUMNS, r, strict=True))
@@ -153,7 +157,6 @@ class AuditLog:
                 self._tampered(purpose, f"entry {n} was edited (its MAC does not match)")
             prev = row["mac"]
             out.append(entry)
-        kept = self._kept_head(purpose)
         if kept is not None:
             if len(out) < kept.n:
                 self._tampered(purpose, f"it ends at entry {len(out)}, but entry {kept.n} was "
@@ -163,13 +166,18 @@ class AuditLog:
                 self._tampered(purpose, f"entry {kept.n} is not the one written")
         return out
 
-    def append(self, entry: AuditEntry) -> AuditEntry:
-        """Add an entry at the end of its purpose's chain (after verifying it) and keep the
-        new head beside the run records."""
+    def append(self, entry: AuditEntry,
+               unless: Callable[[list[AuditEntry]], bool] | None = None) -> AuditEntry | None:
+        """Add an entry at the end of its purpose's chain (after verifying it), unless
+        `unless(entries)` says it is there already (decided under the same lock, so two runs
+        starting together log a change once); then keep the new head beside the run records."""
         key_id = self.sealer.active
         with transaction(self._db) as con:
+            kept = self._kept_head(entry.purpose)  # <= what is committed: see `verify`
             rows = self._rows(entry.purpose, con)
-            self._verified(entry.purpose, rows)
+            entries = self._verified(entry.purpose, rows, kept)
+            if unless is not None and unless(entries):
+                return None
             prev = rows[-1][_COLUMNS.index("mac")] if rows else ""
             (seq,) = execute(self._db, con, f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {TABLE}"
                              ).fetchone()
@@ -183,6 +191,9 @@ class AuditLog:
                     (int(seq), done.purpose, done.n, done.at, done.actor, done.role,
                      done.action, done.outcome, done.subject,
                      json.dumps(dict(done.detail), sort_keys=True), key_id, prev, mac))
+        # after the commit, and never backwards (two appenders may finish out of order)
+        kept = self._kept_head(entry.purpose)
+        if kept is None or kept.n < done.n:
             atomic_write_json(self._head_path(entry.purpose), {"n": done.n, "mac": mac})
         return done
 
