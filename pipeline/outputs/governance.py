@@ -191,8 +191,9 @@ def _measured(manifests: Sequence[Manifest], cfg: PipelineConfig) -> Section:
         ("Re-identification by an insider holding the staging zone",
          "not run" if reid is None else "not applicable (counts only)" if not reid.applicable
          else f"{reid.rate:.1%} singled out ({reid.worst_attack}); limit {reid.limit:.0%} "
-              f"(1/k)", "k-anonymous profiles under daily pseudonyms; the gate blocks above "
-                        "1/k"),
+              f"(1/k)", "published counts cover at least k users each" if reid is not None
+         and not reid.applicable else "k-anonymous rows under keyed pseudonyms; the gate "
+                                      "blocks above 1/k"),
         ("Residual personal data in what is published",
          f"{sum(c.success for c in pii_checks)} of {len(pii_checks)} column checks passed over "
          f"{len(manifests)} run(s)", "Presidio scan of every published string column; a "

@@ -132,6 +132,8 @@ def _held_before(ctx: RunContext, zone: str, day: date, n: int) -> list[date]:
 
 
 def _release_drift(ctx: RunContext, day: date) -> MonitorRecord:
+    if not ctx.cfg.features.enabled:  # another purpose's release may share the folder name
+        return MonitorRecord(features_note=f"purpose {ctx.cfg.purpose} releases no features")
     zone, storage = ctx.zone("features", "read"), ctx.storage
     if not storage.exists(zone, day):
         return MonitorRecord(features_note=f"no release on {day}")

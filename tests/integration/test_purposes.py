@@ -4,6 +4,7 @@ paths, keys and records, and neither run touches the other's files."""
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import date
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def test_when_two_purposes_run_then_each_writes_only_under_its_own_paths(
     before = _digests(data)
     ctx, published = run_all(DAY, analytics)
     assert published
+    # analytics releases no features: its monitor never reads personalization's release,
+    # though both configs name the feature set alike
+    monitor = json.loads((data / "runs" / "analytics" / f"date={DAY}" / "monitor.json")
+                         .read_text())
+    assert monitor["disparity"] is None
+    assert monitor["features_note"] == "purpose analytics releases no features"
     after = _digests(data)
     changed = {p for p in after if before.get(p) != after[p]}
     # Nothing of personalization's changed; everything new is under analytics or shared.
