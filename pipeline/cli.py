@@ -468,14 +468,15 @@ def cmd_subject_access(args: argparse.Namespace) -> int:
 def cmd_audit_log(args: argparse.Namespace) -> int:
     """The purpose's audit log of sensitive actions, verified (its chain and kept head)."""
     ctx = _authorized(args.config, "read_audit_log")
-    entries = ctx.audit_log().verify(ctx.cfg.purpose)
+    log = ctx.audit_log()
+    entries = log.verify(ctx.cfg.purpose)
     if args.json:
         for e in entries:
             print(json.dumps({"n": e.n, "at": e.at, "actor": e.actor, "role": e.role,
                               "action": e.action, "outcome": e.outcome, "subject": e.subject,
                               "detail": dict(e.detail)}, default=str))
         return Exit.OK
-    print(f"{ctx.audit_log().where}, purpose {ctx.cfg.purpose!r}: {len(entries)} entries, "
+    print(f"{log.where}, purpose {ctx.cfg.purpose!r}: {len(entries)} entries, "
           "chain verified")
     for e in entries[-args.last:] if args.last else entries:
         detail = ", ".join(f"{k}={v}" for k, v in sorted(e.detail.items()) if v is not None)

@@ -16,10 +16,14 @@ import os
 from pipeline.access.policy import AccessPolicy
 
 
-def caller(policy: AccessPolicy) -> str:
+def caller(policy: AccessPolicy | None) -> str:
+    """Without a matrix (a library call), the matrix's default variable and scheduler name."""
+    fields = AccessPolicy.model_fields
+    scheduler = policy.scheduler_identity if policy else fields["scheduler_identity"].default
+    env_var = policy.identity_env_var if policy else fields["identity_env_var"].default
     if os.environ.get("AIRFLOW_CTX_DAG_ID"):
-        return policy.scheduler_identity
-    named = os.environ.get(policy.identity_env_var, "").strip()
+        return str(scheduler)
+    named = os.environ.get(str(env_var), "").strip()
     if named:
         return named
     try:

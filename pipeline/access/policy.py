@@ -4,9 +4,9 @@ The file is data: roles (what each may do), and members (who holds which role, f
 purpose or `*` for every one). Casbin (pycasbin: Apache's RBAC-with-domains model, pure
 Python, 40 ms to import) decides each request `(identity, purpose, action)`; Cedar says more
 (attribute conditions, a policy language of its own) than this matrix needs, and OPA is a
-server to run. The same matrix is rendered in the audit bundle (`matrix_rows`), versioned by
-its hash, and turned into Feast permissions for the purpose's feature views
-(`pipeline.outputs.feast`).
+server to run. The same matrix is rendered in the audit bundle
+(`pipeline.outputs.access_matrix`), versioned by its hash, and turned into Feast permissions
+for the purpose's feature views (`pipeline.outputs.feast`).
 
 Actions:
 - `run`: run the daily and maintenance stages (what the scheduler does);
@@ -142,14 +142,9 @@ class AccessPolicy(Model):
                     return role
         return None
 
-    def matrix_rows(self) -> list[tuple[str, str, str]]:
-        """(role, action, purposes held by whom) for the bundle's access matrix."""
-        rows: list[tuple[str, str, str]] = []
-        for name, role in self.roles.items():
-            holders = sorted({f"{w}@{p}" for w, r, p in self.grants() if r == name})
-            for action in role.may:
-                rows.append((name, action, ", ".join(holders) or "nobody"))
-        return rows
+    def holders(self, role: str) -> list[str]:
+        """`identity@purpose` for every holder of `role` (the bundle's access matrix)."""
+        return sorted({f"{w}@{p}" for w, r, p in self.grants() if r == role})
 
     def readers(self, purpose: str, action: str) -> list[str]:
         """The roles that may do `action` in `purpose` (recipients, Feast roles)."""
@@ -186,11 +181,17 @@ def decide(policy: AccessPolicy, identity: str, purpose: str, action: str) -> De
     return Decision(identity, purpose, action, role)
 
 
+def refusal(decision: Decision) -> AccessDeniedError:
+    """The error for a denied decision, naming who, what and where (never a data value)."""
+    return AccessDeniedError(
+        f"{decision.identity!r} may not {decision.action.replace('_', ' ')} for purpose "
+        f"{decision.purpose!r}: no role of theirs allows it in the access matrix "
+        "(config/access.yaml)")
+
+
 def require(policy: AccessPolicy, identity: str, purpose: str, action: str) -> Decision:
-    """The decision, or AccessDeniedError naming who, what and where (never a data value)."""
+    """The decision, or AccessDeniedError (`refusal`)."""
     decision = decide(policy, identity, purpose, action)
     if not decision.allowed:
-        raise AccessDeniedError(
-            f"{identity!r} may not {action.replace('_', ' ')} for purpose {purpose!r}: no role "
-            f"of theirs allows it in the access matrix (config/access.yaml)")
+        raise refusal(decision)
     return decision

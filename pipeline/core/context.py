@@ -196,25 +196,19 @@ class RunContext:
     def actor(self) -> str:
         """Who this run or command acts as (`pipeline.access.identity`)."""
         from pipeline.access.identity import caller
-        from pipeline.access.policy import AccessPolicy
 
-        return caller(self.policy or AccessPolicy.model_validate(
-            {"purposes": [self.cfg.purpose], "roles": {"-": {"description": "-",
-                                                             "may": ["run"]}},
-             "members": {}}))
+        return caller(self.policy)
 
     def authorize(self, action: str) -> Decision:
         """The actor may do `action` for this purpose, or AccessDeniedError (the refusal is
         logged in the audit log first). Without an access matrix, refused."""
-        from pipeline.access.policy import decide, load_policy, require
-        from pipeline.core.errors import AccessDeniedError
+        from pipeline.access.policy import decide, load_policy, refusal
 
         policy = self.policy or load_policy(None)
         decision = decide(policy, self.actor, self.cfg.purpose, action)
         if not decision.allowed:
             self.audit(action, outcome="denied", role="none")
-            require(policy, self.actor, self.cfg.purpose, action)
-            raise AccessDeniedError(action)  # not reached: `require` raises
+            raise refusal(decision)
         return decision
 
     def audit_log(self, mode: Mode | None = None) -> AuditLog:

@@ -26,15 +26,20 @@ class MatrixVersion(BaseModel):
     sha256: str
 
 
-def to_markdown(policy: AccessPolicy, *, members: bool = True) -> str:
-    """Roles, what each may do and who holds it, per purpose; `members=False`: how many hold
-    each role instead of their names (the external view)."""
+def _held_by(policy: AccessPolicy, role: str, *, external: bool) -> str:
+    """Who holds `role` (`identity@purpose`), or in the external view only how many."""
+    holders = policy.holders(role)
+    if external:
+        return f"{len({h.split('@')[0] for h in holders})} member(s)"
+    return ", ".join(holders) or "nobody"
+
+
+def to_markdown(policy: AccessPolicy) -> str:
+    """Roles, what each may do and who holds it, per purpose."""
     lines = ["| Role | May | Held by |", "|---|---|---|"]
     for name, role in policy.roles.items():
-        held = sorted({f"{w}@{p}" for w, r, p in policy.grants() if r == name})
-        who = ", ".join(held) if members else f"{len({w for w, r, _ in policy.grants() if r == name})} member(s)"  # noqa: E501
         lines.append(f"| {name}: {role.description} | {', '.join(role.may)} | "
-                     f"{who or 'nobody'} |")
+                     f"{_held_by(policy, name, external=False)} |")
     return "\n".join(["# Access matrix", "", f"Purposes: {', '.join(policy.purposes)}. "
                       f"Scheduled runs act as `{policy.scheduler_identity}`.", "", *lines, ""])
 
@@ -42,12 +47,8 @@ def to_markdown(policy: AccessPolicy, *, members: bool = True) -> str:
 def section(policy: AccessPolicy, versions: list[MatrixVersion], *, external: bool,
             prefix: str = "") -> str:
     """The audit index's section: the matrix in force and every version with its diff."""
-    rows = []
-    for name, role in policy.roles.items():
-        holders = sorted({f"{w}@{p}" for w, r, p in policy.grants() if r == name})
-        rows.append((name, role.description, ", ".join(role.may),
-                     f"{len({h.split('@')[0] for h in holders})} member(s)" if external
-                     else ", ".join(holders) or "nobody"))
+    rows = [(name, role.description, ", ".join(role.may),
+             _held_by(policy, name, external=external)) for name, role in policy.roles.items()]
     history = " ".join(
         f'<a href="{prefix}{FOLDER}/v{v.version}/matrix.html">version {v.version}</a> '
         f"(from {escape(v.effective)}"

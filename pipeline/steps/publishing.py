@@ -55,11 +55,11 @@ def validate(ctx: RunContext, day: date) -> str:
         else:
             outcome = validate_shards(pending, spec, k=k, l=l, gx_root=gx_root,
                                       run_name=run_name, detector=detector)
-    outcome = _with_reidentification(outcome, records.load(ReidentificationRecord))
+    reid = records.load(ReidentificationRecord)
+    outcome = _with_reidentification(outcome, reid)
     records.save(outcome)
     if not outcome.success:
         failed = ", ".join(f"{c.expectation}({c.column or 'table'})" for c in outcome.failures)
-        reid = records.load(ReidentificationRecord)
         raise ValidationFailedError(
             f"{day}: minimization suite failed: {failed}; publishing is blocked"
             + (f" ({reid.describe()})" if reid is not None and not reid.passed else ""))

@@ -75,6 +75,8 @@ def test_when_a_reader_asks_for_a_subjects_data_then_it_is_denied_and_the_office
                                  paths__access_policy=str(_matrix(tmp_path)))
     account = json.loads((data / "raw" / "events" / "date=2026-11-01" / "events.jsonl")
                          .read_text().splitlines()[0])["account_id"]
+    # outside a task (`dag.test()` leaves Airflow's task variables in the environment)
+    monkeypatch.delenv("AIRFLOW_CTX_DAG_ID", raising=False)
     monkeypatch.setenv("PRIVACY_PIPELINE_USER", "mallory")
     assert main(["--config", str(config), "run", "--date", "2026-11-01"]) == Exit.DENIED
     assert main(["--config", str(config), "subject-access", "--account-id", account]) \

@@ -38,6 +38,18 @@ def write_deployment(tmp_path: Path, purposes: dict[str, Path], **overrides: obj
     return path
 
 
+def _run_with_file_alerts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: Path,
+                          logical_date: datetime = RUN_AFTER):  # noqa: ANN202
+    """The daily DAG run by `dag.test()` with only a file notifier: the run, each task's
+    state, and the lines the notifier wrote."""
+    alerts = tmp_path / "alerts.jsonl"
+    monkeypatch.setenv("PRIVACY_PIPELINE_DEPLOYMENT", str(write_deployment(
+        tmp_path, {"personalization": config}, notify=[{"type": "file", "path": str(alerts)}])))
+    run = _dagbag().dags[DAG_ID].test(logical_date=logical_date)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    return run, states, [json.loads(line) for line in alerts.read_text().splitlines()]
+
+
 @pytest.fixture(scope="module")
 def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private AIRFLOW_HOME with a migrated SQLite DB, set before Airflow is imported."""
@@ -260,16 +272,11 @@ def test_when_every_line_of_a_day_is_quarantined_then_the_dag_run_fails_on_the_g
     generate(data, start=date(2026, 11, 1), users=100, seed=3)
     raw = data / "raw" / "events" / "date=2026-11-01" / "events.jsonl"
     raw.write_text(raw.read_text().replace('"event_id"', '"evt_id"'))  # an upstream rename
-    alerts = tmp_path / "alerts.jsonl"
-    monkeypatch.setenv("PRIVACY_PIPELINE_DEPLOYMENT", str(write_deployment(
-        tmp_path, {"personalization": config}, notify=[{"type": "file", "path": str(alerts)}])))
-    run = _dagbag().dags[DAG_ID].test(logical_date=RUN_AFTER)
-    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    run, states, [alert] = _run_with_file_alerts(tmp_path, monkeypatch, config)
     assert run.state == "failed"
     assert states["ingest"] == states["consent"] == "success"
     assert states["guardrails"] == "failed" and states["gate"] == "failed"
     assert states["features"] == states["publish"] == "upstream_failed"
-    [alert] = [json.loads(line) for line in alerts.read_text().splitlines()]
     assert "max_quarantine_share: 100.0% (limit <= 20%) BREACHED" in alert["error"]
     # no ε charged, nothing published, Feast never opened
     assert not (data / "ledger").exists() and not (data / "feature_repo").exists()
@@ -332,15 +339,10 @@ def test_when_the_table_would_publish_staging_pseudonyms_then_the_reidentificati
     generate(data, start=date(2026, 11, 1), users=100, seed=3)
     monkeypatch.setattr("pipeline.transforms.profile.with_epoch_pseudonym",
                         lambda table, column, master, purpose, epoch: table)
-    alerts = tmp_path / "alerts.jsonl"
-    monkeypatch.setenv("PRIVACY_PIPELINE_DEPLOYMENT", str(write_deployment(
-        tmp_path, {"personalization": config}, notify=[{"type": "file", "path": str(alerts)}])))
-    run = _dagbag().dags[DAG_ID].test(logical_date=RUN_AFTER)
-    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    run, states, [alert] = _run_with_file_alerts(tmp_path, monkeypatch, config)
     assert run.state == "failed"
     assert states["reidentify"] == "success" and states["validate"] == "failed"
     assert states["features"] == states["publish"] == "upstream_failed"
-    [alert] = [json.loads(line) for line in alerts.read_text().splitlines()]
     assert alert["task_id"] == "gate"
     assert ("re-identification: 100.0% of people singled out (pseudonym reuse), limit 20.0% "
             "(1/k, k = 5) BREACHED") in alert["error"]
@@ -373,16 +375,13 @@ def test_when_a_day_quarantines_far_more_than_usual_then_the_run_publishes_and_a
               if i % 16 == 0 and '"age": ' in line and '"age": null' not in line else line
               for i, line in enumerate(lines)]
     raw.write_text("\n".join(broken) + "\n")
-    alerts = tmp_path / "alerts.jsonl"
-    monkeypatch.setenv("PRIVACY_PIPELINE_DEPLOYMENT", str(write_deployment(
-        tmp_path, {"personalization": config}, notify=[{"type": "file", "path": str(alerts)}])))
-    run = _dagbag().dags[DAG_ID].test(logical_date=datetime(2026, 11, 3, tzinfo=UTC))
+    run, _, sent = _run_with_file_alerts(tmp_path, monkeypatch, config,
+                                         datetime(2026, 11, 3, tzinfo=UTC))
     assert run.state == "success"
-    sent = [json.loads(line) for line in alerts.read_text().splitlines()]
     assert sent and all(a["kind"] == "alert" and a["task_id"] == "monitor" for a in sent)
     [spike] = [a["alert"] for a in sent if a["alert"].startswith("quarantine_spike")]
     assert spike.startswith("quarantine_spike: wrong_type: measured 0.0")
     assert "threshold <= 3 x median" in spike and "of lines over 1 run(s)" in spike
-    assert "x64" not in alerts.read_text()  # no value from the data
+    assert "x64" not in json.dumps(sent)  # no value from the data
     report = (reports_of(data, "2026-11-02") / "report.html").read_text()
     assert "Soft guardrails (alerts)" in report and "quarantine_spike" in report
