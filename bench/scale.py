@@ -75,8 +75,9 @@ def _watch(cmd: list[str], env: dict[str, str], limit_mb: float
            ) -> tuple[int | None, float, list[tuple[float, float]]]:
     """Run `cmd`; (exit code or None if stopped over the limit, wall s, [(time, tree RSS MB)])."""
     started = time.time()
+    # on a terminal the command draws its own progress bar (stage, shard i of n, rows/s)
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=None if sys.stderr.isatty() else subprocess.PIPE, text=True)
     top, samples = psutil.Process(proc.pid), []
     while proc.poll() is None:
         try:

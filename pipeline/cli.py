@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import sys
 import time
 from datetime import date as Date
@@ -112,14 +111,12 @@ def _run_day(text: str) -> Date:
 
 
 def _setup_logging(log_file: Path | None = None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("great_expectations", "feast", "urllib3", "numexpr"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from pipeline.console import setup_logging
+
+    setup_logging(log_file, verbose=VERBOSE)
+
+
+VERBOSE = False  # set from --verbose by `main`
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -127,12 +124,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline.demo.generate import generate
 
     root = data_path(args.out) if args.out else load_config(args.config).paths.root
+    from pipeline.console import progress_shown
+
     signal = {} if args.cohort_signal is None else {"cohort_signal": args.cohort_signal}
-    out = generate(root, start=args.start, days=args.days, users=args.users, seed=args.seed,
-                   drift=args.drift, **signal)
-    print(f"wrote {out.events} raw event lines ({out.malformed} malformed on purpose) in "
-          f"{len(out.event_files)} daily file(s) under {root / 'raw' / 'events'}")
-    print(f"wrote consent records to {out.consent_file}")
+    with progress_shown():
+        out = generate(root, start=args.start, days=args.days, users=args.users,
+                       seed=args.seed, drift=args.drift, **signal)
+    print(f"generated {out.events:,} raw event lines ({out.malformed:,} malformed on purpose) "
+          f"of {args.users:,} users over {len(out.event_files)} day(s) under "
+          f"{root / 'raw'} (events/date=D/, consent/consent.jsonl)")
     return 0
 
 
@@ -217,27 +217,78 @@ def _summary(ctx: RunContext, day: Date) -> None:
 
     paths = output_paths(ctx, day)
     manifest = Manifest.model_validate_json(paths["manifest"].read_text())
-    print(f"\n== {day}: {'published' if manifest.published else 'NOT published'}")
+    print(f"\n== {day} ({ctx.cfg.purpose}): "
+          f"{'published' if manifest.published else 'NOT published'}")
     for line in blocked_by(manifest):
         print(f"  {line}")
     for question, answer in summary_rows(manifest):
         print(f"{question}: {answer}")
+    print()
     for name, path in paths.items():
         print(f"{name:>13}: {path}")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _one_line(ctx: RunContext, day: Date, seconds: float) -> str:
+    """A run in one line: its day, whether it published, its rows and time."""
+    from pipeline.core.records import Manifest
+    from pipeline.run import output_paths
+
+    m = Manifest.model_validate_json(output_paths(ctx, day)["manifest"].read_text())
+    return (f"{day}  {'published' if m.published else 'NOT published':<13}  "
+            f"{m.funnel.rows_in:,} rows in, {m.funnel.rows_out:,} published, "
+            f"{len(m.outcomes)} stages in {seconds:.1f} s")
+
+
+def _run_one(args: argparse.Namespace) -> tuple[RunContext, bool, float]:
+    """One date, every stage, with a progress bar on a terminal and the log in a file."""
     from pipeline.config import load_config
+    from pipeline.console import progress_shown
     from pipeline.run import run_all
 
     cfg = load_config(args.config)
-    _setup_logging(cfg.paths.local / "logs" / partition_name(args.date) / "run.log")
+    _setup_logging(run_log(cfg, args.date))
     _authorized(args.config, "run")
     started = time.perf_counter()
-    ctx, published = run_all(args.date, args.config, accept_low_volume=args.accept_low_volume)
+    with progress_shown():
+        ctx, published = run_all(args.date, args.config,
+                                 accept_low_volume=args.accept_low_volume)
+    return ctx, published, time.perf_counter() - started
+
+
+def run_log(cfg: PipelineConfig, day: Date) -> Path:
+    """Where a CLI run of `day` keeps its full log (library logs included)."""
+    return cfg.paths.local / "logs" / partition_name(day) / "run.log"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    ctx, published, seconds = _run_one(args)
     _summary(ctx, args.date)
-    print(f"finished in {time.perf_counter() - started:.1f} s")
+    print(f"{'log':>13}: {run_log(ctx.cfg, args.date)}\nfinished in {seconds:.1f} s")
     return Exit.OK if published else _run_exit(ctx, args.date)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """A finished run's summary (its report's first screen), the latest by default."""
+    from pipeline.config import load_config
+    from pipeline.core.context import RunContext
+    from pipeline.core.layout import Layout
+
+    cfg = load_config(args.config)
+    ctx = RunContext(cfg)  # its records only: no key is loaded
+    day = args.date
+    if day is None:
+        area = Layout(cfg.paths.root, cfg.paths.local).area(cfg.zone("reports"))
+        days = sorted(p.parent.name[5:] for p in area.glob("date=*/manifest.json"))
+        if not days:
+            raise NotFoundError(f"no run of purpose {cfg.purpose!r} has finished yet "
+                                f"(no manifest under {area})")
+        day = Date.fromisoformat(days[-1])
+    _summary(ctx, day)
+    print(f"{'audit index':>13}: {ctx.partition_dir('reports', day).parent / 'index.html'}")
+    print(f"{'log':>13}: {run_log(cfg, day)}")
+    if args.cohort:
+        _online_example(args.config, args.cohort)
+    return Exit.OK
 
 
 def _run_exit(ctx: RunContext, day: Date) -> Exit:
@@ -387,7 +438,7 @@ def _users_of_last_good_release(cfg: PipelineConfig) -> tuple[float, str]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Two days, so a training set can join each event to the release before it (the first
-    day's events have none)."""
+    day's events have none). One line per step, then the last day's summary."""
     first = args.date
     args.out, args.start, args.seed, args.key_id = None, first, 7, "dev-local-1"
     args.cohort_signal, args.drift = None, None
@@ -397,15 +448,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     code: int = Exit.OK
     for i in range(args.days):
         args.date = first + timedelta(days=i)
-        code = max(code, cmd_run(args))
+        ctx, published, seconds = _run_one(args)
+        print(_one_line(ctx, args.date, seconds), flush=True)
+        code = max(code, Exit.OK if published else _run_exit(ctx, args.date))
+    if not args.no_summary:
+        from pipeline.config import load_config
+
+        regions = load_config(args.config).features.regions
+        args.date, args.cohort = None, f"{regions[min(1, len(regions) - 1)]}|25-34|mobile"
+        cmd_summary(args)
+    return code
+
+
+def _online_example(config: str, cohort: str) -> None:
+    """One cohort's features, read back from Feast's online store, in one line."""
     from pipeline.config import load_config
     from pipeline.outputs.feast import online_features
 
-    cfg = load_config(args.config)
-    cohort = f"{cfg.features.regions[1]}|25-34|mobile"
-    print(f"\nOnline features for cohort {cohort!r} (read back from Feast):")
-    print(json.dumps(online_features(cfg, [cohort]), default=str))
-    return code
+    cfg = load_config(config)
+    values = online_features(cfg, [cohort])
+    shown = ", ".join(f"{k.removesuffix('_shrunk')} {v[0]:.3g}" if isinstance(v[0], float)
+                      else f"{k} {v[0]}" for k, v in list(values.items())[1:6])
+    print(f"{'online':>13}: {cohort}: {shown}, … (`privacy-pipeline features '{cohort}'`)")
 
 
 def cmd_scrub_text(args: argparse.Namespace) -> int:
@@ -520,15 +584,24 @@ LOW_VOLUME_HELP = ("publish a day known to be small on purpose: its low-volume g
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="privacy-pipeline", description=__doc__)
+    p = argparse.ArgumentParser(prog="privacy-pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=DEFAULT_CONFIG, help="pipeline YAML (%(default)s)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also print the INFO log (libraries included) on standard error; "
+                        "it is always in the run's log file")
+    p.add_argument("--version", action=_Version, nargs=0,
+                   help="print the version (with the git commit in a checkout) and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write seeded synthetic raw events and consent")
-    g.add_argument("--start", type=_day, default=DEMO_DATE)
-    g.add_argument("--days", type=_positive, default=1)
-    g.add_argument("--users", type=_positive, default=1000)
-    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--start", type=_day, default=DEMO_DATE,
+                   help="first day, YYYY-MM-DD (%(default)s)")
+    g.add_argument("--days", type=_positive, default=1, help="days of events (%(default)s)")
+    g.add_argument("--users", type=_positive, default=1000,
+                   help="users, each with a profile, consent and events (%(default)s)")
+    g.add_argument("--seed", type=int, default=7,
+                   help="random seed: the same seed writes the same files (%(default)s)")
     g.add_argument("--out", help="data root (default: paths.data_root of the config)")
     g.add_argument("--cohort-signal", type=float,
                    help="how strongly users' category mix follows their cohort; 0 = none "
@@ -539,23 +612,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     k = sub.add_parser("init-key", help="create a local development key file (mode 0600)")
-    k.add_argument("--key-id", default="dev-local-1")
+    k.add_argument("--key-id", default="dev-local-1",
+                   help="the key's id, recorded with everything it keys (%(default)s)")
     k.add_argument("--out", help="key file (default: keys.file of the config)")
     k.set_defaults(func=cmd_init_key)
 
     r = sub.add_parser("run", help="run every stage for one date")
-    r.add_argument("--date", type=_run_day, required=True)
+    r.add_argument("--date", type=_run_day, required=True,
+                   help="the day to process, YYYY-MM-DD (over already)")
     r.add_argument("--accept-low-volume", action="store_true", help=LOW_VOLUME_HELP)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("stage", help="run one stage for one date (what a DAG task does)")
-    s.add_argument("stage", choices=list(STAGES))
-    s.add_argument("--date", type=_run_day, required=True)
+    s.add_argument("stage", choices=list(STAGES), help="the stage (README, stage table)")
+    s.add_argument("--date", type=_run_day, required=True,
+                   help="the day to process, YYYY-MM-DD (over already)")
     s.add_argument("--accept-low-volume", action="store_true", help=LOW_VOLUME_HELP)
     s.set_defaults(func=cmd_stage)
 
     rk = sub.add_parser("rekey", help="after a key rotation: move one date onto the active key")
-    rk.add_argument("--date", type=_run_day, required=True)
+    rk.add_argument("--date", type=_run_day, required=True,
+                    help="the day to move onto the active key, YYYY-MM-DD")
     rk.set_defaults(func=cmd_rekey)
 
     f = sub.add_parser("features", help="read cohort features from the online store")
@@ -611,17 +688,36 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--last", type=_positive, default=None, help="only the last N entries")
     al.add_argument("--json", action="store_true", help="one JSON object per entry")
     al.set_defaults(func=cmd_audit_log)
+    sm = sub.add_parser("summary", help="a finished run's summary and where its outputs are")
+    sm.add_argument("--date", type=_day, default=None,
+                    help="the run's day, YYYY-MM-DD (default: the latest)")
+    sm.add_argument("--cohort", help="also read this cohort's features back from the online "
+                    "store (region|age_band|device_type)")
+    sm.set_defaults(func=cmd_summary)
     d = sub.add_parser("demo", help="generate two days, make a dev key, run everything")
     d.add_argument("--date", type=_day, default=DEMO_DATE, help="first day (%(default)s)")
     d.add_argument("--days", type=_positive, default=2,
                    help="days generated and run (%(default)s)")
-    d.add_argument("--users", type=_positive, default=4000)
+    d.add_argument("--users", type=_positive, default=4000,
+                   help="users generated (%(default)s)")
+    d.add_argument("--no-summary", action="store_true",
+                   help="end after the runs' one-line results (`summary` prints it later)")
     d.set_defaults(func=cmd_demo)
     return p
 
 
+class _Version(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from pipeline.access.changes import code_version
+
+        print(f"privacy-pipeline {code_version()}")
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
+    global VERBOSE
     args = build_parser().parse_args(argv)
+    VERBOSE = args.verbose
     try:
         return int(args.func(args))
     except Exception as exc:  # noqa: BLE001 - told safely, never as a traceback

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from pipeline.config import PipelineConfig
+from pipeline.core import progress
 from pipeline.core.context import RunContext
 from pipeline.core.errors import KeyUnavailableError, safe_error
 from pipeline.core.records import StageStats
@@ -84,11 +85,15 @@ def run_distributed(ctx: RunContext, work: ShardWork, jobs: list[ShardJob]
                     ) -> list[tuple[StageStats, pl.DataFrame | None]]:
     """Every shard as a task on the cluster; results (stats, and a gathering stage's small
     tables) in shard order."""
+    from distributed import as_completed
+
     client = client_for(ctx)
     [shared] = client.scatter([work], broadcast=True, hash=False)
     futures = client.map(_task, jobs, work=shared, cfg=ctx.cfg, run_date=ctx.run_date,
                          run_key=(ctx.key.key_id, ctx.key.fingerprint()),
                          stage=ctx.stage.name if ctx.stage else None, pure=False)
+    for _, (stats, _table) in as_completed(futures, with_results=True):
+        progress.advance(rows=stats.rows_in)  # as each worker finishes, for the driver's bar
     return list(client.gather(futures))
 
 

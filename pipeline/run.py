@@ -21,6 +21,7 @@ from typing import cast
 
 from pipeline import steps
 from pipeline.config import load_config
+from pipeline.core import progress
 from pipeline.core.context import RunContext, parse_day
 from pipeline.core.errors import (
     ConfigError,
@@ -51,7 +52,7 @@ def execute(ctx: RunContext, name: str, day: date) -> str:
     records.save_outcome(outcome)
     stage = STAGES[name]
     try:
-        with data_root_lock(ctx.local, exclusive=stage.maintenance):
+        with progress.step(name), data_root_lock(ctx.local, exclusive=stage.maintenance):
             staged = ctx.for_stage(stage)  # held to the stage's row (pipeline.core.guard)
             if stage.gated:  # the engine's check, not the stage's
                 require_validated(staged, day)
@@ -78,6 +79,7 @@ def _execute(ctx: RunContext, stage: Stage, day: date) -> str:
     shards = Shards(ctx.storage, source, day)
     work: ShardWork = target(ctx, day, shards)
     n = len(shards)
+    progress.expect(n)
     jobs = [ShardJob(source, sink, day, part, i, n) for i, part in enumerate(shards.parts)]
     if ctx.cfg.scale.engine == "dask":
         from pipeline.distributed import run_distributed  # dask: only when configured

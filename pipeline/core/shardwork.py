@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from pipeline.core import progress
 from pipeline.core.fs import DataPath
 from pipeline.core.records import StageStats
 from pipeline.stages import Zone
@@ -70,6 +71,7 @@ def run_shard(ctx: RunContext, fn: ShardFn, job: ShardJob, *, keep: bool
     """Read one shard, put it through `fn`, and write the result as the same shard of the
     sink (or return it, when `keep`: a gathering stage's small output)."""
     out, stats = fn(ctx.storage.read_part(job.source, job.day, job.part))
+    progress.advance(rows=stats.rows_in)
     if keep:
         return stats, out
     ctx.storage.write_file(job.sink, job.day,

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from faker import Faker
 
+from pipeline.core import progress
 from pipeline.core.fs import DataPath, atomic_write_bytes, atomic_writer
 from pipeline.core.layout import partition_name
 from pipeline.stages import INPUT_MARKER, ZONES
@@ -302,6 +303,7 @@ def generate(out_root: DataPath, *, start: date, days: int = 1, users: int = 100
     with ExitStack() as stack:
         outs = [stack.enter_context(atomic_writer(path)) for path in files]
         consent_out = stack.enter_context(atomic_writer(consent_path))
+        stack.enter_context(progress.step(f"generate {users:,} users", users))
         for first in range(0, users, USERS_PER_BATCH):
             profiles = _profiles(range(first, min(users, first + USERS_PER_BATCH)), rng, fake,
                                  cohort_signal)
@@ -312,6 +314,7 @@ def generate(out_root: DataPath, *, start: date, days: int = 1, users: int = 100
                 total, malformed = total + len(lines), malformed + bad
             consent = _consent(profiles, start, days, rng)
             consent_out.write("".join(json.dumps(r) + "\n" for r in consent).encode())
+            progress.advance(len(profiles))
     for path in files:
         atomic_write_bytes(path.parent / INPUT_MARKER, b"")  # the day is complete
     return GeneratedData(files, consent_path, total, malformed)

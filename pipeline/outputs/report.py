@@ -71,11 +71,14 @@ def dp_summary(dp: LedgerRecord | None) -> str:
     cost = f"{charged.unit} = {charged.value:g}"
     first, last = dp.covers or (dp.date, dp.date)
     data = f"data of {last}" if first == last else f"data of {first} to {last}"
-    text = (f"{dp.mechanism}; {data}; {cost}, "
-            f"δ = {dp.delta:g} for this release. {dp.accounting} accounting: "
-            f"{dp.unit} = {dp.window_spent:g} of {dp.window_budget:g} "
-            f"(δ = {dp.window_delta_spent:g} of {dp.window_delta_budget:g}) spent in the "
-            f"{dp.window_days}-day window ending {dp.date}")
+    # a pure-DP budget has no δ to spend: "δ = 0 of 0" says nothing
+    delta = f", δ = {dp.delta:g}" if dp.delta or dp.window_delta_budget else ""
+    window_delta = (f" (δ = {dp.window_delta_spent:g} of {dp.window_delta_budget:g})"
+                    if dp.window_delta_budget else "")
+    text = (f"{dp.mechanism}; {data}; {cost}{delta} for this release. "
+            f"{dp.accounting.capitalize()} accounting: "
+            f"{dp.unit} = {dp.window_spent:g} of {dp.window_budget:g}{window_delta} spent in "
+            f"the {dp.window_days}-day window ending {dp.date}")
     if dp.window_as_epsilon is not None:
         text += f", which is ({dp.window_as_epsilon:.3g}, {dp.window_as_epsilon_delta:g})-DP"
     return text + "." + (f" {REUSED_NOTE}" if dp.reused_stored_release else "")
