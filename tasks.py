@@ -106,8 +106,9 @@ def dag() -> None:
     # A run processes the day before its logical date (its data interval): the run of the
     # 2nd processes the 1st.
     run_after = (date.fromisoformat(DEMO_DATE) + timedelta(days=1)).isoformat()
+    # no deadline alert under `dags test` (Airflow 3.3 cannot finish such a run there)
     code = quiet(BIN / "airflow", "dags", "test", "privacy_personalization_daily", run_after,
-                 log=log, env=airflow_env())
+                 log=log, env={**airflow_env(), "PRIVACY_PIPELINE_DAG_TEST": "1"})
     print(f"{DEMO_DATE}  Airflow DAG privacy_personalization_daily: "
           f"{'success' if code == 0 else 'FAILED'} (airflow dags test; log: {log})",
           flush=True)
@@ -117,14 +118,23 @@ def dag() -> None:
 
 def airflow() -> None:
     """A local Airflow with its UI: the database migrated, the project's pools made, then
-    `airflow standalone` in the foreground (Ctrl+C stops it)."""
+    `airflow standalone` in the foreground (Ctrl+C stops it). With arguments, the `airflow`
+    command with them, under the same settings (`tasks.py airflow dags trigger ...`)."""
     env = airflow_env()
+    if len(sys.argv) > 2:
+        os.execve(str(BIN / "airflow"), [str(BIN / "airflow"), *sys.argv[2:]],
+                  {**os.environ, **env})
     log = Path(env["AIRFLOW_HOME"]) / "prepare.log"
     airflow_prepare(log)
     print(f"Airflow home {env['AIRFLOW_HOME']}; UI on http://127.0.0.1:8080, user admin, "
           f"password in {env['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated",
           flush=True)
     os.execve(str(BIN / "airflow"), [str(BIN / "airflow"), "standalone"], {**os.environ, **env})
+
+
+SMTP_DEFAULTS = {"SMTP_HOST": "host.docker.internal", "SMTP_PORT": "25", "SMTP_USER": "",
+                 "SMTP_PASSWORD": "", "SMTP_FROM": "privacy-pipeline@localhost",
+                 "SMTP_DISABLE_TLS": "true"}
 
 
 def compose_env() -> None:
@@ -142,14 +152,22 @@ def compose_env() -> None:
               "AIRFLOW_FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
               "AIRFLOW_API_SECRET_KEY": secrets.token_hex(32),
               "AIRFLOW_JWT_SECRET": secrets.token_hex(32),
-              "AIRFLOW_ADMIN_PASSWORD": admin}
+              "AIRFLOW_ADMIN_PASSWORD": admin,
+              # the smtp_default connection the notifiers mail through; from your environment
+              # when set, else a relay on the Docker host (edit .env to change)
+              **{k: os.environ.get(k, v) for k, v in SMTP_DEFAULTS.items()}}
     passwords.mkdir(parents=True, exist_ok=True)
-    (passwords / "simple_auth_manager_passwords.json").write_text(json.dumps({"admin": admin}))
-    fd = os.open(env, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("".join(f"{k}={v}\n" for k, v in values.items()))
-    print(f"wrote {env} (mode 0600) and {passwords}/: log in as admin with "
-          "AIRFLOW_ADMIN_PASSWORD from .env")
+    os.chmod(passwords, 0o700)
+    (passwords / "simple_auth_manager_passwords.json").unlink(missing_ok=True)  # new secrets
+    for path, text in ((passwords / "simple_auth_manager_passwords.json",
+                        json.dumps({"admin": admin})),
+                       (env, "".join(f"{k}={v}\n" for k, v in values.items()))):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+    print(f"wrote {env} and {passwords}/simple_auth_manager_passwords.json (mode 0600): log "
+          "in as admin with AIRFLOW_ADMIN_PASSWORD from .env; e-mail goes through "
+          f"SMTP_HOST={values['SMTP_HOST']}:{values['SMTP_PORT']} (edit .env to change)")
 
 
 def test() -> None:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from pipeline.orchestration.airflow_tasks import (
     AlertNotifier,
     DayInputSensor,
+    deadline_missed,
     emit_publish_event,
     gate_task,
     notifiers,
@@ -32,16 +33,42 @@ from pipeline.orchestration.airflow_tasks import (
     run_stage_task,
 )
 from pipeline.orchestration.deployment import Deployment, load_deployment
+from pipeline.orchestration.docs import (
+    DAY_TEMPLATE,
+    daily_description,
+    daily_doc,
+    maintenance_description,
+    maintenance_doc,
+    task_doc,
+)
 from pipeline.stages import DAILY, MAINTENANCE, STAGES
 
 DEPLOYMENT = load_deployment()
 DAILY_AT_MIDNIGHT = CronDataIntervalTimetable("@daily", timezone="UTC")
+PARAMS = {
+    "date": Param(None, type=["null", "string"], format="date", title="Day to process",
+                  description="YYYY-MM-DD, a finished day whose input is there; empty: the "
+                              "run's data interval (the day before its logical date)"),
+    "accept_low_volume": Param(False, type="boolean", title="Accept a low-volume day",
+                               description="publish a day known to be small on purpose"),
+}
+
+
+def _deadline(d: Deployment) -> DeadlineAlert | None:
+    """A day not finished `deadline_hours` after it ended (its logical date) alerts."""
+    if d.deadline_hours is None:
+        return None
+    return DeadlineAlert(reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+                         interval=timedelta(hours=d.deadline_hours),
+                         callback=AsyncCallback(deadline_missed, kwargs={
+                             "deployment": str(d.source) if d.source else None}))
 
 
 def _dag_args(d: Deployment) -> dict:
-    return {"schedule": DAILY_AT_MIDNIGHT, "catchup": d.catchup, "doc_md": __doc__,
+    return {"schedule": DAILY_AT_MIDNIGHT, "catchup": d.catchup,
             "start_date": datetime.combine(d.start_date, datetime.min.time()),
             "default_args": {
+                "owner": d.owner,
                 "retries": d.retries, "retry_delay": timedelta(minutes=d.retry_delay_minutes),
                 "retry_exponential_backoff": True,
                 "max_retry_delay": timedelta(minutes=d.max_retry_delay_minutes),
@@ -59,15 +86,15 @@ def _stage(name: str, purpose: str, config: str, d: Deployment, **extra):  # noq
     if stage.alerts:
         extra["on_success_callback"] = [AlertNotifier(config, d)]
 
-    @task(task_id=extra.pop("task_id", name), doc=stage.does,
+    @task(task_id=extra.pop("task_id", name), doc_md=task_doc(name),
           trigger_rule="all_done" if stage.always else "all_success", **extra)
-    def run(**context) -> str:  # noqa: ANN003
-        written = run_stage_task(name, config, context)
+    def run(processed_day: str, **context) -> str:  # noqa: ANN003
+        written = run_stage_task(name, config, context, processed_day)
         if stage.announces:
             emit_publish_event(config, purpose, context)
         return written
 
-    return run()
+    return run(processed_day=DAY_TEMPLATE)
 
 
 def _chain(tasks: list) -> None:
@@ -77,17 +104,20 @@ def _chain(tasks: list) -> None:
 
 def daily_dag(purpose: str, config: str, d: Deployment) -> None:
     @dag(dag_id=d.dag_id(purpose), max_active_runs=3, tags=["privacy", purpose],
-         **_dag_args(d))
+         description=daily_description(purpose), doc_md=daily_doc(purpose, config, d),
+         params=PARAMS, deadline=_deadline(d), **_dag_args(d))
     def pipeline() -> None:
         # Retries are for the machine (a worker lost): a sensor that times out, and a gate
         # that finds a failed stage, fail at once whatever the count.
         wait = DayInputSensor(task_id="wait_for_input", config=config, poke_interval=300,
+                              doc_md="waits (deferred: no worker slot held) for the day's "
+                                     "`_SUCCESS` marker in the landing zone",
                               timeout=d.input_wait_hours * 3600,
                               execution_timeout=timedelta(hours=d.input_wait_hours))
 
         @task(task_id="gate", trigger_rule="all_done",
               on_failure_callback=notifiers(d),
-              doc="fails the run unless every stage succeeded; tells the notifiers")
+              doc_md="fails the run unless every stage succeeded; tells the notifiers")
         def gate(**context) -> None:  # noqa: ANN003
             gate_task(config, context)
 
@@ -98,7 +128,8 @@ def daily_dag(purpose: str, config: str, d: Deployment) -> None:
 
 def maintenance_dag(d: Deployment) -> None:
     @dag(dag_id="privacy_maintenance_daily", max_active_runs=1,
-         tags=["privacy", "erasure", "retention"], **_dag_args(d))
+         tags=["privacy", "erasure", "retention"], description=maintenance_description(),
+         doc_md=maintenance_doc(d), **_dag_args(d))
     def maintenance() -> None:
         _chain([_stage(name, purpose, str(config), d, task_id=f"{name}_{purpose}",
                        on_failure_callback=notifiers(d))

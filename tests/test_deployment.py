@@ -1,6 +1,7 @@
 """The production stack's files agree with each other and parse, and every Airflow service gets
 the same secrets."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,17 @@ def test_when_env_is_generated_then_every_airflow_service_gets_the_same_secrets(
         values = {services[s]["environment"][secret] for s in AIRFLOW}
         assert len(values) == 1 and len(values.pop()) >= 32, secret
     assert {services[s]["user"] for s in AIRFLOW} == {f"{env['AIRFLOW_UID']}:0"}
+    assert (tmp_path / ".secrets" / "passwords" / "simple_auth_manager_passwords.json"
+            ).stat().st_mode & 0o777 == 0o600
+    # the notifiers' e-mail connection is made from .env, the same in every service
+    smtp = {services[s]["environment"]["AIRFLOW_CONN_SMTP_DEFAULT"] for s in AIRFLOW}
+    assert len(smtp) == 1 and json.loads(smtp.pop())["host"] == env["SMTP_HOST"]
+    # what the pipeline writes is on the host, where a reviewer can open it
+    mounts = [m.split(":")[:2] if isinstance(m, str) else [m["source"], m["target"]]
+              for m in services["airflow-scheduler"]["volumes"]]  # compose v1 or v2 form
+    [source] = [src for src, target in mounts if target == "/opt/privacy-pipeline/data"]
+    assert source == str(tmp_path / "pipeline-data")  # a host folder, not a named volume
+    assert "pools import" in " ".join(services["airflow-init"]["command"])
     again = subprocess.run([sys.executable, str(ROOT / "tasks.py"), "compose-env",
                             str(tmp_path)], capture_output=True, text=True)
     assert again.returncode != 0 and "exists" in again.stderr  # never overwritten

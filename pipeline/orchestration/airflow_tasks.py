@@ -30,7 +30,16 @@ log = logging.getLogger("pipeline.orchestration")
 
 
 def run_day(context: Any) -> date:
-    """The finished day a run processes: its data interval's start, in UTC."""
+    """The finished day a run processes: the `date` param of a manual run if given, else its
+    data interval's start, in UTC."""
+    chosen = (context.get("params") or {}).get("date")
+    if chosen:
+        from pipeline.core.context import parse_day
+
+        try:
+            return parse_day(str(chosen))
+        except PipelineError as exc:
+            raise AirflowFailException(f"param date: {exc}") from None
     return context["data_interval_start"].astimezone(UTC).date()
 
 
@@ -41,15 +50,23 @@ def _fail_fast(exc: PipelineError, what: str) -> BaseException:
 def accept_low_volume(context: Any) -> bool:
     """Did the operator trigger this run with `{"accept_low_volume": true}` in its conf (to
     publish a known-small day)? See `pipeline.transforms.guardrails`."""
+    if (context.get("params") or {}).get("accept_low_volume") is True:
+        return True
     dag_run = context.get("dag_run")
     conf = getattr(dag_run, "conf", None) or {}
     return conf.get("accept_low_volume") is True
 
 
-def run_stage_task(stage: str, config: str, context: Any) -> str:
-    """One daily or maintenance stage for the run's day, under the run's id."""
+def run_stage_task(stage: str, config: str, context: Any, processed_day: str | None = None
+                   ) -> str:
+    """One daily or maintenance stage for the run's day, under the run's id.
+    `processed_day` is the day as the task's rendered template shows it in the UI; it must be
+    the day the task runs."""
     from pipeline.run import authorize, run_stage
 
+    if processed_day is not None and processed_day != str(run_day(context)):
+        raise AirflowFailException(f"the rendered day {processed_day} is not the run's day "
+                                   f"{run_day(context)}")
     try:
         authorize(config, "run")  # the workers' identity must hold `run` for the purpose
         return run_stage(stage, run_day(context), config, run_id=context["run_id"],
@@ -218,3 +235,50 @@ class AlertNotifier(BaseNotifier):
                 SmtpNotifier(to=n.to, from_email=n.from_email, smtp_conn_id=n.smtp_conn_id,
                              subject=ALERT_SUBJECT,
                              html_content=body.replace("{", "&#123;"))(context)
+
+
+def _deadline_line(context: dict[str, Any]) -> dict[str, str]:
+    run = context.get("dag_run") or {}
+    conf = run.get("conf") or {}
+    day = conf.get("date") or str(run.get("data_interval_start") or "")[:10]
+    deadline = (context.get("deadline") or {}).get("deadline_time")
+    return {"dag_id": str(run.get("dag_id", "?")), "run_id": str(run.get("dag_run_id",
+                                                                       run.get("run_id", "?"))),
+            "day": day, "state": str(run.get("state", "?")), "deadline": str(deadline)}
+
+
+DEADLINE_BODY = ("<p>Run <code>{run_id}</code> of <code>{dag_id}</code> (day {day}) had not "
+                 "finished by its deadline {deadline}; it is <b>{state}</b>. Consumers of the "
+                 "day's features are still reading the day before.</p>")
+
+
+async def deadline_missed(context: dict[str, Any], deployment: str | None = None) -> None:
+    """Airflow's deadline callback (run by the triggerer) for a day not finished
+    `deadline_hours` after it ended: one line to each of the deployment's notifiers (an
+    ERROR log line, a JSON line with `"kind": "deadline"`, an e-mail)."""
+    import asyncio
+
+    from pipeline.orchestration.deployment import load_deployment
+
+    d = load_deployment(deployment)
+    line = _deadline_line(context)
+    for n in d.notify:
+        if isinstance(n, LogNotify):
+            log.error("privacy pipeline deadline missed: %s", json.dumps(line))
+        elif isinstance(n, FileNotify):
+            _append(n.path, {"at": datetime.now(UTC).isoformat(timespec="seconds"),
+                             "kind": "deadline", **line})
+        elif isinstance(n, SmtpNotify):
+            await asyncio.to_thread(_deadline_mail, n, line)
+
+
+def _deadline_mail(n: SmtpNotify, line: dict[str, str]) -> None:
+    from html import escape
+
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    with SmtpHook(smtp_conn_id=n.smtp_conn_id) as hook:
+        hook.send_email_smtp(
+            to=n.to, from_email=n.from_email,
+            subject=f"[privacy pipeline] {line['dag_id']}: {line['day']} missed its deadline",
+            html_content=DEADLINE_BODY.format(**{k: escape(v) for k, v in line.items()}))
