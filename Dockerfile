@@ -18,7 +18,7 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY pipeline ./pipeline
 # constraints.txt pins every version the test suite ran with (Airflow's own images install
 # under its constraints file the same way): a rebuild gets the same stack.
-RUN uv pip install --system --no-cache -c constraints.txt ".[${SPACY_MODEL_EXTRA},production,distributed,s3]"
+RUN uv pip install --system --no-cache -c constraints.txt ".[${SPACY_MODEL_EXTRA},production,distributed,s3,feast-ui]"
 
 COPY config ./config
 COPY schemas ./schemas

@@ -53,7 +53,7 @@ def setup() -> None:
     steps = [[sys.executable, "-m", "venv", VENV]] if not (BIN / "python").exists() else []
     steps += [[BIN / "python", "-m", "pip", "install", "--quiet", "uv"],
               [BIN / "uv", "pip", "install", "--python", BIN / "python", "-e",
-               ".[dev,model-sm,distributed,s3]"]]
+               ".[dev,model-sm,distributed,s3,feast-ui]"]]
     for cmd in steps:
         if quiet(*cmd, log=log):
             sys.stdout.write(log.read_text()[-6000:])

@@ -106,9 +106,46 @@ def open_store(cfg: PipelineConfig) -> FeatureStore:
     return FeatureStore(repo_path=str(feature_repo_dir(cfg)), config=repo_config(cfg))
 
 
+def privacy_tags(cfg: PipelineConfig) -> dict[str, str]:
+    """What a consumer must know to use the features honestly, as Feast tags (shown by
+    `feast feature-views describe`, the UI and the registry): the DP guarantee of one
+    release, its mechanism and privacy unit, and which ledger chain accounts for it."""
+    f = cfg.features
+    budget = f.release_budget
+    kind = "private cohort selection" if f.cohorts == "private" else "public cohort keys"
+    ledger = (f"postgres (${cfg.budget.ledger_dsn_env})" if cfg.budget.ledger_dsn_env
+              else "sqlite ledger/privacy_ledger.sqlite")
+    return {"privacy": "differential-privacy", "purpose": cfg.purpose,
+            "privacy.feature_set": f.feature_set,
+            f"privacy.{budget.param}_per_release": f"{budget.value:g}",
+            "privacy.delta_per_release": f"{f.delta:g}",
+            "privacy.accounting": cfg.budget.accounting,
+            "privacy.mechanism": f"OpenDP Polars: integer {f.mechanism.label}, user-level, "
+                                 f"{kind}",
+            "privacy.unit": f"user (pseudonym), up to {f.max_cohorts_per_user} cohort(s) per "
+                            f"{f.period}",
+            "privacy.period": f.period,
+            "privacy.ledger_chain": f"purpose {cfg.purpose} in {ledger}"}
+
+
+def project_definition(cfg: PipelineConfig) -> Any:
+    """The Feast project (its name from `feature_store.project`), described."""
+    from feast import Project
+
+    return Project(name=cfg.feature_store.project,
+                   description="Features released by the privacy pipeline: user-level "
+                               "differentially private cohort features, each release "
+                               "charged to the privacy ledger")
+
+
+def service_name(cfg: PipelineConfig) -> str:
+    return f"{cfg.features.feature_set}_serving"
+
+
 def feature_definitions(cfg: PipelineConfig) -> list:
-    """Entity and feature view for the DP cohort features."""
-    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    """Entity, feature view and feature service (the values to serve: shrunk estimates where
+    they exist) for the DP cohort features."""
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
     from feast.types import Bool, Float64, Int64, String
 
     dtypes = {"int": Int64, "float": Float64, "bool": Bool}
@@ -127,8 +164,45 @@ def feature_definitions(cfg: PipelineConfig) -> list:
         description="User-level differentially private cohort features (OpenDP). Each value "
                     "has its noise scale in <feature>_noise_scale, a 95% error bound in "
                     "<feature>_error95 and <feature>_unreliable where that bound exceeds it.",
-        tags={"privacy": "differential-privacy", "purpose": cfg.purpose})
-    return [cohort, view]
+        tags=privacy_tags(cfg))
+    serving = FeatureService(
+        name=service_name(cfg), features=[view[Release.of(cfg.features).to_serve()]],
+        description="What to serve and train on: each feature's shrunk estimate where it has "
+                    "one (pooled toward its parents in the cohort grid, less noisy for small "
+                    "cohorts), else its DP value.", tags=privacy_tags(cfg))
+    return [cohort, view, serving]
+
+
+DEFINITIONS = '''"""Feast definitions of the privacy pipeline's DP cohort features ({feature_set}).
+
+Generated from {config} by every publish; do not edit (change the config instead). `feast
+plan` and `feast apply` in this folder see exactly what the pipeline applies, so neither
+deletes what a publish registered.
+"""
+
+from pipeline.access.policy import load_policy
+from pipeline.config import load_config
+from pipeline.outputs.feast import feature_definitions, permissions, project_definition
+
+_cfg = load_config({config!r})
+project = project_definition(_cfg)
+{entity}, {view}, {service} = feature_definitions(_cfg)
+# each permission under its own name ({feature_set}_readers, {feature_set}_writers)
+globals().update({{p.name.replace("-", "_"): p
+                  for p in permissions(_cfg, load_policy(_cfg.paths.access_policy))}})
+'''
+
+
+def write_definitions(cfg: PipelineConfig) -> Path:
+    """The feature repo's Python definitions for the config's feature set, for the `feast`
+    CLI (`plan`, `apply`, `ui`): Feast finds objects in a repo's modules by their global
+    names, so each gets one."""
+    fs = cfg.features.feature_set
+    text = DEFINITIONS.format(feature_set=fs, config=str(cfg.source_path.resolve()),
+                              entity=ENTITY, view=fs, service=service_name(cfg))
+    path = feature_repo_dir(cfg) / f"{fs}_definitions.py"
+    atomic_write_bytes(path, text.encode())
+    return path
 
 
 def permissions(cfg: PipelineConfig, policy: AccessPolicy) -> list:
@@ -173,9 +247,12 @@ def materialize(cfg: PipelineConfig, day: date, *, release: DataPath | None = No
     import polars as pl
 
     write_feature_store_yaml(cfg)
+    write_definitions(cfg)
     store = open_store(cfg)
     definitions = feature_definitions(cfg)
-    store.apply([*definitions, *(permissions(cfg, policy) if policy else [])])
+    granted = permissions(cfg, policy) if policy else []
+    store.apply([project_definition(cfg), *definitions, *granted])
+    _record_infra(store, cfg, definitions, granted)
     view = definitions[1]
     path = release or features_dir(cfg) / partition_name(day) / "part.parquet"
     table = pl.read_parquet(path.read_bytes())
@@ -191,6 +268,21 @@ def materialize(cfg: PipelineConfig, day: date, *, release: DataPath | None = No
                          online_store=cfg.feature_store.online_store.type,
                          offline_source=str(features_dir(cfg)),
                          online_written=forward.height, online_kept_newer=len(newer))
+
+
+def _record_infra(store: FeatureStore, cfg: PipelineConfig, definitions: list,
+                  granted: list) -> None:
+    """Record the online tables in the registry's infra as `feast apply` does (the SDK's
+    `apply` makes them but records none), so `feast plan` in the repo sees nothing to do."""
+    from feast.repo_contents import RepoContents
+
+    cohort, view, serving = definitions
+    contents = RepoContents(projects=[project_definition(cfg)], data_sources=[view.batch_source],
+                            feature_views=[view], on_demand_feature_views=[],
+                            stream_feature_views=[], label_views=[], entities=[cohort],
+                            feature_services=[serving], permissions=granted)
+    _, _, infra = store.plan(contents)
+    store.registry.update_infra(infra, store.project, commit=True)
 
 
 def online_timestamps(store: FeatureStore, cfg: PipelineConfig, cohort_ids: list[str]

@@ -60,7 +60,7 @@ def test_when_the_feature_store_schema_is_built_then_it_follows_the_registry(
         cfg: PipelineConfig) -> None:
     from pipeline.outputs.feast import feature_definitions
 
-    _, view = feature_definitions(cfg)
+    _, view, serving = feature_definitions(cfg)
     fields = {f.name: f for f in view.schema}
     assert {c.name for c in Release.of(cfg.features).columns()} == (
         set(fields) - {"region", "age_band", "device_type"})
