@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pipeline.access.policy import AccessPolicy
 from pipeline.core.fs import DataPath
 from pipeline.core.storage import atomic_write_bytes, atomic_write_json
-from pipeline.outputs.html import html_table, page
+from pipeline.outputs.document import html_table, page
 
 FOLDER = "access"
 

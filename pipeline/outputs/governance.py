@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
-from html import escape
-from io import BytesIO
 from pathlib import Path
 
 from pipeline.access.policy import AccessPolicy
@@ -28,7 +26,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.fs import DataPath
 from pipeline.core.records import Manifest
 from pipeline.core.storage import atomic_write_bytes
-from pipeline.outputs.html import html_table, page
+from pipeline.outputs import document as doc
 
 FOLDER = "governance"
 HANDLING = {"drop": "removed before anything else (direct identifier)",
@@ -259,50 +257,21 @@ def dpia(cfg: PipelineConfig, policy: AccessPolicy | None, manifests: Sequence[M
          _measured(manifests, cfg), _safeguards(cfg, policy), c["controller"], signoff))
 
 
+def _document(d: Document) -> doc.Document:
+    return doc.Document(
+        title=d.title, heading=d.title, intro=(doc.Note(d.subtitle, "view"),), width=72,
+        sections=tuple(doc.Section(s.title, ((s.text,) if s.text else ())
+                                   + ((doc.Table(s.head, s.rows),) if s.rows else ()))
+                       for s in d.sections))
+
+
 def to_html(d: Document) -> str:
-    body = [f"<h1>{escape(d.title)}</h1>", f"<p class=view>{escape(d.subtitle)}</p>"]
-    for s in d.sections:
-        body.append(f"<h2>{escape(s.title)}</h2>")
-        if s.text:
-            body.append(f"<p>{escape(s.text)}</p>")
-        if s.rows:
-            body.append(html_table(list(s.rows), s.head))
-    return page(d.title, "\n".join(body), width=72)
+    return doc.render_html(_document(d))
 
 
 def to_pdf(d: Document) -> bytes:
-    """The same sections as a PDF (ReportLab's platypus: paragraphs and tables, A4)."""
-    from reportlab.lib import colors
-    from reportlab.lib.pagesizes import A4
-    from reportlab.lib.styles import getSampleStyleSheet
-    from reportlab.lib.units import mm
-    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
-
-    styles = getSampleStyleSheet()
-    cell = styles["BodyText"].clone("cell", fontSize=8, leading=10)
-    out = BytesIO()
-    pdf = SimpleDocTemplate(out, pagesize=A4, title=d.title, author="privacy-pipeline",
-                            leftMargin=16 * mm, rightMargin=16 * mm, topMargin=16 * mm,
-                            bottomMargin=16 * mm, invariant=True)
-    story: list = [Paragraph(escape(d.title), styles["Title"]),
-                   Paragraph(escape(d.subtitle), styles["Italic"]), Spacer(1, 4 * mm)]
-    width = A4[0] - 32 * mm
-    for s in d.sections:
-        story.append(Paragraph(escape(s.title), styles["Heading2"]))
-        if s.text:
-            story.append(Paragraph(escape(s.text), styles["BodyText"]))
-        if s.rows:
-            data = [[Paragraph(f"<b>{escape(h)}</b>", cell) for h in s.head]] + [
-                [Paragraph(escape(str(v)), cell) for v in row] for row in s.rows]
-            table = Table(data, colWidths=[width / len(s.head)] * len(s.head), repeatRows=1)
-            table.setStyle(TableStyle([
-                ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
-                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#f2f2f2")),
-                ("VALIGN", (0, 0), (-1, -1), "TOP")]))
-            story.append(table)
-        story.append(Spacer(1, 3 * mm))
-    pdf.build(story)
-    return out.getvalue()
+    """The same sections as a PDF (ReportLab, A4), from the same document model."""
+    return doc.render_pdf(_document(d))
 
 
 def write_governance(area: DataPath, cfg: PipelineConfig, policy: AccessPolicy | None,

@@ -27,7 +27,7 @@ from pipeline.config.contracts import Domain, PurposeSpec
 from pipeline.config.settings import GeneralizeConfig
 from pipeline.core.fs import DataPath
 from pipeline.core.storage import atomic_write_bytes, atomic_write_json
-from pipeline.outputs.html import html_table, page
+from pipeline.outputs.document import html_table, page
 
 NOTICES = "notices"  # under the purpose's reports area
 

@@ -5,79 +5,29 @@ external index draws it from the external manifests (small counts coarsened, sho
 Charts are pygal's static SVG (no script kept, nothing fetched), inline in the page:
 k and ℓ achieved, suppression and information loss, PII found per type, quarantine rate by
 reason, consent and withdrawals, re-identification against 1/k, and the drift and disparity
-results. The privacy budget has its own chart above it (`audit.budget_plot`).
+results. The privacy budget has its own chart above it (`charts.budget_chart`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
-from html import escape
 
 import pygal
-from pygal.style import Style
 
-from pipeline.core.records import Count, Manifest
-from pipeline.outputs.html import html_table
-
-_STYLE = Style(background="white", plot_background="white", font_family="system-ui,sans-serif",
-               colors=("#08519c", "#b00020", "#31a354", "#ff7f00", "#6a51a3", "#636363",
-                       "#e7298a", "#1b9e77", "#a6761d", "#66a61e"),
-               title_font_size=15, legend_font_size=11, label_font_size=10)
-
-
-def _n(c: Count | None) -> int:
-    """A count, or 0 where the external view coarsened it ("<10")."""
-    return c if isinstance(c, int) else 0
-
-
-def _svg(chart: pygal.graph.graph.Graph, name: str, title: str) -> str:
-    """The chart as inline static SVG: no script, no random id, no generation date, so a
-    rerun writes the same page."""
-    svg = chart.render(is_unicode=True)
-    svg = re.sub(r"<script.*?</script>", "", svg, flags=re.S)
-    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
-    svg = re.sub(r"chart-[0-9a-f-]{36}", f"chart-{name}", svg)
-    return (f'<figure class="chart" aria-label="{escape(title)}">{svg}'
-            "</figure>")
-
-
-def _line(title: str, dates: list[str], series: dict[str, list[float | None]], *,
-          y_title: str = "", percent: bool = False, kind: type = pygal.Line,
-          **options: object) -> pygal.graph.graph.Graph:
-    many = len(dates) > 14
-    chart = kind(js=[], disable_xml_declaration=True, width=760, height=320,
-                 explicit_size=True, style=_STYLE, title=title, y_title=y_title,
-                 x_label_rotation=30, show_minor_x_labels=not many, legend_at_bottom=True,
-                 legend_at_bottom_columns=2 if len(series) > 3 or any(
-                     len(n) > 28 for n in series) else len(series),
-                 print_values=False, allow_interruptions=True, truncate_legend=-1,
-                 value_formatter=(lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:g}"),
-                 **options)
-    chart.x_labels = dates
-    if many:
-        chart.x_labels_major_every = max(len(dates) // 7, 1)
-    for name, values in series.items():
-        # a limit or requirement is drawn dashed, without dots
-        limit = name.startswith(("limit", "k required"))
-        chart.add(name, values, **({"stroke_style": {"dasharray": "6, 4", "width": 2},
-                                    "show_dots": False} if limit else {}))
-    return chart
-
-
-def _stacked(title: str, dates: list[str], per_run: list[dict[str, float]], *,
-             percent: bool) -> pygal.graph.graph.Graph:
-    keys = sorted({k for d in per_run for k in d})
-    return _line(title, dates, {k: [d.get(k, 0) for d in per_run] for k in keys},
-                 percent=percent, kind=pygal.StackedBar)
+from pipeline.core.records import Manifest
+from pipeline.outputs.charts import count as _n
+from pipeline.outputs.charts import line as _line
+from pipeline.outputs.charts import stacked as _stacked
+from pipeline.outputs.charts import svg as _svg
+from pipeline.outputs.document import Chart, Part, Table
 
 
 def _series(ms: Sequence[Manifest], f: Callable[[Manifest], float | None]) -> list[float | None]:
     return [f(m) for m in ms]
 
 
-def charts(ms: Sequence[Manifest]) -> list[tuple[str, str]]:
-    """(name, inline SVG) of each chart over the runs `ms` (oldest first)."""
+def charts(ms: Sequence[Manifest]) -> list[Chart]:
+    """Each chart over the runs `ms` (oldest first)."""
     dates = [m.date for m in ms]
     if not ms:
         return []
@@ -129,7 +79,7 @@ def charts(ms: Sequence[Manifest]) -> list[tuple[str, str]]:
         "DP median relative error": _series(ms, lambda m: _disp(m, "worst_error_ratio")),
         "k-anonymity suppression": _series(ms, lambda m: m.k_anonymity.worst_suppression_ratio
                                            if m.k_anonymity else None)})))
-    return [(name, _svg(chart, name, chart.config.title or name)) for name, chart in out]
+    return [_svg(chart, name) for name, chart in out]
 
 
 def _generalization(m: Manifest) -> float | None:
@@ -157,7 +107,7 @@ def _disp(m: Manifest, field: str) -> float | None:
     return getattr(d, field) if d is not None else None
 
 
-def table(ms: Sequence[Manifest]) -> str:
+def table(ms: Sequence[Manifest]) -> Table:
     """One row per run, newest first: the indicators the charts draw, as numbers."""
     rows = []
     for m in reversed(ms):
@@ -178,18 +128,15 @@ def table(ms: Sequence[Manifest]) -> str:
             else f"{ka.worst_suppression_ratio:.2f}× ({ka.worst_suppression_group})",
             "-" if mon is None else "; ".join(f"{a.guardrail}: {a.subject}"
                                               for a in mon.alerts) or "none"))
-    return html_table(rows, ("Date", "k / ℓ", "Suppressed", "Re-identified (limit 1/k)",
-                             "Drift tests", "Worst group error", "Worst group suppression",
-                             "Alerts"))
+    return Table(("Date", "k / ℓ", "Suppressed", "Re-identified (limit 1/k)", "Drift tests",
+                  "Worst group error", "Worst group suppression", "Alerts"), tuple(rows))
 
 
-def scorecard_section(ms: Sequence[Manifest]) -> str:
+def scorecard_section(ms: Sequence[Manifest]) -> tuple[Part, ...]:
     """The audit index's section: charts, then the table."""
     if not ms:
-        return "<p>No run yet.</p>"
-    figures = "\n".join(svg for _, svg in charts(ms))
-    return f"""<p>Each run's privacy indicators over time. Hard guardrails (validation,
-re-identification above 1/k, the budget window) block publishing; soft ones (drift,
-disparity, spikes of PII or quarantine) alert the notifiers.</p>
-<div class="charts">{figures}</div>
-{table(ms)}"""
+        return ("No run yet.",)
+    return ("Each run's privacy indicators over time. Hard guardrails (validation, "
+            "re-identification above 1/k, the budget window) block publishing; soft ones "
+            "(drift, disparity, spikes of PII or quarantine) alert the notifiers.",
+            *charts(ms), table(ms))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from pipeline.outputs.html import html_table, page
+from pipeline.outputs.document import html_table, page
 
 if TYPE_CHECKING:
     from pipeline.subjects.model import PurposeFindings, SubjectAccess

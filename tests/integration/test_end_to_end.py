@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import date
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def test_when_reviewer_opens_the_bundle_then_chromium_renders_it(run: dict) -> N
     dom = subprocess.run([chromium, *flags, "--dump-dom", pages["index"].as_uri()], check=True,
                          capture_output=True, text=True, timeout=120).stdout
     charts = dom.split('<figure class="chart"')[1:]
-    assert len(charts) == 8, len(charts)
+    assert len(charts) == 9, len(charts)  # the budget, then the scorecard's eight
     for chart in charts:
         assert "pygal-chart" in chart and ("<path" in chart or "<rect" in chart)
     for title in ("k and ℓ achieved", "PII found in free text, per type",
@@ -170,5 +171,26 @@ def test_when_reviewer_opens_the_bundle_then_chromium_renders_it(run: dict) -> N
                   "What privacy costs the worst group"):
         assert title in dom, title
     assert "<script" not in index
+    # the run report's charts as Chromium lays them out, and its PDF
+    dom = subprocess.run([chromium, *flags, "--dump-dom", pages["report"].as_uri()],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    drawn = dom.split('<figure class="chart"')[1:]
+    assert len(drawn) >= 4 and all("pygal-chart" in c for c in drawn), len(drawn)
+    for title in ("Row funnel: where every raw line went", "PII replaced in free text",
+                  "k-anonymity: rows per generalization level", "Privacy budget"):
+        assert title in dom, title
+    pdf = (pages["report"].parent / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type /Page[^s]", pdf)) >= 4
+    # the Data Docs link is relative, and the docs load nothing from the network
+    from pipeline.outputs.data_docs import remote_resources
+
+    html = pages["report"].read_text()
+    [docs] = re.findall(r'href="([^"]*data_docs/local_site/index.html)"', html)
+    site = (pages["report"].parent / docs).resolve()
+    assert not docs.startswith(("file:", "/")) and site.is_file()
+    assert [p for p in site.parent.rglob("*.html") if remote_resources(p.read_text())] == []
+    docs_dom = subprocess.run([chromium, *flags, "--dump-dom", site.as_uri()], check=True,
+                              capture_output=True, text=True, timeout=120).stdout
+    assert docs_dom.count("<tr") >= 2  # bootstrap-table drew the validation runs offline
     external = pages["external-report"].read_text()
     assert "test-key-1" not in external and str(run["data"]) not in external

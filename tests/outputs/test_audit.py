@@ -4,7 +4,8 @@ import copy
 import re
 
 from pipeline.core.records import Manifest
-from pipeline.outputs.audit import budget_plot, render_index
+from pipeline.outputs.audit import render_index
+from pipeline.outputs.charts import budget_chart
 from pipeline.outputs.report import render_html
 
 MANIFEST = {
@@ -47,10 +48,11 @@ def test_when_viewed_externally_then_no_key_id_path_or_small_count_is_shown() ->
     for secret in ("key-2026-11", "/srv/", "notes"):
         assert secret not in html
     assert "&lt;10" in html  # 3 erased rows, 2 IBANs, 4 suppressed rows are coarsened
-    assert not re.search(r"<td>[1-9]</td>", html)
+    assert not re.search(r"<td( class=\"n\")?>[1-9]</td>", html)
     assert "+ &lt;10 quarantined" in html  # the summary's totals are coarsened too
     index = render_index([manifest.external_view()], external=True)
-    assert "<td>&lt;10</td>" in index and "<td>2</td>" not in index  # 2 quarantined
+    assert "<td>&lt;10</td>" in index  # 2 quarantined
+    assert not re.search(r"<td( class=\"n\")?>2</td>", index)
     internal = render_html(manifest, "file:///srv/gx/index.html")
     assert "key-2026-11" in internal and "IBAN_CODE" in internal and "1,000 in" in internal
 
@@ -63,11 +65,61 @@ def test_when_runs_accumulate_then_index_plots_the_window_spend_against_the_budg
         m["differential_privacy"]["window_spent"] = float(day)
         m["published"] = day != 3
         runs.append(Manifest.model_validate(m))
-    svg = budget_plot(runs)
-    assert svg.count("<rect") == 5 and svg.count("<circle") == 5
-    assert "budget ε = 31 per 30 days" in svg and "ε 5 spent in the window" in svg
+    chart = budget_chart(runs)
+    assert chart is not None and "<script" not in chart.svg
+    assert "budget: ε = 31 per 30 days" in chart.svg and "ε spent in the window" in chart.svg
+    spent = chart.svg[chart.svg.index("ε spent in the window"):]
+    assert all(f'<desc class="value">{v}</desc>' in chart.svg for v in range(1, 6)), spent[:200]
     page = render_index(runs, external=False)
     assert "publishing blocked on 2026-11-03" in page
-    table = page[page.index("<h2>Runs</h2>"):]
+    assert 'aria-label="Privacy budget: ε per release' in page
+    table = page[page.index(">Runs</h2>"):]
     assert table.index("2026-11-05") < table.index("2026-11-01")  # newest first
     assert "/srv/" not in render_index([m.external_view() for m in runs], external=True)
+
+
+def test_when_a_report_is_rendered_then_it_has_charts_a_pdf_and_no_repr() -> None:
+    from pipeline.outputs.document import render_pdf
+    from pipeline.outputs.report import report_document
+
+    m = copy.deepcopy(MANIFEST)
+    m["validation"]["checks"].append({
+        "expectation": "expect_column_to_have_no_detected_pii", "column": "region",
+        "success": True, "observed": {"entities": {}, "rows_with_pii": 0},
+        "unexpected_count": None})
+    manifest = Manifest.model_validate(m)
+    doc = report_document(manifest, "../../gx/index.html", history=(manifest,),
+                          pdf="report.pdf")
+    html = render_html(manifest, "../../gx/index.html", history=(manifest,), pdf="report.pdf")
+    assert html.count('<figure class="chart"') >= 3  # funnel, PII over runs, budget
+    assert "{'" not in html and "entities: none; rows with pii: 0" in html
+    assert "(δ = 0 of 0)" not in html and "δ = 0 of" not in html
+    assert 'href="../../gx/index.html"' in html and 'href="report.pdf"' in html
+    assert "<script" not in html
+    pdf = render_pdf(doc)
+    pages = len(re.findall(rb"/Type /Page[^s]", pdf))
+    assert pdf.startswith(b"%PDF") and pages >= 2, pages
+
+
+def test_when_data_docs_are_made_offline_then_no_page_loads_from_the_network(tmp_path) -> None:  # noqa: ANN001
+    from pipeline.outputs.data_docs import make_offline, remote_resources
+
+    page = tmp_path / "validations" / "suite" / "run" / "page.html"
+    page.parent.mkdir(parents=True)
+    page.write_text(
+        '<link rel="stylesheet" href="https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/'
+        'bootstrap.min.css"/>\n<script src="https://code.jquery.com/jquery-3.7.1.min.js">'
+        '</script>\n<script src="https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/'
+        'popper.min.js" integrity="sha384-x" crossorigin="anonymous"></script>\n<script '
+        'src="https://cdn.jsdelivr.net/npm/vega@5"></script>\n<img src="https://great-'
+        'expectations-web-assets.s3.us-east-2.amazonaws.com/logo-long.png?d=1&dataContextId=x">'
+        '\n<a href="https://greatexpectations.io">GX</a>')
+    assert len(remote_resources(page.read_text())) == 5
+    assert make_offline(tmp_path) == 0
+    text = page.read_text()
+    assert '<script src="../../../static/vendor/jquery.min.js">' in text
+    assert "integrity" not in text and "vega" not in text and "dataContextId" not in text
+    assert 'href="https://greatexpectations.io"' in text  # a link to follow, not a load
+    assert (tmp_path / "static" / "vendor" / "fontawesome" / "webfonts" /
+            "fa-solid-900.woff2").is_file()
+    assert make_offline(tmp_path) == 0 and page.read_text() == text  # idempotent

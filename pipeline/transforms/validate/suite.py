@@ -19,6 +19,7 @@ import polars as pl
 
 from pipeline.config import PurposeSpec
 from pipeline.core.records import CheckResult, ValidationRecord
+from pipeline.outputs.data_docs import make_offline
 from pipeline.transforms.generalize.kanon import group_sizes, l_achieved
 from pipeline.transforms.pseudonymize import PSEUDONYM_PATTERN
 from pipeline.transforms.validate import expectations as gx_expectations  # noqa: F401  (registers the k and ℓ expectations)
@@ -132,6 +133,7 @@ def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: P
                                       observed=res.get("observed_value"),
                                       unexpected_count=res.get("unexpected_count")))
     docs = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    make_offline(docs.parent)  # the CDN scripts and styles as shipped copies, linked relatively
     return ValidationRecord(success=bool(result.success), checks=checks,
                             data_docs_index=str(docs) if docs.exists() else None)
 
