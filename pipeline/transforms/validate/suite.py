@@ -67,17 +67,22 @@ def build_expectations(spec: PurposeSpec, *, string_columns: list[str], k: int,
             continue
         exps.append(gxe.ExpectColumnValuesToNotMatchRegexList(
             column=col, regex_list=list(RESIDUAL_PII_PATTERNS.values())))
-        exps.append(gx_expectations.ExpectColumnToHaveNoDetectedPii(scanned_column=col))
+        exps.append(gx_expectations.ExpectColumnToHaveNoDetectedPii(
+            scanned_column=col, description=f"Column {col} holds no value Presidio detects as "
+            "personal data (names, e-mails, phones, IPs, card numbers and the rest)"))
     if spec.aggregate:  # each published count covers at least k users
         exps.append(gxe.ExpectColumnValuesToBeBetween(column=spec.aggregate.users, min_value=k))
     elif groups:
         exps.append(gx_expectations.ExpectTableToBeKAnonymous(
             quasi_identifiers=list(spec.quasi_identifiers), user_column=spec.user_col,
-            min_k=k))
+            min_k=k, description=f"Every combination of {', '.join(spec.quasi_identifiers)} "
+            f"is shared by at least {k} distinct users (k-anonymity)"))
     if l is not None and spec.sensitive_attribute and groups and not spec.aggregate:
         exps.append(gx_expectations.ExpectTableToBeLDiverse(
             quasi_identifiers=list(spec.quasi_identifiers),
-            sensitive_column=spec.sensitive_attribute, min_l=l))
+            sensitive_column=spec.sensitive_attribute, min_l=l,
+            description=f"Every group of {', '.join(spec.quasi_identifiers)} holds at least "
+            f"{l} distinct values of {spec.sensitive_attribute} (ℓ-diversity)"))
     return exps
 
 
