@@ -51,6 +51,8 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import FeaturesConfig, load_config
+from pipeline.console import progress_shown
+from pipeline.core import progress
 from pipeline.demo.generate import (
     AGE_EDGES,
     CATEGORIES,
@@ -164,11 +166,13 @@ def false_alarms(r: Releases, n_users: int, pairs: int, seed: int) -> dict[str, 
     u = users(n_users, rng, r.bands)
     before, alarms, started = r.draw(day_events(u, rng)), 0, time.perf_counter()
     history: list[pl.DataFrame] = []
-    for _ in range(pairs):
-        now = r.draw(day_events(u, rng))
-        alarms += r.compare(before, now, history[-HISTORY:]).drifted
-        history.append(before)
-        before = now
+    with progress.step(f"no change, {n_users:,}", pairs):
+        for _ in range(pairs):
+            now = r.draw(day_events(u, rng))
+            alarms += r.compare(before, now, history[-HISTORY:]).drifted
+            history.append(before)
+            before = now
+            progress.advance()
     return {"users": n_users, "pairs": pairs, "false_alarms": alarms,
             "rate": alarms / pairs, "seconds": round(time.perf_counter() - started, 1)}
 
@@ -186,10 +190,12 @@ def power(r: Releases, n_users: int, shift: float, pairs: int, seed: int) -> flo
     u = users(n_users, rng, r.bands)
     days = [r.draw(day_events(u, rng)) for _ in range(HISTORY + 1)]
     hits = 0
-    for _ in range(pairs):
-        hits += _found(r.compare(days[-1], r.draw(day_events(u, rng, shift=shift)),
-                                 days[-HISTORY - 1:-1]))
-        days.append(r.draw(day_events(u, rng)))
+    with progress.step(f"+{shift:.0%}, {n_users:,}", pairs):
+        for _ in range(pairs):
+            hits += _found(r.compare(days[-1], r.draw(day_events(u, rng, shift=shift)),
+                                     days[-HISTORY - 1:-1]))
+            days.append(r.draw(day_events(u, rng)))
+            progress.advance()
     return hits / pairs
 
 
@@ -258,6 +264,11 @@ def main() -> None:
                     help="MovieLens releases for the per-group lift (0: skip)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    with progress_shown():  # a bar per measurement on a terminal; nothing in a pipe
+        _main(args)
+
+
+def _main(args: argparse.Namespace) -> None:
     cfg = load_config(ROOT / "config" / "pipeline.yaml")
     r = Releases(cfg.features, cfg.generalize.age_bands, cfg.monitor.alpha)
     fa = [false_alarms(r, n, args.pairs, seed) for n, seed in ((DEMO_USERS, 1),
