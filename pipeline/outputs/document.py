@@ -11,7 +11,6 @@ offline, from any folder they are copied to.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import cache
 from html import escape
@@ -74,10 +73,6 @@ Part = str | Table | Chart | Link | Note | Links | Raw
 class Section:
     title: str
     parts: tuple[Part, ...] = ()
-
-    @property
-    def anchor(self) -> str:
-        return re.sub(r"[^a-z0-9]+", "-", self.title.lower()).strip("-")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ def test_when_users_browse_three_categories_then_the_released_mean_is_three(
         user_col="user_pseudonym", release_date="2026-11-01")
     row = release.table.filter(pl.col("cohort_id") == "Texas|25-34|mobile").row(0, named=True)
     value, bound = row["distinct_categories_per_user"], row["distinct_categories_per_user_error95"]
-    assert abs(value - 3) <= bound < 0.5  # 400 users: the mean is within a fraction of one
+    # 400 users: the mean is within a fraction of one (twice the 95% bound: Laplace noise
+    # exceeds it in 1 release of 400, so the test is not flaky)
+    assert abs(value - 3) <= 2 * bound and bound < 0.5
     assert row["distinct_categories_per_user_shrunk"] == pytest.approx(value, abs=2 * bound)
     errors = {e.feature: e for e in stats.details.errors}  # type: ignore[attr-defined]
     assert errors["distinct_categories_per_user"].label == "distinct categories per user"

@@ -73,7 +73,7 @@ def test_when_runs_accumulate_then_index_plots_the_window_spend_against_the_budg
     page = render_index(runs, external=False)
     assert "publishing blocked on 2026-11-03" in page
     assert 'aria-label="Privacy budget: ε per release' in page
-    table = page[page.index(">Runs</h2>"):]
+    table = page[page.index("<h2>Runs</h2>"):]
     assert table.index("2026-11-05") < table.index("2026-11-01")  # newest first
     assert "/srv/" not in render_index([m.external_view() for m in runs], external=True)
 
