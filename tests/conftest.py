@@ -58,6 +58,8 @@ def write_config(tmp_path: Path, purpose: str = "personalization", **overrides: 
     # Tests run days of a few dozen users: the volume minimums are for production days (the
     # guardrail tests set them back); the quarantine share and the volume check stay on.
     doc["guardrails"].update({"min_rows_in": 1, "min_users_after_consent": 1})
+    # PDFs cost about a second a run: written only where a test reads them (reports__pdf=True)
+    doc["reports"] = {"pdf": False}
     for dotted, value in overrides.items():
         node = doc
         *parents, leaf = dotted.split("__")

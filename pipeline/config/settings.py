@@ -445,6 +445,14 @@ class Processor(Model):
     location: str
 
 
+class ReportsConfig(Model):
+    """What the report stage writes besides the HTML pages and the manifest."""
+
+    # A PDF beside each run report (internal and external) and each governance record:
+    # ReportLab, about a second a run.
+    pdf: bool = True
+
+
 class GovernanceConfig(Model):
     """Who answers for the processing, for the records of processing (GDPR Art. 30) and the
     DPIA draft (`pipeline.outputs.governance`); the rest comes from the contracts, the access
@@ -535,6 +543,7 @@ class PipelineConfig(Model):
     scale: ScaleConfig = ScaleConfig()
     monitor: MonitorConfig = MonitorConfig()
     governance: GovernanceConfig = GovernanceConfig()
+    reports: ReportsConfig = ReportsConfig()
     source_path: Path = Path(".")
 
     def zone(self, name: str) -> Zone:

@@ -276,12 +276,15 @@ def to_pdf(d: Document) -> bytes:
 
 def write_governance(area: DataPath, cfg: PipelineConfig, policy: AccessPolicy | None,
                      manifests: Sequence[Manifest], day: date) -> dict[str, DataPath]:
-    """Both documents, as HTML and PDF, under `<area>/governance/`."""
+    """Both documents, as HTML and (`reports.pdf`) PDF, under `<area>/governance/`."""
     written = {}
     for name, document in (("records_of_processing", records_of_processing(
             cfg, policy, manifests, day)), ("dpia", dpia(cfg, policy, manifests, day))):
-        for suffix, content in ((".html", to_html(document).encode()),
-                                (".pdf", to_pdf(document))):
+        formats = [(".html", lambda d: to_html(d).encode())]
+        if cfg.reports.pdf:
+            formats.append((".pdf", to_pdf))
+        for suffix, render in formats:
+            content = render(document)
             path = area / FOLDER / f"{name}{suffix}"
             atomic_write_bytes(path, content)
             written[f"{name}{suffix}"] = path

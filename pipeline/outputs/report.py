@@ -614,16 +614,15 @@ def write_report(ctx: RunContext, day: date) -> DataPath:
     atomic_write_json(out / "manifest.json", manifest.model_dump(mode="json"))
     history = tuple(h for h in load_manifests(reports) if h.date <= manifest.date)
     docs = manifest.validation.data_docs_index if manifest.validation else None
-    internal = report_document(manifest, _docs_link(docs, out), history=history,
-                               pdf="report.pdf")
-    atomic_write_bytes(out / "report.html", render_document(internal).encode())
-    atomic_write_bytes(out / "report.pdf", render_pdf(internal))
+    pdf = "report.pdf" if ctx.cfg.reports.pdf else None
+    internal = report_document(manifest, _docs_link(docs, out), history=history, pdf=pdf)
     external_dir = reports / "external" / partition_name(day)
     external = report_document(manifest.external_view(), None, external=True,
-                               history=tuple(h.external_view() for h in history),
-                               pdf="report.pdf")
-    atomic_write_bytes(external_dir / "report.html", render_document(external).encode())
-    atomic_write_bytes(external_dir / "report.pdf", render_pdf(external))
+                               history=tuple(h.external_view() for h in history), pdf=pdf)
+    for folder, document in ((out, internal), (external_dir, external)):
+        atomic_write_bytes(folder / "report.html", render_document(document).encode())
+        if pdf:
+            atomic_write_bytes(folder / pdf, render_pdf(document))
     write_governance(reports, ctx.cfg, ctx.policy, load_manifests(reports), day)
     write_index(reports, ctx.policy)
     if not manifest.funnel.balanced:

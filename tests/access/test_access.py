@@ -71,7 +71,7 @@ def _audit(config: Path, capsys: pytest.CaptureFixture[str]) -> list[dict]:
 def test_when_a_reader_asks_for_a_subjects_data_then_it_is_denied_and_the_officer_is_allowed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config, data = generated_day(tmp_path, monkeypatch, users=80, seed=3,
+    config, data = generated_day(tmp_path, monkeypatch, users=80, seed=3, reports__pdf=True,
                                  paths__access_policy=str(_matrix(tmp_path)))
     account = json.loads((data / "raw" / "events" / "date=2026-11-01" / "events.jsonl")
                          .read_text().splitlines()[0])["account_id"]

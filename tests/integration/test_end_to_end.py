@@ -30,7 +30,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("e2e")
     mp = pytest.MonkeyPatch()
     mp.setenv("PRIVACY_PIPELINE_TEST_KEY", TEST_KEY_TEXT)
-    config = write_config(tmp)
+    config = write_config(tmp, reports__pdf=True)  # the reviewer's bundle, PDFs included
     data = tmp / "data"
     generated = generate(data, start=date.fromisoformat(DAY), users=600, seed=11)
     log_file = data / "logs" / "e2e.log"

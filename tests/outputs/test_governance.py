@@ -47,7 +47,7 @@ def test_when_a_purpose_is_documented_then_its_record_holds_what_article_30_asks
 
 def test_when_written_then_html_and_pdf_land_in_the_bundle_and_the_dpia_asks_for_signoff(
         tmp_path: Path) -> None:
-    cfg = load_config(write_config(tmp_path))
+    cfg = load_config(write_config(tmp_path, reports__pdf=True))
     out = write_governance(data_path(tmp_path / "reports"), cfg, POLICY, [], DAY)
     assert sorted(out) == ["dpia.html", "dpia.pdf", "records_of_processing.html",
                            "records_of_processing.pdf"]
