@@ -93,8 +93,9 @@ def funnel_chart(m: Manifest) -> Chart:
     steps += [(f"quarantined: {r}", count(n)) for r, n in sorted(f.quarantined.items())]
     steps += [(f"dropped: {r}", count(n)) for r, n in sorted(f.dropped.items())]
     steps.append(("published", count(f.rows_out)))
+    steps.reverse()  # pygal draws a horizontal bar chart's first label at the bottom
     chart = _bars("Row funnel: where every raw line went", [s for s, _ in steps],
-                  {"rows": [n for _, n in steps]}, horizontal=True)
+                  {"rows": [n for _, n in steps]}, horizontal=True, value_format=",.0f")
     chart.config.height = 120 + 26 * len(steps)
     chart.config.show_legend = False
     return svg(chart, "funnel")
