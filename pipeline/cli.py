@@ -592,7 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "it is always in the run's log file")
     p.add_argument("--version", action=_Version, nargs=0,
                    help="print the version (with the git commit in a checkout) and exit")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="what to do; `privacy-pipeline COMMAND --help` for its options")
 
     g = sub.add_parser("generate", help="write seeded synthetic raw events and consent")
     g.add_argument("--start", type=_day, default=DEMO_DATE,
