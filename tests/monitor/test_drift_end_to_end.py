@@ -52,7 +52,11 @@ def test_when_a_category_shifts_in_one_region_then_drift_names_it_and_stays_quie
     assert strongest == "region=Illinois" or strongest.startswith("Illinois|"), findings[0]
     assert any(f["value"] == "share_sports" and f["where"] == "region=Illinois" and f["z"] > 0
                for f in findings)
-    assert all(f["where"].startswith("Illinois|") for f in findings if f["scope"] == "cohort")
+    # Elsewhere, at most the false discoveries the test's FDR control allows (it holds them to
+    # alpha of the findings in expectation; one stray cohort in ~1 run of 20 was seen)
+    stray = [f for f in findings if f["scope"] == "cohort" and not f["where"].startswith(
+        "Illinois|")]
+    assert len(stray) <= max(1, len(findings) // 10), stray
     assert all(f["where"] == "region=Illinois" for f in findings
                if f["scope"] == "slice" and f["where"].startswith("region="))
     report = (reports_of(data, DAYS[2]) / "report.html").read_text()
