@@ -92,8 +92,8 @@ def demo() -> None:
     if code:
         sys.exit(code)
     dag()
-    summary = subprocess.run([str(BIN / "privacy-pipeline"), "summary", "--cohort",
-                              "California|25-34|mobile"], cwd=ROOT).returncode
+    summary = subprocess.run([str(BIN / "privacy-pipeline"), "summary", "--online"],
+                             cwd=ROOT).returncode
     sys.exit(summary)
 
 

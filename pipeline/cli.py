@@ -121,11 +121,10 @@ VERBOSE = False  # set from --verbose by `main`
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
+    from pipeline.console import progress_shown
     from pipeline.demo.generate import generate
 
     root = data_path(args.out) if args.out else load_config(args.config).paths.root
-    from pipeline.console import progress_shown
-
     signal = {} if args.cohort_signal is None else {"cohort_signal": args.cohort_signal}
     with progress_shown():
         out = generate(root, start=args.start, days=args.days, users=args.users,
@@ -286,8 +285,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
     _summary(ctx, day)
     print(f"{'audit index':>13}: {ctx.partition_dir('reports', day).parent / 'index.html'}")
     print(f"{'log':>13}: {run_log(cfg, day)}")
-    if args.cohort:
-        _online_example(args.config, args.cohort)
+    if args.online is not None:
+        regions = cfg.features.regions  # default: a cohort of the grid, as the demo shows
+        _online_example(args.config, args.online
+                        or f"{regions[min(1, len(regions) - 1)]}|25-34|mobile")
     return Exit.OK
 
 
@@ -452,10 +453,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(_one_line(ctx, args.date, seconds), flush=True)
         code = max(code, Exit.OK if published else _run_exit(ctx, args.date))
     if not args.no_summary:
-        from pipeline.config import load_config
-
-        regions = load_config(args.config).features.regions
-        args.date, args.cohort = None, f"{regions[min(1, len(regions) - 1)]}|25-34|mobile"
+        args.date, args.online = None, ""
         cmd_summary(args)
     return code
 
@@ -692,8 +690,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("summary", help="a finished run's summary and where its outputs are")
     sm.add_argument("--date", type=_day, default=None,
                     help="the run's day, YYYY-MM-DD (default: the latest)")
-    sm.add_argument("--cohort", help="also read this cohort's features back from the online "
-                    "store (region|age_band|device_type)")
+    sm.add_argument("--online", nargs="?", const="", default=None, metavar="COHORT",
+                    help="also read a cohort's features back from the online store "
+                         "(region|age_band|device_type; default: one of the grid)")
     sm.set_defaults(func=cmd_summary)
     d = sub.add_parser("demo", help="generate two days, make a dev key, run everything")
     d.add_argument("--date", type=_day, default=DEMO_DATE, help="first day (%(default)s)")

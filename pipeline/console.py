@@ -1,8 +1,9 @@
 """What the command line shows while it works: a progress bar on a terminal, quiet otherwise.
 
-Quiet by default: library logs (Presidio's recognizers, Great Expectations, Feast, Airflow's
-task logs) go to the run's log file, and standard error gets only warnings and errors; with
-`--verbose` it gets the INFO lines as well. On a terminal, each stage shows as a transient
+Quiet by default: library logs (Presidio's recognizers and the rest; only warnings from Great
+Expectations and Feast, whose INFO lines are per-batch chatter) go to the run's log file, and
+standard error gets only the pipeline's warnings and errors; with `--verbose` it gets every
+INFO line as well. On a terminal, each stage shows as a transient
 bar (stage, shard i of n, rows per second, elapsed) drawn by rich; in a pipe or a CI log
 nothing is drawn, so a run's output is its summary.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,15 +29,15 @@ from rich.progress import (
 
 from pipeline.core import progress
 
-NOISY = ("great_expectations", "feast", "urllib3", "numexpr", "presidio-analyzer",
-         "presidio-anonymizer", "py.warnings", "distributed", "faker")
+# kept at WARNING even in the log file (their INFO lines are per-batch chatter), unless
+# --verbose; every other library's INFO lines go to the file
+NOISY = ("great_expectations", "feast", "urllib3", "numexpr")
 
 
 def setup_logging(log_file: Path | None = None, *, verbose: bool = False) -> None:
     """INFO and up to `log_file` (when given); standard error gets warnings and errors from
     the pipeline (everything at INFO with `verbose`), never a library's chatter."""
-    logging.captureWarnings(True)  # a library's DeprecationWarning goes to the file
-    warnings.simplefilter("default")
+    logging.captureWarnings(True)  # a library's warning goes to the file, not the screen
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:

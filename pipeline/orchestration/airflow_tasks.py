@@ -48,13 +48,10 @@ def _fail_fast(exc: PipelineError, what: str) -> BaseException:
 
 
 def accept_low_volume(context: Any) -> bool:
-    """Did the operator trigger this run with `{"accept_low_volume": true}` in its conf (to
-    publish a known-small day)? See `pipeline.transforms.guardrails`."""
-    if (context.get("params") or {}).get("accept_low_volume") is True:
-        return True
-    dag_run = context.get("dag_run")
-    conf = getattr(dag_run, "conf", None) or {}
-    return conf.get("accept_low_volume") is True
+    """Did the operator trigger this run with `{"accept_low_volume": true}` (the DAG's param;
+    a run's conf sets its params) to publish a known-small day? See
+    `pipeline.transforms.guardrails`."""
+    return (context.get("params") or {}).get("accept_low_volume") is True
 
 
 def run_stage_task(stage: str, config: str, context: Any, processed_day: str | None = None
@@ -64,12 +61,13 @@ def run_stage_task(stage: str, config: str, context: Any, processed_day: str | N
     the day the task runs."""
     from pipeline.run import authorize, run_stage
 
-    if processed_day is not None and processed_day != str(run_day(context)):
+    day = run_day(context)
+    if processed_day is not None and processed_day != str(day):
         raise AirflowFailException(f"the rendered day {processed_day} is not the run's day "
-                                   f"{run_day(context)}")
+                                   f"{day}")
     try:
         authorize(config, "run")  # the workers' identity must hold `run` for the purpose
-        return run_stage(stage, run_day(context), config, run_id=context["run_id"],
+        return run_stage(stage, day, config, run_id=context["run_id"],
                          accept_low_volume=accept_low_volume(context))
     except PipelineError as exc:
         raise _fail_fast(exc, stage) from exc

@@ -33,16 +33,17 @@ from pipeline.outputs.scorecard import scorecard_section
 if TYPE_CHECKING:
     from pipeline.access.policy import AccessPolicy
 
+
 def load_manifests(reports: DataPath) -> list[Manifest]:
     return [Manifest.model_validate_json(p.read_text())
             for p in sorted(reports.glob("date=*/manifest.json"))]
 
 
-def _row(m: Manifest, prefix: str) -> tuple[object, ...]:
+def _row(m: Manifest) -> tuple[object, ...]:
     ka, val, dp = m.k_anonymity, m.validation, m.differential_privacy
     n = m.run_totals()
     due = dp is not None and dp.release_due
-    return (Link(m.date, f"{prefix}date={m.date}/report.html"),
+    return (Link(m.date, f"date={m.date}/report.html"),
             "yes" if m.published else "NO", m.funnel.rows_in, m.funnel.rows_out,
             n.quarantined, n.pii_replaced,
             "not run" if ka is None else "n/a (no rows)" if ka.k_achieved is None
@@ -106,8 +107,9 @@ def index_document(manifests: list[Manifest], *, external: bool,
         Section("Runs", (Table(("Date", "Published", "Rows in", "Rows published",
                                 "Quarantined", "PII replaced", "k / ℓ", "Checks passed",
                                 "DP cost", "Window spent", "Erasure requests"),
-                               tuple(_row(m, "") for m in reversed(manifests))),
-                         "Each date opens its run report (HTML, with a PDF beside it).")),
+                               tuple(_row(m) for m in reversed(manifests))),
+                         "Each date opens its run report"
+                         + (" (HTML, with a PDF beside it)." if pdf else "."))),
         Section("Privacy notice", notices_section(notices or [], prefix=up)),
         Section("Access matrix", (Raw(access, "See the HTML index."),) if access
                 else ("No access matrix configured.",)),

@@ -26,7 +26,7 @@ from pipeline.core.layout import Layout, partition_name
 from pipeline.core.records import PublishRecord
 from pipeline.core.storage import atomic_write_bytes
 from pipeline.features import DIMENSIONS
-from pipeline.transforms.features import Release
+from pipeline.transforms.features import Release, mechanism_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,16 +112,14 @@ def privacy_tags(cfg: PipelineConfig) -> dict[str, str]:
     release, its mechanism and privacy unit, and which ledger chain accounts for it."""
     f = cfg.features
     budget = f.release_budget
-    kind = "private cohort selection" if f.cohorts == "private" else "public cohort keys"
     ledger = (f"postgres (${cfg.budget.ledger_dsn_env})" if cfg.budget.ledger_dsn_env
-              else "sqlite ledger/privacy_ledger.sqlite")
+              else f"sqlite {cfg.budget.ledger_path.as_posix()}")
     return {"privacy": "differential-privacy", "purpose": cfg.purpose,
             "privacy.feature_set": f.feature_set,
             f"privacy.{budget.param}_per_release": f"{budget.value:g}",
             "privacy.delta_per_release": f"{f.delta:g}",
             "privacy.accounting": cfg.budget.accounting,
-            "privacy.mechanism": f"OpenDP Polars: integer {f.mechanism.label}, user-level, "
-                                 f"{kind}",
+            "privacy.mechanism": mechanism_of(f),
             "privacy.unit": f"user (pseudonym), up to {f.max_cohorts_per_user} cohort(s) per "
                             f"{f.period}",
             "privacy.period": f.period,
@@ -149,6 +147,7 @@ def feature_definitions(cfg: PipelineConfig) -> list:
     from feast.types import Bool, Float64, Int64, String
 
     dtypes = {"int": Int64, "float": Float64, "bool": Bool}
+    tags = privacy_tags(cfg)
     schema = [Field(name=n, dtype=String, description=f"cohort {n.replace('_', ' ')} (public "
                     "grid)") for n in DIMENSIONS]
     schema += [Field(name=c.name, dtype=dtypes[c.dtype], description=c.description)
@@ -164,12 +163,12 @@ def feature_definitions(cfg: PipelineConfig) -> list:
         description="User-level differentially private cohort features (OpenDP). Each value "
                     "has its noise scale in <feature>_noise_scale, a 95% error bound in "
                     "<feature>_error95 and <feature>_unreliable where that bound exceeds it.",
-        tags=privacy_tags(cfg))
+        tags=tags)
     serving = FeatureService(
         name=service_name(cfg), features=[view[Release.of(cfg.features).to_serve()]],
         description="What to serve and train on: each feature's shrunk estimate where it has "
                     "one (pooled toward its parents in the cohort grid, less noisy for small "
-                    "cohorts), else its DP value.", tags=privacy_tags(cfg))
+                    "cohorts), else its DP value.", tags=tags)
     return [cohort, view, serving]
 
 
@@ -250,9 +249,9 @@ def materialize(cfg: PipelineConfig, day: date, *, release: DataPath | None = No
     write_definitions(cfg)
     store = open_store(cfg)
     definitions = feature_definitions(cfg)
-    granted = permissions(cfg, policy) if policy else []
-    store.apply([project_definition(cfg), *definitions, *granted])
-    _record_infra(store, cfg, definitions, granted)
+    project, granted = project_definition(cfg), permissions(cfg, policy) if policy else []
+    store.apply([project, *definitions, *granted])
+    _record_infra(store, project, definitions, granted)
     view = definitions[1]
     path = release or features_dir(cfg) / partition_name(day) / "part.parquet"
     table = pl.read_parquet(path.read_bytes())
@@ -270,14 +269,14 @@ def materialize(cfg: PipelineConfig, day: date, *, release: DataPath | None = No
                          online_written=forward.height, online_kept_newer=len(newer))
 
 
-def _record_infra(store: FeatureStore, cfg: PipelineConfig, definitions: list,
-                  granted: list) -> None:
+def _record_infra(store: FeatureStore, project: Any, definitions: list, granted: list
+                  ) -> None:
     """Record the online tables in the registry's infra as `feast apply` does (the SDK's
     `apply` makes them but records none), so `feast plan` in the repo sees nothing to do."""
     from feast.repo_contents import RepoContents
 
     cohort, view, serving = definitions
-    contents = RepoContents(projects=[project_definition(cfg)], data_sources=[view.batch_source],
+    contents = RepoContents(projects=[project], data_sources=[view.batch_source],
                             feature_views=[view], on_demand_feature_views=[],
                             stream_feature_views=[], label_views=[], entities=[cohort],
                             feature_services=[serving], permissions=granted)

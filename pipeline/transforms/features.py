@@ -224,6 +224,12 @@ def _measurement(dp: SimpleNamespace, bounded: pl.LazyFrame, cfg: FeaturesConfig
     return build(hi), d_in
 
 
+def mechanism_of(cfg: FeaturesConfig) -> str:
+    """The release's mechanism in words, as the ledger records it and Feast's tags say it."""
+    kind = "private cohort selection" if cfg.cohorts == "private" else "public cohort keys"
+    return f"OpenDP Polars: integer {cfg.mechanism.label}, user-level, {kind}"
+
+
 def release_features(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tuple[str, ...],
                      user_col: str, release_date: str) -> tuple[FeatureRelease, StageStats]:
     """Draw one DP release from the events of its period. Callers must go through the ledger:
@@ -246,10 +252,8 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
     bounded = _bounded(shards, release, keys, user_col=user_col, seed=seed)
     noisy, noise, loss, delta = _measured(dp, bounded, release, keys)
     table = _table(_published(noisy, release, noise), release, release_date)
-    kind = "private cohort selection" if cfg.cohorts == "private" else "public cohort keys"
     out = FeatureRelease(
-        table=table, budget=cfg.release_budget, delta=delta,
-        mechanism=f"OpenDP Polars: integer {cfg.mechanism.label}, user-level, {kind}",
+        table=table, budget=cfg.release_budget, delta=delta, mechanism=mechanism_of(cfg),
         library=f"opendp {dp.version}")
     stats = StageStats(stage="features", rows_in=bounded.rows_in, rows_out=table.height,
                        details=FeaturesDetails(
