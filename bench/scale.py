@@ -56,10 +56,10 @@ def _config(root: Path, **scale: object) -> Path:
     with these `scale` settings."""
     doc = yaml.safe_load((ROOT / "config" / "pipeline.yaml").read_text())
     doc["scale"] = {**doc.get("scale", {}), **scale}
-    doc["paths"] = {**doc["paths"], "data_root": str(root / "data"),
-                    "event_schema": str(ROOT / "schemas" / "events.yaml"),
-                    "consent_schema": str(ROOT / "schemas" / "consent.yaml"),
-                    "purposes_dir": str(ROOT / "schemas" / "purposes")}
+    config_dir = ROOT / "config"  # every other relative path, as the original resolves it
+    doc["paths"] = {**{k: str((config_dir / v).resolve()) if isinstance(v, str) else v
+                       for k, v in doc["paths"].items()},
+                    "data_root": str(root / "data")}
     doc["keys"] = {"airflow_conn_id": None, "env_var": "BENCH_SCALE_KEY",
                    "file_env_var": "BENCH_SCALE_KEY_FILE", "file": None}
     path = root / "pipeline.yaml"

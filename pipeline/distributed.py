@@ -7,9 +7,11 @@ maintained with Dask by its core team, runs as a few processes on one machine
 (`LocalCluster`) or on Kubernetes, YARN, SLURM or cloud VMs unchanged, and is a pure-Python
 install.
 
-What runs where: the stage's own process (the Airflow task, or the CLI) does what needs the
-whole day: the k-anonymity plan, which columns hold PII, the DP release, validation's merged
-checks. Every task reads its shard from the data root and writes its output shard there
+What runs where: every per-shard or per-range piece of work runs as a task (the table stages'
+shards, ingest's byte ranges, each shard's validation suite, the DP release's bounding); the
+stage's own process (the Airflow task, or the CLI) plans, merges what the tasks return (small:
+counts, bounded aggregates) and does what needs the whole day at once: the k-anonymity plan,
+the DP measurement, the ledger. Every task reads its shard from the data root and writes its output shard there
 itself, so the workers share nothing but storage (the local disk on one machine). A task
 rebuilds its context from the config and loads the key from its own secret store: no key is
 sent over the wire, and a worker holding another key (or none) stops the stage rather than
@@ -21,8 +23,10 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from datetime import date
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
@@ -31,8 +35,11 @@ from pipeline.core import progress
 from pipeline.core.context import RunContext
 from pipeline.core.errors import KeyUnavailableError, safe_error
 from pipeline.core.records import StageStats
-from pipeline.core.shardwork import ShardJob, ShardWork, run_shard
+from pipeline.core.shardwork import ShardJob, ShardWork, run_map, shard_task
 from pipeline.stages import STAGES
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -85,22 +92,30 @@ def run_distributed(ctx: RunContext, work: ShardWork, jobs: list[ShardJob]
                     ) -> list[tuple[StageStats, pl.DataFrame | None]]:
     """Every shard as a task on the cluster; results (stats, and a gathering stage's small
     tables) in shard order."""
+    return run_map(ctx, partial(shard_task, work), jobs, rows=lambda r: r[0].rows_in)
+
+
+def map_distributed(ctx: RunContext, fn: Callable[[RunContext, T], R], items: Sequence[T], *,
+                    rows: Callable[[R], int] | None = None) -> list[R]:
+    """`fn(worker's context, item)` as one task per item on the cluster; results in item
+    order (see `pipeline.core.shardwork.run_map`)."""
     from distributed import as_completed
 
+    if not items:
+        return []
     client = client_for(ctx)
-    [shared] = client.scatter([work], broadcast=True, hash=False)
-    futures = client.map(_task, jobs, work=shared, cfg=ctx.cfg, run_date=ctx.run_date,
+    [shared] = client.scatter([fn], broadcast=True, hash=False)
+    futures = client.map(_task, list(items), fn=shared, cfg=ctx.cfg, run_date=ctx.run_date,
                          run_key=(ctx.key.key_id, ctx.key.fingerprint()),
                          stage=ctx.stage.name if ctx.stage else None, pure=False)
-    for _, (stats, _table) in as_completed(futures, with_results=True):
-        progress.advance(rows=stats.rows_in)  # as each worker finishes, for the driver's bar
+    for _, result in as_completed(futures, with_results=True):
+        progress.advance(rows=rows(result) if rows else 0)  # for the driver's bar
     return list(client.gather(futures))
 
 
-def _task(job: ShardJob, *, work: ShardWork, cfg: PipelineConfig, run_date: date | None,
-          run_key: tuple[str, str], stage: str | None
-          ) -> tuple[StageStats, pl.DataFrame | None]:
-    """One shard, on a worker, held to its stage's row like the stage's own process. Errors
+def _task(item: Any, *, fn: Callable[[RunContext, Any], Any], cfg: PipelineConfig,
+          run_date: date | None, run_key: tuple[str, str], stage: str | None) -> Any:
+    """One item, on a worker, held to its stage's row like the stage's own process. Errors
     come back as the pipeline's safe ones: a library's message can quote data, and Dask logs
     what a task raised."""
     try:
@@ -111,8 +126,7 @@ def _task(job: ShardJob, *, work: ShardWork, cfg: PipelineConfig, run_date: date
             raise KeyUnavailableError(
                 f"this Dask worker's active key ({ctx.key.key_id}) is not the run's "
                 f"({run_key[0]}): every worker must load the same key from its secret store")
-        with work.open(ctx) as fn:
-            return run_shard(ctx, fn, job, keep=work.gather is not None)
+        return fn(ctx, item)
     except Exception as exc:  # noqa: BLE001 - re-raised as a safe PipelineError
         raise safe_error(exc) from None
 

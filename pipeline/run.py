@@ -33,7 +33,7 @@ from pipeline.core.fs import DataPath
 from pipeline.core.gates import require_validated
 from pipeline.core.locks import data_root_lock, run_date_lock
 from pipeline.core.records import MonitorRecord, PublishRecord, RekeyRecord, StageOutcome
-from pipeline.core.shardwork import ShardJob, ShardWork, first_of, run_embedded
+from pipeline.core.shardwork import ShardJob, ShardWork, first_of, map_seconds, run_embedded
 from pipeline.core.storage import Shards
 from pipeline.stages import DAILY, KEYED, STAGES, Kind, Stage
 
@@ -51,6 +51,7 @@ def execute(ctx: RunContext, name: str, day: date) -> str:
     outcome = StageOutcome(stage=name, run_id=ctx.run_id, status="running", started_at=_now())
     records.save_outcome(outcome)
     stage = STAGES[name]
+    mapped = map_seconds()
     try:
         with progress.step(name), data_root_lock(ctx.local, exclusive=stage.maintenance):
             staged = ctx.for_stage(stage)  # held to the stage's row (pipeline.core.guard)
@@ -65,8 +66,9 @@ def execute(ctx: RunContext, name: str, day: date) -> str:
         if safe is exc:
             raise
         raise safe from None
-    records.save_outcome(outcome.model_copy(update={"status": "succeeded",
-                                                    "finished_at": _now()}))
+    records.save_outcome(outcome.model_copy(update={
+        "status": "succeeded", "finished_at": _now(),
+        "mapped_s": round(map_seconds() - mapped, 3)}))
     return written
 
 

@@ -523,6 +523,9 @@ class ScaleConfig(Model):
     engine: Literal["embedded", "dask"] = "embedded"
     dask_scheduler: str | None = None  # e.g. tcp://scheduler:8786
     dask_workers: Annotated[int, Field(gt=0)] = 2
+    # processes that decode the raw file side by side where the run may start its own (the
+    # CLI, an Airflow task; not a Dask worker): they get bytes and give back tables, no key
+    decode_processes: Annotated[int, Field(ge=1, le=64)] = 2
 
 
 class PipelineConfig(Model):

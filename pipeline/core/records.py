@@ -116,6 +116,9 @@ class StageOutcome(Record):
     error: str | None = None  # the exception's class name
     message: str | None = None
     retryable: bool = False
+    # seconds of the stage spent in maps (`pipeline.core.shardwork.run_map`): on a cluster,
+    # the workers' share; the rest ran in the stage's own process
+    mapped_s: float | None = None
 
 
 class CheckResult(BaseModel):

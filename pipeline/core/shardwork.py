@@ -1,7 +1,11 @@
 """What a table stage does to the shards of its input, as a value an engine can run anywhere:
 in this process one shard after another (`run_shard` in a loop, the default), or one task per
 shard on a Dask cluster (`pipeline.distributed`). Same code either way, so both give the same
-rows.
+rows. Task stages hand their own per-piece work to the same engines with `run_map` (ingest's
+byte ranges, validation's shards, the DP release's bounding).
+
+Time spent in maps is counted (`map_seconds`): on a cluster it is the workers' share of a
+stage, and what is left is the stage's own process (the scheduler's side).
 
 A `ShardWork` holds no key and no open resource: `open(ctx)` builds the per-shard function
 where it runs, from that process's own context (its key from its own secret store, its own
@@ -10,12 +14,13 @@ spaCy model), so what is shipped to a worker is config and plan, never a secret.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
@@ -28,6 +33,9 @@ if TYPE_CHECKING:
     from pipeline.core.context import RunContext
 
 ShardFn = Callable[[pl.DataFrame], tuple[pl.DataFrame, StageStats]]
+T = TypeVar("T")
+R = TypeVar("R")
+_mapped = [0.0]  # seconds this process has spent waiting on or running maps
 
 
 def _ready(fn: ShardFn, _ctx: RunContext) -> AbstractContextManager[ShardFn]:
@@ -82,8 +90,12 @@ def run_shard(ctx: RunContext, fn: ShardFn, job: ShardJob, *, keep: bool
 def run_embedded(ctx: RunContext, work: ShardWork, jobs: list[ShardJob]
                  ) -> list[tuple[StageStats, pl.DataFrame | None]]:
     """Every shard in this process, one after another: one shard in memory at a time."""
-    with work.open(ctx) as fn:
-        return [run_shard(ctx, fn, job, keep=work.gather is not None) for job in jobs]
+    started = time.perf_counter()
+    try:
+        with work.open(ctx) as fn:
+            return [run_shard(ctx, fn, job, keep=work.gather is not None) for job in jobs]
+    finally:
+        _mapped[0] += time.perf_counter() - started
 
 
 def first_of(table: pl.DataFrame, n: int) -> Iterator[pl.DataFrame]:
@@ -91,3 +103,47 @@ def first_of(table: pl.DataFrame, n: int) -> Iterator[pl.DataFrame]:
     yield table
     for _ in range(n - 1):
         yield table.clear()
+
+
+def map_seconds() -> float:
+    """Seconds this process has spent in `run_map` (and table stages' shard maps) so far."""
+    return _mapped[0]
+
+
+def run_map(ctx: RunContext, fn: Callable[[RunContext, T], R], items: Sequence[T], *,
+            rows: Callable[[R], int] | None = None) -> list[R]:
+    """`fn(ctx, item)` for every item, results in item order: here one after another
+    (`scale.engine: embedded`), or one Dask task each, where `ctx` is the worker's own
+    context (config from here, key from its own secret store). `fn` and the items must be
+    picklable and hold no secret; `rows` says how many rows a result read (progress)."""
+    started = time.perf_counter()
+    try:
+        if ctx.cfg.scale.engine == "dask":
+            from pipeline.distributed import map_distributed  # dask: only when configured
+
+            return map_distributed(ctx, fn, items, rows=rows)
+        out = []
+        for item in items:
+            out.append(fn(ctx, item))
+            progress.advance(rows=rows(out[-1]) if rows else 0)
+        return out
+    finally:
+        _mapped[0] += time.perf_counter() - started
+
+
+def shard_task(work: ShardWork, ctx: RunContext, job: ShardJob
+               ) -> tuple[StageStats, pl.DataFrame | None]:
+    """One shard of a table stage, where it runs (a Dask task)."""
+    with work.open(ctx) as fn:
+        return run_shard(ctx, fn, job, keep=work.gather is not None)
+
+
+def timed_map(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, with its time counted in `map_seconds` (an engine's own shard loop)."""
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _mapped[0] += time.perf_counter() - started
+    return timed

@@ -6,6 +6,7 @@ published. Thin adapters from a run's context to `pipeline.transforms` (see `pip
 from __future__ import annotations
 
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -43,11 +44,19 @@ from pipeline.transforms.erasure import (
 )
 from pipeline.transforms.generalize.kanon import short_of
 from pipeline.transforms.guardrails import DayInput, check_guardrails
+from pipeline.core.shardwork import run_map
 from pipeline.transforms.ingest import (
+    ByteRange,
+    RangeSplit,
+    assembled_shard,
+    byte_ranges,
     count_lines,
     ingest_events,
-    ingest_shards,
+    repeated_lines,
+    split_range,
+    split_stats,
     user_shard_of,
+    with_global_lines,
 )
 from pipeline.transforms.retention import finish_interrupted, purge
 
@@ -161,9 +170,12 @@ def input_marker(ctx: RunContext, day: date) -> DataPath:
 
 
 def ingest(ctx: RunContext, day: date) -> str:
-    """Parse the day; a day of more than `scale.events_per_shard` lines is split into shards
-    by a keyed hash of the user, decoded batch by batch through encrypted spill files, so no
-    more than a batch and then a shard is ever in memory."""
+    """Parse the day. A day of more than `scale.events_per_shard` lines is split into shards
+    by a keyed hash of the user, in three maps the engine runs here or on the cluster: each
+    byte range of the raw file is decoded where it runs and spilled (encrypted) by user shard
+    and by event-id bucket; each bucket finds the re-delivered events; each shard is built
+    from its spills without them. No more than a batch, then a shard, is ever in memory, and
+    this process only adds up counts."""
     source = raw_events(ctx, day)
     if not source.is_file():
         raise MissingInputError(f"{source}: no raw events for {day}")
@@ -173,27 +185,76 @@ def ingest(ctx: RunContext, day: date) -> str:
     n = max(1, -(-_lines(ctx, day, source) // ctx.cfg.scale.events_per_shard))
     if n == 1:
         result = ingest_events(source, schema, source_name=name, limits=ctx.cfg.ingest,
-                               day=day)
+                               day=day, processes=_decoders(ctx))
         storage.write(quarantine, day, result.quarantine)
         records.save_stats(result.stats)
         return str(storage.write(ingested, day, result.table))
-    spills = storage.spill_dir(ingested, day)
-    remove_tree(spills)  # a crashed run's
+    remove_tree(storage.spill_dir(ingested, day))  # a crashed run's
+    ranges = byte_ranges(source, n, ctx.cfg.ingest)
+    parts = run_map(ctx, partial(_split_range, day, n), ranges, rows=lambda p: p.lines)
+    offsets = [0] * len(ranges)
+    for p in sorted(parts, key=lambda p: p.index)[:-1]:
+        offsets[p.index + 1] = offsets[p.index] + p.lines
+    repeated = pl.concat(run_map(ctx, partial(_repeated, day, offsets), range(n)))
+    built = run_map(ctx, partial(_build_shard, day, n, offsets, repeated), range(n),
+                    rows=lambda r: r[0])
+    table, stats = split_stats(parts, offsets, sum(rows for rows, _ in built),
+                               sum(dups for _, dups in built), name)
+    storage.write(quarantine, day, table)
+    written = storage.commit_shards(ingested, day, n)
+    remove_tree(storage.spill_dir(ingested, day))
+    records.save_stats(stats)
+    return str(written)
 
-    def spill(shard: int, batch: int, rows: pl.DataFrame) -> None:
-        storage.write_file(ingested, day, spills / f"{shard:05d}-{batch:06d}.parquet", rows)
 
-    def load(shard: int) -> list[pl.DataFrame]:
-        return [storage.read_part(ingested, day, p)
-                for p in sorted(spills.glob(f"{shard:05d}-*.parquet"))]
+def _decoders(ctx: RunContext) -> int:
+    """Processes that decode the raw file side by side: this machine's, where the run may
+    start its own (not on a Dask worker, which is one of several on its machine)."""
+    return ctx.cfg.scale.decode_processes if ctx.own_workers else 1
+
+
+def _spill_file(ctx: RunContext, day: date, tag: str, r: int, batch: int) -> DataPath:
+    return ctx.storage.spill_dir(ctx.zone("ingested"), day) / f"{tag}-r{r:05d}-{batch:06d}.parquet"
+
+
+def _spilled(ctx: RunContext, day: date, tag: str) -> list[tuple[int, pl.DataFrame]]:
+    """(range, rows) of every piece spilled under `tag`, in range and batch order."""
+    zone, storage = ctx.zone("ingested"), ctx.storage
+    paths = sorted(storage.spill_dir(zone, day).glob(f"{tag}-r*.parquet"))
+    return [(int(p.name.split("-r")[1][:5]), storage.read_part(zone, day, p)) for p in paths]
+
+
+def _split_range(day: date, n: int, ctx: RunContext, r: ByteRange) -> RangeSplit:
+    """Map 1, one byte range: decode it and spill its rows by user shard, its event ids'
+    hashes by bucket."""
+    source, schema = raw_events(ctx, day), ctx.cfg.event_schema
+    zone = ctx.zone("ingested", "write")
+
+    def spill(tag: str, batch: int, rows: pl.DataFrame) -> None:
+        ctx.storage.write_file(zone, day, _spill_file(ctx, day, tag, r.index, batch), rows)
 
     shard_of = user_shard_of(schema, ctx.user_col, ctx.key.derive("shard"), n)
-    sharded = ingest_shards(source, schema, source_name=name, n=n, shard_of=shard_of,
-                            spill=spill, load=load, limits=ctx.cfg.ingest, day=day)
-    storage.write(quarantine, day, sharded.quarantine)
-    written = storage.write_shards(ingested, day, sharded.shards(), n)
-    records.save_stats(sharded.stats())
-    return str(written)
+    return split_range(source, schema, r, source_name=str(source.relative_to(ctx.root)), n=n,
+                       shard_of=shard_of, spill=spill, limits=ctx.cfg.ingest, day=day,
+                       processes=_decoders(ctx))
+
+
+def _repeated(day: date, offsets: list[int], ctx: RunContext, bucket: int) -> pl.Series:
+    """Map 2, one bucket of event ids: the lines that re-deliver an earlier line's event."""
+    ctx.zone("ingested", "write")
+    return repeated_lines(with_global_lines(_spilled(ctx, day, f"b{bucket:05d}"), offsets))
+
+
+def _build_shard(day: date, n: int, offsets: list[int], repeated: pl.Series, ctx: RunContext,
+                 shard: int) -> tuple[int, int]:
+    """Map 3, one user shard: its rows in line order without re-deliveries, written as the
+    shard; (rows written, re-deliveries dropped)."""
+    zone = ctx.zone("ingested", "write")
+    table, dropped = assembled_shard(
+        with_global_lines(_spilled(ctx, day, f"s{shard:05d}"), offsets),
+        ctx.cfg.event_schema, repeated)
+    ctx.storage.write_file(zone, day, ctx.storage.shard_file(zone, day, shard, n), table)
+    return table.height, dropped
 
 
 def _lines(ctx: RunContext, day: date, source: DataPath) -> int:

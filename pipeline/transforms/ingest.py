@@ -13,8 +13,10 @@ import gzip
 import io
 import json
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Annotated, Any, NotRequired, Optional, Required, TypedDict, cast
 
@@ -161,6 +163,124 @@ def count_lines(path: DataPath, limits: IngestConfig) -> int:
 
 
 @dataclass(frozen=True)
+class ByteRange:
+    """A part of a raw file: the lines whose first byte lies in [start, end). `end` None: to
+    the end (a gzip file is one range: it cannot be entered mid-way)."""
+
+    index: int
+    start: int
+    end: int | None
+
+
+def byte_ranges(path: DataPath, n: int, limits: IngestConfig) -> list[ByteRange]:
+    """The file as `n` ranges of about equal size, for `n` workers to decode side by side."""
+    if is_gzip(path):
+        return [ByteRange(0, 0, None)]
+    size = path.stat().st_size
+    if size > limits.max_decompressed_bytes:
+        raise InputTooLargeError(f"{path}: more than ingest.max_decompressed_bytes "
+                                 f"({limits.max_decompressed_bytes:,} bytes); refusing the file")
+    step = max(1, -(-size // max(1, n)))
+    starts = list(range(0, size, step)) or [0]
+    return [ByteRange(i, a, None if i == len(starts) - 1 else a + step)
+            for i, a in enumerate(starts)]
+
+
+def range_lines(path: DataPath, r: ByteRange, limits: IngestConfig
+                ) -> Iterator[tuple[int, bytes | None]]:
+    """`iter_lines` of one range, numbered from 1 within it."""
+    if r.start == 0 and r.end is None:
+        yield from iter_lines(path, limits)
+        return
+    limit = limits.max_line_bytes
+    with open_raw(path) as fh:
+        pos = r.start
+        if r.start > 0:  # the line that began before the range is the previous range's
+            fh.seek(r.start - 1)
+            pos = r.start - 1
+            while chunk := fh.readline(1 << 20):
+                pos += len(chunk)
+                if chunk.endswith(b"\n"):
+                    break
+        number = 0
+        while r.end is None or pos < r.end:
+            head = fh.readline(limit + 1)
+            if not head:
+                return
+            number, pos = number + 1, pos + len(head)
+            if len(head) > limit and not head.endswith(b"\n"):
+                for rest in _rest_of_line(fh):
+                    pos += len(rest)
+                yield number, None
+            else:
+                yield number, head.removeprefix(BOM) if pos == len(head) else head
+
+
+def piece_ranges(path: DataPath, r: ByteRange, piece_bytes: int) -> list[ByteRange]:
+    """`r` in pieces of about `piece_bytes` (one piece for a gzip file)."""
+    if r.end is None and is_gzip(path):
+        return [r]
+    end = path.stat().st_size if r.end is None else r.end
+    starts = list(range(r.start, end, piece_bytes)) or [r.start]
+    return [ByteRange(i, a, min(end, a + piece_bytes)) for i, a in enumerate(starts)]
+
+
+def decode_piece(path: DataPath, schema: RecordSchema, piece: ByteRange, *, source_name: str,
+                 limits: IngestConfig, day: date | None, batch_lines: int
+                 ) -> list[DecodedBatch]:
+    """One piece of a file decoded (what a decoding process does), lines numbered within it."""
+    return list(decoded_lines(range_lines(path, piece, limits), schema, source_name=source_name,
+                              batch_lines=batch_lines, limits=limits, day=day))
+
+
+PIECE_BYTES = 48 << 20  # ~85k generated events: one batch each, decoded by one process
+
+
+def decoded_range(path: DataPath, schema: RecordSchema, r: ByteRange, *, source_name: str,
+                  limits: IngestConfig, day: date | None, processes: int = 1,
+                  batch_lines: int = 100_000, piece_bytes: int = PIECE_BYTES
+                  ) -> Iterator[DecodedBatch]:
+    """The range decoded in pieces, in order, lines numbered within the range. With
+    `processes` > 1 the pieces are decoded side by side by that many processes (decoding
+    needs no key: they are handed bytes and give back tables), at most two pieces each in
+    flight, so memory stays bounded."""
+    pieces = piece_ranges(path, r, piece_bytes)
+    decode = partial(decode_piece, path, schema, source_name=source_name, limits=limits,
+                     day=day, batch_lines=batch_lines)
+    offset = 0
+    for batches in _in_order(decode, pieces, processes):
+        for b in batches:
+            yield _offset(b, offset)
+        offset += sum(b.lines for b in batches)
+
+
+def _in_order(fn: Callable[[ByteRange], list[DecodedBatch]], pieces: list[ByteRange],
+              processes: int) -> Iterator[list[DecodedBatch]]:
+    if processes <= 1 or len(pieces) == 1:
+        yield from map(fn, pieces)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = deque(pool.submit(fn, p) for p in pieces[:2 * processes])
+        for nxt in pieces[2 * processes:]:
+            done = pending.popleft().result()
+            pending.append(pool.submit(fn, nxt))
+            yield done
+        while pending:
+            yield pending.popleft().result()
+
+
+def _offset(b: DecodedBatch, by: int) -> DecodedBatch:
+    if not by:
+        return b
+    return DecodedBatch(b.table.with_columns(pl.col("_line") + by),
+                        [{**q, "line_number": q["line_number"] + by} for q in b.quarantine],
+                        b.lines, b.erased, b.blank)
+
+
+@dataclass(frozen=True)
 class _Batch:
     lines: list[tuple[int, bytes]]  # non-blank lines within the length limit
     blank: int
@@ -283,12 +403,13 @@ class DecodedBatch:
 
 def decoded_batches(path: DataPath, schema: RecordSchema, *, source_name: str,
                     batch_lines: int = 100_000, limits: IngestConfig | None = None,
-                    day: date | None = None) -> Iterator[DecodedBatch]:
-    """The file decoded against `schema` a batch at a time (memory stays flat). `day`: the
-    partition's date, which `limits.day_field` must fall in."""
+                    day: date | None = None, processes: int = 1) -> Iterator[DecodedBatch]:
+    """The file decoded against `schema` a batch at a time (memory stays flat), by
+    `processes` processes side by side. `day`: the partition's date, which
+    `limits.day_field` must fall in."""
     limits = limits or IngestConfig()
-    return decoded_lines(iter_lines(path, limits), schema, source_name=source_name,
-                         batch_lines=batch_lines, limits=limits, day=day)
+    return decoded_range(path, schema, ByteRange(0, 0, None), source_name=source_name,
+                         limits=limits, day=day, processes=processes, batch_lines=batch_lines)
 
 
 def decoded_lines(lines: Iterable[tuple[int, bytes | None]], schema: RecordSchema, *,
@@ -345,11 +466,12 @@ def _stats(stage: str, rows_in: int, rows_out: int, erased: int, blank: int,
 
 def read_records(path: DataPath, schema: RecordSchema, *, source_name: str,
                  batch_lines: int = 100_000, limits: IngestConfig | None = None,
-                 day: date | None = None) -> IngestResult:
+                 day: date | None = None, processes: int = 1) -> IngestResult:
     """Parse one JSON-lines file against `schema`. Rows in = rows out + dropped (erased,
     blank) + quarantined."""
     return records_of(decoded_batches(path, schema, source_name=source_name,
-                                      batch_lines=batch_lines, limits=limits, day=day), schema)
+                                      batch_lines=batch_lines, limits=limits, day=day,
+                                      processes=processes), schema)
 
 
 def records_of(decoded: Iterable[DecodedBatch], schema: RecordSchema) -> IngestResult:
@@ -366,9 +488,10 @@ def records_of(decoded: Iterable[DecodedBatch], schema: RecordSchema) -> IngestR
 
 def ingest_events(path: DataPath, schema: RecordSchema, *, source_name: str,
                   key: str = "event_id", limits: IngestConfig | None = None,
-                  day: date | None = None) -> IngestResult:
+                  day: date | None = None, processes: int = 1) -> IngestResult:
     """Parse events and drop exact re-deliveries of the same event id (at-least-once feeds)."""
-    result = read_records(path, schema, source_name=source_name, limits=limits, day=day)
+    result = read_records(path, schema, source_name=source_name, limits=limits, day=day,
+                          processes=processes)
     deduped = result.table.unique(subset=[key], keep="first", maintain_order=True)
     stats = result.stats
     duplicates = result.table.height - deduped.height
@@ -376,16 +499,6 @@ def ingest_events(path: DataPath, schema: RecordSchema, *, source_name: str,
     if duplicates:
         stats.dropped["duplicate_event"] = duplicates
     return IngestResult(deduped, result.quarantine, stats.check_balanced())
-
-
-@dataclass(frozen=True)
-class ShardedIngest:
-    """What `ingest_shards` leaves besides the shards: the quarantine, and a function that
-    gives each shard's rows (deduplicated, in line order) one at a time, then the stats."""
-
-    quarantine: pl.DataFrame
-    shards: Callable[[], Iterator[pl.DataFrame]]
-    stats: Callable[[], StageStats]
 
 
 def user_shard_of(schema: RecordSchema, user_col: str, key: bytes, n: int
@@ -405,45 +518,88 @@ def user_shard_of(schema: RecordSchema, user_col: str, key: bytes, n: int
     return shard_of
 
 
-def ingest_shards(path: DataPath, schema: RecordSchema, *, source_name: str, n: int,
-                  shard_of: Callable[[pl.DataFrame], pl.Series],
-                  spill: Callable[[int, int, pl.DataFrame], None],
-                  load: Callable[[int], list[pl.DataFrame]], key: str = "event_id",
-                  batch_lines: int = 100_000, limits: IngestConfig | None = None,
-                  day: date | None = None) -> ShardedIngest:
-    """`ingest_events` for a day too large to hold: each decoded batch is split by
-    `shard_of` (a user's shard, 0..n-1) and each piece handed to `spill(shard, batch, rows)`;
-    `load(shard)` gives a shard's pieces back. Re-deliveries of an event carry the same user,
-    so they meet in one shard and are dropped there."""
+# Two 64-bit hashes of an event id: 128 bits, so two ids collide with odds of ~1e-25 at 100M
+# events. They never leave the run: they only say which lines repeat an earlier event id.
+_ID_SEEDS = ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+             (0xA4093822, 0x299F31D0, 0x082EFA98, 0xEC4E6C89))
+
+
+@dataclass(frozen=True)
+class RangeSplit:
+    """What one range's split gives back (its rows are in spill files): line counts, and its
+    quarantine with line numbers within the range."""
+
+    index: int
+    lines: int
+    erased: int
+    blank: int
+    quarantine: list[dict]
+
+
+def split_range(path: DataPath, schema: RecordSchema, r: ByteRange, *, source_name: str, n: int,
+                shard_of: Callable[[pl.DataFrame], pl.Series],
+                spill: Callable[[str, int, pl.DataFrame], None], key: str = "event_id",
+                limits: IngestConfig | None = None, day: date | None = None,
+                processes: int = 1) -> RangeSplit:
+    """Decode one range of a day too large to hold, batch by batch, and hand each batch's
+    rows to `spill(f"s{shard}", batch, rows)` by the user's shard (0..n-1), and the hashes of
+    their event ids to `spill(f"b{bucket}", batch, ids)` by the id's bucket (0..n-1), so
+    re-deliveries meet in one bucket whichever users and ranges they came in."""
+    limits = limits or IngestConfig()
     lines = erased = blank = 0
     bad: list[dict] = []
-    for b, batch in enumerate(decoded_batches(path, schema, source_name=source_name,
-                                              batch_lines=batch_lines, limits=limits,
-                                              day=day)):
+    for b, batch in enumerate(decoded_range(path, schema, r, source_name=source_name,
+                                            limits=limits, day=day, processes=processes)):
         lines, erased, blank = lines + batch.lines, erased + batch.erased, blank + batch.blank
         bad.extend(batch.quarantine)
-        shard = shard_of(batch.table)
-        for i, piece in batch.table.with_columns(_shard=shard).partition_by(
+        table = batch.table
+        for i, piece in table.with_columns(_shard=shard_of(table)).partition_by(
                 "_shard", as_dict=True, include_key=False).items():
-            spill(int(i[0]), b, piece)
-    quarantine = pl.DataFrame(bad, schema=QUARANTINE_SCHEMA).sort("line_number")
-    counts = {"out": 0, "duplicates": 0}
+            spill(f"s{int(i[0]):05d}", b, piece)
+        ids = table.select(_h1=pl.col(key).hash(*_ID_SEEDS[0]),
+                           _h2=pl.col(key).hash(*_ID_SEEDS[1]), _line="_line")
+        for j, piece in ids.with_columns(_bucket=(pl.col("_h1") % n).cast(pl.Int32)).partition_by(
+                "_bucket", as_dict=True, include_key=False).items():
+            spill(f"b{int(j[0]):05d}", b, piece)
+    return RangeSplit(r.index, lines, erased, blank, bad)
 
-    def shards() -> Iterator[pl.DataFrame]:
-        for i in range(n):
-            pieces = load(i)
-            table = (pl.concat(pieces).sort("_line") if pieces else _cast_timestamps(
-                _typed(schema, []).with_columns(_line=pl.lit(None, dtype=pl.Int64)),
-                schema.fields))
-            deduped = table.unique(subset=[key], keep="first", maintain_order=True)
-            counts["out"] += deduped.height
-            counts["duplicates"] += table.height - deduped.height
-            yield deduped.drop("_line")
 
-    def stats() -> StageStats:
-        out = _stats("ingest", lines, counts["out"], erased, blank, quarantine)
-        if counts["duplicates"]:
-            out.dropped["duplicate_event"] = counts["duplicates"]
-        return out.check_balanced()
+def with_global_lines(pieces: Iterable[tuple[int, pl.DataFrame]], offsets: list[int]
+                      ) -> list[pl.DataFrame]:
+    """Spilled pieces of (range, rows) with `_line` numbered within the file."""
+    return [t.with_columns(pl.col("_line") + offsets[r]) for r, t in pieces]
 
-    return ShardedIngest(quarantine, shards, stats)
+
+def repeated_lines(ids: list[pl.DataFrame]) -> pl.Series:
+    """Of one bucket's (id hashes, file line) rows, the lines that repeat an event id seen on
+    an earlier line: re-deliveries, dropped as the one-piece path drops them (first kept)."""
+    if not ids:
+        return pl.Series("_line", [], dtype=pl.Int64)
+    table = pl.concat(ids)
+    return table.filter(pl.col("_line") != pl.col("_line").min().over("_h1", "_h2")
+                        ).get_column("_line").sort()
+
+
+def assembled_shard(rows: list[pl.DataFrame], schema: RecordSchema, repeated: pl.Series
+                    ) -> tuple[pl.DataFrame, int]:
+    """One user shard from its spilled rows (lines numbered within the file): in line order,
+    re-deliveries dropped; and how many were."""
+    table = (pl.concat(rows) if rows else _cast_timestamps(
+        _typed(schema, []).with_columns(_line=pl.lit(None, dtype=pl.Int64)), schema.fields))
+    kept = (table.filter(~pl.col("_line").is_in(repeated.implode())) if repeated.len()
+            else table)
+    return kept.sort("_line").drop("_line"), table.height - kept.height
+
+
+def split_stats(parts: list[RangeSplit], offsets: list[int], rows_out: int, repeated: int,
+                source_name: str) -> tuple[pl.DataFrame, StageStats]:
+    """The day's quarantine (lines numbered within the file) and stats from its ranges."""
+    del source_name  # each quarantine row names its file already
+    quarantine = pl.DataFrame([{**q, "line_number": q["line_number"] + offsets[p.index]}
+                               for p in parts for q in p.quarantine],
+                              schema=QUARANTINE_SCHEMA).sort("line_number")
+    out = _stats("ingest", sum(p.lines for p in parts), rows_out,
+                 sum(p.erased for p in parts), sum(p.blank for p in parts), quarantine)
+    if repeated:
+        out.dropped["duplicate_event"] = repeated
+    return quarantine, out.check_balanced()

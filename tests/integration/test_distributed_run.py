@@ -65,7 +65,7 @@ def test_when_a_dask_worker_holds_another_key_then_the_stage_stops_and_nothing_i
         ctx, published = run_all(DAY, config)
         close_clients()
     assert not published
-    consent = ctx.records(DAY).outcomes()["consent"]
-    assert consent.status == "failed" and consent.error == "KeyUnavailableError"
-    assert "not the run's" in (consent.message or "")
-    assert not ctx.storage.exists(ctx.zone("consented"), DAY)
+    ingest = ctx.records(DAY).outcomes()["ingest"]  # its byte ranges are the first tasks
+    assert ingest.status == "failed" and ingest.error == "KeyUnavailableError"
+    assert "not the run's" in (ingest.message or "")
+    assert not ctx.storage.exists(ctx.zone("ingested"), DAY)

@@ -35,7 +35,7 @@ def test_when_validation_fails_then_nothing_is_released_or_published(
         .otherwise("top_category"))
     ctx.storage.write(zone, DAY, tampered)
 
-    with pytest.raises(ValidationFailedError, match="not_match_regex_list"):
+    with pytest.raises(ValidationFailedError, match="hold_no_pii_shape"):
         execute(ctx, "validate", DAY)
     for stage in ("features", "publish"):
         with pytest.raises(ValidationFailedError, match="refusing"):
@@ -47,7 +47,7 @@ def test_when_validation_fails_then_nothing_is_released_or_published(
     assert not ctx.storage.partition(ctx.zone("published"), DAY).exists()  # never promoted
     assert not (ctx.root / "ledger").exists() and not (ctx.root / "feature_repo").exists()
     html = (reports_of(ctx.root, DAY) / "report.html").read_text()
-    assert "NOT published" in html and "expect_column_values_to_not_match_regex_list" in html
+    assert "NOT published" in html and "expect_column_values_to_hold_no_pii_shape" in html
     for path in (ctx.root / "validation").rglob("*"):
         assert not path.is_file() or LEAK.encode() not in path.read_bytes(), path
 

@@ -55,3 +55,54 @@ def test_when_valid_then_types_follow_the_schema(tmp_path: Path, cfg: PipelineCo
     schema = result.table.schema
     assert schema["age"] == pl.Int64 and schema["latitude"] == pl.Float64
     assert schema["event_time"] == pl.Datetime("us", "UTC")
+
+
+def test_when_a_file_is_decoded_in_byte_ranges_then_rows_and_quarantine_are_the_whole_files(
+        tmp_path: Path, cfg: PipelineConfig) -> None:
+    """Ranges split the file at arbitrary bytes; each line belongs to the range its first
+    byte lies in, so ranges (and pieces of them, decoded by other processes) give back every
+    line once, numbered as in the file: BOM, blank, over-long, erased and broken lines too."""
+    from pipeline.config import IngestConfig
+    from pipeline.transforms.ingest import (
+        ERASED_LINE,
+        byte_ranges,
+        decoded_range,
+        read_records,
+    )
+
+    limits = IngestConfig(max_line_bytes=2048, day_field=None)
+    lines = [json.dumps({**GOOD, "event_id": f"e{i}", "text": "é" * (i % 7)}) for i in range(60)]
+    lines[0] = "\ufeff" + lines[0]
+    lines[5], lines[9], lines[17] = "", "x" * 5000, ERASED_LINE.decode()
+    lines[23] = json.dumps(GOOD)[:30]
+    path = _write(tmp_path, lines)
+    whole = read_records(path, cfg.event_schema, source_name="f", limits=limits)
+    assert whole.table.height == 56 and whole.quarantine.height == 2
+    for n in (1, 2, 3, 7, 40):
+        for piece_bytes in (97, 1 << 20):
+            tables, bad, total, offset = [], [], 0, 0
+            for r in byte_ranges(path, n, limits):
+                for b in decoded_range(path, cfg.event_schema, r, source_name="f",
+                                       limits=limits, day=None, piece_bytes=piece_bytes):
+                    tables.append(b.table.with_columns(pl.col("_line") + offset))
+                    bad.extend({**q, "line_number": q["line_number"] + offset}
+                               for q in b.quarantine)
+                    total += b.lines
+                offset = total
+            assert total == len(lines), (n, piece_bytes)
+            assert pl.concat(tables).drop("_line").equals(whole.table), (n, piece_bytes)
+            assert sorted(q["line_number"] for q in bad) == \
+                whole.quarantine["line_number"].to_list()
+
+
+def test_when_decoded_by_two_processes_then_the_table_is_the_same(
+        tmp_path: Path, cfg: PipelineConfig) -> None:
+    lines = [json.dumps({**GOOD, "event_id": f"e{i}"}) for i in range(3000)]
+    path = _write(tmp_path, lines)
+    one = ingest_events(path, cfg.event_schema, source_name="f")
+    from pipeline.transforms import ingest
+
+    two = ingest.records_of(ingest.decoded_range(
+        path, cfg.event_schema, ingest.ByteRange(0, 0, None), source_name="f",
+        limits=cfg.ingest, day=None, processes=2, piece_bytes=20_000), cfg.event_schema)
+    assert one.table.equals(two.table) and one.stats == two.stats

@@ -73,13 +73,13 @@ def test_when_pii_is_planted_then_suite_fails_and_no_gx_file_holds_it(
                              detector=detector)
     failed = {(c.expectation, c.column) for c in outcome.failures}
     assert not outcome.success
-    assert ("expect_column_values_to_not_match_regex_list", "content_category") in failed
+    assert ("expect_column_values_to_hold_no_pii_shape", "content_category") in failed
     found = {c.column: c.observed for c in outcome.failures
              if c.expectation == "expect_column_to_have_no_detected_pii"}
     assert found == {"content_category": {"rows_with_pii": 1, "entities": {"EMAIL_ADDRESS": 1}},
                      "event_type": {"rows_with_pii": 3, "entities": {"PERSON": 3}},
                      "device_type": {"rows_with_pii": 1, "entities": {"CREDIT_CARD": 1}}}
-    assert ("expect_column_values_to_match_regex", "user_pseudonym") in failed
+    assert ("expect_column_values_to_fully_match_pattern", "user_pseudonym") in failed
     assert ("expect_table_columns_to_match_set", None) in failed
     for path in tmp_path.rglob("*"):
         if path.is_file():
@@ -105,6 +105,32 @@ def test_when_h3_cells_hold_long_digit_runs_then_no_identifier_shape_matches_the
     assert not [c for c in [*cells, "8828308281fffff"] if shapes.search(c)]
     assert all(shapes.search(t) for t in ["call 555-123-4567", "tel:5551234567;",
                                           "+1 (555) 123-4567"])
+
+
+def test_when_patterns_run_vectorized_then_rows_counted_are_pythons_re() -> None:
+    """The residual-PII and domain checks count with Polars' regex engine over distinct
+    values; they must count what Python's `re` counts on every row (the phone shape with the
+    lookarounds it had, too), and fall back to `re` for a pattern Rust's dialect lacks."""
+    import re
+
+    from pipeline.transforms.validate.expectations import matching_rows
+    from pipeline.transforms.validate.suite import RESIDUAL_PII_PATTERNS
+
+    values = ["call 555-123-4567", "tel:5551234567;", "+1 (555) 123-4567", "a5551234567",
+              "5551234567b", "8828308281fffff", "Ann@example.org", "ann at example dot org",
+              "10.0.0.1", "10.0.0", "fe80:0:0:0:202:b3ff:fe1e:8329", "région Île-de-France",
+              "٥٥٥-١٢٣-٤٥٦٧", "", "25-34", "Ohio", None, "call 555-123-4567"] * 3
+    series = pl.Series("c", values)
+    lookaround_phone = (r"(?<![0-9A-Za-z])(?:\+?\d{1,3}[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}"
+                        r"[\s.-]?\d{4}(?![0-9A-Za-z])")
+    for name, pattern in {**RESIDUAL_PII_PATTERNS, "lookaround": lookaround_phone,
+                          "backref": r"(\w)\1", "domain": r"^(?:\d{1,3}-\d{1,3}|unknown)$"
+                          }.items():
+        expected = sum(1 for v in values if v is not None and re.search(pattern, v))
+        assert matching_rows(series, pattern) == expected, name
+    phone = re.compile(RESIDUAL_PII_PATTERNS["phone"])
+    assert [bool(phone.search(v)) for v in values[:6]] == \
+        [bool(re.search(lookaround_phone, v)) for v in values[:6]]
 
 
 @pytest.mark.slow

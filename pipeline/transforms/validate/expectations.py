@@ -1,6 +1,14 @@
-"""Custom Great Expectations expectations: k-anonymity in distinct users, ℓ-diversity, and no
+"""Custom Great Expectations expectations: k-anonymity in distinct users, ℓ-diversity, no
 PII found by the project's own detector (Presidio recognizers plus ours,
-`pipeline.transforms.pii.scrub`).
+`pipeline.transforms.pii.scrub`), and the pattern checks (residual PII shapes, pseudonym
+and domain formats) computed over each column's distinct values with vectorized regexes.
+
+Why the pattern checks are our own: GX's pandas regex expectations run Python's `re` once per
+value (`astype(str).str.contains`), 11 of the 20 s a 620k-row shard took to validate. Here
+each distinct value is matched once, by Polars' Rust regex engine where the pattern is in its
+dialect, else by Python's `re` (lookarounds, back-references), and the counts are weighted by
+how often each value occurs: the same counts, a fraction of the time. GX stays the gate, the
+result store and the Data Docs.
 
 Import this module before a suite that uses it is loaded: GX 1.24 silently drops expectations
 whose class is not registered yet. `pipeline.transforms.validate.suite` imports it at module level.
@@ -12,6 +20,8 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import re
 
 import polars as pl
 from great_expectations.core.metric_domain_types import MetricDomainTypes
@@ -159,3 +169,98 @@ class ExpectColumnToHaveNoDetectedPii(BatchExpectation):
                   execution_engine: Any = None) -> dict:
         found = metrics["table.column_detected_pii"]
         return {"success": found["rows_with_pii"] == 0, "result": {"observed_value": found}}
+
+
+def matching_rows(values: pl.Series, pattern: str) -> int:
+    """Non-null rows of `values` (as text) in which `pattern` matches somewhere (`re.search`
+    semantics, as GX's regex expectations), each distinct value matched once."""
+    counts = values.drop_nulls().cast(pl.String).value_counts(name="_n")
+    return int(counts.filter(_contains(counts.get_column(values.name), pattern))
+               .get_column("_n").sum())
+
+
+def _contains(texts: pl.Series, pattern: str) -> pl.Series:
+    """Does `pattern` match somewhere in each text: vectorized in Polars when the pattern is
+    in Rust's regex dialect, else Python's `re` (the dialect config patterns are written in)."""
+    try:
+        return texts.str.contains(pattern)
+    except pl.exceptions.ComputeError:  # lookaround or back-reference: Python's re
+        search = re.compile(pattern).search
+        return pl.Series([search(t) is not None for t in texts], dtype=pl.Boolean)
+
+
+class ColumnPatternMatches(TableMetricProvider):
+    """Rows of a column in which each named pattern matches (counts only, never a value)."""
+
+    metric_name = "table.column_pattern_matches"
+    value_keys = ("column_name", "patterns")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
+                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict
+                ) -> dict[str, Any]:
+        column, patterns = (metric_value_kwargs["column_name"],
+                            metric_value_kwargs["patterns"])
+        values = _columns(execution_engine, metric_domain_kwargs, [column]).get_column(column)
+        return {name: matching_rows(values, p) for name, p in patterns.items()}
+
+
+class ColumnPatternMatch(TableMetricProvider):
+    """Non-null rows of a column, and those `pattern` matches."""
+
+    metric_name = "table.column_pattern_match"
+    value_keys = ("column_name", "pattern")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
+                metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict
+                ) -> dict[str, int]:
+        column = metric_value_kwargs["column_name"]
+        values = _columns(execution_engine, metric_domain_kwargs, [column]).get_column(column)
+        return {"non_null": int(values.len() - values.null_count()),
+                "matching": matching_rows(values, metric_value_kwargs["pattern"])}
+
+
+class ExpectColumnValuesToHoldNoPiiShape(BatchExpectation):
+    """No value of `column_name` contains anything shaped like a direct identifier (`patterns`:
+    e-mail address, phone number, IPv4 or IPv6 address).
+
+    The result carries row counts per shape, never a value.
+    """
+
+    column_name: str
+    patterns: dict[str, str]
+
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("table.column_pattern_matches",)
+    success_keys: ClassVar[tuple[str, ...]] = ("column_name", "patterns")
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
+                  execution_engine: Any = None) -> dict:
+        matching = metrics["table.column_pattern_matches"]
+        # a row can match two shapes; the count of rows is at least the largest
+        rows = max(matching.values(), default=0)
+        return {"success": rows == 0,
+                "result": {"observed_value": {"rows_with_shape": rows,
+                                              "shapes": {k: v for k, v in matching.items() if v}},
+                           "unexpected_count": rows}}
+
+
+class ExpectColumnValuesToFullyMatchPattern(BatchExpectation):
+    """Every non-null value of `column_name` matches `pattern` (anchor it for a full match).
+
+    The result carries the count of values that do not, never a value.
+    """
+
+    column_name: str
+    pattern: str
+
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("table.column_pattern_match",)
+    success_keys: ClassVar[tuple[str, ...]] = ("column_name", "pattern")
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
+                  execution_engine: Any = None) -> dict:
+        found = metrics["table.column_pattern_match"]
+        unexpected = found["non_null"] - found["matching"]
+        return {"success": unexpected == 0,
+                "result": {"observed_value": {"values_not_matching": unexpected},
+                           "unexpected_count": unexpected}}
