@@ -119,6 +119,10 @@ class Collector(Protocol):
 
     def add(self, bounded: pl.DataFrame) -> None: ...
 
+    def merge(self, others: list[Collector]) -> None:
+        """Take in what collectors of the same feature collected elsewhere (other shards,
+        on other workers)."""
+
     def measure(self, dp: Any, cohorts: pl.DataFrame) -> Measured: ...
 
 

@@ -110,6 +110,16 @@ class VoteCollector:
                          seed=self.seed)
         self.parts.append(self.cells.number(rows).select("_cell"))
 
+    def merge(self, others: list[VoteCollector]) -> None:  # type: ignore[override]
+        """Others' vote rows, their cells renumbered into this collector's numbering."""
+        for other in others:
+            if other.cells.ids is None:
+                continue
+            renumbered = self.cells.number(other.cells.ids.rename({"_cell": "_old"})).select(
+                "_old", _new="_cell")
+            self.parts.extend(part.join(renumbered, left_on="_cell", right_on="_old")
+                              .select(_cell="_new") for part in other.parts)
+
     def measure(self, dp: Any, cohorts: pl.DataFrame) -> Measured:
         """Noisy votes for every category of the released `cohorts` (the config grid, or
         those private selection kept), in users (`_votes_<category>`)."""

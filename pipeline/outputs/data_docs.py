@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 VENDOR = Path(__file__).resolve().parent / "static" / "datadocs"
 SITE_DIR = "static/vendor"
@@ -82,3 +83,29 @@ def remote_resources(text: str) -> list[str]:
     loads += re.findall(r'<link[^>]+href="(https?://[^"]+)"', text)
     loads += re.findall(r'<img[^>]+src="(https?://[^"]+)"', text)
     return loads
+
+
+SHARDS_DIR = "shards"  # a sharded day's Great Expectations projects, one per shard
+
+
+def write_shard_docs_index(gx_root: Path, records: list[Any], day: object) -> Path:
+    """A sharded day's Data Docs: each shard's suite ran where the shard was, in a project
+    of its own; this page links every shard's site (relatively, so the bundle moves whole)
+    with its outcome, and is what the report links to."""
+    from pipeline.outputs.document import Link, html_table, page
+
+    rows = []
+    for i, record in enumerate(records):
+        site = Path(record.data_docs_index) if record.data_docs_index else None
+        link = Link(f"shard {i}", os.path.relpath(site, gx_root)) if site else f"shard {i}"
+        failed = sum(1 for c in record.checks if not c.success)
+        rows.append((link, "passed" if record.success else f"{failed} check(s) failed",
+                     len(record.checks)))
+    body = (f"<p>The day's pending table was validated in {len(records)} shards, each shard's "
+            "suite where the shard was processed. k-anonymity and ℓ-diversity are checked on "
+            "the merge of all shards (see the run report).</p>"
+            + html_table(rows, ("Great Expectations site", "outcome", "checks")))
+    out = gx_root / "data_docs.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page(f"Data Docs, {day}, by shard", body))
+    return out

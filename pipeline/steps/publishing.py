@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 from functools import partial
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -23,21 +24,28 @@ from pipeline.core.records import (
     ReidentificationRecord,
     ValidationRecord,
 )
+from pipeline.core.fs import remove_tree
+from pipeline.core.shardwork import run_map
 from pipeline.core.storage import Shards, parquet_bytes
 from pipeline.ledger.release import next_release, release_days, release_once
 from pipeline.ledger.store import Charge, Release
+from pipeline.outputs.data_docs import SHARDS_DIR, write_shard_docs_index
 from pipeline.outputs.feast import materialize
 from pipeline.outputs.report import write_report
 from pipeline.steps.consents import stopped_pseudonyms, verified
-from pipeline.transforms.features import release_from_shards
+from pipeline.transforms.features import BoundedShard, bounded_shard, release_from_bounded
+from pipeline.transforms.pii.detect import FastAnalyzer
 from pipeline.transforms.pii.scrub import fast_analyzer
+
+if TYPE_CHECKING:
+    from pipeline.transforms.validate.suite import ShardValidation
 
 
 def validate(ctx: RunContext, day: date) -> str:
     """Run the suite on the pending partition (shard by shard on a large day); promote it to
     `published` only if it passes, else raise ValidationFailedError (after saving the
     outcome)."""
-    from pipeline.transforms.validate.suite import validate_shards, validate_table  # GX
+    from pipeline.transforms.validate.suite import merged_validation, validate_table  # GX
 
     records = ctx.records(day)
     before = records.load(ValidationRecord)  # a rekey revalidates a validated day
@@ -48,13 +56,16 @@ def validate(ctx: RunContext, day: date) -> str:
     # never rewrite this one's suite or checkpoint.
     gx_root = ctx.local_area("validation", "write") / partition_name(day)
     run_name = f"{ctx.cfg.purpose}-{day}"
-    with fast_analyzer(ctx.cfg.pii) as detector:
-        if len(pending) == 1:
+    if len(pending) == 1:
+        with fast_analyzer(ctx.cfg.pii) as detector:
             outcome = validate_table(next(iter(pending)), spec, k=k, l=l, gx_root=gx_root,
                                      run_name=run_name, detector=detector)
-        else:
-            outcome = validate_shards(pending, spec, k=k, l=l, gx_root=gx_root,
-                                      run_name=run_name, detector=detector)
+    else:  # each shard's suite where the shard runs; only the per-group counts come back
+        remove_tree(gx_root / SHARDS_DIR)  # an earlier run's, maybe of more shards
+        parts = run_map(ctx, partial(_validate_shard, day, run_name), range(len(pending)),
+                        rows=lambda p: 0)
+        outcome = merged_validation(parts, spec, k=k, l=l, data_docs_index=str(
+            write_shard_docs_index(gx_root, [p.record for p in parts], day)))
     reid = records.load(ReidentificationRecord)
     outcome = _with_reidentification(outcome, reid)
     records.save(outcome)
@@ -66,6 +77,32 @@ def validate(ctx: RunContext, day: date) -> str:
     # the promotion
     return str(ctx.storage.write_shards(ctx.zone("published", "write"), day, iter(pending),
                                         len(pending)))
+
+
+def _validate_shard(day: date, run_name: str, ctx: RunContext, i: int) -> ShardValidation:
+    """The suite on shard `i` of the pending partition, where it runs, in a Great
+    Expectations project of its own (two workers never rewrite one project's suite)."""
+    from pipeline.transforms.validate.suite import validate_shard  # GX
+
+    pending = ctx.zone("pending", "read")
+    parts = ctx.storage.parts(pending, day)
+    table = ctx.storage.read_part(pending, day, parts[i])
+    spec, kcfg = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
+    root = ctx.local_area("validation", "write") / partition_name(day) / SHARDS_DIR / f"{i:05d}"
+    return validate_shard(table, spec, k=kcfg.k, l=kcfg.l, gx_root=root,
+                          run_name=f"{run_name}-shard{i:05d}", detector=_detector(ctx))
+
+
+_detectors: dict[str, FastAnalyzer] = {}
+
+
+def _detector(ctx: RunContext) -> FastAnalyzer:
+    """This process's PII detector for validation, loaded once (a worker validates many
+    shards)."""
+    where = ctx.cfg.pii.model_dump_json()
+    if where not in _detectors:
+        _detectors[where] = fast_analyzer(ctx.cfg.pii)
+    return _detectors[where]
 
 
 def _with_reidentification(outcome: ValidationRecord, reid: ReidentificationRecord | None
@@ -117,30 +154,45 @@ def features(ctx: RunContext, day: date) -> str:
 def _draw(ctx: RunContext, day: date, days: list[date], charge: Charge) -> Release:
     """Draw the release from the exact values of validated days (encrypted staging): DP
     protects the output, and the published table keeps only coarse ones. A day's shards hold
-    disjoint users and are bounded one at a time; a week's days are split by user
-    differently each day, so a weekly release reads them whole."""
-    zone, storage = ctx.zone("generalized", "read"), ctx.storage
-    shards: Iterable[pl.DataFrame] = (
-        Shards(storage, zone, day) if days == [day]
-        else [pl.concat([storage.read(zone, d) for d in days])])
+    disjoint users: each is bounded where it runs and only the bounded rows come back. A
+    week's days are split by user differently each day, so a weekly release bounds them
+    together, here."""
     # Paused and withdrawn users, and reset users' earlier profile, leave every release from
     # the next run on, even one over days read before they decided (nothing is deleted here).
     stopped = stopped_pseudonyms(ctx, verified(ctx).table)
-    left_out = [0]
-
-    def consenting(shard: pl.DataFrame) -> pl.DataFrame:
-        kept = shard.filter(~pl.col(ctx.user_col).is_in(stopped)) if stopped else shard
-        left_out[0] += shard.height - kept.height
-        return kept
-
-    rel, stats = release_from_shards(map(consenting, shards), ctx.cfg.features,
-                                     age_bands=ctx.cfg.generalize.age_bands,
-                                     user_col=ctx.user_col, release_date=str(day))
+    fcfg, bands, user = ctx.cfg.features, ctx.cfg.generalize.age_bands, ctx.user_col
+    if days == [day]:
+        n = len(ctx.storage.parts(ctx.zone("generalized", "read"), day))
+        parts = run_map(ctx, partial(_bound_shard, day, stopped), range(n),
+                        rows=lambda p: p[0].rows_in)
+    else:
+        zone = ctx.zone("generalized", "read")
+        week = pl.concat([ctx.storage.read(zone, d) for d in days])
+        parts = [_consenting_bounded(week, stopped, ctx, release_date=str(day))]
+    rel, stats = release_from_bounded([b for b, _ in parts], fcfg, age_bands=bands,
+                                      user_col=user, release_date=str(day))
     stats.details = stats.details_of(FeaturesDetails).model_copy(
-        update={"rows_left_out_for_consent": left_out[0]})
+        update={"rows_left_out_for_consent": sum(left for _, left in parts)})
     ctx.records(day).save_stats(stats)
     return Release.drawn(charge, delta=rel.delta, mechanism=rel.mechanism, library=rel.library,
                          payload=parquet_bytes(rel.table))
+
+
+def _bound_shard(day: date, stopped: list[str], ctx: RunContext, i: int
+                 ) -> tuple[BoundedShard, int]:
+    """Shard `i` of the day's generalized partition, bounded where it runs."""
+    zone = ctx.zone("generalized", "read")
+    shard = ctx.storage.read_part(zone, day, ctx.storage.parts(zone, day)[i])
+    return _consenting_bounded(shard, stopped, ctx, release_date=str(day))
+
+
+def _consenting_bounded(events: pl.DataFrame, stopped: list[str], ctx: RunContext, *,
+                        release_date: str | None = None) -> tuple[BoundedShard, int]:
+    """`events` without stopped users, bounded; and how many rows left for consent."""
+    kept = events.filter(~pl.col(ctx.user_col).is_in(stopped)) if stopped else events
+    return bounded_shard(kept, ctx.cfg.features, age_bands=ctx.cfg.generalize.age_bands,
+                         user_col=ctx.user_col,
+                         release_date=release_date or str(ctx.run_date)), events.height - kept.height
 
 
 def publish(ctx: RunContext, day: date) -> str:

@@ -61,7 +61,8 @@ from pipeline.transforms.opendp_api import opendp_api
 from pipeline.transforms.shrinkage import shrink
 
 __all__ = ["DIMENSIONS", "MAX_ROWS_BOUND", "FeatureRelease", "Release", "bound_contributions",
-           "cohort_keys", "release_features", "release_from_shards", "released_columns",
+           "bounded_shard", "cohort_keys", "release_features", "release_from_bounded",
+           "release_from_shards", "released_columns",
            "vote_rows"]
 
 
@@ -242,14 +243,26 @@ def release_from_shards(shards: Iterable[pl.DataFrame], cfg: FeaturesConfig, *,
                         age_bands: tuple[str, ...], user_col: str, release_date: str
                         ) -> tuple[FeatureRelease, StageStats]:
     """`release_features` over the period's events split by user (all of a user's rows in
-    one shard): each shard is reduced to its users' bounded contributions (at most
-    `max_cohorts_per_user` rows each), which is per user and so exact; the measurements then
-    run once on all of them, with the sensitivity the bounding guarantees."""
+    one shard): each shard is reduced to its users' bounded contributions (`bounded_shard`,
+    at most `max_cohorts_per_user` rows each), which is per user and so exact; the
+    measurements then run once on all of them, with the sensitivity the bounding
+    guarantees."""
+    return release_from_bounded(
+        [bounded_shard(s, cfg, age_bands=age_bands, user_col=user_col,
+                       release_date=release_date) for s in shards],
+        cfg, age_bands=age_bands, user_col=user_col, release_date=release_date)
+
+
+def release_from_bounded(parts: list[BoundedShard], cfg: FeaturesConfig, *,
+                         age_bands: tuple[str, ...], user_col: str, release_date: str
+                         ) -> tuple[FeatureRelease, StageStats]:
+    """The release from every shard's bounded contributions (`bounded_shard`, run where the
+    shards are)."""
     dp = opendp_api()
     seed = int(release_date.replace("-", ""))
     release = Release.of(cfg)
     keys = cohort_keys(cfg, age_bands) if cfg.cohorts == "config" else None
-    bounded = _bounded(shards, release, keys, user_col=user_col, seed=seed)
+    bounded = _bounded(parts, release, user_col=user_col, seed=seed)
     noisy, noise, loss, delta = _measured(dp, bounded, release, keys)
     table = _table(_published(noisy, release, noise), release, release_date)
     out = FeatureRelease(
@@ -280,29 +293,54 @@ class Bounded:
     users: int
 
 
-def _bounded(shards: Iterable[pl.DataFrame], release: Release, keys: pl.DataFrame | None, *,
-             user_col: str, seed: int) -> Bounded:
-    """Each shard reduced to its users' bounded (user, cohort) rows, one shard at a time."""
-    cfg = release.cfg
-    collectors = [c for f, spec, parts in release.each()
-                  if (c := f.collector(spec, release.grid, parts, user_col=user_col,
-                                       seed=seed)) is not None]
-    rows_in, users, parts = 0, 0, []
-    for events in shards:
-        rows_in += events.height
-        # Rows outside the public grid (a region not served, an age band widened for
-        # k-anonymity) go first, so they never take the place of a user's cohort inside it.
-        in_grid = (events.join(keys, on=list(DIMENSIONS), how="semi") if keys is not None
-                   else events.drop_nulls(list(DIMENSIONS)))
-        bounded = bound_contributions(in_grid, cfg, user_col=user_col, seed=seed)
-        for collector in collectors:
-            collector.add(bounded)
-        users += bounded.get_column(user_col).n_unique()  # shards hold disjoint users
-        # Without the user, or what only a feature's own measurement reads (`_`-columns):
-        # the measurement declares the bounds (k rows per user, one per cohort), which
-        # `bound_contributions` guarantees, and reads no identifier.
-        parts.append(bounded.select(pl.exclude(user_col, "^_.*$")))
-    return Bounded(pl.concat(parts).lazy(), collectors, rows_in, users)
+@dataclass(frozen=True)
+class BoundedShard:
+    """One shard's bounded contributions, without the user: the main measurement's rows and
+    each collecting feature's (in `Release.each` order), and what went in. Exact, and never
+    published: it is what the measurement reads, gathered from where the shards ran."""
+
+    main: pl.DataFrame
+    collectors: list[Collector]
+    rows_in: int
+    users: int
+
+
+def bounded_shard(events: pl.DataFrame, cfg: FeaturesConfig, *, age_bands: tuple[str, ...],
+                  user_col: str, release_date: str) -> BoundedShard:
+    """One shard reduced to its users' bounded (cohort) rows: what a worker does."""
+    seed = int(release_date.replace("-", ""))
+    release = Release.of(cfg)
+    keys = cohort_keys(cfg, age_bands) if cfg.cohorts == "config" else None
+    collectors = _collectors(release, user_col=user_col, seed=seed)
+    # Rows outside the public grid (a region not served, an age band widened for
+    # k-anonymity) go first, so they never take the place of a user's cohort inside it.
+    in_grid = (events.join(keys, on=list(DIMENSIONS), how="semi") if keys is not None
+               else events.drop_nulls(list(DIMENSIONS)))
+    bounded = bound_contributions(in_grid, cfg, user_col=user_col, seed=seed)
+    for collector in collectors:
+        collector.add(bounded)
+    # Without the user, or what only a feature's own measurement reads (`_`-columns): the
+    # measurement declares the bounds (k rows per user, one per cohort), which
+    # `bound_contributions` guarantees, and reads no identifier.
+    return BoundedShard(bounded.select(pl.exclude(user_col, "^_.*$")), collectors,
+                        events.height, bounded.get_column(user_col).n_unique())
+
+
+def _collectors(release: Release, *, user_col: str, seed: int) -> list[Collector]:
+    return [c for f, spec, parts in release.each()
+            if (c := f.collector(spec, release.grid, parts, user_col=user_col,
+                                 seed=seed)) is not None]
+
+
+def _bounded(parts: list[BoundedShard], release: Release, *, user_col: str, seed: int
+             ) -> Bounded:
+    """The shards' bounded rows as one (shards hold disjoint users: users add up)."""
+    collectors = _collectors(release, user_col=user_col, seed=seed)
+    for i, collector in enumerate(collectors):
+        collector.merge([p.collectors[i] for p in parts])
+    return Bounded(pl.concat([p.main for p in parts]).lazy() if parts else
+                   pl.DataFrame().lazy(), collectors,
+                   sum(p.rows_in for p in parts), sum(p.users for p in parts))
 
 
 def _measured(dp: SimpleNamespace, bounded: Bounded, release: Release,

@@ -48,6 +48,12 @@ def test_when_shards_run_on_a_dask_cluster_then_the_published_rows_and_k_are_the
                for c in c_.records(DAY).load(ValidationRecord).checks}
               for c_ in (embedded, dask)]
     assert checks[0] == checks[1]
+    # ingest's byte ranges, each shard's suite and the DP release's bounding ran as tasks too
+    outcomes = dask.records(DAY).outcomes()
+    for stage in ("ingest", "consent", "validate", "features"):
+        assert (outcomes[stage].mapped_s or 0) > 0, stage
+    docs = Path(str(dask.records(DAY).load(ValidationRecord).data_docs_index))
+    assert docs.name == "data_docs.html" and "shard 0" in docs.read_text()
 
 
 def test_when_a_dask_worker_holds_another_key_then_the_stage_stops_and_nothing_is_published(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,24 +152,52 @@ def validate_table(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: P
                             data_docs_index=str(docs) if docs.exists() else None)
 
 
+@dataclass(frozen=True)
+class ShardValidation:
+    """One shard's suite (without k and ℓ) and what k and ℓ need of it: distinct users per
+    quasi-identifier group, and its distinct (group, sensitive value) pairs. Small: one row
+    per group, never a user."""
+
+    record: ValidationRecord
+    users: pl.DataFrame | None
+    pairs: pl.DataFrame | None
+
+
+def validate_shard(table: pl.DataFrame, spec: PurposeSpec, *, k: int, gx_root: Path,
+                   run_name: str, detector: FastAnalyzer, l: int | None = None  # noqa: E741
+                   ) -> ShardValidation:
+    """The suite on one shard of a day (where the shard is), in Great Expectations."""
+    qis, user, sensitive = list(spec.quasi_identifiers), spec.user_col, spec.sensitive_attribute
+    record = validate_table(table, spec, k=k, gx_root=gx_root, run_name=run_name,
+                            detector=detector, l=l, groups=False)
+    if spec.aggregate:
+        return ShardValidation(record, None, None)
+    return ShardValidation(
+        record, group_sizes(table, qis, user),
+        table.select(*qis, sensitive).unique() if l is not None and sensitive else None)
+
+
 def validate_shards(shards: Iterable[pl.DataFrame], spec: PurposeSpec, *, k: int,
                     gx_root: Path, run_name: str, detector: FastAnalyzer,
                     l: int | None = None) -> ValidationRecord:  # noqa: E741
-    """The suite on a day in shards: every check but k and ℓ runs per shard in Great
-    Expectations (one run each in the date's project and Data Docs), and the per-shard results
-    of a check are merged (it passes if it passed everywhere; counts add up). k and ℓ are
-    measured on the merge of every shard's groups: distinct users per group add up (shards
-    hold disjoint users), distinct sensitive values per group are counted over all shards."""
-    qis, user, sensitive = list(spec.quasi_identifiers), spec.user_col, spec.sensitive_attribute
-    records, users, pairs = [], [], []
-    for i, table in enumerate(shards):
-        records.append(validate_table(table, spec, k=k, gx_root=gx_root,
-                                      run_name=f"{run_name}-shard{i:05d}", detector=detector,
-                                      l=l, groups=False))
-        if not spec.aggregate:
-            users.append(group_sizes(table, qis, user))
-            if l is not None and sensitive:
-                pairs.append(table.select(*qis, sensitive).unique())
+    """The suite on a day in shards, one after another in this process (see
+    `merged_validation`)."""
+    return merged_validation([validate_shard(t, spec, k=k, gx_root=gx_root,
+                                             run_name=f"{run_name}-shard{i:05d}",
+                                             detector=detector, l=l)
+                              for i, t in enumerate(shards)], spec, k=k, l=l)
+
+
+def merged_validation(parts: Sequence[ShardValidation], spec: PurposeSpec, *, k: int,
+                      l: int | None = None, data_docs_index: str | None = None  # noqa: E741
+                      ) -> ValidationRecord:
+    """A day's outcome from its shards': every check but k and ℓ ran per shard in Great
+    Expectations, and a check's results are merged (it passes if it passed everywhere;
+    counts add up). k and ℓ are measured on the merge of every shard's groups: distinct users
+    per group add up (shards hold disjoint users), distinct sensitive values per group are
+    counted over all shards."""
+    qis, sensitive = list(spec.quasi_identifiers), spec.sensitive_attribute
+    records = [p.record for p in parts]
     checks = [CheckResult(
         expectation=same[0].expectation, column=same[0].column,
         success=all(c.success for c in same),
@@ -177,18 +206,21 @@ def validate_shards(shards: Iterable[pl.DataFrame], spec: PurposeSpec, *, k: int
                           else sum(c.unexpected_count or 0 for c in same)))
         for same in zip(*(r.checks for r in records), strict=True)]
     if not spec.aggregate:
-        sizes = pl.concat(users).group_by(qis).agg(pl.col("users").sum())
+        sizes = pl.concat([p.users for p in parts if p.users is not None]).group_by(qis).agg(
+            pl.col("users").sum())
         k_seen = None if sizes.is_empty() else int(sizes["users"].min())  # type: ignore[arg-type]
         checks.append(CheckResult(expectation="expect_table_to_be_k_anonymous", column=None,
                                   success=k_seen is None or k_seen >= k,
                                   observed="no rows" if k_seen is None else k_seen))
         if l is not None and sensitive:
-            l_seen = l_achieved(pl.concat(pairs).unique(), qis, sensitive)
+            l_seen = l_achieved(pl.concat([p.pairs for p in parts if p.pairs is not None])
+                                .unique(), qis, sensitive)
             checks.append(CheckResult(expectation="expect_table_to_be_l_diverse", column=None,
                                       success=l_seen is None or l_seen >= l,
                                       observed="no rows" if l_seen is None else l_seen))
-    return ValidationRecord(success=all(c.success for c in checks), checks=checks,
-                            data_docs_index=records[-1].data_docs_index if records else None)
+    return ValidationRecord(
+        success=all(c.success for c in checks), checks=checks,
+        data_docs_index=data_docs_index or (records[-1].data_docs_index if records else None))
 
 
 def _added_up(values: Sequence[Any]) -> Any:
