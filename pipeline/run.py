@@ -31,7 +31,6 @@ from pipeline.core.errors import (
 )
 from pipeline.core.fs import DataPath
 from pipeline.core.gates import require_validated
-from pipeline.core.locks import data_root_lock, run_date_lock
 from pipeline.core.records import MonitorRecord, PublishRecord, RekeyRecord, StageOutcome
 from pipeline.core.shardwork import ShardJob, ShardWork, first_of, map_seconds, run_embedded
 from pipeline.core.storage import Shards
@@ -53,7 +52,7 @@ def execute(ctx: RunContext, name: str, day: date) -> str:
     stage = STAGES[name]
     mapped = map_seconds()
     try:
-        with progress.step(name), data_root_lock(ctx.local, exclusive=stage.maintenance):
+        with progress.step(name), ctx.locks.data_root(exclusive=stage.maintenance):
             staged = ctx.for_stage(stage)  # held to the stage's row (pipeline.core.guard)
             if stage.gated:  # the engine's check, not the stage's
                 require_validated(staged, day)
@@ -151,7 +150,7 @@ def run_all(day: str | date, config_path: str | Path, *, accept_low_volume: bool
 
 def _date_lock(ctx: RunContext, day: date):  # noqa: ANN202 - a context manager
     """One run of a purpose's date at a time (see `run_date_lock`)."""
-    return run_date_lock(ctx.local, ctx.cfg.purpose, day, on_wait=lambda: log.warning(
+    return ctx.locks.run_date(ctx.cfg.purpose, day, on_wait=lambda: log.warning(
         "%s (%s): another run of this date is in progress; waiting for it", day,
         ctx.cfg.purpose))
 

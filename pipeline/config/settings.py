@@ -526,6 +526,9 @@ class ScaleConfig(Model):
     # processes that decode the raw file side by side where the run may start its own (the
     # CLI, an Airflow task; not a Dask worker): they get bytes and give back tables, no key
     decode_processes: Annotated[int, Field(ge=1, le=64)] = 2
+    # `local`: fcntl locks under the data root (one host); `postgres`: advisory locks in the
+    # ledger's database (`budget.ledger_dsn_env`), which hold across machines
+    lock: Literal["local", "postgres"] = "local"
 
 
 class PipelineConfig(Model):

@@ -27,6 +27,7 @@ from pipeline.core.keys import (
     load_key_ring,
 )
 from pipeline.core.layout import Layout
+from pipeline.core.locks import LocalLocks, Locks, PostgresLocks
 from pipeline.core.records import RunRecords
 from pipeline.core.storage import Storage, dated_partitions
 from pipeline.stages import STAGING, Stage, Zone
@@ -126,6 +127,19 @@ class RunContext:
     def local(self) -> Path:
         """Where what must be a local file goes (`paths.local_root`)."""
         return self.cfg.paths.local
+
+    @property
+    def locks(self) -> Locks:
+        """The data root's and run dates' locks (`scale.lock`): on this host's filesystem, or
+        Postgres advisory locks that hold across machines."""
+        if self.cfg.scale.lock == "postgres":
+            from pipeline.ledger.store import ledger_dsn
+
+            if self.cfg.budget.ledger_dsn_env is None:
+                raise ConfigError("scale.lock: postgres takes the ledger's database; set "
+                                  "budget.ledger_dsn_env")
+            return PostgresLocks(ledger_dsn(self.cfg.budget), str(self.root))
+        return LocalLocks(self.local)
 
     @property
     def layout(self) -> Layout:
