@@ -32,7 +32,7 @@ import polars as pl
 
 from pipeline.config import PurposeSpec
 from pipeline.core.errors import ErasureRequestError, KeyUnavailableError, StorageError
-from pipeline.core.fs import DataPath, atomic_writer
+from pipeline.core.fs import DataPath, atomic_writer, remove_tree
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import ErasureRecord
 from pipeline.core.storage import Storage
@@ -245,27 +245,27 @@ def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
     unreadable published (plaintext) partition is set aside and reported, not a blocker."""
     known = set(key_ids)
     for day in storage.dates(zone):
+        spills = storage.spill_dir(zone, day)
+        if spills.exists():  # a crashed stage's pieces: erasure holds the root alone, so no
+            # running stage owns them; they may hold anyone's rows, so they all go
+            result.add_removed(f"{zone.path}: pieces a crashed run left",
+                               len(list(spills.glob("*"))))
+            remove_tree(spills)
         try:
             if not storage.exists(zone, day):
+                continue
+            parts = storage.parts(zone, day)
+            if short is None and len(parts) > 1:  # shard by shard: one in memory at a time
+                _erase_shards(storage, zone, day, parts, account_ids, pseudonyms, result,
+                              known=known, before=before)
                 continue
             table = storage.read(zone, day)
         except StorageError as exc:
             if zone.sensitive:  # encrypted: unreadable means the key, not the file
-                raise KeyUnavailableError(
-                    f"{storage.partition_dir(zone, day)}: cannot be decrypted under key id "
-                    f"{storage.written_key_id(zone, day)!r} ({exc}); erasure stopped and "
-                    "moved nothing: restore that key (as retired if rotated) and rerun"
-                ) from None
+                raise _undecryptable(storage, zone, day, exc) from None
             result.set_aside.append(str(storage.set_aside(zone, day).relative_to(storage.root)))
             continue
-        if known and "pseudonym_key_id" in table.columns:
-            unknown = set(table["pseudonym_key_id"].drop_nulls().unique()) - known
-            if unknown and pseudonyms:
-                raise KeyUnavailableError(
-                    f"{storage.partition_dir(zone, day)}: pseudonyms under key id(s) "
-                    f"{sorted(unknown)}, which the key ring no longer holds: erasure cannot "
-                    "find users there. Put the key back as retired, or run `privacy-pipeline "
-                    "rekey` for that date first.")
+        _check_key_ids(storage, zone, day, table, known, pseudonyms)
         kept = drop_users(table, account_ids, pseudonyms, before=before)
         if kept.height == table.height:
             continue
@@ -276,6 +276,47 @@ def erase_from_zone(storage: Storage, zone: Zone, account_ids: list[str],
                                kept.height - safe.height)
             kept = safe
         storage.write(zone, day, kept)
+        result.partitions_rewritten += 1
+
+
+def _undecryptable(storage: Storage, zone: Zone, day: date, exc: Exception
+                   ) -> KeyUnavailableError:
+    return KeyUnavailableError(
+        f"{storage.partition_dir(zone, day)}: cannot be decrypted under key id "
+        f"{storage.written_key_id(zone, day)!r} ({exc}); erasure stopped and "
+        "moved nothing: restore that key (as retired if rotated) and rerun")
+
+
+def _check_key_ids(storage: Storage, zone: Zone, day: date, table: pl.DataFrame,
+                   known: set[str], pseudonyms: list[str]) -> None:
+    if known and "pseudonym_key_id" in table.columns:
+        unknown = set(table["pseudonym_key_id"].drop_nulls().unique()) - known
+        if unknown and pseudonyms:
+            raise KeyUnavailableError(
+                f"{storage.partition_dir(zone, day)}: pseudonyms under key id(s) "
+                f"{sorted(unknown)}, which the key ring no longer holds: erasure cannot "
+                "find users there. Put the key back as retired, or run `privacy-pipeline "
+                "rekey` for that date first.")
+
+
+def _erase_shards(storage: Storage, zone: Zone, day: date, parts: list[DataPath],
+                  account_ids: list[str], pseudonyms: list[str], result: ErasureRecord, *,
+                  known: set[str], before: pl.DataFrame | None) -> None:
+    """A sharded partition, one shard at a time: each shard that holds one of the users is
+    rewritten in place (same shard file, atomically), the others are left as they are."""
+    removed = 0
+    for path in parts:
+        try:
+            table = storage.read_part(zone, day, path)
+        except StorageError as exc:
+            raise _undecryptable(storage, zone, day, exc) from None
+        _check_key_ids(storage, zone, day, table, known, pseudonyms)
+        kept = drop_users(table, account_ids, pseudonyms, before=before)
+        if kept.height != table.height:
+            storage.write_file(zone, day, path, kept)
+            removed += table.height - kept.height
+    if removed:
+        result.add_removed(zone.path, removed)
         result.partitions_rewritten += 1
 
 

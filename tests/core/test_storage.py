@@ -60,3 +60,26 @@ def test_when_a_shard_is_missing_then_the_partition_is_refused_and_set_aside_who
     assert sorted(p.name for p in moved.iterdir()) == [
         "part-00000-of-00003.parquet.enc", "part-00002-of-00003.parquet.enc"]
     assert storage.parts(ZONE, DAY) == []
+
+
+def test_when_a_user_is_erased_from_a_sharded_day_then_only_their_shard_is_rewritten_and_spills_go(
+        storage: Storage) -> None:
+    """Erasure reads a sharded partition shard by shard (one in memory at a time), rewrites
+    only the shard that held the user, and removes the pieces a crashed ingest left."""
+    from pipeline.core.records import ErasureRecord
+    from pipeline.transforms.erasure import erase_from_zone
+
+    frames = [f.rename({"user": "account_id"}) for f in _frames(3)]
+    storage.write_shards(ZONE, DAY, iter(frames), 3)
+    untouched = {p.name: p.stat().st_mtime_ns for p in storage.parts(ZONE, DAY)}
+    storage.write_file(ZONE, DAY, storage.spill_dir(ZONE, DAY) / "s00000-r00000-000000.parquet",
+                       frames[1])
+    result = ErasureRecord()
+    erase_from_zone(storage, ZONE, ["u1-2"], [], result)
+    assert result.removed == {ZONE.path: 1, f"{ZONE.path}: pieces a crashed run left": 1}
+    assert not storage.spill_dir(ZONE, DAY).exists()
+    after = storage.read(ZONE, DAY)
+    assert "u1-2" not in after["account_id"].to_list() and after.height == 8
+    changed = [p.name for p in storage.parts(ZONE, DAY)
+               if p.stat().st_mtime_ns != untouched[p.name]]
+    assert changed == ["part-00001-of-00003.parquet.enc"]
