@@ -52,9 +52,11 @@ from pipeline.transforms.ingest import (
     byte_ranges,
     count_lines,
     ingest_events,
+    newlines_in,
     repeated_lines,
     split_range,
     split_stats,
+    unterminated,
     user_shard_of,
     with_global_lines,
 )
@@ -143,7 +145,7 @@ def check_input(ctx: RunContext, day: date) -> str:
             raise MissingInputError(f"{source}: a symbolic link to a file outside the data "
                                     "root; raw input must be the landing side's own file, "
                                     "never read through a link (nothing was run or deleted)")
-    lines = count_lines(source, ctx.cfg.ingest)  # decompressed, as ingest reads them
+    lines = _count_lines(ctx, day, source)  # decompressed, as ingest reads them
     log_changes(ctx)  # the audit log verifies, and a changed contract or matrix is logged
     return str(ctx.records(day).save(InputRecord(
         source=str(source.relative_to(ctx.root)), bytes=source.stat().st_size, lines=lines)))
@@ -255,6 +257,20 @@ def _build_shard(day: date, n: int, offsets: list[int], repeated: pl.Series, ctx
         ctx.cfg.event_schema, repeated)
     ctx.storage.write_file(zone, day, ctx.storage.shard_file(zone, day, shard, n), table)
     return table.height, dropped
+
+
+def _count_lines(ctx: RunContext, day: date, source: DataPath) -> int:
+    """Lines of the raw file as ingest reads them: a large uncompressed file's byte ranges are
+    counted where the engine runs them, side by side."""
+    limits = ctx.cfg.ingest
+    ranges = byte_ranges(source, max(1, -(-source.stat().st_size // (1 << 30))), limits)
+    if len(ranges) == 1 or ranges[0].end is None:  # small, or gzip (read from the start)
+        return count_lines(source, limits)
+    return sum(run_map(ctx, partial(_newlines, day), ranges)) + unterminated(source)
+
+
+def _newlines(day: date, ctx: RunContext, r: ByteRange) -> int:
+    return newlines_in(raw_events(ctx, day), r)
 
 
 def _lines(ctx: RunContext, day: date, source: DataPath) -> int:

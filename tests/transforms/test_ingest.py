@@ -106,3 +106,15 @@ def test_when_decoded_by_two_processes_then_the_table_is_the_same(
         path, cfg.event_schema, ingest.ByteRange(0, 0, None), source_name="f",
         limits=cfg.ingest, day=None, processes=2, piece_bytes=20_000), cfg.event_schema)
     assert one.table.equals(two.table) and one.stats == two.stats
+
+
+def test_when_lines_are_counted_by_newlines_then_they_are_the_lines_ingest_reads(
+        tmp_path: Path) -> None:
+    from pipeline.config import IngestConfig
+    from pipeline.transforms.ingest import count_lines, iter_lines
+
+    limits = IngestConfig(max_line_bytes=1024)
+    for text in ("", "a", "a\n", "a\n\nb", "x" * 5000 + "\ny\n", "\n\n", "é\r\nz"):
+        path = tmp_path / "f.jsonl"
+        path.write_text(text)
+        assert count_lines(path, limits) == sum(1 for _ in iter_lines(path, limits)), text
