@@ -14,6 +14,7 @@ spaCy model), so what is shipped to a worker is config and plan, never a secret.
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -118,10 +119,10 @@ def run_map(ctx: RunContext, fn: Callable[[RunContext, T], R], items: Sequence[T
     picklable and hold no secret; `rows` says how many rows a result read (progress)."""
     started = time.perf_counter()
     try:
-        if ctx.cfg.scale.engine == "dask":
-            from pipeline.distributed import map_distributed  # dask: only when configured
-
-            return map_distributed(ctx, fn, items, rows=rows)
+        if ctx.cfg.scale.engine == "dask":  # dask: imported only when configured (the
+            # engine module builds on this one, so it is looked up, not imported at the top)
+            engine = importlib.import_module("pipeline.distributed")
+            return engine.map_distributed(ctx, fn, items, rows=rows)  # type: ignore[no-any-return]
         out = []
         for item in items:
             out.append(fn(ctx, item))

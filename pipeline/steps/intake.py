@@ -18,6 +18,7 @@ from pipeline.core.errors import ConfigError, GuardrailError, MissingInputError
 from pipeline.core.fs import DataPath, is_local, remove_tree
 from pipeline.core.records import (
     ErasureRecord,
+    StageStats,
     GuardrailRecord,
     InputRecord,
     RetentionRecord,
@@ -185,12 +186,11 @@ def ingest(ctx: RunContext, day: date) -> str:
     ingested, quarantine = ctx.zone("ingested", "write"), ctx.zone("quarantine", "write")
     storage, records = ctx.storage, ctx.records(day)
     n = max(1, -(-_lines(ctx, day, source) // ctx.cfg.scale.events_per_shard))
-    if n == 1:
-        result = ingest_events(source, schema, source_name=name, limits=ctx.cfg.ingest,
-                               day=day, processes=_decoders(ctx))
-        storage.write(quarantine, day, result.quarantine)
-        records.save_stats(result.stats)
-        return str(storage.write(ingested, day, result.table))
+    if n == 1:  # one piece, decoded and written where the engine runs it
+        [(table, stats)] = run_map(ctx, partial(_ingest_whole, day), [source])
+        storage.write(quarantine, day, table)
+        records.save_stats(stats)
+        return str(storage.partition(ingested, day))
     remove_tree(storage.spill_dir(ingested, day))  # a crashed run's
     ranges = byte_ranges(source, n, ctx.cfg.ingest)
     parts = run_map(ctx, partial(_split_range, day, n), ranges, rows=lambda p: p.lines)
@@ -207,6 +207,16 @@ def ingest(ctx: RunContext, day: date) -> str:
     remove_tree(storage.spill_dir(ingested, day))
     records.save_stats(stats)
     return str(written)
+
+
+def _ingest_whole(day: date, ctx: RunContext, _source: DataPath
+                  ) -> tuple[pl.DataFrame, StageStats]:
+    """A day in one piece: parsed, re-deliveries dropped, written; (quarantine, stats)."""
+    source, schema = raw_events(ctx, day), ctx.cfg.event_schema
+    result = ingest_events(source, schema, source_name=str(source.relative_to(ctx.root)),
+                           limits=ctx.cfg.ingest, day=day, processes=_decoders(ctx))
+    ctx.storage.write(ctx.zone("ingested", "write"), day, result.table)
+    return result.quarantine, result.stats
 
 
 def _decoders(ctx: RunContext) -> int:

@@ -45,7 +45,7 @@ def validate(ctx: RunContext, day: date) -> str:
     """Run the suite on the pending partition (shard by shard on a large day); promote it to
     `published` only if it passes, else raise ValidationFailedError (after saving the
     outcome)."""
-    from pipeline.transforms.validate.suite import merged_validation, validate_table  # GX
+    from pipeline.transforms.validate.suite import merged_validation  # GX
 
     records = ctx.records(day)
     before = records.load(ValidationRecord)  # a rekey revalidates a validated day
@@ -56,10 +56,8 @@ def validate(ctx: RunContext, day: date) -> str:
     # never rewrite this one's suite or checkpoint.
     gx_root = ctx.local_area("validation", "write") / partition_name(day)
     run_name = f"{ctx.cfg.purpose}-{day}"
-    if len(pending) == 1:
-        with fast_analyzer(ctx.cfg.pii) as detector:
-            outcome = validate_table(next(iter(pending)), spec, k=k, l=l, gx_root=gx_root,
-                                     run_name=run_name, detector=detector)
+    if len(pending) == 1:  # one piece, where the engine runs it
+        [outcome] = run_map(ctx, partial(_validate_whole, day, run_name), [0])
     else:  # each shard's suite where the shard runs; only the per-group counts come back
         remove_tree(gx_root / SHARDS_DIR)  # an earlier run's, maybe of more shards
         parts = run_map(ctx, partial(_validate_shard, day, run_name), range(len(pending)),
@@ -77,6 +75,17 @@ def validate(ctx: RunContext, day: date) -> str:
     # the promotion
     return str(ctx.storage.write_shards(ctx.zone("published", "write"), day, iter(pending),
                                         len(pending)))
+
+
+def _validate_whole(day: date, run_name: str, ctx: RunContext, _i: int) -> ValidationRecord:
+    """The whole suite on a day in one piece."""
+    from pipeline.transforms.validate.suite import validate_table  # GX
+
+    spec, kcfg = ctx.cfg.purpose_spec, ctx.cfg.k_anonymity
+    table = ctx.storage.read(ctx.zone("pending", "read"), day)
+    return validate_table(table, spec, k=kcfg.k, l=kcfg.l,
+                          gx_root=ctx.local_area("validation", "write") / partition_name(day),
+                          run_name=run_name, detector=_detector(ctx))
 
 
 def _validate_shard(day: date, run_name: str, ctx: RunContext, i: int) -> ShardValidation:
