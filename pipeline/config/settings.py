@@ -527,8 +527,9 @@ class ScaleConfig(Model):
     # CLI, an Airflow task; not a Dask worker): they get bytes and give back tables, no key
     decode_processes: Annotated[int, Field(ge=1, le=64)] = 2
     # `local`: fcntl locks under the data root (one host); `postgres`: advisory locks in the
-    # ledger's database (`budget.ledger_dsn_env`), which hold across machines
-    lock: Literal["local", "postgres"] = "local"
+    # ledger's database (`budget.ledger_dsn_env`); `object_store`: lease objects written with
+    # conditional writes under an object-store root. The last two hold across machines.
+    lock: Literal["local", "postgres", "object_store"] = "local"
 
 
 class PipelineConfig(Model):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import PipelineConfig
 from pipeline.core.errors import ConfigError, KeyUnavailableError
-from pipeline.core.fs import DataPath
+from pipeline.core.fs import DataPath, is_local
 from pipeline.core.guard import Access, GuardedRecords, GuardedStorage, Mode, Touched
 from pipeline.core.keys import (
     KeyRing,
@@ -27,7 +27,7 @@ from pipeline.core.keys import (
     load_key_ring,
 )
 from pipeline.core.layout import Layout
-from pipeline.core.locks import LocalLocks, Locks, PostgresLocks
+from pipeline.core.locks import LocalLocks, Locks, ObjectStoreLocks, PostgresLocks
 from pipeline.core.records import RunRecords
 from pipeline.core.storage import Storage, dated_partitions
 from pipeline.stages import STAGING, Stage, Zone
@@ -139,6 +139,11 @@ class RunContext:
                 raise ConfigError("scale.lock: postgres takes the ledger's database; set "
                                   "budget.ledger_dsn_env")
             return PostgresLocks(ledger_dsn(self.cfg.budget), str(self.root))
+        if self.cfg.scale.lock == "object_store":
+            if is_local(self.root):
+                raise ConfigError("scale.lock: object_store takes a data root in an object "
+                                  "store (paths.data_root: s3://...); a local root has `local`")
+            return ObjectStoreLocks(self.root)
         return LocalLocks(self.local)
 
     @property

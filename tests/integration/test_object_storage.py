@@ -33,7 +33,8 @@ def test_when_the_data_root_is_s3_then_a_sharded_day_runs_and_publishes_there(
     config = write_config(tmp_path, paths__data_root="s3://lake/data",
                           paths__local_root=str(tmp_path / "local"),
                           paths__storage_options=options,
-                          scale={"events_per_shard": 1000, "engine": engine})
+                          scale={"events_per_shard": 1000, "engine": engine,
+                                 "lock": "object_store"})  # leases in the bucket
     root = data_path("s3://lake/data", options)
     generate(root, start=date.fromisoformat(DAY), days=1, users=300, seed=4)
 

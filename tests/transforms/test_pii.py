@@ -127,3 +127,13 @@ def test_when_long_number_is_not_a_card_then_left_alone(
         scrubber: TextScrubber, number: str) -> None:
     [out], [found] = scrubber.scrub([f"order reference {number}"])
     assert "CREDIT_CARD" not in found
+
+
+def test_when_a_text_recurs_in_a_later_shard_then_it_is_analysed_once_with_the_same_result(
+        scrubber: TextScrubber) -> None:
+    texts = ["Please contact me at ann.lee@example.org", "running shoes", "call 0161 496 0000"]
+    first, found = scrubber.scrub(texts)
+    before = scrubber.reused
+    again, found_again = scrubber.scrub(["running shoes", *texts])
+    assert scrubber.reused - before == 4  # every text was done already
+    assert again == [first[1], *first] and found_again == [found[1], *found]

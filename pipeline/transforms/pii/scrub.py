@@ -10,6 +10,7 @@ Identical texts are analysed once.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ def build_pii_analyzer(cfg: PiiConfig) -> Any:
     return build_analyzer(cfg)
 
 
+TEXT_CACHE_ENTRIES = 500_000  # ~60 MB of short texts and their scrubbed forms
 WORKERS_FROM_TEXTS = 4000  # fewer distinct texts: one process is done before a worker loads
 
 
@@ -61,9 +63,16 @@ class TextScrubber:
     """Finds PII with `FastAnalyzer` (Presidio's recognizers) and replaces each span by a keyed
     typed token (`tokens`); built once per run from config and the token key."""
 
-    def __init__(self, cfg: PiiConfig, token_key: bytes, *, with_workers: bool = False) -> None:
+    def __init__(self, cfg: PiiConfig, token_key: bytes, *, with_workers: bool = False,
+                 cache_entries: int = TEXT_CACHE_ENTRIES) -> None:
         self.analyzer = fast_analyzer(cfg, with_workers=with_workers)
         self._key = token_key
+        # Texts already scrubbed by this scrubber (every shard of a day run here): a text
+        # that recurs across shards (a common search, a canned reply) is analysed once.
+        # Bounded; kept in memory only, for the scrubber's life.
+        self._done: dict[str, tuple[str, Counter[str]]] = {}
+        self._cache_entries = cache_entries
+        self.reused = 0
 
     def __enter__(self) -> TextScrubber:
         return self
@@ -85,8 +94,16 @@ class TextScrubber:
 
         Pass unique texts: each is analysed as given.
         """
-        done = self.scrub_with_spans(texts)
-        return [t for t, _ in done], [Counter(s.entity_type for s in spans) for _, spans in done]
+        new = [t for t in texts if t not in self._done]
+        self.reused += len(texts) - len(new)
+        fresh = {text: (scrubbed, Counter(s.entity_type for s in spans))
+                 for text, (scrubbed, spans) in zip(new, self.scrub_with_spans(new),
+                                                    strict=True)}
+        out = [fresh[t] if t in fresh else self._done[t] for t in texts]
+        room = self._cache_entries - len(self._done)
+        if room > 0:
+            self._done.update(itertools.islice(fresh.items(), room))
+        return [t for t, _ in out], [c for _, c in out]
 
 
 def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber, *,
