@@ -44,9 +44,10 @@ def test_when_the_data_root_is_s3_then_a_sharded_day_runs_and_publishes_there(
     assert not (tmp_path / "data").exists()
     local = sorted(p.relative_to(tmp_path / "local").parts[0]
                    for p in (tmp_path / "local").iterdir())
-    assert local == [".locks", "audit_log", "consent_log", "feature_repo", "ledger",
-                     "validation"]  # local files
+    assert local == ["audit_log", "consent_log", "feature_repo", "ledger",
+                     "validation"]  # local files (the run locks are leases in the bucket)
     written = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    assert not [p for p in written if p.startswith(".locks/")]  # every lease released
     staging = [p for p in written if p.startswith("staging/personalization/generalized/")]
     assert len(staging) > 1 and all(p.endswith(".parquet.enc") for p in staging)
     for expected in (f"quarantine/personalization/events/date={DAY}/part.parquet",
