@@ -11,11 +11,11 @@ What runs where: every per-shard or per-range piece of work runs as a task (the 
 shards, ingest's byte ranges, each shard's validation suite, the DP release's bounding); the
 stage's own process (the Airflow task, or the CLI) plans, merges what the tasks return (small:
 counts, bounded aggregates) and does what needs the whole day at once: the k-anonymity plan,
-the DP measurement, the ledger. Every task reads its shard from the data root and writes its output shard there
-itself, so the workers share nothing but storage (the local disk on one machine). A task
-rebuilds its context from the config and loads the key from its own secret store: no key is
-sent over the wire, and a worker holding another key (or none) stops the stage rather than
-write what the rest of the day cannot read.
+the DP measurement, the ledger. Every task reads its input from the data root and writes its
+output there itself, so the workers share nothing but storage (the local disk on one
+machine). A task rebuilds its context from the config and loads the key from its own secret
+store: no key is sent over the wire, and a worker holding another key (or none) stops the
+stage rather than write what the rest of the day cannot read.
 """
 
 from __future__ import annotations

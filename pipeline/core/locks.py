@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -206,10 +206,8 @@ class ObjectStoreLocks:
         finally:
             stop.set()
             thread.join()
-            try:
+            with suppress(FileNotFoundError):
                 self.root.fs.rm(path)
-            except FileNotFoundError:
-                pass
 
     def _shared_live(self, name: str) -> bool:
         try:

@@ -18,12 +18,13 @@ from pipeline.core.errors import ConfigError, GuardrailError, MissingInputError
 from pipeline.core.fs import DataPath, is_local, remove_tree
 from pipeline.core.records import (
     ErasureRecord,
-    StageStats,
     GuardrailRecord,
     InputRecord,
     RetentionRecord,
+    StageStats,
     ValidationRecord,
 )
+from pipeline.core.shardwork import run_map
 from pipeline.stages import INPUT_MARKER, ZONES
 from pipeline.steps.consents import CONSENT_FILE, decisions, imported
 from pipeline.transforms.consent import (
@@ -45,7 +46,6 @@ from pipeline.transforms.erasure import (
 )
 from pipeline.transforms.generalize.kanon import short_of
 from pipeline.transforms.guardrails import DayInput, check_guardrails
-from pipeline.core.shardwork import run_map
 from pipeline.transforms.ingest import (
     ByteRange,
     RangeSplit,
@@ -182,7 +182,7 @@ def ingest(ctx: RunContext, day: date) -> str:
     source = raw_events(ctx, day)
     if not source.is_file():
         raise MissingInputError(f"{source}: no raw events for {day}")
-    name, schema = str(source.relative_to(ctx.root)), ctx.cfg.event_schema
+    name = str(source.relative_to(ctx.root))
     ingested, quarantine = ctx.zone("ingested", "write"), ctx.zone("quarantine", "write")
     storage, records = ctx.storage, ctx.records(day)
     n = max(1, -(-_lines(ctx, day, source) // ctx.cfg.scale.events_per_shard))

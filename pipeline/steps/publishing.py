@@ -5,7 +5,6 @@ and the run report. Thin adapters to `pipeline.transforms`, `pipeline.ledger.rel
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import date
 from functools import partial
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ import polars as pl
 from pipeline.core.context import RunContext
 from pipeline.core.details import FeaturesDetails
 from pipeline.core.errors import MissingInputError, ValidationFailedError
+from pipeline.core.fs import remove_tree
 from pipeline.core.gates import require_guarded, require_validated
 from pipeline.core.layout import partition_name
 from pipeline.core.records import (
@@ -24,7 +24,6 @@ from pipeline.core.records import (
     ReidentificationRecord,
     ValidationRecord,
 )
-from pipeline.core.fs import remove_tree
 from pipeline.core.shardwork import run_map
 from pipeline.core.storage import Shards, parquet_bytes
 from pipeline.ledger.release import next_release, release_days, release_once
@@ -199,9 +198,9 @@ def _consenting_bounded(events: pl.DataFrame, stopped: list[str], ctx: RunContex
                         release_date: str | None = None) -> tuple[BoundedShard, int]:
     """`events` without stopped users, bounded; and how many rows left for consent."""
     kept = events.filter(~pl.col(ctx.user_col).is_in(stopped)) if stopped else events
-    return bounded_shard(kept, ctx.cfg.features, age_bands=ctx.cfg.generalize.age_bands,
-                         user_col=ctx.user_col,
-                         release_date=release_date or str(ctx.run_date)), events.height - kept.height
+    bounded = bounded_shard(kept, ctx.cfg.features, age_bands=ctx.cfg.generalize.age_bands,
+                            user_col=ctx.user_col, release_date=release_date or str(ctx.run_date))
+    return bounded, events.height - kept.height
 
 
 def publish(ctx: RunContext, day: date) -> str:

@@ -16,8 +16,8 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import IO, Annotated, Any, NotRequired, Optional, Required, TypedDict, cast
 
 import msgspec

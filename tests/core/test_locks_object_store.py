@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from pipeline.core.fs import data_path
 from pipeline.core.locks import ObjectStoreLocks
 from tests.conftest import ROOT

@@ -16,12 +16,11 @@ whose class is not registered yet. `pipeline.transforms.validate.suite` imports 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
-
-import re
 
 import polars as pl
 from great_expectations.core.metric_domain_types import MetricDomainTypes
