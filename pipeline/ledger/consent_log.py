@@ -32,10 +32,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import pickle
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -163,6 +164,30 @@ class SyncResult:
     log: VerifiedLog
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """A log's rows as this process last read them: the digest of the stored rows, the rows
+    opened, which were sealed under a rotated-out key, and the verdict if it checked them."""
+
+    digest: bytes
+    rows: tuple[_Row, ...]
+    stale: tuple[int, ...]
+    log: VerifiedLog | None = None
+
+
+_SEEN: dict[tuple[str, str], _Seen] = {}  # one entry per log and key ring
+
+
+def _digest(raw: Sequence[Sequence[Any]]) -> bytes:
+    """SHA-256 of the stored rows as read (their every byte, in order)."""
+    try:
+        data = pickle.dumps(list(map(tuple, raw)), protocol=5)
+    except TypeError:  # a driver's memoryview
+        data = pickle.dumps([tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
+                             for r in raw], protocol=5)
+    return hashlib.sha256(data).digest()
+
+
 class ConsentLog:
     """The chained table (see the module docstring) in `db`, sealed by `sealer`."""
 
@@ -172,6 +197,7 @@ class ConsentLog:
         without one they are stored as received."""
         self._db, self.sealer, self._cipher = db, sealer, cipher
         self._stale: list[int] = []  # rows sealed under a key other than the cipher's
+        self._raw_digest = b""  # of the rows `_rows` read last
         with closing(db.connect()) as con:  # autocommit: the table exists before any lock
             execute(db, con, _SCHEMA)
 
@@ -197,10 +223,25 @@ class ConsentLog:
         statement = f"SELECT {', '.join(_COLUMNS)} FROM {TABLE} ORDER BY seq"
         raw = (execute(self._db, con, statement).fetchall() if con is not None
                else query(self._db, statement))
+        self._raw_digest = _digest(raw)
+        seen = _SEEN.get(self._slot)
+        if seen is not None and seen.digest == self._raw_digest:  # opened before, unchanged
+            self._stale = list(seen.stale)
+            return list(seen.rows)
         self._stale = []
-        return [_Row(int(r[0]), None if r[1] is None else int(r[1]), r[2],
+        rows = [_Row(int(r[0]), None if r[1] is None else int(r[1]), r[2],
                      self._opened(r[3], int(r[0]), r[1]), None if r[4] is None else bytes(r[4]),
                      *r[5:]) for r in raw]
+        _SEEN[self._slot] = _Seen(self._raw_digest, tuple(rows), tuple(self._stale))
+        return rows
+
+    @property
+    def _slot(self) -> tuple[str, str]:
+        """Which log this is, under which keys (what opening and checking its rows depend
+        on, besides the rows)."""
+        keys = sorted(self.sealer.keys.items())
+        cipher = (self._cipher.key_id, self._cipher.key) if self._cipher is not None else None
+        return self._db.where, hashlib.sha256(repr((keys, cipher)).encode()).hexdigest()
 
     def _opened(self, stored: Any, seq: int, line: Any) -> bytes | None:
         if stored is None or self._cipher is None:
@@ -222,8 +263,32 @@ class ConsentLog:
     def verify(self, expect: LogHead | None = None) -> VerifiedLog:
         """Check the chain (order, links, MACs, every record against its MAC, every emptied
         record named by an erasure row) and, with `expect`, that it holds that head: raises
-        ConsentLogIntegrityError naming the row's landing line."""
-        return self._verified(self._rows(), expect)
+        ConsentLogIntegrityError naming the row's landing line.
+
+        Rows this process checked before under the same keys are not checked again when the
+        stored rows are byte for byte those it checked (a SHA-256 of them as read): the same
+        rows and keys give the same verdict, and every stage of a run reads the log."""
+        return self._checked(self._rows(), expect)
+
+    def _checked(self, rows: Sequence[_Row], expect: LogHead | None = None) -> VerifiedLog:
+        """`_verified` of the rows `_rows` just read, or this process's verdict on the same
+        stored rows under the same keys."""
+        seen = _SEEN.get(self._slot)
+        if seen is None or seen.digest != self._raw_digest or len(seen.rows) != len(rows):
+            return self._verified(rows, expect)
+        if seen.log is None:
+            _SEEN[self._slot] = replace(seen, log=self._verified(rows))
+        return self._held(_SEEN[self._slot].log, rows, expect)  # type: ignore[arg-type]
+
+    def _held(self, log: VerifiedLog, rows: Sequence[_Row], expect: LogHead | None
+              ) -> VerifiedLog:
+        """`log`, after checking it holds `expect` (see `_verified`)."""
+        if expect is not None and (len(rows) < expect.seq
+                                   or rows[expect.seq - 1].mac != expect.mac):
+            self._tampered("it is not the log this run imported (rewound, or another copy: a "
+                           "worker on another machine needs the log in Postgres, "
+                           "budget.ledger_dsn_env)")
+        return log
 
     def _verified(self, rows: Sequence[_Row], expect: LogHead | None = None) -> VerifiedLog:
         prev, last_line, named, emptied = "", 0, set(), []
@@ -261,12 +326,8 @@ class ConsentLog:
             self._tampered(f"the record imported from line {unnamed[0]} was emptied outside "
                            "an erasure")
         head = LogHead(rows[-1].seq, rows[-1].mac) if rows else None
-        if expect is not None and (len(rows) < expect.seq
-                                   or rows[expect.seq - 1].mac != expect.mac):
-            self._tampered("it is not the log this run imported (rewound, or another copy: a "
-                           "worker on another machine needs the log in Postgres, "
-                           "budget.ledger_dsn_env)")
-        return VerifiedLog(head, tuple(records), last_line, len(emptied))
+        return self._held(VerifiedLog(head, tuple(records), last_line, len(emptied)), rows,
+                          expect)
 
     def _tampered(self, what: str) -> NoReturn:
         raise ConsentLogIntegrityError(
@@ -284,7 +345,7 @@ class ConsentLog:
         holds = holds_any(erasing)
         with transaction(self._db) as con:
             rows = self._rows(con)
-            log = self._verified(rows)
+            log = self._checked(rows)
             by_line = {r.line: r for r in rows if r.line is not None}
             keys, active = self.sealer.keys, self.sealer.active
             now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -318,7 +379,7 @@ class ConsentLog:
             for seq in self._stale:  # written under a rotated-out key: under the active one
                 execute(self._db, con, f"UPDATE {TABLE} SET record = ? WHERE seq = ?",
                         [self._sealed(by_seq[seq].record, seq), seq])
-        return SyncResult(len(new), self._verified([*rows, *new]))
+        return SyncResult(len(new), self._verified([*rows, *new]) if new else log)
 
     def _compare(self, landing: DataPath, number: int, row: _Row | None, line: bytes | None,
                  digest: bytes, holds: Callable[[bytes], bool]) -> None:
@@ -371,7 +432,7 @@ class ConsentLog:
         holds = holds_any(account_ids)
         with transaction(self._db) as con:
             rows = self._rows(con)
-            self._verified(rows)
+            self._checked(rows)
             hit = [r for r in rows if r.kind == RECORD and not r.erased and r.record is not None
                    and r.record != ERASED_LINE and holds(r.record)]
             if not hit:
@@ -386,6 +447,7 @@ class ConsentLog:
                        _line_mac(key, b"", [record]),
                        datetime.now(UTC).isoformat(timespec="seconds"), active, rows[-1].mac, "")
             self._insert(con, _with_mac(row, key, rows[-1].mac))
+        _SEEN.pop(self._slot, None)  # the erased records leave this process's memory too
         if isinstance(self._db, Sqlite):
             self._db.forget()
         return len(hit)

@@ -273,7 +273,7 @@ def _count_lines(ctx: RunContext, day: date, source: DataPath) -> int:
     """Lines of the raw file as ingest reads them: a large uncompressed file's byte ranges are
     counted where the engine runs them, side by side."""
     limits = ctx.cfg.ingest
-    ranges = byte_ranges(source, max(1, -(-source.stat().st_size // (1 << 30))), limits)
+    ranges = byte_ranges(source, max(1, -(-source.stat().st_size // (1 << 28))), limits)
     if len(ranges) == 1 or ranges[0].end is None:  # small, or gzip (read from the start)
         return count_lines(source, limits)
     return sum(run_map(ctx, partial(_newlines, day), ranges)) + unterminated(source)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import date
 from functools import partial
-from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -35,16 +34,13 @@ from pipeline.steps.consents import stopped_pseudonyms, verified
 from pipeline.transforms.features import BoundedShard, bounded_shard, release_from_bounded
 from pipeline.transforms.pii.detect import FastAnalyzer
 from pipeline.transforms.pii.scrub import fast_analyzer
-
-if TYPE_CHECKING:
-    from pipeline.transforms.validate.suite import ShardValidation
+from pipeline.transforms.validate.merge import ShardValidation, merged_validation
 
 
 def validate(ctx: RunContext, day: date) -> str:
     """Run the suite on the pending partition (shard by shard on a large day); promote it to
     `published` only if it passes, else raise ValidationFailedError (after saving the
     outcome)."""
-    from pipeline.transforms.validate.suite import merged_validation  # GX
 
     records = ctx.records(day)
     before = records.load(ValidationRecord)  # a rekey revalidates a validated day

@@ -17,7 +17,7 @@ from pipeline.core.context import RunContext
 from pipeline.core.details import ColumnFinding, ConsentDetails, PiiDetails
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import StageStats
-from pipeline.core.shardwork import ShardFn, ShardWork
+from pipeline.core.shardwork import ShardFn, ShardWork, run_map
 from pipeline.core.storage import Shards
 from pipeline.ledger.consent_log import LogHead
 from pipeline.steps.consents import epochs, imported, verified
@@ -125,8 +125,19 @@ def generalize(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
     g = Generalizer(ctx.cfg.generalize, quasi_identifiers=spec.event_quasi_identifiers,
                     user_col=ctx.user_col, k=kcfg.k, l=kcfg.l,
                     sensitive=spec.event_sensitive_attribute, order=kcfg.generalize_order)
-    g.plan(shards)
+    # pass 1's per-shard steps where the shards are; only small tables come back
+    n = len(shards)
+    g.use_devices(run_map(ctx, partial(_planning, g, "device_users", day), range(n)))
+    g.plan_from(run_map(ctx, partial(_planning, g, "plan_rows", day), range(n)))
     return ShardWork.each(g.apply, finish=g.stats)
+
+
+def _planning(g: Generalizer, step: str, day: date, ctx: RunContext, i: int
+              ) -> pl.DataFrame | None:
+    """`g.<step>` of shard `i` of the stage's input, where it runs."""
+    zone = ctx.zone("pseudonymized", "read")
+    table = ctx.storage.read_part(zone, day, ctx.storage.parts(zone, day)[i])
+    return getattr(g, step)(table)  # type: ignore[no-any-return]
 
 
 def minimize(ctx: RunContext, day: date, shards: Shards) -> ShardWork:

@@ -246,20 +246,40 @@ class Generalizer:
         self.common: list[str] = []
 
     def plan(self, shards: Iterable[pl.DataFrame]) -> None:
-        """Pass 1 over the shards (iterated twice: device models, then the plan rows)."""
-        cfg = self.cfg
+        """Pass 1 over the shards (iterated twice: device models, then the plan rows), here;
+        `device_users`, `use_devices`, `plan_rows` and `plan_from` are its steps, for an
+        engine that runs the per-shard ones where the shards are."""
         if any("device_model" in t.columns for t in itertools.islice(shards, 1)):
-            users = pl.concat([device_model_users(t, user_col=self.user_col)
-                               for t in shards])
-            self.common = common_device_models(users, min_users=cfg.device_model_min_users
-                                               or self.k, top_n=cfg.device_model_top_n)
+            self.use_devices([self.device_users(t) for t in shards])
+        self.plan_from([self.plan_rows(t) for t in shards])
+
+    def device_users(self, table: pl.DataFrame) -> pl.DataFrame | None:
+        """One shard's (device model, users): what picks the common models."""
+        if "device_model" not in table.columns:
+            return None
+        return device_model_users(table, user_col=self.user_col)
+
+    def use_devices(self, users: list[pl.DataFrame | None]) -> None:
+        """The common device models, from every shard's `device_users`."""
+        found = [u for u in users if u is not None]
+        if found:
+            self.common = common_device_models(
+                pl.concat(found), min_users=self.cfg.device_model_min_users or self.k,
+                top_n=self.cfg.device_model_top_n)
+
+    def plan_rows(self, table: pl.DataFrame) -> pl.DataFrame:
+        """One shard's distinct (user, source values, sensitive value) rows (after
+        `use_devices`): small, and all the plan needs of the shard."""
         keep = list(dict.fromkeys([self.user_col, *self.on, *self.qis,
                                    *([self.sensitive] if self.sensitive else [])]))
+        return locate(table, self.cfg, common_models=self.common).select(keep).unique()
+
+    def plan_from(self, parts: list[pl.DataFrame]) -> None:
+        """Enforce k (and ℓ) once over every shard's `plan_rows`."""
         # The user as a categorical (exact: one code per distinct pseudonym), so the plan rows
         # of a large day hold 4 bytes per row for it, not a 64-character string.
-        rows = pl.concat([locate(t, cfg, common_models=self.common).select(keep)
-                          .with_columns(pl.col(self.user_col).cast(pl.Categorical)).unique()
-                          for t in shards]).unique()
+        rows = pl.concat([p.with_columns(pl.col(self.user_col).cast(pl.Categorical))
+                          for p in parts]).unique()
         kept, self.suppression = enforce(rows, self.qis, self.user_col, self.k,
                                          hierarchies=self.ordered, l=self.l,
                                          sensitive=self.sensitive)
