@@ -113,7 +113,7 @@ def test_when_patterns_run_vectorized_then_rows_counted_are_pythons_re() -> None
     lookarounds it had, too), and fall back to `re` for a pattern Rust's dialect lacks."""
     import re
 
-    from pipeline.transforms.validate.expectations import matching_rows
+    from pipeline.transforms.validate.expectations import matching_rows, pattern_counts
     from pipeline.transforms.validate.suite import RESIDUAL_PII_PATTERNS
 
     values = ["call 555-123-4567", "tel:5551234567;", "+1 (555) 123-4567", "a5551234567",
@@ -128,6 +128,10 @@ def test_when_patterns_run_vectorized_then_rows_counted_are_pythons_re() -> None
                           }.items():
         expected = sum(1 for v in values if v is not None and re.search(pattern, v))
         assert matching_rows(series, pattern) == expected, name
+    shapes = pattern_counts(series, RESIDUAL_PII_PATTERNS)  # a row with two shapes counts once
+    assert shapes["any"] == sum(1 for v in values if v is not None and any(
+        re.search(p, v) for p in RESIDUAL_PII_PATTERNS.values()))
+    assert shapes["non_null"] == sum(1 for v in values if v is not None)
     phone = re.compile(RESIDUAL_PII_PATTERNS["phone"])
     assert [bool(phone.search(v)) for v in values[:6]] == \
         [bool(re.search(lookaround_phone, v)) for v in values[:6]]

@@ -173,9 +173,21 @@ class ExpectColumnToHaveNoDetectedPii(BatchExpectation):
 def matching_rows(values: pl.Series, pattern: str) -> int:
     """Non-null rows of `values` (as text) in which `pattern` matches somewhere (`re.search`
     semantics, as GX's regex expectations), each distinct value matched once."""
+    return pattern_counts(values, {"pattern": pattern})["matching"]["pattern"]
+
+
+def pattern_counts(values: pl.Series, patterns: dict[str, str]) -> dict[str, Any]:
+    """Non-null rows of `values`, the rows each named pattern matches, and the rows any of
+    them matches (a row with two shapes counts once), each distinct value matched once."""
     counts = values.drop_nulls().cast(pl.String).value_counts(name="_n")
-    return int(counts.filter(_contains(counts.get_column(values.name), pattern))
-               .get_column("_n").sum())
+    texts, rows = counts.get_column(values.name), counts.get_column("_n")
+    hits = {name: _contains(texts, p) for name, p in patterns.items()}
+    any_hit = pl.Series([False] * texts.len(), dtype=pl.Boolean)
+    for hit in hits.values():
+        any_hit = any_hit | hit
+    return {"non_null": int(rows.sum()),
+            "matching": {name: int(rows.filter(hit).sum()) for name, hit in hits.items()},
+            "any": int(rows.filter(any_hit).sum())}
 
 
 def _contains(texts: pl.Series, pattern: str) -> pl.Series:
@@ -188,8 +200,14 @@ def _contains(texts: pl.Series, pattern: str) -> pl.Series:
         return pl.Series([search(t) is not None for t in texts], dtype=pl.Boolean)
 
 
+def _column_pattern_counts(execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
+                           column: str, patterns: dict[str, str]) -> dict[str, Any]:
+    values = _columns(execution_engine, metric_domain_kwargs, [column]).get_column(column)
+    return pattern_counts(values, patterns)
+
+
 class ColumnPatternMatches(TableMetricProvider):
-    """Rows of a column in which each named pattern matches (counts only, never a value)."""
+    """`pattern_counts` of a column for named patterns (counts only, never a value)."""
 
     metric_name = "table.column_pattern_matches"
     value_keys = ("column_name", "patterns")
@@ -198,14 +216,14 @@ class ColumnPatternMatches(TableMetricProvider):
     def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
                 metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict
                 ) -> dict[str, Any]:
-        column, patterns = (metric_value_kwargs["column_name"],
-                            metric_value_kwargs["patterns"])
-        values = _columns(execution_engine, metric_domain_kwargs, [column]).get_column(column)
-        return {name: matching_rows(values, p) for name, p in patterns.items()}
+        return _column_pattern_counts(execution_engine, metric_domain_kwargs,
+                                      metric_value_kwargs["column_name"],
+                                      metric_value_kwargs["patterns"])
 
 
 class ColumnPatternMatch(TableMetricProvider):
-    """Non-null rows of a column, and those `pattern` matches."""
+    """`pattern_counts` of a column for one pattern (GX names a metric's values by the
+    expectation's fields: `pattern` here, `patterns` above)."""
 
     metric_name = "table.column_pattern_match"
     value_keys = ("column_name", "pattern")
@@ -213,11 +231,10 @@ class ColumnPatternMatch(TableMetricProvider):
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
                 metric_value_kwargs: dict, metrics: dict, runtime_configuration: dict
-                ) -> dict[str, int]:
-        column = metric_value_kwargs["column_name"]
-        values = _columns(execution_engine, metric_domain_kwargs, [column]).get_column(column)
-        return {"non_null": int(values.len() - values.null_count()),
-                "matching": matching_rows(values, metric_value_kwargs["pattern"])}
+                ) -> dict[str, Any]:
+        return _column_pattern_counts(execution_engine, metric_domain_kwargs,
+                                      metric_value_kwargs["column_name"],
+                                      {"pattern": metric_value_kwargs["pattern"]})
 
 
 class ExpectColumnValuesToHoldNoPiiShape(BatchExpectation):
@@ -235,12 +252,11 @@ class ExpectColumnValuesToHoldNoPiiShape(BatchExpectation):
 
     def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
                   execution_engine: Any = None) -> dict:
-        matching = metrics["table.column_pattern_matches"]
-        # a row can match two shapes; the count of rows is at least the largest
-        rows = max(matching.values(), default=0)
+        found = metrics["table.column_pattern_matches"]
+        rows = found["any"]  # rows with any shape: a row with two counts once
         return {"success": rows == 0,
-                "result": {"observed_value": {"rows_with_shape": rows,
-                                              "shapes": {k: v for k, v in matching.items() if v}},
+                "result": {"observed_value": {"rows_with_shape": rows, "shapes": {
+                    k: v for k, v in found["matching"].items() if v}},
                            "unexpected_count": rows}}
 
 
@@ -259,7 +275,7 @@ class ExpectColumnValuesToFullyMatchPattern(BatchExpectation):
     def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
                   execution_engine: Any = None) -> dict:
         found = metrics["table.column_pattern_match"]
-        unexpected = found["non_null"] - found["matching"]
+        unexpected = found["non_null"] - found["matching"]["pattern"]
         return {"success": unexpected == 0,
                 "result": {"observed_value": {"values_not_matching": unexpected},
                            "unexpected_count": unexpected}}
