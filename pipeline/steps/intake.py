@@ -5,6 +5,7 @@ published. Thin adapters from a run's context to `pipeline.transforms` (see `pip
 
 from __future__ import annotations
 
+import itertools
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
@@ -182,7 +183,6 @@ def ingest(ctx: RunContext, day: date) -> str:
     source = raw_events(ctx, day)
     if not source.is_file():
         raise MissingInputError(f"{source}: no raw events for {day}")
-    name = str(source.relative_to(ctx.root))
     ingested, quarantine = ctx.zone("ingested", "write"), ctx.zone("quarantine", "write")
     storage, records = ctx.storage, ctx.records(day)
     n = max(1, -(-_lines(ctx, day, source) // ctx.cfg.scale.events_per_shard))
@@ -194,17 +194,14 @@ def ingest(ctx: RunContext, day: date) -> str:
     remove_tree(storage.spill_dir(ingested, day))  # a crashed run's
     ranges = byte_ranges(source, n, ctx.cfg.ingest)
     parts = run_map(ctx, partial(_split_range, day, n), ranges, rows=lambda p: p.lines)
-    offsets = [0] * len(ranges)
-    for p in sorted(parts, key=lambda p: p.index)[:-1]:
-        offsets[p.index + 1] = offsets[p.index] + p.lines
+    offsets = [0, *itertools.accumulate(p.lines for p in parts)][:-1]  # parts in range order
     repeated = pl.concat(run_map(ctx, partial(_repeated, day, offsets), range(n)))
     built = run_map(ctx, partial(_build_shard, day, n, offsets, repeated), range(n),
                     rows=lambda r: r[0])
     table, stats = split_stats(parts, offsets, sum(rows for rows, _ in built),
-                               sum(dups for _, dups in built), name)
+                               sum(dups for _, dups in built))
     storage.write(quarantine, day, table)
-    written = storage.commit_shards(ingested, day, n)
-    remove_tree(storage.spill_dir(ingested, day))
+    written = storage.commit_shards(ingested, day, n)  # and removes the spills
     records.save_stats(stats)
     return str(written)
 

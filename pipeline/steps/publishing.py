@@ -55,8 +55,7 @@ def validate(ctx: RunContext, day: date) -> str:
         [outcome] = run_map(ctx, partial(_validate_whole, day, run_name), [0])
     else:  # each shard's suite where the shard runs; only the per-group counts come back
         remove_tree(gx_root / SHARDS_DIR)  # an earlier run's, maybe of more shards
-        parts = run_map(ctx, partial(_validate_shard, day, run_name), range(len(pending)),
-                        rows=lambda p: 0)
+        parts = run_map(ctx, partial(_validate_shard, day, run_name), range(len(pending)))
         outcome = merged_validation(parts, spec, k=k, l=l, data_docs_index=str(
             write_shard_docs_index(gx_root, [p.record for p in parts], day)))
     reid = records.load(ReidentificationRecord)

@@ -621,10 +621,9 @@ def assembled_shard(rows: list[pl.DataFrame], schema: RecordSchema, repeated: pl
     return kept.sort("_line").drop("_line"), table.height - kept.height
 
 
-def split_stats(parts: list[RangeSplit], offsets: list[int], rows_out: int, repeated: int,
-                source_name: str) -> tuple[pl.DataFrame, StageStats]:
+def split_stats(parts: list[RangeSplit], offsets: list[int], rows_out: int, repeated: int
+                ) -> tuple[pl.DataFrame, StageStats]:
     """The day's quarantine (lines numbered within the file) and stats from its ranges."""
-    del source_name  # each quarantine row names its file already
     quarantine = pl.DataFrame([{**q, "line_number": q["line_number"] + offsets[p.index]}
                                for p in parts for q in p.quarantine],
                               schema=QUARANTINE_SCHEMA).sort("line_number")
