@@ -162,8 +162,12 @@ class ObjectStoreLocks:
             lease = json.loads(self.root.fs.cat_file(path))
         except FileNotFoundError:
             return False
-        except ValueError:  # half-written by a tool that is not us: treat as live, once
-            return True
+        except ValueError:  # not a lease we wrote: live for a TTL from when it was written
+            try:
+                written = self.root.fs.info(path).get("LastModified")
+            except FileNotFoundError:
+                return False
+            return written is None or written.timestamp() + self.ttl_s > time.time()
         return float(lease.get("expires", 0)) > time.time()
 
     def _create(self, path: str, holder: str) -> bool:

@@ -80,3 +80,15 @@ def test_when_a_holder_died_then_its_lease_expires_and_is_taken_over(s3: str,
         assert json.loads(locks.root.fs.cat_file(lease))["holder"] != "dead"
     assert time.monotonic() - start < 5
     assert not locks.root.fs.exists(lease)  # released
+
+
+def test_when_a_lease_is_not_one_we_wrote_then_it_expires_a_ttl_after_it_was_written(
+        s3: str) -> None:
+    locks = _locks(s3, ttl_s=2.0)  # S3 keeps whole seconds: a TTL of 2 s stays live at once
+    lease = f"{locks._dir('run-p-e')}/exclusive.lease"
+    locks.root.fs.pipe_file(lease, b"not json")
+    assert locks._live(lease)
+    time.sleep(3.2)
+    assert not locks._live(lease)
+    with locks.run_date("p", "e", on_wait=lambda: None):
+        pass
