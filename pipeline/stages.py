@@ -112,7 +112,9 @@ class Stage:
     may hold soft guardrail alerts, which the DAG sends to the notifiers; `always` stages run
     whatever happened before them (in the DAG, trigger rule `all_done`), so the report says why;
     `maintenance` stages run in their own DAG, serialized against the daily runs; `announces`:
-    the stage's success is what consumers are told of (the DAG's Asset event).
+    the stage's success is what consumers are told of (the DAG's Asset event). `scratch`: zones
+    in whose `_spill` folder (of the run's date) the stage may park pieces while it runs,
+    encrypted as the zone is, and removes them before it ends; never the zone's partitions.
     """
 
     name: str
@@ -124,6 +126,7 @@ class Stage:
     records_read: tuple[str, ...] = ()
     records_written: tuple[str, ...] = ()
     history: tuple[str, ...] = ()
+    scratch: tuple[str, ...] = ()
     source: str | None = None  # a TABLE stage's input zone
     sink: str | None = None  # a TABLE stage's output zone
     funnel: bool = False
@@ -214,6 +217,7 @@ _STAGES = (
           records_written=("ledger", "features"),
           history=("generalized", "features", "runs/validation", "runs/guardrails",
                    "runs/outcomes", "runs/ledger"),
+          scratch=("generalized",),  # a week regrouped by user (`steps.publishing`)
           gated=True, serial=True,
           does="user-level DP cohort features, charged to the privacy ledger once"),
     Stage("publish", "publish", Kind.TASK, reads=("features",), writes=("feature_store",),

@@ -122,3 +122,40 @@ def test_when_a_day_was_validated_before_guardrails_existed_then_a_week_still_re
         features(ctx, SUNDAY)
     wednesday.save(wednesday.load(GuardrailRecord).model_copy(update={"passed": True}))
     assert features(ctx, SUNDAY)
+
+
+def test_when_a_weeks_days_are_sharded_then_it_is_regrouped_by_user_and_bounded_as_one(
+        ctx: RunContext) -> None:
+    """A user's events on several days, in different shards each day: the week is regrouped
+    by user (scratch pieces under the stage's guard) and bounded as if read whole, and no piece
+    is left."""
+    from pipeline.stages import STAGES
+    from pipeline.transforms.features import bounded_shard
+
+    zone, frames = ctx.zone("generalized"), []
+    for i in range(7):  # 60 users every day, in 1 to 3 shards, cohorts changing by day
+        d, rows = SUNDAY - timedelta(days=6 - i), [(u, r) for u in range(60) for r in range(3)]
+        day = pl.DataFrame({
+            "user_pseudonym": [f"u{u}" for u, _ in rows],
+            "region": [("Texas", "Ohio")[(u + r + i) % 2] for u, r in rows],
+            "age_band": ["25-34"] * len(rows),
+            "device_type": [("mobile", "desktop", "tablet")[(u + i) % 3] for u, _ in rows],
+            "content_category": [("news", "sports", "music")[r] for _, r in rows],
+            "event_type": ["view"] * len(rows), "session_seconds": [30 + i] * len(rows)})
+        n = 1 + i % 3
+        shards = [day.filter(pl.col("user_pseudonym").hash(seed=i) % n == s) for s in range(n)]
+        ctx.storage.write_shards(zone, d, iter(shards), n)
+        mark_validated(ctx, d)
+        frames.append(day)
+    staged = ctx.for_stage(STAGES["features"])
+    features(staged, SUNDAY)
+
+    stats = ctx.records(SUNDAY).stats()["features"]
+    whole = bounded_shard(pl.concat(frames), ctx.cfg.features,
+                          age_bands=ctx.cfg.generalize.age_bands, user_col="user_pseudonym",
+                          release_date=str(SUNDAY))
+    assert (stats.rows_in, whole.rows_in) == (7 * 180, 7 * 180)
+    assert stats.details.users_counted == whole.users == 60
+    spill = ctx.storage.spill_dir(zone, SUNDAY)
+    assert not spill.exists()
+    assert ("generalized", "write") not in staged.touched["features"]

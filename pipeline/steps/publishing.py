@@ -13,7 +13,7 @@ import polars as pl
 from pipeline.core.context import RunContext
 from pipeline.core.details import FeaturesDetails
 from pipeline.core.errors import MissingInputError, ValidationFailedError
-from pipeline.core.fs import remove_tree
+from pipeline.core.fs import DataPath, remove_tree
 from pipeline.core.gates import require_guarded, require_validated
 from pipeline.core.layout import partition_name
 from pipeline.core.records import (
@@ -158,8 +158,8 @@ def _draw(ctx: RunContext, day: date, days: list[date], charge: Charge) -> Relea
     """Draw the release from the exact values of validated days (encrypted staging): DP
     protects the output, and the published table keeps only coarse ones. A day's shards hold
     disjoint users: each is bounded where it runs and only the bounded rows come back. A
-    week's days are split by user differently each day, so a weekly release bounds them
-    together, here."""
+    week's days are split by user differently each day, so a weekly release regroups them by
+    user first (`_week_bounded`)."""
     # Paused and withdrawn users, and reset users' earlier profile, leave every release from
     # the next run on, even one over days read before they decided (nothing is deleted here).
     stopped = stopped_pseudonyms(ctx, verified(ctx).table)
@@ -168,17 +168,74 @@ def _draw(ctx: RunContext, day: date, days: list[date], charge: Charge) -> Relea
         n = len(ctx.storage.parts(ctx.zone("generalized", "read"), day))
         parts = run_map(ctx, partial(_bound_shard, day, stopped), range(n),
                         rows=lambda p: p[0].rows_in)
+        bounded, left = [b for b, _ in parts], sum(n for _, n in parts)
     else:
-        zone = ctx.zone("generalized", "read")
-        week = pl.concat([ctx.storage.read(zone, d) for d in days])
-        parts = [_consenting_bounded(week, stopped, ctx, release_date=str(day))]
-    rel, stats = release_from_bounded([b for b, _ in parts], fcfg, age_bands=bands,
-                                      user_col=user, release_date=str(day))
+        bounded, left = _week_bounded(ctx, day, days, stopped)
+    rel, stats = release_from_bounded(bounded, fcfg, age_bands=bands, user_col=user,
+                                      release_date=str(day))
     stats.details = stats.details_of(FeaturesDetails).model_copy(
-        update={"rows_left_out_for_consent": sum(left for _, left in parts)})
+        update={"rows_left_out_for_consent": left})
     ctx.records(day).save_stats(stats)
     return Release.drawn(charge, delta=rel.delta, mechanism=rel.mechanism, library=rel.library,
                          payload=parquet_bytes(rel.table))
+
+
+def _week_bounded(ctx: RunContext, day: date, days: list[date], stopped: list[str]
+                  ) -> tuple[list[BoundedShard], int]:
+    """A week bounded by user without holding it: every shard of its days is split by a hash
+    of the user into as many buckets as the week has shards (one map), parked encrypted in the
+    release date's `_spill` folder of the generalized zone (the stage's `scratch`), and each
+    bucket, which then holds all of its users' week, is bounded where it runs (a second map).
+    About a shard is in memory at a time; the pieces are removed however the draw ends.
+    Returns the buckets' bounded rows and the rows left out for consent."""
+    zone = ctx.zone("generalized", "read")
+    pieces = [(d, i) for d in days for i in range(len(ctx.storage.parts(zone, d)))]
+    spill = ctx.storage.spill_dir(zone, day)
+    remove_tree(spill)  # a crashed draw's
+    try:
+        left = run_map(ctx, partial(_regroup_shard, day, stopped, len(pieces)), pieces)
+        buckets = run_map(ctx, partial(_bound_bucket, day), range(len(pieces)),
+                          rows=lambda b: 0 if b is None else b.rows_in)
+    finally:
+        remove_tree(spill)
+    return [b for b in buckets if b is not None], sum(left)
+
+
+def _regroup_shard(day: date, stopped: list[str], buckets: int, ctx: RunContext,
+                   piece: tuple[date, int]) -> int:
+    """Map 1 of `_week_bounded`: shard `i` of day `d`, without stopped users, split into
+    `buckets` pieces by user; returns how many rows left for consent."""
+    d, i = piece
+    zone, storage = ctx.zone("generalized", "read"), ctx.storage
+    shard = storage.read_part(zone, d, storage.parts(zone, d)[i])
+    kept = shard.filter(~pl.col(ctx.user_col).is_in(stopped)) if stopped else shard
+    # by the pseudonym's text, whatever the day stored it as (a user split over two buckets
+    # would be bounded twice)
+    user = pl.col(ctx.user_col).cast(pl.String)
+    bucket = (user.hash(seed=_REGROUP_SEED) % buckets).alias("_bucket")
+    for (b,), rows in kept.with_columns(bucket).partition_by("_bucket", as_dict=True).items():
+        storage.write_file(zone, day, _bucket_file(storage.spill_dir(zone, day), int(b), d, i),
+                           rows.drop("_bucket"))
+    return shard.height - kept.height
+
+
+def _bound_bucket(day: date, ctx: RunContext, bucket: int) -> BoundedShard | None:
+    """Map 2 of `_week_bounded`: one bucket's rows, from every day, bounded (None if no user
+    fell in it)."""
+    zone, storage = ctx.zone("generalized", "read"), ctx.storage
+    files = sorted(storage.spill_dir(zone, day).glob(f"b{bucket:05d}-*"))
+    if not files:
+        return None
+    rows = pl.concat([storage.read_part(zone, day, f) for f in files], how="vertical_relaxed")
+    return bounded_shard(rows, ctx.cfg.features, age_bands=ctx.cfg.generalize.age_bands,
+                         user_col=ctx.user_col, release_date=str(day))
+
+
+_REGROUP_SEED = 7  # any fixed seed: every worker must bucket a user alike
+
+
+def _bucket_file(spill: DataPath, bucket: int, d: date, i: int) -> DataPath:
+    return spill / f"b{bucket:05d}-{d:%Y%m%d}-s{i:05d}.parquet"
 
 
 def _bound_shard(day: date, stopped: list[str], ctx: RunContext, i: int
@@ -190,11 +247,11 @@ def _bound_shard(day: date, stopped: list[str], ctx: RunContext, i: int
 
 
 def _consenting_bounded(events: pl.DataFrame, stopped: list[str], ctx: RunContext, *,
-                        release_date: str | None = None) -> tuple[BoundedShard, int]:
+                        release_date: str) -> tuple[BoundedShard, int]:
     """`events` without stopped users, bounded; and how many rows left for consent."""
     kept = events.filter(~pl.col(ctx.user_col).is_in(stopped)) if stopped else events
     bounded = bounded_shard(kept, ctx.cfg.features, age_bands=ctx.cfg.generalize.age_bands,
-                            user_col=ctx.user_col, release_date=release_date or str(ctx.run_date))
+                            user_col=ctx.user_col, release_date=release_date)
     return bounded, events.height - kept.height
 
 
