@@ -32,10 +32,13 @@ class Zone:
     partitioned: bool = True
     retention: str | None = None  # raw | quarantine | staging | published
     local: bool = False
+    # Derived data that names nobody (`text_cache`): not staging, which erasure searches and
+    # subject access lists; an erasure that removed anyone clears it whole.
+    cache: bool = False
 
     def resolve(self, *, purpose: str, feature_set: str) -> Zone:
         return Zone(self.name, self.path.format(purpose=purpose, feature_set=feature_set),
-                    self.sensitive, self.partitioned, self.retention, self.local)
+                    self.sensitive, self.partitioned, self.retention, self.local, self.cache)
 
 
 # Everything a run writes is under its purpose (or its purpose's feature set): two purposes'
@@ -55,6 +58,9 @@ ZONES = {z.name: z for z in (
     Zone("pending", "pending/{purpose}", sensitive=True, retention="staging"),
     # the purpose's minimized table
     Zone("published", "published/{purpose}", retention="published"),
+    # scrubbed free texts by their MAC, across days (`pii.text_cache`)
+    Zone("text_cache", "cache/{purpose}/pii_texts", sensitive=True, retention="staging",
+         cache=True),
     # a Great Expectations project per date
     Zone("validation", "validation/{purpose}", local=True),
     Zone("ledger", "ledger", partitioned=False, local=True),  # the privacy ledger (or Postgres)
@@ -70,7 +76,7 @@ ZONES = {z.name: z for z in (
     Zone("reports", "reports/{purpose}"),
     Zone("runs", "runs/{purpose}"),  # each stage's typed record (`pipeline.core.records`)
 )}
-STAGING = tuple(z for z in ZONES.values() if z.sensitive)
+STAGING = tuple(z for z in ZONES.values() if z.sensitive and not z.cache)
 # Written by the landing side into `raw/events/date=D/` once the day's input is complete (as
 # Hadoop and Spark jobs do); a run waits for it, so a partial day is never processed.
 INPUT_MARKER = "_SUCCESS"
@@ -162,12 +168,12 @@ _STAGES = (
           reads=("erasure_requests", "raw_events", "raw_consent", "consent_log",
                  *STAGING_NAMES, "published"),
           writes=("raw_events", "raw_consent", "consent_log", *STAGING_NAMES, "published",
-                  "audit_log", "audit_heads"),
+                  "text_cache", "audit_log", "audit_heads"),
           records_written=("erasure",), maintenance=True,
           does="remove erased users everywhere, withdrawn users from what is published, and "
                "reset users' earlier profile"),
     Stage("retention", "retention", Kind.TASK, reads=(),
-          writes=("raw_events", "quarantine", *STAGING_NAMES, "published"),
+          writes=("raw_events", "quarantine", *STAGING_NAMES, "published", "text_cache"),
           records_written=("retention",), maintenance=True,
           does="delete partitions past their retention window"),
     Stage("ingest", "ingest", Kind.TASK, reads=("raw_events",),
@@ -185,7 +191,8 @@ _STAGES = (
           history=("runs/guardrails", "runs/validation"),
           does="the day's rows, users and quarantine share look like a normal day's, "
                "before anything is charged or published"),
-    Stage("detect_pii", "detect_pii", Kind.TABLE, reads=("consented",), writes=("scrubbed",),
+    Stage("detect_pii", "detect_pii", Kind.TABLE, reads=("consented",),
+          writes=("scrubbed", "text_cache"), history=("text_cache",),  # earlier days' texts
           records_written=("detect_pii",), source="consented", sink="scrubbed",
           funnel=True, keyed=True,
           does="drop direct identifiers, check untagged columns, tokenize PII in free text"),

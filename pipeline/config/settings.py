@@ -117,6 +117,10 @@ class PiiConfig(Model):
     undeclared_columns: Literal["fail", "drop", "pseudonymize"] = "drop"
     column_scan_sample: Annotated[int, Field(gt=0)] = 1000
     column_scan_min_share: Annotated[float, Field(gt=0, le=1)] = 0.05
+    # Keep scrubbed free texts across days, per key epoch, so a text that recurs from day to
+    # day is analysed once (`pipeline.transforms.pii.text_cache`): encrypted, kept as long as
+    # staging, cleared whole by an erasure that removed anyone.
+    text_cache: bool = False
 
     @field_validator("phone_regions")
     @classmethod

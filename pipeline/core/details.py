@@ -100,6 +100,10 @@ class PiiDetails(Details):
     column_scan: ColumnScan | None = None  # decided once for the day (the first shard)
     pii_found_by_column: Annotated[dict[str, dict[str, int]], SUM] = {}
     token_key_id: str | None = None  # set by the stage, once
+    # distinct free texts run through the detector, and those scrubbed on an earlier day
+    # (`pii.text_cache`) taken from there instead
+    texts_analysed: Annotated[int, SUM] = 0
+    texts_from_earlier_days: Annotated[int, SUM] = 0
 
 
 class PseudonymizeDetails(Details):

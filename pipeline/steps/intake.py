@@ -118,6 +118,10 @@ def erase(ctx: RunContext, day: date) -> str:
                                        sensitive=spec.sensitive_attribute),
                         key_ids=key_ids)
     removed = sum(int(n) for n in result.removed.values())
+    cache = ctx.area("text_cache", "write")
+    if removed and cache.exists():  # it names nobody, so it cannot be searched: cleared
+        result.add_removed("text cache", sum(1 for p in cache.rglob("*") if p.is_file()))
+        remove_tree(cache)
     if removed:  # standing requests are re-applied every day: logged when they removed rows
         ctx.audit("erase", detail={"requests": result.requests, "rows_removed": removed,
                                    "withdrawn_users": result.withdrawn_users,

@@ -5,6 +5,8 @@ zone and the stats to the run's records (`pipeline.run`). Thin adapters to `pipe
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import date
@@ -15,6 +17,7 @@ import polars as pl
 from pipeline.config import PurposeSpec
 from pipeline.core.context import RunContext
 from pipeline.core.details import ColumnFinding, ConsentDetails, PiiDetails
+from pipeline.core.fs import remove_tree
 from pipeline.core.keys import MasterKey
 from pipeline.core.records import StageStats
 from pipeline.core.shardwork import ShardFn, ShardWork, run_map
@@ -26,12 +29,14 @@ from pipeline.transforms.generalize.coarsen import Generalizer
 from pipeline.transforms.minimize import aggregate, allowlisted, apply_allowlist, group_counts
 from pipeline.transforms.pii.columns import scan_columns
 from pipeline.transforms.pii.scrub import (
+    TEXT_CACHE_ENTRIES,
     WORKERS_FROM_TEXTS,
     TextScrubber,
     distinct_texts,
     fast_analyzer,
     scrub_pii,
 )
+from pipeline.transforms.pii.text_cache import EarlierTexts
 from pipeline.transforms.profile import (
     epoch_of,
     history_of,
@@ -71,18 +76,22 @@ def detect_pii(ctx: RunContext, day: date, shards: Shards) -> ShardWork:
     judged as it is scrubbed, and is read only once."""
     schema, pii = ctx.cfg.event_schema, ctx.cfg.pii
     findings = None
+    if pii.text_cache:  # a rerun keeps what it analyses anew
+        remove_tree(ctx.storage.partition_dir(ctx.zone("text_cache", "write"), day))
     if len(shards) > 1:
         with fast_analyzer(pii) as analyzer:
             findings = scan_columns(next(iter(shards)), schema, analyzer, pii,
                                     ctx.cfg.purpose_spec.closed_columns)
-    return ShardWork(open=partial(_scrubbing, findings),
+    return ShardWork(open=partial(_scrubbing, findings, day),
                      finish=partial(_with_token_key, ctx.key.key_id))
 
 
 @contextmanager
-def _scrubbing(findings: list[ColumnFinding] | None, ctx: RunContext) -> Iterator[ShardFn]:
+def _scrubbing(findings: list[ColumnFinding] | None, day: date, ctx: RunContext
+               ) -> Iterator[ShardFn]:
     """One scrubber (model, and worker processes if this process may start them and its first
-    shard has enough distinct texts to be worth them) for the shards run here."""
+    shard has enough distinct texts to be worth them) for the shards run here; with
+    `pii.text_cache`, given earlier days' texts, and what it analysed kept after."""
     cfg, key, purpose = ctx.cfg, ctx.key, ctx.cfg.purpose
     with ExitStack() as stack:
         scrubbers: list[TextScrubber] = []
@@ -90,14 +99,44 @@ def _scrubbing(findings: list[ColumnFinding] | None, ctx: RunContext) -> Iterato
         def each(events: pl.DataFrame) -> tuple[pl.DataFrame, StageStats]:
             if not scrubbers:
                 workers = distinct_texts(events, cfg.event_schema) >= WORKERS_FROM_TEXTS
+                earlier = earlier_texts(ctx, day) if cfg.pii.text_cache else None
                 scrubbers.append(stack.enter_context(TextScrubber(
-                    cfg.pii, key.token_key(purpose), with_workers=workers and ctx.own_workers)))
+                    cfg.pii, key.token_key(purpose), with_workers=workers and ctx.own_workers,
+                    earlier=earlier)))
             result = scrub_pii(events, cfg.event_schema, scrubbers[0],
                                pseudonym_key=key.pseudonym_key(purpose),
                                closed=cfg.purpose_spec.closed_columns, findings=findings)
             return result.table, result.stats
 
         yield each
+        if scrubbers and scrubbers[0].fresh:  # only once every shard here succeeded
+            keep_texts(ctx, day, scrubbers[0].fresh.table())
+
+
+def earlier_texts(ctx: RunContext, day: date) -> EarlierTexts:
+    """The text cache's entries of this key epoch from days before `day`, newest first, up
+    to `TEXT_CACHE_ENTRIES`."""
+    zone, storage, tables, held = ctx.zone("text_cache", "read"), ctx.storage, [], 0
+    for d in sorted((d for d in storage.dates(zone) if d < day), reverse=True):
+        for path in sorted(storage.partition_dir(zone, d).glob(f"{_epoch(ctx)}-*")):
+            if held >= TEXT_CACHE_ENTRIES:
+                break
+            tables.append(storage.read_part(zone, d, path))
+            held += tables[-1].height
+    return EarlierTexts(ctx.key.token_key(ctx.cfg.purpose), tables)
+
+
+def keep_texts(ctx: RunContext, day: date, table: pl.DataFrame) -> None:
+    """Texts a scrubber analysed on `day`, a file of their own (each process's scrubber writes
+    one; encrypted as the zone is)."""
+    zone = ctx.zone("text_cache", "write")
+    name = f"{_epoch(ctx)}-{uuid.uuid4().hex}.parquet.enc"
+    ctx.storage.write_file(zone, day, ctx.storage.partition_dir(zone, day) / name, table)
+
+
+def _epoch(ctx: RunContext) -> str:
+    """The key epoch a cache file belongs to, as a file name's safe first part."""
+    return "texts-" + re.sub(r"[^A-Za-z0-9_.]", "_", ctx.key.key_id)
 
 
 def _with_token_key(key_id: str, parts: list[StageStats]) -> StageStats:

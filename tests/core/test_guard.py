@@ -57,6 +57,7 @@ CONDITIONAL = {
        "guardrails existed" for s in ("validate", "features", "publish", "monitor")},
     ("features", "runs/features"): "written only when a release is drawn, not reused",
     ("features", "generalized"): "read only when a release is drawn, not reused",
+    ("detect_pii", "text_cache"): "only with pii.text_cache on",
 }
 
 

@@ -137,3 +137,31 @@ def test_when_a_text_recurs_in_a_later_shard_then_it_is_analysed_once_with_the_s
     again, found_again = scrubber.scrub(["running shoes", *texts])
     assert scrubber.reused - before == 4  # every text was done already
     assert again == [first[1], *first] and found_again == [found[1], *found]
+
+
+def test_when_texts_were_scrubbed_on_an_earlier_day_then_only_new_ones_are_analysed(
+        scrubber: TextScrubber) -> None:
+    """The cross-day cache (`pii.text_cache`): day 2's scrubber is given what day 1 analysed
+    and runs only the new texts through the detector, with the same results; a scrubber under
+    another token key (a new key epoch) finds nothing in it. The cache holds MACs, not texts."""
+    from pipeline.transforms.pii.text_cache import EarlierTexts
+
+    cfg = load_config(ROOT / "config" / "pipeline.yaml").pii
+    day1 = ["Please contact me at ann.lee@example.org", "running shoes",
+            "Hi, this is Jennifer Walsh. I can't log in."]
+    with TextScrubber(cfg, TOKEN_KEY, earlier=EarlierTexts(TOKEN_KEY)) as first:
+        out1, found1 = first.scrub(day1)
+        kept = first.fresh.table()
+    assert kept.height == 3 and not any(
+        t.encode() in b for t in day1 for b in kept["mac"].to_list())
+    day2 = ["call 0161 496 0000", *day1]
+    with TextScrubber(cfg, TOKEN_KEY, earlier=EarlierTexts(TOKEN_KEY, [kept])) as second:
+        out2, found2 = second.scrub(day2)
+        assert (second.analysed, second.from_earlier) == (1, 3)
+        assert second.fresh.table().height == 1  # only what it analysed is kept anew
+    assert out2[1:] == out1 and found2[1:] == found1
+    assert out2[0] == scrubber.scrub(["call 0161 496 0000"])[0][0]
+    other = b"another-token-key-not-a-secret00"
+    with TextScrubber(cfg, other, earlier=EarlierTexts(other, [kept])) as rotated:
+        rotated.scrub(day1)
+        assert (rotated.analysed, rotated.from_earlier) == (3, 0)

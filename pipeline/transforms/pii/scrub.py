@@ -23,6 +23,7 @@ from pipeline.core.details import ColumnFinding, ColumnScan, PiiDetails
 from pipeline.core.records import StageStats
 from pipeline.transforms.pii.columns import apply_policy, columns_to_check, scan_columns
 from pipeline.transforms.pii.detect import FastAnalyzer, PiiSpan, WorkerPool
+from pipeline.transforms.pii.text_cache import EarlierTexts, FreshTexts
 from pipeline.transforms.pii.tokens import replace_spans, resolve_overlaps
 
 
@@ -64,7 +65,11 @@ class TextScrubber:
     typed token (`tokens`); built once per run from config and the token key."""
 
     def __init__(self, cfg: PiiConfig, token_key: bytes, *, with_workers: bool = False,
-                 cache_entries: int = TEXT_CACHE_ENTRIES) -> None:
+                 cache_entries: int = TEXT_CACHE_ENTRIES,
+                 earlier: EarlierTexts | None = None) -> None:
+        """`earlier`: what earlier days scrubbed under this token key (`text_cache`); a text
+        found there is not analysed again, and what this scrubber analyses is kept for the
+        days after (`fresh`)."""
         self.analyzer = fast_analyzer(cfg, with_workers=with_workers)
         self._key = token_key
         # Texts already scrubbed by this scrubber (every shard of a day run here): a text
@@ -72,7 +77,9 @@ class TextScrubber:
         # Bounded; kept in memory only, for the scrubber's life.
         self._done: dict[str, tuple[str, Counter[str]]] = {}
         self._cache_entries = cache_entries
-        self.reused = 0
+        self._earlier = earlier
+        self.fresh = FreshTexts(token_key, cache_entries) if earlier is not None else None
+        self.reused = self.analysed = self.from_earlier = 0
 
     def __enter__(self) -> TextScrubber:
         return self
@@ -96,9 +103,16 @@ class TextScrubber:
         """
         new = [t for t in texts if t not in self._done]
         self.reused += len(texts) - len(new)
+        earlier = self._earlier.lookup(new) if self._earlier is not None and new else {}
+        self.from_earlier += len(earlier)
+        new = [t for t in new if t not in earlier] if earlier else new
+        self.analysed += len(new)
         fresh = {text: (scrubbed, Counter(s.entity_type for s in spans))
                  for text, (scrubbed, spans) in zip(new, self.scrub_with_spans(new),
                                                     strict=True)}
+        if self.fresh is not None:
+            self.fresh.add(fresh)
+        fresh.update(earlier)
         out = [fresh[t] if t in fresh else self._done[t] for t in texts]
         room = self._cache_entries - len(self._done)
         if room > 0:
@@ -118,6 +132,7 @@ def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber
         findings = scan_columns(table, schema, scrubber.analyzer, scrubber.analyzer.cfg, closed)
     table = apply_policy(table, findings, pseudonym_key=pseudonym_key)
     found_by_column: dict[str, dict[str, int]] = {}
+    analysed, from_earlier = scrubber.analysed, scrubber.from_earlier
     for column in schema.with_handling("scan"):
         counts = table.group_by(column).len().drop_nulls(column)
         uniques = counts[column].to_list()
@@ -139,5 +154,6 @@ def scrub_pii(events: pl.DataFrame, schema: RecordSchema, scrubber: TextScrubber
         dropped_columns=drop, pii_found=dict(sorted(total.items())),
         column_scan=ColumnScan(checked=columns_to_check(events.drop(drop), schema),
                                flagged=findings),
-        pii_found_by_column=found_by_column))
+        pii_found_by_column=found_by_column, texts_analysed=scrubber.analysed - analysed,
+        texts_from_earlier_days=scrubber.from_earlier - from_earlier))
     return ScrubResult(table, stats.check_balanced(), findings)
