@@ -17,7 +17,12 @@ flat from 1M to 10M (within 20%), every size published.
 reports it as not published. With `--json`, the last line is
 `{"1M": {"wall_s", "peak_rss_mb", "published", ...}, "10M": {...}, "distributed_equal": true}`.
 
-`--sizes 30M` (optional, not in CI) runs a 30M-event day too.
+`--sizes 30M` (optional, not in CI) runs a 30M-event day too; `--sizes 3M` is the day the
+erasure target is set on.
+
+Erasure: after each size's run, one person is erased from that day (the `erase` stage alone:
+its raw file and every zone, a sharded day shard by shard); `"erase_one"` holds its wall time
+and peak RSS (target, issue 30: <= 1.5 GB on a sharded 3M-event day).
 
 Distributed: the first size's day is run again, from the same raw file and key, with
 `scale.engine: dask` (a 2-worker cluster on this machine, started by the run) in shards of
@@ -54,7 +59,8 @@ from pipeline.stages import DAILY
 ROOT = Path(__file__).resolve().parents[1]
 DAY = "2026-11-01"
 EVENTS_PER_USER = 9.7  # the generator's mean events per user and day (measured)
-SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000,  # 100k: a quick check
+SIZES = {"100k": 100_000, "1M": 1_000_000, "3M": 3_000_000,  # 100k: a quick check
+         "10M": 10_000_000,
          "30M": 30_000_000}  # 30M: optional, ~16 GB of disk and ~1 h; not in CI
 # The stages whose work grows with the events of the day: each must run (almost) all of it on
 # the workers. The others are not in `driver_share`: erasure and the consent log's import (per
@@ -201,6 +207,32 @@ def run_size(label: str, events: int, work: Path, limit_mb: float, key: str, *,
     return result
 
 
+def erase_one(work: Path, limit_mb: float, key: str) -> dict[str, object]:
+    """Erase one person from the day the run left in `work` (its raw file and every zone, a
+    sharded day's shard by shard): the erase stage alone, its wall time and peak RSS."""
+    raw = work / "data" / "raw" / "events" / f"date={DAY}" / "events.jsonl"
+    with raw.open("rb") as fh:
+        account = next(e["account_id"] for line in fh
+                       if isinstance(e := _loads(line), dict) and e.get("account_id"))
+    requests = work / "data" / "raw" / "erasure" / "requests.jsonl"
+    requests.parent.mkdir(parents=True, exist_ok=True)
+    requests.write_text(json.dumps({"account_id": account}) + "\n")
+    code, wall_s, samples = _watch(_cli(work / "pipeline.yaml", "stage", "erase", "--date", DAY),
+                                   {**os.environ, "BENCH_SCALE_KEY": key}, limit_mb)
+    record = json.loads((work / "data" / "runs" / "personalization" / f"date={DAY}" /
+                         "erasure.json").read_text()) if code == 0 else {}
+    return {"wall_s": round(wall_s, 1), "ok": code == 0,
+            "peak_rss_mb": round(max((r for _, r in samples), default=0)),
+            "partitions_rewritten": record.get("partitions_rewritten")}
+
+
+def _loads(line: bytes) -> object:
+    try:
+        return json.loads(line)
+    except ValueError:  # the generator writes some malformed lines
+        return None
+
+
 def _published(work: Path) -> tuple[pl.DataFrame, int]:
     """The day's published rows (sorted) and the k its generalization achieved."""
     data = work / "data"
@@ -295,6 +327,12 @@ def main() -> None:
                       f"({distributed['wall_s'] / r['wall_s']:.2f}x the embedded run), peak "
                       f"{distributed['peak_rss_mb']:,} MB; same published rows and k as "
                       f"embedded: {distributed.get('equal', False)}")
+            if r["published"]:  # after the Dask run, which copies the raw file as it was
+                r["erase_one"] = erase_one(Path(tmp) / label, limit, key)
+                e = r["erase_one"]
+                print(f"\n{label}: erasing one person (the erase stage alone): {e['wall_s']} s, "
+                      f"peak {e['peak_rss_mb']:,} MB, partitions rewritten "
+                      f"{e['partitions_rewritten']}{'' if e['ok'] else '; FAILED'}")
     sized = [results[lb] for lb in labels if results[lb]["published"]]  # type: ignore[index]
     if len(sized) >= 2:
         costs = [r["us_per_event"] for r in sized]
