@@ -8,7 +8,7 @@ placeholders and `{blob}` for a binary column, and the backend translates it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,6 +89,16 @@ def transaction(db: Backend) -> Iterator[Any]:
 
 def execute(db: Backend, con: Any, statement: str, params: Sequence[object] = ()) -> Any:
     return con.execute(db.sql(statement), tuple(params))
+
+
+def execute_many(db: Backend, con: Any, statement: str,
+                 rows: Iterable[Sequence[object]]) -> None:
+    """`statement` once per row, in one call (one round trip per batch on Postgres)."""
+    cur = con.cursor()
+    try:
+        cur.executemany(db.sql(statement), [tuple(r) for r in rows])
+    finally:
+        cur.close()
 
 
 def query(db: Backend, statement: str, params: Sequence[object] = ()) -> list[tuple]:

@@ -33,10 +33,11 @@ import hashlib
 import hmac
 import json
 import pickle
+import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -48,7 +49,15 @@ from pipeline.config import BudgetConfig, IngestConfig
 from pipeline.core.errors import ConsentLogIntegrityError, KeyUnavailableError
 from pipeline.core.fs import DataPath
 from pipeline.core.keys import KeyRing
-from pipeline.ledger.backends import Backend, Postgres, Sqlite, execute, query, transaction
+from pipeline.ledger.backends import (
+    Backend,
+    Postgres,
+    Sqlite,
+    execute,
+    execute_many,
+    query,
+    transaction,
+)
 from pipeline.ledger.store import Sealer, ledger_dsn, ledger_sealer
 from pipeline.transforms.erasure import holds_any
 from pipeline.transforms.ingest import BOM, ERASED_LINE, line_chunks, open_raw
@@ -122,11 +131,19 @@ class RecordCipher:
     key_id: str
     key: bytes
     read_key: Callable[[str], bytes] | None = None
+    # one cipher object per key, for this cipher's life (a log's rows are opened by the
+    # hundred thousand, under one or two keys)
+    _aeads: dict[bytes, AESGCM] = field(default_factory=dict, repr=False, compare=False)
+
+    def _aead(self, key: bytes) -> AESGCM:
+        if key not in self._aeads:
+            self._aeads[key] = AESGCM(key)
+        return self._aeads[key]
 
     def seal(self, record: bytes, seq: int) -> bytes:
         nonce, kid = secrets.token_bytes(12), self.key_id.encode()
         return (_SEALED + bytes([len(kid)]) + kid + nonce
-                + AESGCM(self.key).encrypt(nonce, record, _aad(seq)))
+                + self._aead(self.key).encrypt(nonce, record, _aad(seq)))
 
     def open(self, blob: bytes, seq: int) -> tuple[bytes, str]:
         """(the record, the key id it was sealed under)."""
@@ -145,7 +162,7 @@ class RecordCipher:
                              "hold (put a rotated-out key back as retired)")
         nonce = blob[start + n:start + n + 12]
         try:
-            return AESGCM(key).decrypt(nonce, blob[start + n + 12:], _aad(seq)), kid
+            return self._aead(key).decrypt(nonce, blob[start + n + 12:], _aad(seq)), kid
         except InvalidTag:
             raise ValueError(f"cannot be decrypted under key id {kid!r}: that key id now names "
                              "another key, or the row was moved or altered") from None
@@ -373,8 +390,7 @@ class ConsentLog:
                     f"{landing}: line {seen + 1}: the consent log holds records imported from "
                     f"lines {seen + 1} to {log.last_line}, which the file no longer has "
                     "(truncated, or lines removed); nothing was run. Restore the landing file.")
-            for row in new:
-                self._insert(con, row)
+            self._insert(con, *new)
             by_seq = {r.seq: r for r in rows}
             for seq in self._stale:  # written under a rotated-out key: under the active one
                 execute(self._db, con, f"UPDATE {TABLE} SET record = ? WHERE seq = ?",
@@ -415,12 +431,12 @@ class ConsentLog:
             f"{landing}: line {number}: {what}; nothing was run. Consent records are "
             f"append-only: restore the landing file, and record a change of mind as a new line.")
 
-    def _insert(self, con: Any, row: _Row) -> None:
-        execute(self._db, con, f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES "
-                f"({', '.join('?' for _ in _COLUMNS)})",
-                [row.seq, row.line, row.kind, self._sealed(row.record, row.seq), row.nonce,
-                 row.line_mac,
-                 row.imported_at, row.mac_key_id, row.prev_mac, row.mac])
+    def _insert(self, con: Any, *rows: _Row) -> None:
+        execute_many(self._db, con, f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES "
+                     f"({', '.join('?' for _ in _COLUMNS)})",
+                     ([row.seq, row.line, row.kind, self._sealed(row.record, row.seq), row.nonce,
+                       row.line_mac, row.imported_at, row.mac_key_id, row.prev_mac, row.mac]
+                      for row in rows))
 
     # erasing -------------------------------------------------------------------------------
 
@@ -454,15 +470,30 @@ class ConsentLog:
 
 
 def _line_mac(key: bytes, nonce: bytes, body: Iterable[bytes]) -> str:
-    mac = hmac.new(key, b"consent-line\x00" + nonce, hashlib.sha256)
-    for chunk in body:
-        mac.update(chunk)
-    return mac.hexdigest()
+    # one-shot HMAC (OpenSSL's, in C): the log checks every row's on every read
+    return hmac.digest(key, b"consent-line\x00" + nonce + b"".join(body), "sha256").hex()
 
 
 def _row_mac(key: bytes, row: _Row, prev: str) -> str:
+    return hmac.digest(key, _row_fields(row, prev), "sha256").hex()
+
+
+def _row_fields(row: _Row, prev: str) -> bytes:
+    """What a row's MAC covers: the JSON list `["consent-log", seq, line, kind, line_mac,
+    imported_at, prev]` as `json.dumps` writes it. Written directly when every string is
+    printable ASCII without quotes or backslashes (what the log writes: `json.dumps` would
+    write them as they are), else by `json.dumps` itself; the bytes are the same."""
+    texts = (row.kind, row.line_mac, row.imported_at, prev)
+    if all(type(t) is str for t in texts) and _PLAIN.fullmatch("".join(texts)) \
+            and type(row.seq) is int and (row.line is None or type(row.line) is int):
+        line = "null" if row.line is None else row.line
+        return (f'["consent-log", {row.seq}, {line}, "{row.kind}", "{row.line_mac}", '
+                f'"{row.imported_at}", "{prev}"]').encode()
     fields = ["consent-log", row.seq, row.line, row.kind, row.line_mac, row.imported_at, prev]
-    return hmac.new(key, json.dumps(fields).encode(), hashlib.sha256).hexdigest()
+    return json.dumps(fields).encode()
+
+
+_PLAIN = re.compile(r'[ !#-\[\]-~]*')  # printable ASCII but `"` and `\`: JSON writes it as is
 
 
 def _with_mac(row: _Row, key: bytes, prev: str) -> _Row:

@@ -201,3 +201,24 @@ def test_when_the_staging_key_rotates_then_records_are_re_encrypted_and_stay_rea
     # re-encrypted under the new key by that import: the old one is no longer needed
     records = ConsentLog(Sqlite(tmp_path / FILE), sealer, new).verify().records
     assert [r for _, r in records] == [_line(a).encode() for a in ACCOUNTS]
+
+
+@pytest.mark.parametrize("row", [
+    (1, 7, "record", "ab" * 32, "2026-11-01T00:00:00+00:00", ""),
+    (2, None, "erasure", "cd" * 32, "2026-11-01T00:00:00+00:00", "ef" * 32),
+    (3, 9, "too_long", 'a"b\\c', "2026-11-01T00:00:00+00:00", "x"),  # tampered: escapes
+    (4, 10, "record", "é\u2028", "\x00\n", "p"),  # non-ASCII and control characters
+    (5, True, "record", "ab", "t", "p"),  # a bool where a number belongs
+])
+def test_a_rows_mac_covers_exactly_the_json_it_always_covered(row: tuple) -> None:
+    """The MAC's input is written directly for speed; it must be byte for byte what
+    `json.dumps` gave when the log's rows were sealed, or stored logs stop verifying."""
+    import hashlib
+    import hmac
+
+    from pipeline.ledger.consent_log import _Row, _row_mac
+
+    seq, line, kind, line_mac, imported_at, prev = row
+    r = _Row(seq, line, kind, None, None, line_mac, imported_at, "k", "", "")
+    was = json.dumps(["consent-log", seq, line, kind, line_mac, imported_at, prev]).encode()
+    assert _row_mac(b"k" * 32, r, prev) == hmac.new(b"k" * 32, was, hashlib.sha256).hexdigest()
