@@ -198,7 +198,13 @@ def _week_bounded(ctx: RunContext, day: date, days: list[date], stopped: list[st
                           rows=lambda b: 0 if b is None else b.rows_in)
     finally:
         remove_tree(spill)
-    return [b for b in buckets if b is not None], sum(left)
+    found = [b for b in buckets if b is not None]
+    if not found:  # nobody left (all stopped): the week's columns, without rows
+        d, i = pieces[0]
+        empty = ctx.storage.read_part(zone, d, ctx.storage.parts(zone, d)[i]).clear()
+        found = [bounded_shard(empty, ctx.cfg.features, age_bands=ctx.cfg.generalize.age_bands,
+                               user_col=ctx.user_col, release_date=str(day))]
+    return found, sum(left)
 
 
 def _regroup_shard(day: date, stopped: list[str], buckets: int, ctx: RunContext,
