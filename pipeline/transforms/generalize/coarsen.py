@@ -221,6 +221,9 @@ def locate(table: pl.DataFrame, cfg: GeneralizeConfig, *, common_models: list[st
                                how="horizontal"), list(hierarchies(cfg).values()))
 
 
+_PLAN_SEED = 11  # any fixed seed: every shard's plan rows must hash a user alike
+
+
 class Generalizer:
     """Generalization over a day in shards, exact as if the day were one table.
 
@@ -272,14 +275,17 @@ class Generalizer:
         `use_devices`): small, and all the plan needs of the shard."""
         keep = list(dict.fromkeys([self.user_col, *self.on, *self.qis,
                                    *([self.sensitive] if self.sensitive else [])]))
-        return locate(table, self.cfg, common_models=self.common).select(keep).unique()
+        # The plan only counts users, so the user is a 64-bit hash of the pseudonym: 8 bytes
+        # a row where the pseudonym is 64 characters (at 10M events the plan rows of every
+        # shard meet in one process). Two users sharing a hash (about 1 in 10^7 on a day of
+        # a million users) would count as one: more generalization, never less.
+        return (locate(table, self.cfg, common_models=self.common).select(keep)
+                .with_columns(pl.col(self.user_col).cast(pl.String).hash(seed=_PLAN_SEED))
+                .unique())
 
     def plan_from(self, parts: list[pl.DataFrame]) -> None:
         """Enforce k (and ℓ) once over every shard's `plan_rows`."""
-        # The user as a categorical (exact: one code per distinct pseudonym), so the plan rows
-        # of a large day hold 4 bytes per row for it, not a 64-character string.
-        rows = pl.concat([p.with_columns(pl.col(self.user_col).cast(pl.Categorical))
-                          for p in parts]).unique()
+        rows = pl.concat(parts).unique()  # the user as `plan_rows` hashed it
         kept, self.suppression = enforce(rows, self.qis, self.user_col, self.k,
                                          hierarchies=self.ordered, l=self.l,
                                          sensitive=self.sensitive)
