@@ -24,20 +24,6 @@ TEST_KEY_TEXT = f"test-key-1:{base64.b64encode(TEST_SECRET).decode()}"
 PG = "postgresql://postgres@127.0.0.1:5432/test"  # this machine's PostgreSQL, trust auth
 
 
-# Files whose tests take minutes (a real Airflow scheduler and a standalone Airflow, runs killed
-# at every stage, a thousand access requests, three runs racing for a date, the raw-identifier
-# scan): collected first, so `tasks.py test`'s processes start on them together instead of one
-# finishing them alone at the end. Every other test keeps its order.
-LONGEST_FIRST = ("dags/test_scheduler.py", "dags/test_standalone.py", "attacks/test_kill.py",
-                 "subjects/test_subject_access.py", "test_stages.py",
-                 "integration/test_end_to_end.py", "integration/test_distributed_run.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {f"tests/{name}": i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
-
-
 def postgres_up() -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
