@@ -292,10 +292,8 @@ class ConsentLog:
             log = self._verified(rows, expect)
             _SEEN[self._slot] = _Seen(self._raw_digest, log.head, log.last_line, log.erased)
             return log
-        records = tuple((r.line, r.record if r.kind == RECORD else None) for r in rows
-                        if r.kind != ERASURE and not r.erased and r.line is not None)
-        return self._held(VerifiedLog(seen.head, records, seen.last_line, seen.erased), rows,
-                          expect)
+        return self._held(VerifiedLog(seen.head, _records(rows), seen.last_line, seen.erased),
+                          rows, expect)
 
     def _held(self, log: VerifiedLog, rows: Sequence[_Row], expect: LogHead | None
               ) -> VerifiedLog:
@@ -309,7 +307,6 @@ class ConsentLog:
 
     def _verified(self, rows: Sequence[_Row], expect: LogHead | None = None) -> VerifiedLog:
         prev, last_line, named, emptied = "", 0, set(), []
-        records: list[tuple[int, bytes | None]] = []
         for i, row in enumerate(rows, start=1):
             where = f"line {row.line}" if row.line is not None else f"erasure entry {i}"
             if row.seq != i or row.prev_mac != prev:
@@ -335,15 +332,13 @@ class ConsentLog:
                 elif row.kind == RECORD and (row.record is None or not hmac.compare_digest(
                         row.line_mac, _line_mac(key, row.nonce or b"", [row.record]))):
                     self._tampered(f"the record imported from line {row.line} was altered")
-                else:
-                    records.append((row.line, row.record if row.kind == RECORD else None))
             prev = row.mac
         unnamed = [n for n in emptied if n not in named]
         if unnamed:
             self._tampered(f"the record imported from line {unnamed[0]} was emptied outside "
                            "an erasure")
         head = LogHead(rows[-1].seq, rows[-1].mac) if rows else None
-        return self._held(VerifiedLog(head, tuple(records), last_line, len(emptied)), rows,
+        return self._held(VerifiedLog(head, _records(rows), last_line, len(emptied)), rows,
                           expect)
 
     def _tampered(self, what: str) -> NoReturn:
@@ -467,6 +462,13 @@ class ConsentLog:
         if isinstance(self._db, Sqlite):
             self._db.forget()
         return len(hit)
+
+
+def _records(rows: Sequence[_Row]) -> tuple[tuple[int, bytes | None], ...]:
+    """The records rows hold once checked (see `VerifiedLog.records`): every landing line's
+    row not emptied by an erasure, with the line as received (None for a line too long)."""
+    return tuple((r.line, r.record if r.kind == RECORD else None) for r in rows
+                 if r.kind != ERASURE and not r.erased and r.line is not None)
 
 
 def _line_mac(key: bytes, nonce: bytes, body: Iterable[bytes]) -> str:
