@@ -201,9 +201,8 @@ def _week_bounded(ctx: RunContext, day: date, days: list[date], stopped: list[st
     found = [b for b in buckets if b is not None]
     if not found:  # nobody left (all stopped): the week's columns, without rows
         d, i = pieces[0]
-        empty = ctx.storage.read_part(zone, d, ctx.storage.parts(zone, d)[i]).clear()
-        found = [bounded_shard(empty, ctx.cfg.features, age_bands=ctx.cfg.generalize.age_bands,
-                               user_col=ctx.user_col, release_date=str(day))]
+        found = [_bounded(ctx, ctx.storage.read_part(zone, d, ctx.storage.parts(zone, d)[i])
+                          .clear(), day)]
     return found, sum(left)
 
 
@@ -214,7 +213,7 @@ def _regroup_shard(day: date, stopped: list[str], buckets: int, ctx: RunContext,
     d, i = piece
     zone, storage = ctx.zone("generalized", "read"), ctx.storage
     shard = storage.read_part(zone, d, storage.parts(zone, d)[i])
-    kept = shard.filter(~pl.col(ctx.user_col).is_in(stopped)) if stopped else shard
+    kept = _without(shard, stopped, ctx)
     # by the pseudonym's text, whatever the day stored it as (a user split over two buckets
     # would be bounded twice)
     user = pl.col(ctx.user_col).cast(pl.String)
@@ -232,9 +231,8 @@ def _bound_bucket(day: date, ctx: RunContext, bucket: int) -> BoundedShard | Non
     files = sorted(storage.spill_dir(zone, day).glob(f"b{bucket:05d}-*"))
     if not files:
         return None
-    rows = pl.concat([storage.read_part(zone, day, f) for f in files], how="vertical_relaxed")
-    return bounded_shard(rows, ctx.cfg.features, age_bands=ctx.cfg.generalize.age_bands,
-                         user_col=ctx.user_col, release_date=str(day))
+    return _bounded(ctx, pl.concat([storage.read_part(zone, day, f) for f in files],
+                                   how="vertical_relaxed"), day)
 
 
 _REGROUP_SEED = 7  # any fixed seed: every worker must bucket a user alike
@@ -249,16 +247,19 @@ def _bound_shard(day: date, stopped: list[str], ctx: RunContext, i: int
     """Shard `i` of the day's generalized partition, bounded where it runs."""
     zone = ctx.zone("generalized", "read")
     shard = ctx.storage.read_part(zone, day, ctx.storage.parts(zone, day)[i])
-    return _consenting_bounded(shard, stopped, ctx, release_date=str(day))
+    kept = _without(shard, stopped, ctx)
+    return _bounded(ctx, kept, day), shard.height - kept.height
 
 
-def _consenting_bounded(events: pl.DataFrame, stopped: list[str], ctx: RunContext, *,
-                        release_date: str) -> tuple[BoundedShard, int]:
-    """`events` without stopped users, bounded; and how many rows left for consent."""
-    kept = events.filter(~pl.col(ctx.user_col).is_in(stopped)) if stopped else events
-    bounded = bounded_shard(kept, ctx.cfg.features, age_bands=ctx.cfg.generalize.age_bands,
-                            user_col=ctx.user_col, release_date=release_date)
-    return bounded, events.height - kept.height
+def _without(events: pl.DataFrame, stopped: list[str], ctx: RunContext) -> pl.DataFrame:
+    """`events` without the rows of users who paused, withdrew or reset since."""
+    return events.filter(~pl.col(ctx.user_col).is_in(stopped)) if stopped else events
+
+
+def _bounded(ctx: RunContext, events: pl.DataFrame, day: date) -> BoundedShard:
+    """`events` (users whole) bounded for the release of `day`."""
+    return bounded_shard(events, ctx.cfg.features, age_bands=ctx.cfg.generalize.age_bands,
+                         user_col=ctx.user_col, release_date=str(day))
 
 
 def publish(ctx: RunContext, day: date) -> str:
