@@ -117,12 +117,13 @@ def earlier_texts(ctx: RunContext, day: date) -> EarlierTexts:
     """The text cache's entries of this key epoch from days before `day`, newest first, up
     to `TEXT_CACHE_ENTRIES`."""
     zone, storage, tables, held = ctx.zone("text_cache", "read"), ctx.storage, [], 0
-    for d in sorted((d for d in storage.dates(zone) if d < day), reverse=True):
-        for path in sorted(storage.partition_dir(zone, d).glob(f"{_epoch(ctx)}-*")):
-            if held >= TEXT_CACHE_ENTRIES:
-                break
-            tables.append(storage.read_part(zone, d, path))
-            held += tables[-1].height
+    files = ((d, path) for d in sorted((d for d in storage.dates(zone) if d < day), reverse=True)
+             for path in sorted(storage.partition_dir(zone, d).glob(f"{_epoch(ctx)}-*")))
+    for d, path in files:
+        if held >= TEXT_CACHE_ENTRIES:
+            break  # no later day's folder is listed
+        tables.append(storage.read_part(zone, d, path))
+        held += tables[-1].height
     return EarlierTexts(ctx.key.token_key(ctx.cfg.purpose), tables)
 
 
